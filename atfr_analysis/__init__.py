@@ -1,4 +1,14 @@
-"""atfr-analysis: build, profile and report 3D CNNs with adaptive temporal feature resolution."""
+"""atfr-analysis: build, profile and report 3D CNNs with adaptive temporal feature resolution.
+
+The Python API behind the ``atfr`` command line::
+
+    import atfr_analysis as atfr
+    model = atfr.build_model("x3d_s_atfr")          # the zoo (PySlowFast state-dict names)
+    atfr.list_models("slowfast*")
+    df = atfr.profile_clips(model, clips)            # per-clip bins, exact dynamic GMACs, scores
+    atfr.profile(ckpt, "x3d_s_atfr", "val.csv", "runs/x3d")   # a whole video list into a log
+    log = atfr.load_run("runs/x3d")                  # pandas, one row per (video, view)
+"""
 import warnings as _warnings
 
 # fvcore's import warns that torch.jit.script is deprecated; harmless here
@@ -7,5 +17,13 @@ _warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=D
 __version__ = "0.1.0"
 
 from atfr_analysis.models import build_model, list_models  # noqa: E402
+from atfr_analysis.profile import load_run, load_videos, profile_clips  # noqa: E402
 
-__all__ = ["__version__", "build_model", "list_models"]
+__all__ = ["__version__", "build_model", "list_models", "profile_clips", "profile", "load_run", "load_videos"]
+
+
+def profile(*args, **kwargs):
+    """Profile a checkpoint on a video list into a run folder; see ``atfr_analysis.profile.run.profile``."""
+    from atfr_analysis.profile.run import profile as _profile
+
+    return _profile(*args, **kwargs)

@@ -1,0 +1,278 @@
+"""Reading and writing checkpoints, treated as untrusted files.
+
+Formats read: PySlowFast / official ATFR checkpoints (a dict with ``model_state`` and usually a
+``cfg`` YAML string), plain state dicts, dicts with ``state_dict``, and this project's own
+training checkpoints (PySlowFast's format; weights may be stored in fp16 and are loaded back to
+fp32). Everything goes through ``torch.load(..., weights_only=True)``: a file that needs
+arbitrary unpickling is refused.
+
+Loading is strict: missing, unexpected or shape-mismatched keys are refused with a short report,
+unless the caller allows exactly the SGS parameters to be missing (``allow_missing="sgs"``: a
+baseline checkpoint into its ``_atfr`` variant, to fine-tune with SGS).
+"""
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CheckpointError",
+    "Checkpoint",
+    "load_checkpoint",
+    "load_state_into",
+    "parse_cfg",
+    "cfg_facts",
+    "check_cfg",
+    "save_checkpoint",
+    "sha256sum",
+    "ALLOW_MISSING_CHOICES",
+]
+
+ALLOW_MISSING_CHOICES = ("sgs",)
+_SGS_KEY_MARK = "ts_layer."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used as asked; the message is one line."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    cfg: dict | None = None  # the parsed PySlowFast cfg (or our own record), when present
+    meta: dict[str, Any] = field(default_factory=dict)  # epoch etc.
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        return cfg_facts(self.cfg) if self.cfg else {}
+
+    def num_classes(self) -> int | None:
+        """Class count from the classifier weights (``head.projection.weight``), else the cfg."""
+        w = self.state_dict.get("head.projection.weight")
+        if w is not None:
+            return int(w.shape[0])
+        return self.facts.get("num_classes")
+
+
+def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def parse_cfg(cfg: Any) -> dict | None:
+    """A checkpoint's ``cfg``: a PySlowFast YAML dump (string), or already a mapping."""
+    if cfg is None:
+        return None
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    if isinstance(cfg, str):
+        import yaml
+
+        try:
+            out = yaml.safe_load(cfg)
+        except yaml.YAMLError as e:
+            raise CheckpointError(f"checkpoint cfg is not valid YAML: {str(e).splitlines()[0]}") from None
+        return out if isinstance(out, dict) else None
+    return None
+
+
+def _get(d: Mapping, dotted: str, default=None):
+    cur: Any = d
+    for part in dotted.split("."):
+        if not isinstance(cur, Mapping) or part not in cur:
+            return default
+        cur = cur[part]
+    return cur
+
+
+def cfg_facts(cfg: Mapping) -> dict[str, Any]:
+    """The facts of a PySlowFast cfg that decide the model and its input."""
+    arch = _get(cfg, "MODEL.ARCH")
+    facts = {
+        "arch": arch,
+        "num_classes": _get(cfg, "MODEL.NUM_CLASSES"),
+        "frames": _get(cfg, "DATA.NUM_FRAMES"),
+        "sampling_rate": _get(cfg, "DATA.SAMPLING_RATE"),
+        "train_crop": _get(cfg, "DATA.TRAIN_CROP_SIZE"),
+        "test_crop": _get(cfg, "DATA.TEST_CROP_SIZE"),
+        "views": _get(cfg, "TEST.NUM_ENSEMBLE_VIEWS"),
+        "crops": _get(cfg, "TEST.NUM_SPATIAL_CROPS"),
+        "atfr": _get(cfg, "TEMPORAL_SAMPLING") is not None and _get(cfg, "MODEL.TEMPORAL_LAYER_STAGE") is not None,
+    }
+    if arch == "slowfast":
+        facts["alpha"] = _get(cfg, "SLOWFAST.ALPHA")
+        facts["fusion_kernel"] = _get(cfg, "SLOWFAST.FUSION_KERNEL_SZ")
+    if arch == "x3d":
+        facts["width_factor"] = _get(cfg, "X3D.WIDTH_FACTOR")
+        facts["depth_factor"] = _get(cfg, "X3D.DEPTH_FACTOR")
+    if facts["atfr"]:
+        facts["temporal_sampling"] = _get(cfg, "TEMPORAL_SAMPLING")
+    return {k: v for k, v in facts.items() if v is not None}
+
+
+_ARCH_OF_FAMILY = {"slowfast": "slowfast", "slow": "slow", "resnet3d": "3dresnet", "x3d": "x3d"}
+
+
+def check_cfg(facts: Mapping[str, Any], model: nn.Module) -> list[str]:
+    """Differences between a checkpoint's cfg facts and the model (empty when they agree)."""
+    spec = getattr(model, "spec", None)
+    cfg = getattr(model, "config", None)
+    problems = []
+    model_arch = getattr(cfg, "arch", None) or ("x3d" if "x3d" in getattr(model, "model_name", "") else None)
+    if facts.get("arch") and model_arch:
+        want = _ARCH_OF_FAMILY.get(model_arch, model_arch)
+        if facts["arch"] != want:
+            problems.append(f"MODEL.ARCH={facts['arch']} but the model is {want}")
+    if spec is not None:
+        pairs = [
+            ("frames", "DATA.NUM_FRAMES", spec.clip_frames),
+            ("sampling_rate", "DATA.SAMPLING_RATE", spec.sampling_rate),
+            ("train_crop", "DATA.TRAIN_CROP_SIZE", spec.train_crop),
+            ("test_crop", "DATA.TEST_CROP_SIZE", spec.test_crop),
+        ]
+        if spec.alpha is not None:
+            pairs.append(("alpha", "SLOWFAST.ALPHA", spec.alpha))
+        for key, cfg_name, ours in pairs:
+            if key in facts and int(facts[key]) != int(ours):
+                problems.append(f"{cfg_name}={facts[key]} but the model has {ours}")
+    ncls = getattr(cfg, "num_classes", None)
+    if ncls is not None and "num_classes" in facts and int(facts["num_classes"]) != int(ncls):
+        problems.append(f"MODEL.NUM_CLASSES={facts['num_classes']} but the model has {ncls}")
+    return problems
+
+
+def _unwrap_state(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict | None, dict]:
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: not a checkpoint (expected a dict, got {type(obj).__name__})")
+    meta: dict[str, Any] = {}
+    cfg = None
+    if "model_state" in obj:
+        state = obj["model_state"]
+        cfg = parse_cfg(obj.get("cfg"))
+        meta = {k: v for k, v in obj.items() if k in ("epoch", "record", "atfr_analysis")}
+        if isinstance(obj.get("record"), Mapping) and cfg is None:
+            cfg = None
+    elif "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        state = obj["state_dict"]
+    else:
+        state = obj
+    if not isinstance(state, Mapping) or not state:
+        raise CheckpointError(f"{path}: holds no weights (empty or missing model_state)")
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: not a state dict ({len(bad)} non-tensor entries, e.g. {bad[0]!r})")
+    state = dict(state)
+    if all(k.startswith("module.") for k in state):  # saved from DataParallel / DDP
+        state = {k[len("module."):]: v for k, v in state.items()}
+    # fp16 storage (our shipped checkpoints) is loaded back to fp32
+    state = {k: (v.float() if v.is_floating_point() and v.dtype != torch.float64 else v) for k, v in state.items()}
+    return state, cfg, meta
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint with ``weights_only=True``; one-line ``CheckpointError`` on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"refusing {path}: it needs arbitrary code to unpickle, which weights_only=True forbids ({first[:160]})"
+        ) from None
+    except Exception as e:  # corrupt zip, truncated file, not a torch file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {first[:200]}") from None
+    state, cfg, meta = _unwrap_state(obj, path)
+    return Checkpoint(path=path, state_dict=state, cfg=cfg, meta=meta)
+
+
+def _preview(keys: list[str], n: int = 3) -> str:
+    more = f", ... (+{len(keys) - n})" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def load_state_into(
+    model: nn.Module, state: Mapping[str, torch.Tensor], allow_missing: str | None = None
+) -> dict[str, list[str]]:
+    """Load ``state`` into ``model``, refusing any missing / unexpected / mismatched key.
+
+    ``allow_missing="sgs"`` permits exactly the SGS (``*ts_layer.*``) parameters to be missing.
+    Returns ``{"missing": [...]}`` of the keys that were allowed to stay at their initial values.
+    """
+    if allow_missing is not None and allow_missing not in ALLOW_MISSING_CHOICES:
+        raise CheckpointError(
+            f"allow_missing must be one of {', '.join(ALLOW_MISSING_CHOICES)}, got {allow_missing!r}"
+        )
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    allowed = []
+    if allow_missing == "sgs":
+        allowed = [k for k in missing if _SGS_KEY_MARK in k]
+        missing = [k for k in missing if _SGS_KEY_MARK not in k]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing ({_preview(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected ({_preview(unexpected)})")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape-mismatched ({_preview(mismatched, 2)})")
+        hint = ""
+        if missing and all(_SGS_KEY_MARK in k for k in missing):
+            hint = "; only SGS weights are missing: pass allow_missing='sgs' (--allow-missing sgs) to fine-tune a baseline"
+        raise CheckpointError("checkpoint does not fit the model: " + "; ".join(parts) + hint)
+    model.load_state_dict(dict(state), strict=not allowed)
+    return {"missing": allowed}
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    record: Mapping[str, Any],
+    epoch: int = 0,
+    half: bool = False,
+    optimizer_state: Mapping | None = None,
+) -> Path:
+    """Write PySlowFast's checkpoint format: ``model_state``, ``epoch``, ``cfg`` (a YAML string).
+
+    ``record`` (model name, config, training command, seed, ...) is stored as the ``cfg`` YAML so
+    that the file stays loadable with ``weights_only=True``. ``half=True`` stores floating
+    tensors in fp16 (the shipped demo checkpoints), loaded back to fp32 by ``load_checkpoint``.
+    """
+    import yaml
+
+    state = {
+        k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
+        for k, v in model.state_dict().items()
+    }
+    obj: dict[str, Any] = {
+        "epoch": int(epoch),
+        "model_state": state,
+        "cfg": yaml.safe_dump(dict(record), sort_keys=True),
+    }
+    if optimizer_state is not None:
+        obj["optimizer_state"] = optimizer_state
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+    return path

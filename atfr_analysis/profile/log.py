@@ -1,0 +1,191 @@
+"""The profiling log: a run folder of ``run.json`` plus Parquet part files.
+
+Schema version 1 (documented in the README, section "The log"):
+
+``views-*.parquet`` — one row per (video, view):
+    ``video_id`` int64, ``path`` str, ``label`` int64 (-1 unknown), ``class_name`` str,
+    ``view`` int64 (= temporal_index * crops + spatial_index), ``temporal_index``,
+    ``spatial_index``, ``frame_start``, ``frame_end`` int64, ``status`` ("ok" | "failed"),
+    ``error`` str (null when ok), one ``bins.<layer>`` Int64 column per SGS layer (active bins B'),
+    ``gmacs`` (conv_fc), ``gmacs_fvcore`` (fvcore default, BN included), ``gmacs_executed``
+    (what the batch executed for this view: the cost at the batch's largest B' in padded
+    batching) float64, ``top5_ids`` list<int64>, ``top5_scores`` list<float32>, ``scores``
+    list<float32> (the full softmax vector of the view).
+``videos-*.parquet`` — one row per video:
+    ``video_id``, ``path``, ``label``, ``class_name``, ``status``, ``error``, ``views_ok`` int64,
+    ``scores_sum`` list<float32> (the sum of the softmax over the video's views, as PySlowFast's
+    TestMeter ensembles them), ``top1_id`` int64.
+
+Part files are written whole (to a temporary name, then renamed), so a killed run never leaves
+half a part; ``load_run`` reads every part of every shard and orders rows by (video_id, view).
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "RUN_JSON",
+    "VIEW_COLUMNS",
+    "VIDEO_COLUMNS",
+    "RunError",
+    "is_run",
+    "read_meta",
+    "write_meta",
+    "write_parts",
+    "load_run",
+    "load_videos",
+    "done_video_ids",
+]
+
+SCHEMA_VERSION = 1
+RUN_JSON = "run.json"
+VIEW_COLUMNS = [
+    "video_id", "path", "label", "class_name", "view", "temporal_index", "spatial_index",
+    "frame_start", "frame_end", "status", "error",
+    # bins.<layer> columns go here
+    "gmacs", "gmacs_fvcore", "gmacs_executed", "top5_ids", "top5_scores", "scores",
+]
+VIDEO_COLUMNS = ["video_id", "path", "label", "class_name", "status", "error", "views_ok", "scores_sum", "top1_id"]
+
+
+class RunError(ValueError):
+    """A folder that is not a (readable) run; one-line message."""
+
+
+def is_run(path: str | Path) -> bool:
+    return (Path(path) / RUN_JSON).is_file()
+
+
+def read_meta(run_dir: str | Path) -> dict[str, Any]:
+    p = Path(run_dir) / RUN_JSON
+    if not Path(run_dir).is_dir():
+        raise RunError(f"not a run folder: {run_dir} does not exist")
+    if not p.is_file():
+        raise RunError(f"not a run folder: {run_dir} has no {RUN_JSON}")
+    try:
+        meta = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{p} is not valid JSON: {e}") from None
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise RunError(f"{p}: schema_version {meta.get('schema_version')!r}, this version reads {SCHEMA_VERSION}")
+    return meta
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_meta(run_dir: str | Path, meta: dict[str, Any], name: str = RUN_JSON) -> Path:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    p = run_dir / name
+    _atomic_write_bytes(p, lambda t: t.write_text(json.dumps(meta, indent=1, default=str)))
+    return p
+
+
+def _views_frame(rows: list[dict], layers: list[str]) -> pd.DataFrame:
+    cols = VIEW_COLUMNS[:11] + [f"bins.{l}" for l in layers] + VIEW_COLUMNS[11:]
+    df = pd.DataFrame(rows, columns=cols)
+    for c in ("video_id", "label", "view", "temporal_index", "spatial_index", "frame_start", "frame_end"):
+        df[c] = df[c].astype("int64")
+    for l in layers:
+        df[f"bins.{l}"] = df[f"bins.{l}"].astype("Int64")
+    for c in ("gmacs", "gmacs_fvcore", "gmacs_executed"):
+        df[c] = df[c].astype("float64")
+    df["error"] = df["error"].astype("object")
+    return df
+
+
+def write_parts(run_dir: str | Path, view_rows: list[dict], video_rows: list[dict], layers: list[str], tag: str) -> None:
+    """Append one part (views and videos of whole videos) to a run, atomically."""
+    if not video_rows:
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run_dir = Path(run_dir)
+    views = _views_frame(view_rows, layers)
+    vids = pd.DataFrame(video_rows, columns=VIDEO_COLUMNS)
+    for c in ("video_id", "label", "views_ok", "top1_id"):
+        vids[c] = vids[c].astype("int64")
+    list_types = {
+        "top5_ids": pa.list_(pa.int64()),
+        "top5_scores": pa.list_(pa.float32()),
+        "scores": pa.list_(pa.float32()),
+        "scores_sum": pa.list_(pa.float32()),
+    }
+
+    def table(df: pd.DataFrame) -> pa.Table:
+        fields = []
+        for c in df.columns:
+            if c in list_types:
+                fields.append(pa.field(c, list_types[c]))
+            else:
+                fields.append(pa.field(c, pa.Array.from_pandas(df[c]).type if len(df) else pa.null()))
+        schema = pa.schema([f if f.type != pa.null() else pa.field(f.name, pa.string()) for f in fields])
+        return pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+
+    # videos part last: a video counts as done only once its views are on disk
+    _atomic_write_bytes(run_dir / f"views-{tag}.parquet", lambda t: pq.write_table(table(views), t))
+    _atomic_write_bytes(run_dir / f"videos-{tag}.parquet", lambda t: pq.write_table(table(vids), t))
+
+
+def _read_parts(run_dir: Path, prefix: str) -> pd.DataFrame | None:
+    files = sorted(run_dir.glob(f"{prefix}-*.parquet"))
+    if not files:
+        return None
+    frames = [pd.read_parquet(f) for f in files]
+    return pd.concat(frames, ignore_index=True)
+
+
+def done_video_ids(run_dir: str | Path) -> set[int]:
+    """Videos whose every view is written (their ``videos`` part exists)."""
+    df = _read_parts(Path(run_dir), "videos")
+    return set() if df is None else set(int(v) for v in df["video_id"])
+
+
+def _finish(df: pd.DataFrame, meta: dict, run_dir: Path, keys: list[str]) -> pd.DataFrame:
+    df = df.drop_duplicates(subset=keys, keep="last").sort_values(keys).reset_index(drop=True)
+    df.attrs["meta"] = meta
+    df.attrs["run_dir"] = str(run_dir)
+    return df
+
+
+def load_run(path: str | Path) -> pd.DataFrame:
+    """The views table of a run (all parts of all shards), ordered by (video_id, view).
+
+    ``df.attrs["meta"]`` holds ``run.json``; ``df.attrs["run_dir"]`` the folder.
+    """
+    run_dir = Path(path)
+    meta = read_meta(run_dir)
+    done = done_video_ids(run_dir)
+    df = _read_parts(run_dir, "views")
+    if df is None:
+        layers = list(meta.get("sgs_layers", {}))
+        df = _views_frame([], layers)
+    else:
+        # rows of a part whose videos part never landed (killed in between) are not part of the log
+        df = df[df["video_id"].isin(done)]
+        for c in [c for c in df.columns if c.startswith("bins.")]:
+            df[c] = df[c].astype("Int64")
+    return _finish(df, meta, run_dir, ["video_id", "view"])
+
+
+def load_videos(path: str | Path) -> pd.DataFrame:
+    """The per-video table of a run (summed softmax scores per video), ordered by video_id."""
+    run_dir = Path(path)
+    meta = read_meta(run_dir)
+    df = _read_parts(run_dir, "videos")
+    if df is None:
+        df = pd.DataFrame(columns=VIDEO_COLUMNS)
+    return _finish(df, meta, run_dir, ["video_id"])

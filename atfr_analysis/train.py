@@ -1,0 +1,307 @@
+"""Training: SGD with momentum, linear warm-up then cosine decay, cross-entropy only.
+
+The recipe follows PySlowFast's (``SOLVER.LR_POLICY: cosine`` with ``WARMUP_EPOCHS``, momentum
+0.9, weight decay 1e-4 not applied to BN, dropout before the projection) and the official ATFR
+code (cross-entropy only: SGS adds no loss). Training clips: a random temporal window of
+``frames x sampling_rate`` frames, random short-side scale jitter, random crop and horizontal
+flip, PySlowFast's normalisation. Checkpoints are PySlowFast's format (``model_state`` plus a
+``cfg`` YAML record of the model, its config and the training command), loadable with
+``weights_only=True``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atfr_analysis.checkpoint import save_checkpoint
+from atfr_analysis.models import build_model
+from atfr_analysis.models.registry import get_entry
+
+__all__ = ["TrainConfig", "TrainResult", "train", "make_record", "cosine_lr"]
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    data: str  # PySlowFast list of training videos
+    labels: str | None = None
+    data_root: str | None = None
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 0.1  # at batch size 64 (scaled linearly, as PySlowFast's BASE_LR is per 8 GPUs)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 2.0
+    workers: int = 0
+    device: str = "auto"
+    seed: int = 0
+    crop: int | None = None  # default: the model's train crop
+    scale_jitter: tuple[float, float] = (1.0, 1.25)  # short side = crop x U(a, b)
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    val_data: str | None = None  # optional list, evaluated on the centre view after each epoch
+    max_steps: int | None = None  # stop early (tests)
+    cache: bool = True  # keep decoded videos in memory (small datasets)
+    fp16_checkpoint: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    epochs: int
+    steps: int
+    seconds: float
+    losses: list[float]  # mean loss per epoch
+    train_acc: list[float]  # per epoch, %
+    val_acc: list[float]
+    first_loss: float
+    last_loss: float
+
+
+def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
+    """PySlowFast's schedule: linear warm-up from base/100... then half-cosine to 0."""
+    if warmup > 0 and step < warmup:
+        start = base * 0.01
+        return start + (base - start) * step / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def make_record(model: nn.Module, name: str, extra: dict | None = None) -> dict:
+    """A PySlowFast-like ``cfg`` record, so our checkpoints are checked like PySlowFast's."""
+    spec = model.spec
+    cfg = model.config
+    arch = getattr(cfg, "arch", None) or ("x3d" if name.startswith("x3d") else None)
+    arch = {"resnet3d": "3dresnet"}.get(arch, arch)
+    rec: dict[str, Any] = {
+        "MODEL": {"ARCH": arch, "MODEL_NAME": name, "NUM_CLASSES": int(cfg.num_classes)},
+        "DATA": {
+            "NUM_FRAMES": int(spec.clip_frames),
+            "SAMPLING_RATE": int(spec.sampling_rate),
+            "TRAIN_CROP_SIZE": int(spec.train_crop),
+            "TEST_CROP_SIZE": int(spec.test_crop),
+        },
+        "TEST": {"NUM_ENSEMBLE_VIEWS": spec.num_views, "NUM_SPATIAL_CROPS": spec.num_crops},
+        "ATFR_ANALYSIS": {
+            "model": name,
+            "config": _plain(dataclasses.asdict(cfg)) if dataclasses.is_dataclass(cfg) else None,
+        },
+    }
+    if spec.alpha is not None:
+        rec["SLOWFAST"] = {"ALPHA": int(spec.alpha)}
+    if extra:
+        rec["ATFR_ANALYSIS"].update(_plain(extra))
+    return rec
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class TrainClips(torch.utils.data.Dataset):
+    """Random training clips of a video list (decoded once and cached when ``cache``)."""
+
+    def __init__(self, entries, spec, crop: int, scale_jitter=(1.0, 1.25), cache: bool = True, seed: int = 0):
+        self.entries = list(entries)
+        self.spec = spec
+        self.crop = crop
+        self.scale_jitter = scale_jitter
+        self.cache = cache
+        self.seed = seed
+        self.epoch = 0
+        self._frames: dict[int, tuple[torch.Tensor, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _video(self, i: int):
+        from atfr_analysis.data.video import decode_video
+
+        if i in self._frames:
+            return self._frames[i]
+        frames, fps = decode_video(self.entries[i].path)
+        if self.cache:
+            self._frames[i] = (frames, fps)
+        return frames, fps
+
+    def __getitem__(self, i: int):
+        from atfr_analysis.data.transforms import normalize, pack_pathways, temporal_indices
+
+        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) % (2**31))
+        frames, fps = self._video(i)  # uint8 [T, H, W, 3]
+        spec = self.spec
+        idx = temporal_indices(frames.shape[0], fps, spec, clip_idx=-1, num_clips=1, generator=g)
+        clip = frames.index_select(0, idx).permute(3, 0, 1, 2).float()  # [3, T, H, W]
+        lo, hi = self.scale_jitter
+        short = int(round(self.crop * (lo + (hi - lo) * torch.rand(1, generator=g).item())))
+        short = max(short, self.crop)
+        h, w = clip.shape[-2:]
+        if h <= w:
+            size = (short, max(short, int(round(w * short / h))))
+        else:
+            size = (max(short, int(round(h * short / w))), short)
+        clip = F.interpolate(clip, size=size, mode="bilinear", align_corners=False)
+        y0 = int(torch.randint(0, clip.shape[-2] - self.crop + 1, (1,), generator=g))
+        x0 = int(torch.randint(0, clip.shape[-1] - self.crop + 1, (1,), generator=g))
+        clip = clip[..., y0 : y0 + self.crop, x0 : x0 + self.crop]
+        if torch.rand(1, generator=g).item() < 0.5:
+            clip = clip.flip(-1)
+        clip = normalize(clip)
+        return pack_pathways(clip, spec), self.entries[i].label
+
+
+def _collate(batch):
+    paths = list(zip(*[b[0] for b in batch]))
+    return [torch.stack(p) for p in paths], torch.tensor([b[1] for b in batch])
+
+
+def _param_groups(model: nn.Module, wd: float):
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if (p.ndim <= 1 or ".bn" in n or "bn." in n) else decay).append(p)
+    return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = None) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` and write a checkpoint to ``out``."""
+    from atfr_analysis.data.datasets import read_label_map, read_video_list
+    from atfr_analysis.profile.run import resolve_device
+
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ValueError("--epochs and --batch-size must be >= 1")
+    get_entry(cfg.model)
+    _seed_all(cfg.seed)
+    dev = resolve_device(cfg.device)
+    label_map = read_label_map(cfg.labels) if cfg.labels else None
+    entries = read_video_list(cfg.data, data_root=cfg.data_root, labels=label_map)
+    ncls = len(label_map) if label_map else max(e.label for e in entries) + 1
+    model = build_model(cfg.model, num_classes=ncls, **cfg.model_overrides)
+    spec = model.spec
+    crop = cfg.crop or spec.train_crop
+    ds = TrainClips(entries, spec, crop, cfg.scale_jitter, cache=cfg.cache and cfg.workers == 0, seed=cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(ds) > cfg.batch_size,
+        num_workers=cfg.workers, collate_fn=_collate, generator=gen,
+    )
+    model.to(dev)
+    lr = cfg.lr * cfg.batch_size / 64
+    opt = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=lr, momentum=cfg.momentum, nesterov=True)
+    steps_per_epoch = len(loader)
+    total = cfg.epochs * steps_per_epoch
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    val = None
+    if cfg.val_data:
+        val = read_video_list(cfg.val_data, data_root=cfg.data_root, labels=label_map)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    losses, accs, val_accs = [], [], []
+    first_loss = None
+    step = 0
+    t0 = time.perf_counter()
+    progress = Progress(
+        TextColumn("[bold]train {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),
+        disable=cfg.quiet,
+    )
+    with progress:
+        task = progress.add_task("train", total=total if cfg.max_steps is None else min(total, cfg.max_steps), epoch="", stats="")
+        for epoch in range(cfg.epochs):
+            ds.epoch = epoch
+            model.train()
+            tot_loss = tot_correct = tot_n = 0.0
+            for xs, y in loader:
+                for gr in opt.param_groups:
+                    gr["lr"] = cosine_lr(step, total, lr, warmup)
+                xs = [x.to(dev, non_blocking=True) for x in xs]
+                y = y.to(dev)
+                logits = model(xs)
+                loss = F.cross_entropy(logits, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                lv = float(loss.detach())
+                if first_loss is None:
+                    first_loss = lv
+                n = y.shape[0]
+                tot_loss += lv * n
+                tot_correct += float((logits.argmax(1) == y).sum())
+                tot_n += n
+                progress.update(
+                    task, advance=1, epoch=f"{epoch + 1}/{cfg.epochs}",
+                    stats=f"loss {tot_loss / tot_n:.3f} acc {100 * tot_correct / tot_n:.1f}% lr {opt.param_groups[0]['lr']:.4f}",
+                )
+                if cfg.max_steps is not None and step >= cfg.max_steps:
+                    break
+            losses.append(tot_loss / max(tot_n, 1))
+            accs.append(100 * tot_correct / max(tot_n, 1))
+            if val is not None:
+                val_accs.append(evaluate_centre(model, val, spec, dev))
+            if cfg.max_steps is not None and step >= cfg.max_steps:
+                break
+    seconds = time.perf_counter() - t0
+    record = make_record(
+        model, cfg.model,
+        {
+            "train": _plain(dataclasses.asdict(cfg)),
+            "command": list(command) if command is not None else sys.argv,
+            "epochs_run": len(losses),
+            "steps": step,
+            "seconds": round(seconds, 1),
+            "final_train_loss": losses[-1] if losses else None,
+            "final_train_acc": accs[-1] if accs else None,
+            "val_acc": val_accs,
+            "device": str(dev),
+            "torch": torch.__version__,
+        },
+    )
+    model.cpu()
+    path = save_checkpoint(out, model, record, epoch=len(losses), half=cfg.fp16_checkpoint)
+    return TrainResult(path, len(losses), step, seconds, losses, accs, val_accs, first_loss or float("nan"), losses[-1] if losses else float("nan"))
+
+
+@torch.no_grad()
+def evaluate_centre(model: nn.Module, entries, spec, dev) -> float:
+    """Top-1 (%) on the centre view of each video (one temporal clip, centre crop)."""
+    from atfr_analysis.data.datasets import ViewDataset
+
+    model.eval()
+    ds = ViewDataset(entries, spec, views=1, crops=1)
+    correct = n = 0
+    for k in range(len(ds)):
+        item = ds[k]
+        if item["status"] != "ok":
+            continue
+        xs = [p.to(dev) for p in item["pathways"]]
+        pred = int(model(xs).argmax(1)[0])
+        correct += int(pred == entries[k].label)
+        n += 1
+    model.train()
+    return 100.0 * correct / max(n, 1)

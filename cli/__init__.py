@@ -1,0 +1,1 @@
+"""The ``atfr`` command line (installed as the ``atfr_cli`` package)."""
