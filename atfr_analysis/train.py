@@ -110,8 +110,8 @@ def _plain(obj):
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
+    if isinstance(obj, (Path, str)):
+        return str(obj)  # also str subclasses such as torch's version string
     return obj
 
 

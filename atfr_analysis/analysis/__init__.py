@@ -1,0 +1,63 @@
+"""Analysis of a profiling log (pure pandas): per-video and per-class tables, the class ranking of
+the poster, paper-style tables, figures and a Markdown report.
+
+    from atfr_analysis import load_run
+    from atfr_analysis.analysis import per_class, ranking, paper_table, write_report
+    log = load_run("runs/x3d_s_atfr")
+    per_class(log)                         # one row per class + "overall"
+    ranking(log, by="bins", k=5)           # lowest / highest classes with bootstrap CIs
+    write_report(log, "reports/x3d", baseline=load_run("runs/x3d_s"))
+
+Bad input raises :class:`AnalysisError` (a ``ValueError``) with a one-line message. The figure
+functions (``plot_*``) import matplotlib only when called.
+"""
+from atfr_analysis.analysis.aggregate import AnalysisError, bins_layers, num_bins, per_class, video_table
+from atfr_analysis.analysis.ranking import RANK_BY, below_min_videos, class_values, ranking
+from atfr_analysis.analysis.report import write_report
+from atfr_analysis.analysis.tables import (
+    accuracy_vs_views,
+    format_paper_table,
+    markdown_table,
+    paper_table,
+    to_csv,
+    to_latex,
+    to_markdown,
+    write_paper_table,
+)
+
+__all__ = [
+    "AnalysisError",
+    "RANK_BY",
+    "video_table",
+    "per_class",
+    "bins_layers",
+    "num_bins",
+    "ranking",
+    "class_values",
+    "below_min_videos",
+    "paper_table",
+    "format_paper_table",
+    "markdown_table",
+    "to_markdown",
+    "to_csv",
+    "to_latex",
+    "write_paper_table",
+    "accuracy_vs_views",
+    "write_report",
+    "plot_bins_hist",
+    "plot_class_distributions",
+    "plot_gmacs_vs_accuracy",
+    "plot_gmacs_distribution",
+    "plot_accuracy_vs_views",
+    "plot_delta_vs_reduction",
+]
+
+_PLOTS = {n for n in __all__ if n.startswith("plot_")}
+
+
+def __getattr__(name):  # figures load matplotlib / seaborn lazily
+    if name in _PLOTS:
+        from atfr_analysis.analysis import plots
+
+        return getattr(plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

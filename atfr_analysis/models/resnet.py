@@ -373,6 +373,15 @@ _BASELINES: dict[str, tuple[ResNetConfig, str]] = {
         ResNetConfig(depth=18, **_FORK_3DRESNET),
         "3DResNet-18 of the official ATFR code (configs/Mini_Kinetics200/3DResNet18.yaml; 2 bottlenecks per stage)",
     ),
+    "slow_tiny": (
+        ResNetConfig(
+            arch="slow", depth=18, frames=(16,), sampling_rate=1, train_crop=64, test_crop=64,
+            stem_width=16, widths=(64, 128, 256, 512), inner_widths=(16, 32, 64, 128),
+            temporal_kernels=((1, 1, 1, 3, 3),), dropout_rate=0.3, num_views=1, num_crops=3,
+        ),
+        "Slow ResNet-18 (bottleneck) at a quarter of R50's width, 16x64x64: the demo's backbone, "
+        "small enough to train on a CPU; temporal kernel 1 before res4, so nothing mixes frames before SGS",
+    ),
 }
 #: config changes of the ATFR variant besides sgs=True and the adaptive head
 _ATFR_EXTRA = {"resnet3d_18": {"sampling_rate": 2}}

@@ -53,11 +53,18 @@ Here the Similarity Guided Sampling layer sits either
   at the end of res2, on the last block's residual sum before its ReLU, state-dict key
   ``s2.ts_layer.*``; or
 * ``sgs_stage="stem"``: after the stem's depthwise temporal (5x1x1) conv and its BN, before the
-  ReLU, key ``s1.ts_layer.*``.
+  ReLU (where the official hook sits), key ``s1.ts_layer.*``. Note: the official hook registers
+  the layer inside the stem module, i.e. at ``s1.pathway0_stem.ts_layer.*``; as no X3D+ATFR
+  checkpoint exists, this project keeps the stage-level name ``s1.ts_layer``.
 
 Because the number of frames after SGS varies, the ATFR head pools adaptively (global average
 over T, H and W); its keys are the baseline's, so a baseline checkpoint loads into the ATFR model
-with ``strict=False`` and only the ``ts_layer`` keys missing.
+with ``strict=False`` and only the ``ts_layer`` keys missing (torch does not list the missing
+``bn.num_batches_tracked``).
+
+Swish is ``F.silu`` (x * sigmoid(x)); fvcore counts neither it nor the SE gating multiply, so the
+counts equal the reference's (whose stand-in Swish traces as ``mul`` + ``sigmoid``), only the
+list of unsupported ops differs.
 """
 from __future__ import annotations
 

@@ -141,10 +141,15 @@ def sample_from_embedding(
         delta = torch.linalg.vector_norm(z, ord=2, dim=1)
     # rescaling per clip: the factor first, then multiplied in (bit-exact with upstream)
     dmax = delta.max(dim=1, keepdim=True)[0]
-    if distance == "l2_norm":
-        # ||z_t|| can be 0 for every frame (no eps in the poster's formula): avoid 0/0
-        dmax = dmax.clamp_min(torch.finfo(delta.dtype).tiny)
-    scaled = delta * ((2 * b) / dmax)  # [N, T]
+    if distance == "l2_to_mean":
+        scaled = delta * ((2 * b) / dmax)  # [N, T]
+    else:
+        # no eps in the poster's formula: ||z_t|| is 0 for every frame when z == 0 (e.g. a frozen
+        # clip alone in a train-mode batch, BN bias 0). Such a clip is treated as all frames at
+        # the max distance (Delta' = 2B), without 0/0 in the forward or the backward.
+        pos = dmax > 0
+        safe = torch.where(pos, dmax, torch.ones_like(dmax))
+        scaled = torch.where(pos, delta * ((2 * b) / safe), torch.full_like(delta, 2 * b))
     # bins: size s = max Delta' / B, centres b*s + s/2
     size = scaled.max(dim=1, keepdim=True)[0] / b  # [N, 1]
     idx = torch.arange(b, device=z.device, dtype=z.dtype)

@@ -1,0 +1,331 @@
+"""Figures of a profiling log (matplotlib Agg + seaborn, PNG). Every function returns the path.
+
+Global matplotlib / seaborn state is left alone: styles are applied in a context."""
+from __future__ import annotations
+
+import textwrap
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from atfr_analysis.analysis.aggregate import (
+    OVERALL,
+    AnalysisError,
+    _meta,
+    _prepare,
+    bins_layers,
+    num_bins,
+    per_class,
+    run_name,
+)
+from atfr_analysis.analysis.ranking import _check_by, _per_video, ranking
+from atfr_analysis.analysis.tables import accuracy_vs_views
+
+__all__ = [
+    "plot_bins_hist",
+    "plot_class_distributions",
+    "plot_gmacs_vs_accuracy",
+    "plot_gmacs_distribution",
+    "plot_accuracy_vs_views",
+    "plot_delta_vs_reduction",
+]
+
+DPI = 120
+LOW_COLOR, HIGH_COLOR = "#4C72B0", "#DD8452"
+
+
+@contextmanager
+def _figure(figsize):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    with sns.axes_style("whitegrid"), plt.rc_context({"axes.titlesize": 12, "axes.labelsize": 10.5, "font.size": 10}):
+        fig, ax = plt.subplots(figsize=figsize)
+        try:
+            yield fig, ax
+        finally:
+            plt.close(fig)
+
+
+def _save(fig, path, rect=None) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout(**({"rect": rect} if rect else {}))
+    fig.savefig(p, dpi=DPI)
+    return p
+
+
+def _wrap(name: str, width: int = 28) -> str:
+    return textwrap.fill(str(name), width=width, break_long_words=True) or str(name)
+
+
+def _title(log: pd.DataFrame, what: str, width: int = 72) -> str:
+    return textwrap.fill(f"{run_name(log)}: {what}", width=width)
+
+
+# ----------------------------------------------------------------------------------- bins
+def plot_bins_hist(log: pd.DataFrame, path: str | Path) -> Path:
+    """Histogram of active bins B' per SGS layer (ok views), one panel per layer, B marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    df = _prepare(log)
+    layers = bins_layers(df)
+    if not layers:
+        raise AnalysisError("no bins.<layer> columns in this log (a run without SGS layers): nothing to histogram")
+    B = num_bins(df)
+    ok = df[df["_ok"]]
+    n = len(layers)
+    with sns.axes_style("whitegrid"), plt.rc_context({"axes.titlesize": 11, "font.size": 10}):
+        fig, axes = plt.subplots(1, n, figsize=(max(5.5, 4.6 * n), 3.9), squeeze=False)
+        try:
+            for ax, layer in zip(axes[0], layers):
+                x = ok[f"bins.{layer}"].dropna().astype(int)
+                hi = B.get(layer, int(x.max()) if len(x) else 1)
+                edges = np.arange(0.5, hi + 1.5, 1.0)
+                ax.hist(x, bins=edges, color=LOW_COLOR, edgecolor="white")
+                if layer in B:
+                    ax.axvline(B[layer], color="k", ls="--", lw=1, label=f"B = {B[layer]} (all bins kept)")
+                if len(x):
+                    ax.axvline(x.mean(), color=HIGH_COLOR, lw=1.5, label=f"mean {x.mean():.2f}")
+                if ax.get_legend_handles_labels()[0]:
+                    ax.legend(loc="upper right", fontsize=9)
+                ax.set_xlim(0.5, hi + 0.5)
+                ax.set_ylim(0, ax.get_ylim()[1] * 1.22)  # room for the legend
+                if hi <= 32:
+                    ax.set_xticks(range(1, hi + 1, 1 if hi <= 16 else 2))
+                ax.set_xlabel(f"active bins B' in {layer}")
+                ax.set_ylabel("views")
+                ax.set_title(_wrap(layer, 40))
+            fig.suptitle(_title(df, f"active bins per SGS layer ({len(ok)} ok views)"), fontsize=12)
+            return _save(fig, path)
+        finally:
+            plt.close(fig)
+
+
+# ------------------------------------------------------------------- per-class distributions
+def plot_class_distributions(
+    log: pd.DataFrame,
+    path: str | Path,
+    by: str = "gmacs",
+    k: int = 5,
+    min_videos: int = 1,
+    n_boot: int = 1000,
+    seed: int = 0,
+    *,
+    rank: pd.DataFrame | None = None,
+) -> Path:
+    """Per-video values (box + points) of the k lowest and k highest classes, with each class's
+    mean and bootstrap 95% CI; classes whose CI overlaps the other end are marked with †.
+    ``rank``: a ranking already computed with these arguments (saves recomputing it)."""
+    import seaborn as sns
+
+    _check_by(by)
+    df = _prepare(log)
+    if rank is None:
+        rank = ranking(df, by=by, k=k, min_videos=min_videos, n_boot=n_boot, seed=seed)
+    pv, what = _per_video(df, by)
+    pv["value"] = pv["sum"] / pv["n"]
+    low = rank[rank["end"] == "lowest"]
+    high = rank[rank["end"] == "highest"].iloc[::-1]
+    order = pd.concat([low, high], ignore_index=True)
+    labels = {r.class_name: _wrap(r.class_name) + (" †" if r.overlaps_other_end else "") for r in order.itertuples()}
+    data = pv[pv["class_name"].isin(labels)].copy()
+    data["label"] = data["class_name"].map(labels)
+    data["end"] = data["class_name"].map(dict(zip(order["class_name"], order["end"])))
+    ylabels = [labels[c] for c in order["class_name"]]
+    lines = sum(l.count("\n") + 1 for l in ylabels)
+    with _figure((8.6, max(3.0, 0.24 * lines + 0.2 * len(order) + 1.6))) as (fig, ax):
+        pal = {"lowest": LOW_COLOR, "highest": HIGH_COLOR}
+        with warnings.catch_warnings():  # seaborn 0.13 passes vert= to matplotlib >= 3.11 (deprecated there)
+            warnings.filterwarnings("ignore", message=r".*vert: bool.*")
+            sns.boxplot(data=data, x="value", y="label", order=ylabels, hue="end", palette=pal, ax=ax,
+                        showfliers=False, width=0.6, boxprops={"alpha": 0.45}, legend=False, dodge=False)
+        sns.stripplot(data=data, x="value", y="label", order=ylabels, hue="end", palette=pal, ax=ax,
+                      size=3.5, alpha=0.8, jitter=0.15, legend=False, dodge=False)
+        y = np.arange(len(order))
+        ax.errorbar(order["value"], y, xerr=[order["value"] - order["ci_low"], order["ci_high"] - order["value"]],
+                    fmt="D", color="k", ms=5, capsize=4, lw=1.4, label="class mean, 95% bootstrap CI (videos resampled)")
+        if len(low) and len(high):
+            ax.axhline(len(low) - 0.5, color="0.4", lw=0.8, ls=":")
+        from matplotlib.patches import Patch
+
+        handles = [Patch(color=c, alpha=0.6, label=f"{end} {n}")
+                   for c, end, n in ((LOW_COLOR, "lowest", len(low)), (HIGH_COLOR, "highest", len(high))) if n]
+        h, _ = ax.get_legend_handles_labels()
+        # below the axes, in a strip of its own (inside, it hides points wherever it goes)
+        fig.legend(handles=handles + h, loc="lower center", ncol=3, fontsize=8.5, frameon=False)
+        strip = 0.4 / fig.get_figheight()
+        unit = "per-video mean GMACs per view" if by == "gmacs" else f"per-video {what}"
+        ax.set_xlabel(unit)
+        ax.set_ylabel("")
+        ax.tick_params(axis="y", labelsize=9)
+        note = " († CI overlaps the other end)" if order["overlaps_other_end"].any() else ""
+        ax.set_title(_title(df, f"classes with the lowest / highest {what}") + "\n" +
+                     f"points = videos; classes with at least {min_videos} ok video(s){note}", fontsize=11)
+        return _save(fig, path, rect=(0, strip, 1, 1))
+
+
+# -------------------------------------------------------------------- class cost vs accuracy
+def _annotate(ax, x, y, names, max_labels: int = 25, extremes: int = 5) -> int:
+    """Label points without overlaps: every point when few, else the ``extremes`` lowest / highest
+    on each axis. Each label tries a few positions around its point and is left out when none is
+    free inside the axes. Returns how many labels were left out (noted in the plot)."""
+    x, y, names = np.asarray(x, float), np.asarray(y, float), list(names)
+    if len(names) <= max_labels:
+        pick = list(range(len(names)))
+    else:
+        pick = []
+        for v in (x, y):
+            o = np.argsort(np.where(np.isnan(v), np.inf, v), kind="stable")
+            o = [i for i in o if not np.isnan(v[i])]
+            for i in o[:extremes] + o[::-1][:extremes]:
+                if i not in pick:
+                    pick.append(i)
+    fig = ax.figure
+    ax.margins(x=0.06, y=0.1)
+    fig.tight_layout()
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axbox = ax.get_window_extent(renderer)
+    placed, labelled = [], []
+    offsets = [(5, 4, "left", "bottom"), (5, -4, "left", "top"), (-5, 4, "right", "bottom"), (-5, -4, "right", "top"),
+               (0, 8, "center", "bottom"), (0, -8, "center", "top"), (5, 16, "left", "bottom"), (5, -16, "left", "top"),
+               (-5, 16, "right", "bottom"), (-5, -16, "right", "top")]
+    dropped = 0
+    for i in pick:
+        if np.isnan(x[i]) or np.isnan(y[i]):
+            continue
+        for dx, dy, ha, va in offsets:
+            a = ax.annotate(_wrap(names[i], 24), (x[i], y[i]), xytext=(dx, dy), textcoords="offset points",
+                            ha=ha, va=va, fontsize=7.5, color="0.15")
+            bb = a.get_window_extent(renderer)
+            inside = bb.x0 >= axbox.x0 and bb.x1 <= axbox.x1 and bb.y0 >= axbox.y0 and bb.y1 <= axbox.y1
+            if inside and not any(bb.overlaps(p) for p in placed):
+                placed.append(bb.expanded(1.04, 1.1))
+                labelled.append(i)
+                break
+            a.remove()
+        else:
+            dropped += 1
+    if labelled:  # ring the labelled points, so each label's point is plain to see
+        ax.scatter(x[labelled], y[labelled], s=46, facecolors="none", edgecolors="k", linewidths=0.9, zorder=3)
+    if dropped:
+        ax.text(0.995, 0.005, f"{dropped} crowded label(s) left out", transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=7, color="0.4")
+    return dropped
+
+
+def plot_gmacs_vs_accuracy(log: pd.DataFrame, path: str | Path, *, table: pd.DataFrame | None = None) -> Path:
+    """Per class: mean GMACs per view vs video-level top-1 (labelled points, size = videos).
+    ``table``: ``per_class(log)`` already computed."""
+    df = _prepare(log)
+    pc = per_class(df) if table is None else table
+    overall = pc[pc["class_name"] == OVERALL].iloc[0]
+    pc = pc[pc["class_name"] != OVERALL]
+    with _figure((8.2, 5.8)) as (fig, ax):
+        sizes = 20 + 60 * pc["videos"] / max(1, pc["videos"].max())
+        ax.scatter(pc["gmacs_per_view_mean"], pc["top1"], s=sizes, color=LOW_COLOR, alpha=0.75, edgecolor="white")
+        if not pd.isna(overall["top1"]):
+            ax.axhline(overall["top1"], color="0.4", ls=":", lw=1, label=f"overall top-1 {overall['top1']:.1f}%")
+        ax.axvline(overall["gmacs_per_view_mean"], color=HIGH_COLOR, ls=":", lw=1,
+                   label=f"overall mean {overall['gmacs_per_view_mean']:.3g} GMACs/view")
+        static = _meta(df).get("static_gmacs")
+        if isinstance(static, (int, float)) and static > 0:
+            ax.axvline(static, color="k", ls="--", lw=1, label=f"static backbone {static:.3g} GMACs/view")
+        ax.set_xlabel("mean GMACs per view (conv_fc)")
+        ax.set_ylabel("top-1 (%), video-level")
+        ax.set_title(_title(df, f"per-class cost vs accuracy ({len(pc)} classes)"))
+        _annotate(ax, pc["gmacs_per_view_mean"], pc["top1"], pc["class_name"])
+        ax.legend(loc="best", fontsize=8.5)
+        return _save(fig, path)
+
+
+# ------------------------------------------------------------------- per-view GMACs spread
+def plot_gmacs_distribution(log: pd.DataFrame, path: str | Path) -> Path:
+    """Histogram of per-view GMACs (ok views) with the static (no SGS) cost and the mean marked."""
+    df = _prepare(log)
+    g = df.loc[df["_ok"], "gmacs"].dropna()
+    static = _meta(df).get("static_gmacs")
+    with _figure((7.6, 4.4)) as (fig, ax):
+        lo, hi = float(g.min()), float(g.max())
+        if isinstance(static, (int, float)) and static > 0:
+            lo, hi = min(lo, static), max(hi, static)
+        span = hi - lo or max(abs(hi), 1e-9) * 0.2  # all views alike (a static run): +-10% around it
+        edges = np.linspace(float(g.min()) - 1e-9, float(g.max()) + 1e-9, 41) if g.max() > g.min() else \
+            np.array([g.min() - span / 40, g.min() + span / 40])
+        ax.hist(g, bins=edges, color=LOW_COLOR, edgecolor="white")
+        ax.axvline(g.mean(), color=HIGH_COLOR, lw=1.8, label=f"mean {g.mean():.3g} GMACs")
+        if isinstance(static, (int, float)) and static > 0:
+            ax.axvline(static, color="k", ls="--", lw=1.4, label=f"static backbone (no SGS) {static:.3g} GMACs")
+        ax.set_xlim(lo - 0.05 * span, hi + 0.05 * span)
+        ax.set_xlabel("GMACs per view (conv_fc)")
+        ax.set_ylabel("views")
+        ax.set_title(_title(df, f"cost per view ({len(g)} ok views)"))
+        ax.legend(loc="best", fontsize=9)
+        return _save(fig, path)
+
+
+# ----------------------------------------------------------------- accuracy vs number of views
+def plot_accuracy_vs_views(
+    log: pd.DataFrame, path: str | Path, baseline: pd.DataFrame | None = None, *, sweep: pd.DataFrame | None = None
+) -> Path:
+    """Top-1 / top-5 vs mean GFLOPs x views when using the first 1..V temporal views per video
+    (and of a baseline run, dashed). ``sweep``: ``accuracy_vs_views(log)`` already computed."""
+    if sweep is None:
+        sweep = accuracy_vs_views(log)
+    runs = [(run_name(log), sweep, "-")]
+    if baseline is not None:
+        runs.append((run_name(baseline, "baseline") + " (baseline)", accuracy_vs_views(baseline), "--"))
+    with _figure((7.6, 4.8)) as (fig, ax):
+        for name, s, ls in runs:
+            for col, color, lab in (("top1", LOW_COLOR, "top-1"), ("top5", HIGH_COLOR, "top-5")):
+                if s[col].notna().any():
+                    ax.plot(s["gflops_x_views"], s[col], ls=ls, marker="o", color=color, label=f"{name} {lab}")
+            if s["top1"].notna().any():
+                for r in s.itertuples():
+                    ax.annotate(f"{r.views}", (r.gflops_x_views, r.top1), xytext=(0, -13), textcoords="offset points",
+                                fontsize=8, ha="center", color="0.3")
+        ax.set_xlabel("mean GFLOPs x views per video (sum over the views used)")
+        ax.set_ylabel("accuracy (%), video-level")
+        ax.set_title(_title(log, "accuracy vs views used (numbers: views)"))
+        ax.legend(loc="best", fontsize=8.5)
+        return _save(fig, path)
+
+
+# --------------------------------------------------------------- vs a baseline run, per class
+def plot_delta_vs_reduction(
+    log: pd.DataFrame, baseline: pd.DataFrame, path: str | Path, *, table: pd.DataFrame | None = None
+) -> Path:
+    """Per class: top-1 change (points) vs GMACs reduction (%) against a baseline run.
+    ``table``: ``per_class(log, baseline)`` already computed."""
+    pc = per_class(log, baseline=baseline) if table is None else table
+    if "gmacs_reduction_vs_baseline_pct" not in pc.columns:
+        raise AnalysisError("plot_delta_vs_reduction needs per_class(log, baseline=...) columns")
+    overall = pc[pc["class_name"] == OVERALL].iloc[0]
+    pc = pc[(pc["class_name"] != OVERALL) & pc["gmacs_reduction_vs_baseline_pct"].notna()]
+    with _figure((8.2, 5.8)) as (fig, ax):
+        ax.axhline(0, color="0.3", lw=0.8)
+        ax.scatter(pc["gmacs_reduction_vs_baseline_pct"], pc["top1_delta"], s=30, color=LOW_COLOR, alpha=0.75,
+                   edgecolor="white")
+        if not pd.isna(overall["gmacs_reduction_vs_baseline_pct"]):
+            ax.scatter([overall["gmacs_reduction_vs_baseline_pct"]], [overall["top1_delta"]], marker="*", s=160,
+                       color=HIGH_COLOR, edgecolor="k", zorder=3,
+                       label=f"overall: {overall['gmacs_reduction_vs_baseline_pct']:.1f}% fewer GMACs, "
+                             f"top-1 {overall['top1_delta']:+.1f} pts")
+        ax.set_xlabel(f"GMACs per view reduction vs {run_name(baseline, 'baseline')} (%)")
+        ax.set_ylabel("top-1 change (percentage points)")
+        ax.set_title(_title(log, f"accuracy change vs cost reduction per class ({len(pc)} classes)"))
+        _annotate(ax, pc["gmacs_reduction_vs_baseline_pct"], pc["top1_delta"], pc["class_name"])
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=8.5)
+        return _save(fig, path)

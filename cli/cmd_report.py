@@ -1,0 +1,65 @@
+"""``atfr report`` and ``atfr table``: pandas over profiling logs (no model needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("report")
+    def report_cmd(
+        run: Path = typer.Argument(..., help="run folder written by `atfr profile`"),
+        out: Path = typer.Option(..., "--out", help="folder for report.md, CSVs and PNGs"),
+        baseline: Optional[Path] = typer.Option(None, "--baseline", help="the matching baseline run (accuracy change per class)"),
+        by: str = typer.Option("gmacs", "--by", help="rank classes by mean GMACs per view (gmacs) or fraction of bins kept (bins)"),
+        k: int = typer.Option(5, "--k", help="classes at each end of the ranking"),
+        min_videos: int = typer.Option(1, "--min-videos", help="classes with fewer ok videos are listed apart, not ranked"),
+        n_boot: int = typer.Option(1000, "--boot", help="bootstrap resamples for the confidence intervals"),
+        seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
+    ) -> None:
+        """Per-class temporal-resolution report of a run: tables, ranking with CIs, plots."""
+        from atfr_analysis.analysis import RANK_BY, write_report
+        from atfr_analysis.profile.log import load_run
+
+        if by not in RANK_BY:
+            raise ValueError(f"--by must be one of {', '.join(RANK_BY)}, got {by!r}")
+        if k < 1 or min_videos < 1 or n_boot < 1:
+            raise ValueError("--k, --min-videos and --boot must be >= 1")
+        log = load_run(run)
+        base = load_run(baseline) if baseline else None
+        path = write_report(log, out, baseline=base, by=by, k=k, min_videos=min_videos, n_boot=n_boot, seed=seed)
+        typer.echo(f"wrote {path} (and CSVs, PNGs in {out})")
+
+    @app.command("table")
+    def table_cmd(
+        runs: List[Path] = typer.Argument(..., help="run folders (baselines and ATFR runs)"),
+        baseline: Optional[List[Path]] = typer.Option(
+            None, "--baseline", help="baseline run of each ATFR run, in order (repeat the option); default: the static backbone cost"
+        ),
+        out: Optional[Path] = typer.Option(None, "--out", help="write paper_table.{md,csv,tex} (and accuracy_vs_views.csv) here"),
+    ) -> None:
+        """The paper's table over runs: model | GFLOPs x views | top-1 | top-5 | params, with reductions."""
+        from atfr_analysis.analysis import accuracy_vs_views, paper_table, to_markdown, write_paper_table
+        from atfr_analysis.analysis.tables import markdown_table
+        from atfr_analysis.profile.log import load_run
+
+        logs = [load_run(r) for r in runs]
+        bases = None
+        if baseline:
+            if len(baseline) != len(logs):
+                raise ValueError(f"--baseline given {len(baseline)} time(s) for {len(logs)} run(s): give one per run, in order")
+            bases = [load_run(b) for b in baseline]
+        t = paper_table(logs, baselines=bases)
+        typer.echo(to_markdown(t))
+        for r, log in zip(runs, logs):
+            sweep = accuracy_vs_views(log)
+            typer.echo(f"\naccuracy vs views used: {r}")
+            typer.echo(markdown_table(sweep))
+            if out:
+                Path(out).mkdir(parents=True, exist_ok=True)
+                sweep.to_csv(Path(out) / f"accuracy_vs_views_{Path(r).name}.csv", index=False)
+        if out:
+            paths = write_paper_table(t, out)
+            typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))

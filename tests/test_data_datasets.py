@@ -1,0 +1,233 @@
+"""Data layer: video lists, folders, label maps and the per-video view dataset."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from atfr_analysis.data import DataError, LabelMapError, ListError
+from atfr_analysis.data.datasets import (
+    ViewDataset,
+    VideoEntry,
+    collate_videos,
+    load_views,
+    read_folder,
+    read_label_map,
+    read_video_list,
+)
+from atfr_analysis.data.samples import sample_videos
+from atfr_analysis.data.transforms import make_views
+from atfr_analysis.data.video import decode_video
+from atfr_analysis.models.base import InputSpec
+
+TINY = InputSpec(frames=(8,), train_crop=32, test_crop=32, sampling_rate=4)
+TINY_SF = InputSpec(frames=(2, 8), train_crop=32, test_crop=32, sampling_rate=4, alpha=4)
+
+
+def _one_line(err: BaseException) -> str:
+    msg = str(err)
+    assert msg and "\n" not in msg
+    return msg
+
+
+def _write(p: Path, text: str) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return p
+
+
+# ----------------------------------------------------------------------------- label maps
+def test_label_map_json_list_and_lines(tmp_path):
+    m = read_label_map(_write(tmp_path / "a.json", json.dumps({"b": 1, "a": 0, "c": 2})))
+    assert m == {"a": 0, "b": 1, "c": 2} and list(m) == ["a", "b", "c"]
+    assert read_label_map(_write(tmp_path / "l.json", '["x", "y"]')) == {"x": 0, "y": 1}
+    assert read_label_map(_write(tmp_path / "m.txt", "air drumming\nabseiling\n\n")) == {"air drumming": 0, "abseiling": 1}
+
+
+@pytest.mark.parametrize(
+    "name,text,needle",
+    [
+        ("gap.json", '{"a": 0, "b": 2}', "without gaps"),
+        ("dupid.json", '{"a": 0, "b": 0}', "id 0 is given to both"),
+        ("dupname.json", '{"a": 0, "a": 1}', "appears twice"),
+        ("str.json", '{"a": "zero"}', "expected an integer"),
+        ("bad.json", '{"a": 0,', "not valid JSON"),
+        ("empty.txt", "\n\n", "empty"),
+        ("dup.txt", "a\nb\na\n", "repeats line 1"),
+        ("hole.txt", "a\n\nb\n", "line 2: empty line"),
+    ],
+)
+def test_label_map_errors(tmp_path, name, text, needle):
+    with pytest.raises(LabelMapError) as ei:
+        read_label_map(_write(tmp_path / name, text))
+    msg = _one_line(ei.value)
+    assert needle in msg and name in msg
+
+
+def test_label_map_missing(tmp_path):
+    with pytest.raises(LabelMapError, match="not found"):
+        read_label_map(tmp_path / "none.json")
+
+
+# ----------------------------------------------------------------------------- lists
+def test_list_space_separated_ids_relative_to_list(tmp_path):
+    lst = _write(tmp_path / "lists" / "val.csv", "# comment\nv/a.mp4 3\n\nv/b.mp4 0\n/abs/c.mp4 1\n")
+    es = read_video_list(lst)
+    assert [e.video_id for e in es] == [0, 1, 2]
+    assert es[0] == VideoEntry(0, tmp_path / "lists" / "v" / "a.mp4", 3, "3")
+    assert es[2].path == Path("/abs/c.mp4")
+    es = read_video_list(lst, data_root=tmp_path / "root")
+    assert es[1].path == tmp_path / "root" / "v" / "b.mp4"
+
+
+def test_list_csv_header_and_names(tmp_path):
+    lst = _write(tmp_path / "l.csv", "path,label\nx/1.mp4,walking\nx/2.mp4,abseiling\nx 3.mp4,walking\n")
+    es = read_video_list(lst)
+    assert [(e.path.name, e.label, e.class_name) for e in es] == [
+        ("1.mp4", 1, "walking"), ("2.mp4", 0, "abseiling"), ("x 3.mp4", 1, "walking")
+    ]
+
+
+def test_list_with_label_map(tmp_path):
+    labels = {"abseiling": 0, "air drumming": 1, "walking": 2}
+    lst = _write(tmp_path / "l.txt", "a.mp4 air drumming\nb.mp4 2\nc.mp4 abseiling\n")
+    es = read_video_list(lst, labels=labels)
+    assert [(e.label, e.class_name) for e in es] == [(1, "air drumming"), (2, "walking"), (0, "abseiling")]
+    lm = _write(tmp_path / "labels.json", json.dumps(labels))
+    assert read_video_list(lst, labels=lm) == es
+
+
+@pytest.mark.parametrize(
+    "text,labels,needle,line",
+    [
+        ("a.mp4 0\nb.mp4\n", None, "malformed line", 2),
+        ("a.mp4 0\nb.mp4 0\na.mp4 1\n", None, "duplicate path", 3),
+        ("a.mp4 0\nb.mp4 dancing\n", None, "is a class name", 2),
+        ("a.mp4 -1\n", None, "negative label", 1),
+        ("a.mp4 walking\nb.mp4 dancing\n", {"walking": 0}, "unknown label 'dancing'", 2),
+        ("a.mp4 0\nb.mp4 5\n", {"walking": 0}, "unknown label '5'", 2),
+    ],
+)
+def test_list_errors(tmp_path, text, labels, needle, line):
+    lst = _write(tmp_path / "l.csv", text)
+    with pytest.raises(ListError) as ei:
+        read_video_list(lst, labels=labels)
+    msg = _one_line(ei.value)
+    assert needle in msg and f"line {line}" in msg and str(lst) in msg
+
+
+def test_list_empty_and_missing(tmp_path):
+    with pytest.raises(ListError, match="is empty"):
+        read_video_list(_write(tmp_path / "e.csv", "# nothing\n\n"))
+    with pytest.raises(ListError, match="not found"):
+        read_video_list(tmp_path / "none.csv")
+    assert issubclass(ListError, DataError)
+
+
+def test_list_duplicate_after_normalisation(tmp_path):
+    lst = _write(tmp_path / "l.csv", "d/a.mp4 0\nd/../d/a.mp4 0\n")
+    with pytest.raises(ListError, match="line 2: duplicate path"):
+        read_video_list(lst)
+
+
+def test_list_missing_videos_are_not_an_error(tmp_path):
+    es = read_video_list(_write(tmp_path / "l.csv", "missing/a.mp4 0\n"))
+    assert len(es) == 1 and not es[0].path.exists()
+
+
+# ----------------------------------------------------------------------------- folders
+def test_read_folder(tmp_path):
+    for rel in ("walking/b.mp4", "walking/a.MKV", "abseiling/sub/c.webm", "abseiling/notes.txt", "empty/.keep"):
+        _write(tmp_path / "root" / rel, "x")
+    es = read_folder(tmp_path / "root")
+    assert [(e.video_id, e.path.name, e.label, e.class_name) for e in es] == [
+        (0, "c.webm", 0, "abseiling"), (1, "a.MKV", 2, "walking"), (2, "b.mp4", 2, "walking")
+    ]
+    es = read_folder(tmp_path / "root", labels={"walking": 0, "abseiling": 1})
+    assert [e.label for e in es] == [1, 0, 0]
+
+
+def test_read_folder_errors(tmp_path):
+    _write(tmp_path / "r1" / "walking" / "a.mp4", "x")
+    with pytest.raises(ListError) as ei:
+        read_folder(tmp_path / "r1", labels={"running": 0})
+    assert "'walking' is not a class name" in _one_line(ei.value)
+    _write(tmp_path / "r2" / "loose.mp4", "x")
+    with pytest.raises(ListError, match="directly in the folder"):
+        read_folder(tmp_path / "r2")
+    (tmp_path / "r3" / "walking").mkdir(parents=True)
+    with pytest.raises(ListError, match="holds no video"):
+        read_folder(tmp_path / "r3")
+    with pytest.raises(ListError, match="not found"):
+        read_folder(tmp_path / "r4")
+
+
+# ----------------------------------------------------------------------------- views
+@pytest.fixture(scope="module")
+def carphone():
+    return sample_videos()["carphone_pristine"]
+
+
+def test_load_views_equals_make_views(carphone):
+    pathways, meta, facts = load_views(carphone, TINY_SF, views=4, crops=3)
+    frames, fps = decode_video(carphone)
+    ref, ref_meta = make_views(frames, fps, TINY_SF, views=4, crops=3)
+    assert [tuple(p.shape) for p in pathways] == [(12, 3, 2, 32, 32), (12, 3, 8, 32, 32)]
+    for a, b in zip(pathways, ref):
+        assert torch.equal(a, b)
+    assert meta == ref_meta
+    assert facts["num_frames"] == 120 and facts["decoded"] <= 120
+
+
+def test_view_dataset_ok_and_failed_items(tmp_path, carphone):
+    text = _write(tmp_path / "text.mp4", "not a video\n")
+    entries = [
+        VideoEntry(0, carphone, 1, "phone"),
+        VideoEntry(1, tmp_path / "missing.mp4", 0, "x"),
+        VideoEntry(2, text, 0, "x"),
+    ]
+    ds = ViewDataset(entries, TINY, views=2, crops=3)
+    assert len(ds) == 3
+    ok, missing, bad = (ds[i] for i in range(3))
+    assert ok["status"] == "ok" and ok["error"] is None and ok["video_id"] == 0 and ok["label"] == 1
+    (x,) = ok["pathways"]
+    assert tuple(x.shape) == (6, 3, 8, 32, 32) and x.dtype == torch.float32
+    assert ok["views"]["temporal_index"] == [0, 0, 0, 1, 1, 1]
+    assert ok["views"]["spatial_index"] == [0, 1, 2, 0, 1, 2]
+    assert len(ok["views"]["frame_start"]) == 6 and ok["num_frames"] == 120
+    for item, needle in ((missing, "no such file"), (bad, "not a video")):
+        assert item["status"] == "failed" and item["pathways"] is None
+        assert needle in _one_line(item["error"]) and item["path"] in item["error"]
+
+
+def test_view_dataset_in_a_dataloader_with_a_worker(tmp_path, carphone):
+    entries = [VideoEntry(0, tmp_path / "missing.mp4", 0, "x"), VideoEntry(1, carphone, 0, "x")]
+    ds = ViewDataset(entries, TINY, views=1, crops=1, thread_type=None)
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1, collate_fn=collate_videos)
+    items = [it for batch in loader for it in batch]
+    assert [it["status"] for it in items] == ["failed", "ok"]
+    assert tuple(items[1]["pathways"][0].shape) == (1, 3, 8, 32, 32)
+    assert items[1]["views"]["crop_position"] == [1]
+
+
+def test_view_dataset_without_header_count(tmp_path):
+    """Matroska has no frame count in its header: the whole video is decoded, then viewed."""
+    import av
+    import numpy as np
+
+    p = tmp_path / "v.mkv"
+    with av.open(str(p), "w") as c:
+        st = c.add_stream("ffv1", rate=30)
+        st.width, st.height, st.pix_fmt = 48, 40, "yuv420p"
+        for i in range(20):
+            img = np.full((40, 48, 3), 10 * i, dtype=np.uint8)
+            for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in st.encode(None):
+            c.mux(pkt)
+    item = ViewDataset([VideoEntry(0, p, 0, "x")], TINY, views=3, crops=1)[0]
+    assert item["status"] == "ok", item["error"]
+    assert item["num_frames"] == 20
+    assert tuple(item["pathways"][0].shape) == (3, 3, 8, 32, 32)

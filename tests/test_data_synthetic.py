@@ -1,0 +1,134 @@
+"""Data layer: the synthetic data set of known temporal redundancy."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from atfr_analysis.data import DataError
+from atfr_analysis.data.datasets import read_folder, read_label_map, read_video_list
+from atfr_analysis.data.synthetic import (
+    CLASSES,
+    count_distinct,
+    distinct_frames,
+    make_dataset,
+    source_offsets,
+    source_span,
+    split_ranges,
+)
+from atfr_analysis.data.video import decode_video, probe
+
+T = 16
+KW = dict(frames=T, size=48, clips_per_class_train=1, clips_per_class_test=1)
+
+
+def test_distinct_frames_and_spans():
+    assert {c: distinct_frames(c, 16) for c in CLASSES} == {
+        "still": 1, "slow_4x": 4, "slow_2x": 8, "normal": 16, "fast_2x": 16, "fast_4x": 16, "reverse": 16
+    }
+    assert {c: distinct_frames(c, 10) for c in CLASSES} == {
+        "still": 1, "slow_4x": 3, "slow_2x": 5, "normal": 10, "fast_2x": 10, "fast_4x": 10, "reverse": 10
+    }
+    assert source_span("fast_4x", 16) == 61 and source_span("fast_2x", 16) == 31 and source_span("still", 16) == 1
+    assert source_offsets("reverse", 4) == [3, 2, 1, 0] and source_offsets("slow_2x", 4) == [0, 0, 1, 1]
+    assert split_ranges(250) == {"train": (0, 175), "test": (175, 250)}
+    with pytest.raises(ValueError):
+        distinct_frames("sideways", 16)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    a = make_dataset(tmp_path_factory.mktemp("syn_a"), seed=0, **KW)
+    b = make_dataset(tmp_path_factory.mktemp("syn_b"), seed=0, **KW)
+    return a, b
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_deterministic_for_a_seed(built):
+    a, b = built
+    fa, fb = _files(a.root), _files(b.root)
+    assert len(fa) == 14 + 5  # 7 classes x (1 train + 1 test) clips, 2 lists, labels, manifest, card
+    assert fa == fb  # byte-identical files, manifest included
+    assert a.to_dict() == b.to_dict()
+    assert a.total_bytes > 0 and a.seconds > 0
+
+
+def test_other_seed_and_class_subset(built, tmp_path):
+    a, _ = built
+    c = make_dataset(tmp_path, seed=1, classes=["fast_4x", "normal"], **KW)
+    assert [x.class_name for x in c.clips] == ["fast_4x", "normal", "fast_4x", "normal"]
+    assert c.labels == {"fast_4x": 0, "normal": 1}
+    assert json.loads((tmp_path / "manifest.json").read_text())["seed"] == 1
+    assert all(x.decoded_distinct == distinct_frames(x.class_name, T) for x in c.clips)
+    windows = lambda m: [(x.source, x.start, x.box, x.flip) for x in m.clips if x.class_name == "normal"]  # noqa: E731
+    assert windows(a) != windows(c)
+
+
+def test_decoded_distinct_frames_match_each_class(built):
+    a, _ = built
+    assert {x.class_name for x in a.clips} == set(CLASSES)
+    for clip in a.clips:
+        path = a.root / clip.path
+        frames, fps = decode_video(path)
+        assert frames.shape[0] == T and fps == pytest.approx(30.0)
+        assert tuple(frames.shape[1:]) == (48, 64, 3)
+        assert probe(path).frames == T
+        assert count_distinct(frames.numpy()) == distinct_frames(clip.class_name, T) == clip.decoded_distinct
+        # frames showing the same source frame decode identically, different ones differently
+        keys = [f.numpy().tobytes() for f in frames]
+        src = clip.source_frames
+        for i in range(T):
+            for j in range(i):
+                assert (keys[i] == keys[j]) == (src[i] == src[j]), (clip.path, i, j)
+        assert [s - clip.start for s in src] == source_offsets(clip.class_name, T)
+
+
+def test_train_and_test_time_ranges_are_disjoint(built):
+    a, _ = built
+    used: dict[tuple[str, str], set[int]] = {}
+    for clip in a.clips:
+        lo, hi = a.sources[clip.source][clip.split]
+        assert lo <= min(clip.source_frames) and max(clip.source_frames) < hi, clip.path
+        used.setdefault((clip.source, clip.split), set()).update(clip.source_frames)
+    for s, info in a.sources.items():
+        assert info["train"][1] == info["test"][0]  # [0, a) and [a, N)
+        assert not used.get((s, "train"), set()) & used.get((s, "test"), set())
+    # at 16 frames only bikes' test range (75 frames) holds a fast_4x window (61 frames)
+    assert [x.source for x in a.clips if x.class_name == "fast_4x" and x.split == "test"] == ["bikes"]
+    assert not any(x.flip for x in a.clips if x.split == "test")
+
+
+def test_lists_and_labels_read_back(built):
+    a, _ = built
+    labels = read_label_map(a.labels_path)
+    assert labels == {c: i for i, c in enumerate(CLASSES)}
+    for split in ("train", "test"):
+        entries = read_video_list(a.root / f"{split}.csv", labels=labels)
+        clips = [x for x in a.clips if x.split == split]
+        assert [e.path for e in entries] == [a.root / x.path for x in clips]
+        assert [e.class_name for e in entries] == [x.class_name for x in clips]
+        assert all(e.path.is_file() for e in entries)
+        assert len(read_folder(a.root / split, labels=labels)) == len(clips)
+    card = a.card_path.read_text()
+    assert "[0, 175)" in card and "qp=0" in card
+
+
+def test_errors_before_any_work(tmp_path, built):
+    with pytest.raises(DataError) as ei:
+        make_dataset(tmp_path / "long", frames=32, clips_per_class_train=1, clips_per_class_test=1)
+    msg = str(ei.value)
+    assert "\n" not in msg and "fast_4x" in msg and "test range" in msg
+    assert not (tmp_path / "long").exists()
+    a, _ = built
+    with pytest.raises(DataError, match="not empty"):
+        make_dataset(a.root, **KW)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "precious.txt").write_text("keep me")
+    with pytest.raises(DataError, match="refusing"):
+        make_dataset(other, overwrite=True, **KW)
+    assert (other / "precious.txt").read_text() == "keep me"
