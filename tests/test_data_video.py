@@ -112,6 +112,10 @@ def test_missing_file(tmp_path):
     assert msg.startswith("cannot decode video: ") and str(p) in msg and "no such file" in msg
     with pytest.raises(VideoNotFoundError):
         probe(tmp_path)  # a directory
+    import pickle
+
+    again = pickle.loads(pickle.dumps(ei.value))  # crosses DataLoader worker boundaries
+    assert type(again) is VideoNotFoundError and str(again) == msg
 
 
 def test_truncated_mp4(tmp_path, videos):

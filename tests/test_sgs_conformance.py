@@ -4,8 +4,9 @@ Every ``case_*.pt`` under ``../shared/fixtures/sgs_vectors/`` is tested (a hidde
 same schema runs the same way). Tolerances are those of that directory's README:
 
 * end to end from ``x``, linear (tent) kernel: ``B'``, ``active_bins``, ``active_bins_kernel`` and
-  ``mask`` exact; ``out`` within atol 1e-5 / rtol 1e-4 (the README's stricter bound, which holds
-  for the upstream op sequence that this implementation follows);
+  ``mask`` exact; ``out`` within the suggested ``|a - b| <= 1e-4 |b| + 5e-4 max|out_ref|`` (this
+  implementation follows the upstream op sequence and is bit-exact on the reference torch build,
+  which the stage-wise test pins down);
 * ``grad_x`` per non-degenerate clip: rtol 1e-3, atol 1e-5 * max|ref[n]|; ``grad_params``:
   rtol 1e-3, atol 1e-5 * max|ref| (``fc.0.*``, ``fc.2.weight``, ``bn.weight``), and
   ``|grad| <= 1e-4 * max(|grad fc.2.weight|, |grad bn.weight|)`` for the analytically zero
@@ -97,10 +98,12 @@ def assert_within(actual, ref, *, rtol: float, atol: float, what: str) -> None:
 
 
 def out_tol(d: dict) -> tuple[float, float]:
-    """(rtol, atol) for ``out`` end to end."""
+    """(rtol, atol) for ``out`` end to end: the README's suggested bound
+    ``|a - b| <= 1e-4 |b| + 5e-4 max|out_ref|`` (float32), 1e-10 relative (float64)."""
+    m = d["out"].abs().max().item()
     if is_f64(d):
-        return 1e-10, 1e-10 * d["out"].abs().max().item()
-    return 1e-4, 1e-5
+        return 1e-10, 1e-10 * m
+    return 1e-4, 5e-4 * m
 
 
 def grad_tol(d: dict, ref: torch.Tensor) -> tuple[float, float]:

@@ -73,6 +73,9 @@ class VideoError(DataError):
         self.reason = _one_line(reason)
         super().__init__(f"cannot decode video: {self.path}: {self.reason}")
 
+    def __reduce__(self):  # picklable across DataLoader workers
+        return (type(self), (self.path, self.reason))
+
 
 class VideoNotFoundError(VideoError):
     """The file does not exist (or is not a regular file)."""

@@ -198,7 +198,8 @@ def read_video_list(
 ) -> list[VideoEntry]:
     """Entries of a PySlowFast-style list: one ``path label`` per line, separated by spaces or a
     comma (a header-less CSV ``path,label``; a first line like ``path,label`` is skipped as a
-    header). Blank lines and ``#`` comments are skipped.
+    header). A line holding a comma is split at its last comma, any other at its last run of
+    whitespace (so paths may hold spaces). Blank lines and ``#`` comments are skipped.
 
     Relative paths are taken relative to ``data_root`` (PySlowFast's ``PATH_PREFIX``), or to the
     list's own folder when ``data_root`` is ``None``. A label is a class id (an integer) or a class
@@ -377,34 +378,33 @@ def load_views(
     """
     from atfr_analysis.data import EmptyVideoError
     from atfr_analysis.data.transforms import prepare_frame, view_indices, views_from_frames
-    from atfr_analysis.data.video import probe, read_frames
+    from atfr_analysis.data.video import read_frames
 
     views = spec.num_views if views is None else views
     crops = spec.num_crops if crops is None else crops
     crop = spec.test_crop if crop is None else int(crop)
     t0 = time.perf_counter()
-    info = probe(path)
-    fps = info.fps
 
     def resize(arr):
         return prepare_frame(arr, crop)
 
-    def needed(n: int) -> list[int]:
+    def needed(n: int, fps: float) -> list[int]:
         return sorted({i for tv in view_indices(n, fps, spec, views) for i in tv.indices.tolist()})
 
-    if info.frames_known and info.frames > 0:
-        n = info.frames
-        want = needed(n)
-        fs = read_frames(path, want, thread_type=thread_type, thread_count=thread_count, transform=resize)
-        if fs.eof and fs.num_decoded < n:  # the header overstated the count: redo on the true one
-            n = fs.num_decoded
-            want = needed(n)
-            have = set(fs.index)
-            if not set(want) <= have:
-                fs = read_frames(path, want, thread_type=thread_type, thread_count=thread_count, transform=resize)
-    else:
-        fs = read_frames(path, None, thread_type=thread_type, thread_count=thread_count, transform=resize)
+    def plan(info) -> list[int] | None:  # from the header, once the file is open
+        if info.frames_known and info.frames > 0:
+            return needed(info.frames, info.fps)
+        return None  # no count in the header: decode everything
+
+    kw = dict(thread_type=thread_type, thread_count=thread_count, transform=resize)
+    fs = read_frames(path, plan, **kw)
+    info, fps = fs.info, fs.fps
+    n = info.frames if info.frames_known and info.frames > 0 else fs.num_decoded
+    if fs.eof and fs.num_decoded < n:  # the header overstated the count: redo on the true one
         n = fs.num_decoded
+        want = needed(n, fps)
+        if not set(want) <= set(fs.index):
+            fs = read_frames(path, want, **kw)
     if n == 0 or len(fs.index) == 0:
         raise EmptyVideoError(path, "zero frames")
     t1 = time.perf_counter()

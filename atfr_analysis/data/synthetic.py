@@ -152,6 +152,7 @@ class SyntheticManifest:
     width: int
     fps: float
     seed: int
+    train_fraction: float
     sources: dict[str, dict]  # per source: frames, fps, size, train/test ranges
     clips: list[ClipInfo] = field(default_factory=list)
     seconds: float = 0.0  # wall time of make_dataset (not written to manifest.json)
@@ -170,7 +171,8 @@ class SyntheticManifest:
             "width": self.width,
             "fps": self.fps,
             "seed": self.seed,
-            "train_fraction_note": "train clips from [0, floor(0.7 N)), test clips from [floor(0.7 N), N) of each source",
+            "train_fraction": self.train_fraction,
+            "split_rule": "train clips from source frames [0, floor(train_fraction * N)), test clips from [floor(train_fraction * N), N)",
             "sources": self.sources,
             "lists": {"train": self.train_list.name, "test": self.test_list.name, "labels": self.labels_path.name},
             "clips": [asdict(c) for c in self.clips],
@@ -196,26 +198,17 @@ def _largest_box(h: int, w: int, aspect: float) -> tuple[float, float]:
 
 
 def _load_source(name: str, path: Path, out_h: int, out_w: int) -> _Source:
-    from atfr_analysis.data.video import probe
-
-    import av
+    """All frames of a source, scaled (swscale, area) so that the largest box of the output's aspect
+    is 1.5x the output height (never upscaled)."""
+    from atfr_analysis.data.video import probe, read_frames
 
     info = probe(path)
     bh, _bw = _largest_box(info.height, info.width, out_w / out_h)
-    k = min(1.0, 1.5 * out_h / bh)  # keep 1.5x the output height in the largest box; never upscale
-    ww = max(2, int(round(info.width * k)))
-    wh = max(2, int(round(info.height * k)))
-    out = []
-    with av.open(str(path)) as c:
-        st = c.streams.video[0]
-        st.codec_context.thread_type = "AUTO"
-        for fr in c.decode(st):
-            if (ww, wh) != (fr.width, fr.height):
-                fr = fr.reformat(width=ww, height=wh, format="rgb24", interpolation="AREA")
-            out.append(fr.to_ndarray(format="rgb24"))
-    if not out:
-        raise DataError(f"synthetic data: source {name} ({path}) has no frame")
-    return _Source(name, np.stack(out), ww / info.width, info.fps, info.width, info.height)
+    k = min(1.0, 1.5 * out_h / bh)
+    size = (max(2, int(round(info.width * k))), max(2, int(round(info.height * k))))
+    fs = read_frames(path, None, size=size, transform=np.asarray, stack=False)
+    frames = np.stack(fs.frames)
+    return _Source(name, frames, size[0] / info.width, info.fps, info.width, info.height)
 
 
 # ----------------------------------------------------------------------------- clips
@@ -292,7 +285,8 @@ def make_dataset(
 ) -> SyntheticManifest:
     """Write the synthetic data set to ``out_dir`` (see the module's recipe); returns its manifest.
 
-    ``size`` is the clips' height, ``width`` their width (default: 4:3, rounded to even).
+    ``size`` is the clips' height, ``width`` their width (default: 4:3); both are rounded up to
+    even numbers (``yuv420p``).
     Deterministic for ``seed``: each clip draws from its own generator seeded by
     ``(seed, split, class, k)``, so a clip does not change when other classes or counts do.
     ``overwrite`` replaces a previous data set in ``out_dir`` (one with a ``manifest.json``).
@@ -368,6 +362,7 @@ def make_dataset(
         width=out_w,
         fps=float(fps),
         seed=seed,
+        train_fraction=train_fraction,
         sources={
             s: {
                 "file": videos[s].name,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 
@@ -171,10 +170,11 @@ def probe(path: str | Path, count: bool = False) -> VideoInfo:
 
 def read_frames(
     path: str | Path,
-    indices: Iterable[int] | None = None,
+    indices: Iterable[int] | Callable[[VideoInfo], Iterable[int] | None] | None = None,
     stop: int | None = None,
     *,
     start: int = 0,
+    size: tuple[int, int] | None = None,
     transform: Callable[[np.ndarray], torch.Tensor] | None = None,
     thread_type: str | None = DEFAULT_THREAD_TYPE,
     thread_count: int = 0,
@@ -184,10 +184,12 @@ def read_frames(
     """Decode ``path`` from its first frame and keep the frames asked for.
 
     ``indices``: video frame numbers to keep (any order, duplicates allowed; kept once each, in
-    ascending order); ``None`` keeps every frame. Decoding stops after ``max(indices)`` or before
+    ascending order); ``None`` keeps every frame; a callable gets the header's ``VideoInfo`` once the
+    file is open and returns either (no second open to probe). Decoding stops after ``max(indices)`` or before
     frame ``stop``, whichever comes first; frames beyond the video's end are simply absent (compare
     ``index``); with ``indices=None``, ``start`` skips the conversion of the frames before it.
-    ``transform`` maps each kept frame (uint8 ``[H, W, 3]`` ndarray) to a tensor as it
+    ``size=(width, height)`` has FFmpeg's swscale resize each kept frame as it converts it to RGB
+    (area interpolation). ``transform`` maps each kept frame (uint8 ``[H, W, 3]`` ndarray) to a tensor as it
     is decoded (e.g. a resize), so that full-size frames need not be held; ``stack`` stacks the
     kept frames into one tensor ``[K, ...]``.
 
@@ -199,25 +201,30 @@ def read_frames(
     import av
 
     path = Path(path)
-    wanted: set[int] | None = None
-    last = None if stop is None else int(stop) - 1
-    if indices is not None:
-        wanted = {int(i) for i in indices}
-        if any(i < 0 for i in wanted):
-            raise ValueError("frame indices must be >= 0")
-        if not wanted:
-            raise ValueError("no frame index asked for")
-        m = max(wanted)
-        last = m if last is None else min(last, m)
     container = _open(path)
     kept: list = []
     index: list[int] = []
     n = 0
     eof = False
+    to_rgb = {"format": "rgb24"}
+    if size is not None:
+        to_rgb.update(width=int(size[0]), height=int(size[1]), interpolation="AREA")
     try:
         info = _info(path, container)
         if info.fps <= 0:
             raise VideoDecodeError(path, "unknown frame rate")
+        if callable(indices):
+            indices = indices(info)
+        wanted: set[int] | None = None
+        last = None if stop is None else int(stop) - 1
+        if indices is not None:
+            wanted = {int(i) for i in indices}
+            if any(i < 0 for i in wanted):
+                raise ValueError("frame indices must be >= 0")
+            if not wanted:
+                raise ValueError("no frame index asked for")
+            m = max(wanted)
+            last = m if last is None else min(last, m)
         st = container.streams.video[0]
         if thread_type:
             st.codec_context.thread_type = thread_type
@@ -227,7 +234,7 @@ def read_frames(
         try:
             for frame in container.decode(st):
                 if (n in wanted) if wanted is not None else n >= start:
-                    arr = frame.to_ndarray(format="rgb24")
+                    arr = frame.to_ndarray(**to_rgb)
                     kept.append(transform(arr) if transform is not None else torch.from_numpy(arr))
                     index.append(n)
                 n += 1
@@ -288,8 +295,3 @@ def decode_video(
     if not frames:
         raise EmptyVideoError(path, f"no frame at or after {start} (the video has {fs.num_decoded})")
     return DecodedVideo(torch.stack(frames), fs.fps)
-
-
-def fps_fraction(fps: float) -> Fraction:
-    """A frame rate as a small fraction (29.97 -> 30000/1001)."""
-    return Fraction(fps).limit_denominator(1001)

@@ -41,7 +41,9 @@ Semantics worth knowing:
 * The frame with the largest ``Delta`` sits on the upper edge of the last bin ``B-1`` and gets a
   weight of about 1e-7 (``2**-23`` in float32) with the tent kernel, yet that bin counts as active.
   Hence bin ``B-1`` is always kept. With the delta kernel that frame is dropped altogether when
-  ``Delta'`` rounds to just below ``2B`` (an ulp-level event).
+  ``Delta'`` rounds to just below ``2B`` (an ulp-level event, about 15% of clips); a frozen clip
+  (all frames at the max distance) then keeps **0** bins, and a batch of such clips gives an
+  output with ``B'_max = 0`` (official semantics, kept as is).
 * The tent has half-width 1 and centres 2 apart, so each frame has positive weight in one bin; a
   frame near an even ``Delta'`` gets a weight near 0.
 * A clip of identical frames keeps exactly one bin; ``B'`` never exceeds the number of distinct
@@ -208,8 +210,16 @@ class SimilarityGuidedSampling(nn.Module):
     ``last_active_bins`` holds the per-clip number of kept bins (``[N]`` long; 1 for an all-zero
     clip even though its mask is all False) and ``last_num_bins`` the ``B`` used.
 
+    ``force_bins`` (for the FLOP cost cache and what-if analysis): the same op sequence (pooling,
+    MLP, BN, distance, kernel, compaction, bmm), but bins ``0..force_bins-1`` are the active set of
+    every clip, whatever their kernel mass, so the output has exactly ``force_bins`` bins and traced
+    op shapes equal those of a real input with that many active bins; ``last_active_bins`` is then
+    ``force_bins`` for every clip. ``1 <= force_bins <= B``, else ``ValueError``.
+
     In padded batching a clip's output, and so its prediction, depends on its batch (padding to
     the batch's ``B'_max``; in train mode also the BN batch statistics).
+
+    Costs one host sync per call (``B'_max`` sizes the output).
     """
 
     def __init__(
