@@ -187,10 +187,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"refusing {path}: it needs arbitrary code to unpickle, which weights_only=True forbids ({first[:160]})"
-        ) from None
+        import re
+
+        text = str(e)
+        glob = re.search(r"GLOBAL (\S+)", text)
+        if glob:
+            raise CheckpointError(
+                f"refusing {path}: it needs arbitrary code to unpickle (imports {glob.group(1).rstrip('.,')}), "
+                "which weights_only=True forbids"
+            ) from None
+        op = re.search(r"Unsupported operand (\S+)", text)
+        why = f"Unsupported operand {op.group(1)}" if op else (text.strip().splitlines() or [type(e).__name__])[0][:120]
+        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint ({why})") from None
     except Exception as e:  # corrupt zip, truncated file, not a torch file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: {first[:200]}") from None
@@ -259,10 +267,16 @@ def save_checkpoint(
     """
     import yaml
 
-    state = {
-        k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
-        for k, v in model.state_dict().items()
-    }
+    f16 = torch.finfo(torch.float16)
+
+    def store(v: torch.Tensor) -> torch.Tensor:
+        v = v.detach()
+        # fp16 only where it holds the values (BN running variances can exceed its range)
+        if half and v.is_floating_point() and torch.isfinite(v).all() and v.abs().max() <= f16.max:
+            v = v.half()
+        return v.cpu().clone()
+
+    state = {k: store(v) for k, v in model.state_dict().items()}
     obj: dict[str, Any] = {
         "epoch": int(epoch),
         "model_state": state,

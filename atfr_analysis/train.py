@@ -52,6 +52,10 @@ class TrainConfig:
     val_data: str | None = None  # optional list, evaluated on the centre view after each epoch
     max_steps: int | None = None  # stop early (tests)
     cache: bool = True  # keep decoded videos in memory (small datasets)
+    #: clip the gradients' global L2 norm (PySlowFast's SOLVER.CLIP_GRAD_L2NORM). SGS's gradient
+    #: scales like 2B / max(Delta): on clips of near-identical frames it reaches 1e7 and more
+    #: (see the SGS fixtures' README), which blows up training from scratch without clipping.
+    clip_grad: float | None = None
     fp16_checkpoint: bool = False
     quiet: bool = False
 
@@ -70,7 +74,7 @@ class TrainResult:
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
-    """PySlowFast's schedule: linear warm-up from base/100... then half-cosine to 0."""
+    """PySlowFast's schedule: linear warm-up from base/100 to base, then half a cosine down to 0."""
     if warmup > 0 and step < warmup:
         start = base * 0.01
         return start + (base - start) * step / warmup
@@ -243,8 +247,14 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
                 y = y.to(dev)
                 logits = model(xs)
                 loss = F.cross_entropy(logits, y)
+                if not torch.isfinite(loss):
+                    raise RuntimeError(
+                        f"training diverged at step {step} (loss {float(loss)}); lower --lr or set --clip-grad"
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if cfg.clip_grad:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
                 opt.step()
                 step += 1
                 lv = float(loss.detach())
@@ -264,6 +274,13 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
             accs.append(100 * tot_correct / max(tot_n, 1))
             if val is not None:
                 val_accs.append(evaluate_centre(model, val, spec, dev))
+            if cfg.quiet:  # one line per epoch for logs
+                print(
+                    f"epoch {epoch + 1}/{cfg.epochs} step {step} loss {losses[-1]:.4f} train-acc {accs[-1]:.1f}%"
+                    + (f" val-acc {val_accs[-1]:.1f}%" if val_accs else "")
+                    + f" {time.perf_counter() - t0:.0f}s",
+                    flush=True,
+                )
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
     seconds = time.perf_counter() - t0
@@ -278,7 +295,8 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
             "final_train_loss": losses[-1] if losses else None,
             "final_train_acc": accs[-1] if accs else None,
             "val_acc": val_accs,
-            "device": str(dev),
+            "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
+            "class_names": sorted(label_map, key=label_map.get) if label_map else None,
             "torch": torch.__version__,
         },
     )

@@ -188,7 +188,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     from typer.exceptions import Abort, Exit, TyperException
 
     try:
-        app(args=argv, prog_name="atfr", standalone_mode=False)
+        rv = app(args=argv, prog_name="atfr", standalone_mode=False)
+        # with standalone_mode=False Typer returns (not raises) the status of an interrupt
+        if isinstance(rv, int) and rv:
+            if rv == 130:
+                _fail("interrupted (a profiling run can be continued with --resume)", 130)
+            raise SystemExit(rv)
     except NoArgsIsHelpError:
         app(args=["--help"], prog_name="atfr", standalone_mode=False)
     except Exit as e:

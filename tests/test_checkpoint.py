@@ -104,11 +104,15 @@ class _Evil:
 
 def test_pickle_needing_code_execution_is_refused(tmp_path):
     p = tmp_path / "evil.pyth"
-    with open(p, "wb") as f:
-        pickle.dump({"model_state": _Evil()}, f)
-    with pytest.raises(CheckpointError, match="refusing") as e:
+    torch.save({"model_state": _Evil()}, p)
+    with pytest.raises(CheckpointError, match="refusing.*arbitrary code.*print") as e:
         load_checkpoint(p)
     assert "\n" not in str(e.value)
+    # a raw pickle (not a torch file) is refused too, as unreadable
+    q = tmp_path / "raw.pyth"
+    q.write_bytes(pickle.dumps({"model_state": _Evil()}, protocol=4))
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(q)
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04garbage"])

@@ -377,10 +377,10 @@ _BASELINES: dict[str, tuple[ResNetConfig, str]] = {
         ResNetConfig(
             arch="slow", depth=18, frames=(16,), sampling_rate=1, train_crop=64, test_crop=64,
             stem_width=16, widths=(64, 128, 256, 512), inner_widths=(16, 32, 64, 128),
-            temporal_kernels=((1, 1, 1, 3, 3),), dropout_rate=0.3, num_views=1, num_crops=3,
+            temporal_kernels=((1, 1, 3, 3, 3),), dropout_rate=0.3, num_views=1, num_crops=3,
         ),
         "Slow ResNet-18 (bottleneck) at a quarter of R50's width, 16x64x64: the demo's backbone, "
-        "small enough to train on a CPU; temporal kernel 1 before res4, so nothing mixes frames before SGS",
+        "small enough to train on a CPU; temporal kernel 1 in the stem and res2, so nothing mixes frames before SGS",
     ),
 }
 #: config changes of the ATFR variant besides sgs=True and the adaptive head

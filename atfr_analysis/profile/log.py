@@ -16,8 +16,11 @@ Schema version 1 (documented in the README, section "The log"):
     ``scores_sum`` list<float32> (the sum of the softmax over the video's views, as PySlowFast's
     TestMeter ensembles them), ``top1_id`` int64.
 
-Part files are written whole (to a temporary name, then renamed), so a killed run never leaves
-half a part; ``load_run`` reads every part of every shard and orders rows by (video_id, view).
+Part files are named ``{views,videos}-<shard i>of<n>-<start time>-<random>-<seq>.parquet`` and
+written whole (to a hidden temporary name, then renamed), the views file before the videos file: a
+killed run never leaves half a part, and a video counts as logged once its videos row is on disk
+(views rows without one are ignored and redone by ``--resume``). ``load_run`` reads every part of
+every shard, keeps the last copy of a (video_id, view) row and orders rows by (video_id, view).
 """
 from __future__ import annotations
 
@@ -25,9 +28,8 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "is_run",
     "read_meta",
     "write_meta",
+    "create_meta",
     "write_parts",
     "load_run",
     "load_videos",
@@ -85,12 +88,42 @@ def _atomic_write_bytes(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+def _dumps(meta: dict[str, Any]) -> str:
+    return json.dumps(meta, indent=1, default=str)
+
+
 def write_meta(run_dir: str | Path, meta: dict[str, Any], name: str = RUN_JSON) -> Path:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     p = run_dir / name
-    _atomic_write_bytes(p, lambda t: t.write_text(json.dumps(meta, indent=1, default=str)))
+    _atomic_write_bytes(p, lambda t: t.write_text(_dumps(meta)))
     return p
+
+
+def create_meta(run_dir: str | Path, meta: dict[str, Any]) -> bool:
+    """Write ``run.json`` only if the folder has none (atomically, race-free between shards).
+
+    Returns ``False`` when a ``run.json`` is already there (left untouched).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    p = run_dir / RUN_JSON
+    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(_dumps(meta))
+    try:
+        os.link(tmp, p)  # fails if run.json exists: exactly one creator wins
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # pragma: no cover - a file system without hard links
+        try:
+            with open(p, "x") as f:
+                f.write(_dumps(meta))
+            return True
+        except FileExistsError:
+            return False
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _views_frame(rows: list[dict], layers: list[str]) -> pd.DataFrame:
@@ -144,7 +177,14 @@ def _read_parts(run_dir: Path, prefix: str) -> pd.DataFrame | None:
     files = sorted(run_dir.glob(f"{prefix}-*.parquet"))
     if not files:
         return None
-    frames = [pd.read_parquet(f) for f in files]
+    frames = []
+    for f in files:
+        try:
+            frames.append(pd.read_parquet(f))
+        except Exception as e:  # noqa: BLE001 - a damaged part: name it in one line
+            msg = " ".join(str(e).split())[:200]
+            raise RunError(f"cannot read log part {f}: {type(e).__name__}: {msg}") from None
+    frames = [f for f in frames if len(f)] or frames[:1]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -175,7 +215,7 @@ def load_run(path: str | Path) -> pd.DataFrame:
         df = _views_frame([], layers)
     else:
         # rows of a part whose videos part never landed (killed in between) are not part of the log
-        df = df[df["video_id"].isin(done)]
+        df = df[df["video_id"].isin(done)].copy()
         for c in [c for c in df.columns if c.startswith("bins.")]:
             df[c] = df[c].astype("Int64")
     return _finish(df, meta, run_dir, ["video_id", "view"])

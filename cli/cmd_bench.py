@@ -1,0 +1,70 @@
+"""``atfr bench``: videos per second of ATFR inference (exact vs padded batching vs the backbone
+without SGS), the profiler's overhead, GMACs look-up vs fvcore trace, and decoding throughput."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("bench")
+    def bench_cmd(
+        model: str = typer.Option("slowfast_4x16_r50_atfr", "--model", help="an _atfr registry name (auto: the checkpoint's)"),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="clips per forward (default: cpu 8, cuda 32)"),
+        clips: Optional[int] = typer.Option(None, "--clips", help="clips measured (default: 2 batches)"),
+        crop: Optional[int] = typer.Option(None, "--crop", help="spatial size (default: cpu 112, cuda the model's test crop)"),
+        frames: Optional[int] = typer.Option(None, "--frames", help="clip frames (fast pathway); default the model's"),
+        precision: str = typer.Option("fp32", "--precision", help="fp32, or on CUDA bf16/fp16 (GMACs do not change)"),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="trained weights (default: random weights)"),
+        data: Optional[Path] = typer.Option(None, "--data", help="a video list or class folder: its test views as the clips"),
+        data_root: Optional[Path] = typer.Option(None, "--data-root", help="prefix for the list's relative paths"),
+        reps: Optional[int] = typer.Option(None, "--reps", help="timed rounds (default: cpu 3, cuda 10)"),
+        warmup: Optional[int] = typer.Option(None, "--warmup", help="untimed rounds first (default: cpu 1, cuda 3)"),
+        trace_clips: int = typer.Option(2, "--trace-clips", help="clips re-traced with fvcore"),
+        check_clips: int = typer.Option(4, "--check-clips", help="clips compared with their batch-1 outputs"),
+        decode_videos: Optional[int] = typer.Option(None, "--decode-videos", help="videos per decoding pass (default: cpu 4, cuda 8)"),
+        decode_workers: str = typer.Option("0,1,2", "--decode-workers", help="loader worker counts, comma-separated"),
+        decode_reps: int = typer.Option(1, "--decode-reps", help="timed decoding passes per worker count"),
+        cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help="exact batching replays CUDA graphs (default: on with CUDA)"),
+        cudnn_benchmark: bool = typer.Option(True, "--cudnn-benchmark/--no-cudnn-benchmark", help="cuDNN autotuning (CUDA)"),
+        threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads"),
+        profile_ops: int = typer.Option(0, "--profile-ops", help="add the top N operators of an exact and a baseline pass"),
+        seed: int = typer.Option(0, "--seed", help="seed of the weights and the clips"),
+        json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+        out: Optional[Path] = typer.Option(None, "--out", help="also write the JSON result to this file"),
+        report: Optional[Path] = typer.Option(None, "--report", help="add/replace this run's section in a Markdown report"),
+        from_json: Optional[Path] = typer.Option(None, "--from-json", help="with --report: write the report from a saved result"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress on stderr"),
+    ) -> None:
+        """Videos/s of exact vs padded batching vs the backbone without SGS, profiler overhead, GMACs
+        look-up vs fvcore trace, and PyAV decoding (medians over timed rounds after warm-up)."""
+        import json
+
+        from atfr_analysis import bench
+
+        cmd = ["atfr"] + sys.argv[1:]
+        if from_json is not None:
+            if report is None:
+                raise ValueError("--from-json needs --report")
+            result = json.loads(Path(from_json).read_text())
+            missing = [k for k in bench.RESULT_KEYS if k not in result]
+            if missing:
+                raise ValueError(f"{from_json} is not a bench result (missing {', '.join(missing)})")
+            bench.write_report(result, report, " ".join(cmd))
+            typer.echo(f"report: {report}")
+            return
+        cfg = bench.BenchConfig(
+            model=model, device=device, batch_size=batch_size, clips=clips, crop=crop, frames=frames,
+            precision=precision, checkpoint=str(checkpoint) if checkpoint else None,
+            data=str(data) if data else None, data_root=str(data_root) if data_root else None,
+            reps=reps, warmup=warmup, trace_clips=trace_clips, check_clips=check_clips,
+            decode_videos=decode_videos, decode_workers=bench.parse_workers(decode_workers), decode_reps=decode_reps,
+            cuda_graphs=cuda_graphs, cudnn_benchmark=cudnn_benchmark, threads=threads,
+            profile_ops=profile_ops, seed=seed, quiet=quiet,
+        )
+        result = bench.run_bench(cfg, command=cmd)
+        bench.emit(result, json_out, str(out) if out else None, str(report) if report else None)

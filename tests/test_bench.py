@@ -1,0 +1,141 @@
+"""``atfr bench``: a smoke run with tiny settings (every key present, ratios positive; no timing
+assertions), the report's section bookkeeping, and the CUDA-graph bookkeeping of exact batching
+(run on CPU with a stand-in for graph capture)."""
+import json
+import math
+
+import pytest
+import torch
+
+from atfr_analysis import bench
+from atfr_analysis.models import build_model
+from atfr_analysis.models.base import VideoModel, _bucket, _PostGraphs
+
+pytest.importorskip("av")
+
+TINY = dict(
+    model="x3d_xs_atfr", device="cpu", crop=32, clips=4, batch_size=2, reps=1, warmup=1, trace_clips=1,
+    check_clips=2, decode_videos=1, decode_workers=(0, 1), decode_names=("carphone_pristine",), quiet=True,
+)
+
+
+@pytest.fixture(scope="module")
+def result():
+    return bench.run_bench(bench.BenchConfig(**TINY), command=["test"])
+
+
+def test_every_key_present_and_ratios_positive(result):
+    for k in bench.RESULT_KEYS:
+        assert k in result, k
+    for k in ("overhead", "speedup_exact_vs_baseline", "flop_ratio", "efficiency", "speedup_exact_vs_padded",
+              "gmacs_lookup_vs_fvcore_trace"):
+        assert isinstance(result[k], float) and result[k] > 0 and math.isfinite(result[k]), k
+    assert set(result["decoding"]) == {"0", "1"}
+    assert all(v > 0 for v in result["decoding"].values())
+    assert result["device"] == "cpu" and result["batch_size"] == 2 and result["clips"] == 4
+    assert result["model"] == "x3d_xs_atfr" and result["torch"] == torch.__version__
+    # the B' distribution covers every clip; GMACs of the ATFR model never exceed the baseline's
+    (layer,) = result["bins"]["layers"].values()
+    assert sum(layer["hist"].values()) == 4 and 1 <= layer["min"] <= layer["max"] <= layer["B"]
+    assert result["gmacs"]["atfr_mean"] <= result["gmacs"]["baseline"]
+    assert result["gmacs"]["fvcore_trace_equals_lookup"] is True
+    assert result["exact_check"]["max_abs_diff_vs_batch1"] < 1e-5
+    assert any("crop 32" in n for n in result["notes"])  # the reduced crop is stated
+    json.loads(bench.dumps(result))  # JSON-able
+
+
+def test_report_sections_are_replaced_not_duplicated(result, tmp_path):
+    path = tmp_path / "benchmarks.md"
+    bench.write_report(result, path, "cmd one")
+    bench.write_report(result, path, "cmd two")
+    text = path.read_text()
+    assert text.count("<!-- bench:") == 1 and "cmd two" in text and "cmd one" not in text
+    other = dict(result, batch_size=3)
+    bench.write_report(other, path)
+    assert path.read_text().count("<!-- bench:") == 2
+    # --from-json writes the same section from a saved result
+    saved = tmp_path / "r.json"
+    saved.write_text(bench.dumps(result))
+    path2 = tmp_path / "b2.md"
+    bench.main(["--from-json", str(saved), "--report", str(path2)])
+    assert "overhead" in path2.read_text() and "| speedup_exact_vs_padded |" in path2.read_text()
+
+
+def test_build_clips_spread_redundancy():
+    spec = build_model("x3d_xs_atfr").spec
+    clips, recs = bench.build_clips(spec, 32, 10, seed=0)
+    assert clips.shape == (10, 3, spec.clip_frames, 32, 32)
+    kinds = [r["kind"] for r in recs]
+    assert set(kinds) == set(bench.CLIP_KINDS)
+    still = kinds.index("still")
+    assert len(set(recs[still]["frames"])) == 1
+    assert torch.equal(clips[still, :, 0], clips[still, :, -1])
+
+
+def test_bad_options_fail_before_any_work():
+    with pytest.raises(ValueError, match="CUDA only"):
+        bench.run_bench(bench.BenchConfig(device="cpu", precision="bf16", quiet=True))
+    with pytest.raises(ValueError, match="decode-workers"):
+        bench.parse_workers("0,x")
+
+
+def _fake_graph(self, fn, device):
+    """CPU stand-in for CUDA graph capture: replay reruns ``fn`` into the static output."""
+    static_out = fn()
+
+    def replay():
+        static_out.copy_(fn())
+
+    return replay, static_out
+
+
+def test_graph_bookkeeping_matches_eager_and_batch_one(monkeypatch):
+    monkeypatch.setattr(_PostGraphs, "_make_graph", _fake_graph)
+    monkeypatch.setattr(VideoModel, "_use_post_graphs", lambda self, device: self.exact_cuda_graphs and not self.training and not torch.is_grad_enabled())
+    assert [_bucket(k) for k in (1, 2, 3, 4, 5, 9)] == [1, 2, 4, 4, 8, 16]
+    torch.manual_seed(0)
+    model = build_model("x3d_xs_atfr").eval().set_batching("exact")
+    t = model.spec.clip_frames
+    g = torch.Generator().manual_seed(0)
+    rnd = torch.rand(3, 3, t, 32, 32, generator=g)
+    frozen = rnd[:1, :, :1].expand(3, -1, t, -1, -1)
+    x = torch.cat([rnd, frozen, rnd[:1]])  # groups of 1, 3 (bucket 4) and more
+    with torch.no_grad():
+        eager = model(x)
+        model.exact_cuda_graphs = True
+        graphed = model(x)
+        graphs = model.__dict__["_post_graph_cache"]
+        first = graphs.captures
+        again = model(x)
+        one = torch.cat([model(x[i : i + 1]) for i in range(x.shape[0])])
+    assert graphs.error is None and first >= 2 and graphs.captures == first  # cached, not recaptured
+    assert torch.allclose(graphed, eager, atol=1e-6) and torch.equal(graphed, again)
+    assert (graphed - one).abs().max() < 1e-5
+    model.reset_post_graphs()
+    assert "_post_graph_cache" not in model.__dict__
+
+
+def test_cpu_group_threads_match_sequential_and_batch_one(monkeypatch):
+    import atfr_analysis.models.base as base
+
+    calls = []
+    real = base._run_groups_threaded
+    monkeypatch.setattr(base, "_run_groups_threaded", lambda *a: calls.append(a[-1]) or real(*a))
+    torch.manual_seed(0)
+    model = build_model("x3d_xs_atfr").eval().set_batching("exact")
+    t = model.spec.clip_frames
+    g = torch.Generator().manual_seed(1)
+    rnd = torch.rand(3, 3, t, 32, 32, generator=g)
+    x = torch.cat([rnd, rnd[:1, :, :1].expand(2, -1, t, -1, -1)])  # several groups
+    threads = torch.get_num_threads()
+    with torch.no_grad():
+        _, bins = model.forward_sgs(x)
+        assert len({tuple(r) for r in torch.stack(bins, 1).tolist()}) >= 2
+        model.exact_cpu_workers = 1
+        seq = model(x)
+        model.exact_cpu_workers = 2
+        thr = model(x)
+        one = torch.cat([model(x[i : i + 1]) for i in range(x.shape[0])])
+    assert calls == [2]  # the threaded path ran (once: the sequential run and batch 1 do not use it)
+    assert torch.get_num_threads() == threads  # the pool leaves the caller's thread count alone
+    assert (thr - seq).abs().max() < 1e-6 and (thr - one).abs().max() < 1e-5
