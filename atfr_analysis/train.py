@@ -28,7 +28,7 @@ from atfr_analysis.checkpoint import save_checkpoint
 from atfr_analysis.models import build_model
 from atfr_analysis.models.registry import get_entry
 
-__all__ = ["TrainConfig", "TrainResult", "train", "make_record", "cosine_lr"]
+__all__ = ["TrainConfig", "TrainResult", "train", "make_record", "cosine_lr", "precise_bn", "recalibrate_bn"]
 
 
 @dataclass
@@ -56,6 +56,14 @@ class TrainConfig:
     #: scales like 2B / max(Delta): on clips of near-identical frames it reaches 1e7 and more
     #: (see the SGS fixtures' README), which blows up training from scratch without clipping.
     clip_grad: float | None = None
+    #: after training, recompute BatchNorm statistics as exact averages over this many training
+    #: batches (PySlowFast's BN.USE_PRECISE_STATS / NUM_BATCHES_PRECISE); 0 = off
+    precise_bn: int = 0
+    #: SGS models: how batches run after SGS while training. "exact" (default) runs every clip at
+    #: its own B', as `atfr profile` does by default; "padded" is the official code's (the rest
+    #: of the network then learns from zero-padded bins, and a clip's prediction depends on its
+    #: batch, so profile such a model with --batching padded)
+    batching: str = "exact"
     fp16_checkpoint: bool = False
     quiet: bool = False
 
@@ -213,6 +221,8 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
         ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(ds) > cfg.batch_size,
         num_workers=cfg.workers, collate_fn=_collate, generator=gen,
     )
+    if model.sgs_layer_names():
+        model.set_batching(cfg.batching)
     model.to(dev)
     lr = cfg.lr * cfg.batch_size / 64
     opt = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=lr, momentum=cfg.momentum, nesterov=True)
@@ -283,6 +293,8 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
                 )
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
+    if cfg.precise_bn:
+        precise_bn(model, loader, cfg.precise_bn, dev)
     seconds = time.perf_counter() - t0
     record = make_record(
         model, cfg.model,
@@ -303,6 +315,64 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
     model.cpu()
     path = save_checkpoint(out, model, record, epoch=len(losses), half=cfg.fp16_checkpoint)
     return TrainResult(path, len(losses), step, seconds, losses, accs, val_accs, first_loss or float("nan"), losses[-1] if losses else float("nan"))
+
+
+@torch.no_grad()
+def precise_bn(model: nn.Module, loader, num_batches: int, dev: torch.device | str = "cpu") -> int:
+    """Recompute every BatchNorm's running statistics as the exact average of its batch statistics
+    over ``num_batches`` training batches (PySlowFast's precise BN): the running averages kept
+    during training lag behind the weights, which hurts a model whose activations moved a lot (SGS
+    training does). Returns the number of batches used."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    used = 0
+    while used < num_batches:
+        for xs, _y in loader:
+            model([x.to(dev) for x in xs])
+            used += 1
+            if used >= num_batches:
+                break
+    for bn, m in zip(bns, momenta):
+        bn.momentum = m
+    model.train(was_training)
+    return used
+
+
+def recalibrate_bn(
+    checkpoint: str | Path, out: str | Path, model_name: str, data: str, labels: str | None = None,
+    num_batches: int = 200, batch_size: int = 16, seed: int = 0, device: str = "cpu",
+) -> Path:
+    """Precise BN on an existing checkpoint (same training clips and augmentation); the record of
+    the new checkpoint notes it."""
+    from atfr_analysis.checkpoint import load_checkpoint
+    from atfr_analysis.data.datasets import read_label_map, read_video_list
+    from atfr_analysis.profile.run import load_model_from_checkpoint, resolve_device
+
+    dev = resolve_device(device)
+    model, ck, _ = load_model_from_checkpoint(checkpoint, model_name)
+    _seed_all(seed)
+    label_map = read_label_map(labels) if labels else None
+    entries = read_video_list(data, labels=label_map)
+    spec = model.spec
+    ds = TrainClips(entries, spec, spec.train_crop, cache=True, seed=seed)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=True, drop_last=True, collate_fn=_collate,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    model.to(dev)
+    used = precise_bn(model, loader, num_batches, dev)
+    model.cpu()
+    record = dict(ck.cfg or {})
+    rec = dict(record.get("ATFR_ANALYSIS", {}))
+    rec["precise_bn"] = {"batches": used, "batch_size": batch_size, "seed": seed, "data": str(data)}
+    record["ATFR_ANALYSIS"] = rec
+    half = any(v.dtype == torch.float16 for v in torch.load(checkpoint, weights_only=True)["model_state"].values())
+    return save_checkpoint(out, model, record, epoch=int(ck.meta.get("epoch", 0)), half=half)
 
 
 @torch.no_grad()

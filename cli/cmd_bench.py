@@ -12,15 +12,15 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench_cmd(
-        model: str = typer.Option("slowfast_4x16_r50_atfr", "--model", help="an _atfr registry name (auto: the checkpoint's)"),
+        model: Optional[str] = typer.Option(None, "--model", help="an _atfr registry name (default: the checkpoint's, else slowfast_4x16_r50_atfr)"),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="clips per forward (default: cpu 8, cuda 32)"),
         clips: Optional[int] = typer.Option(None, "--clips", help="clips measured (default: 2 batches)"),
         crop: Optional[int] = typer.Option(None, "--crop", help="spatial size (default: cpu 112, cuda the model's test crop)"),
         frames: Optional[int] = typer.Option(None, "--frames", help="clip frames (fast pathway); default the model's"),
         precision: str = typer.Option("fp32", "--precision", help="fp32, or on CUDA bf16/fp16 (GMACs do not change)"),
-        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="trained weights (default: random weights)"),
-        data: Optional[Path] = typer.Option(None, "--data", help="a video list or class folder: its test views as the clips"),
+        checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="trained weights (default: random weights); 'demo': the shipped slow_tiny_atfr"),
+        data: Optional[str] = typer.Option(None, "--data", help="a video list or class folder: its test views as the clips; 'demo': the demo's test split"),
         data_root: Optional[Path] = typer.Option(None, "--data-root", help="prefix for the list's relative paths"),
         reps: Optional[int] = typer.Option(None, "--reps", help="timed rounds (default: cpu 3, cuda 10)"),
         warmup: Optional[int] = typer.Option(None, "--warmup", help="untimed rounds first (default: cpu 1, cuda 3)"),
@@ -59,8 +59,7 @@ def register(app: typer.Typer) -> None:
             return
         cfg = bench.BenchConfig(
             model=model, device=device, batch_size=batch_size, clips=clips, crop=crop, frames=frames,
-            precision=precision, checkpoint=str(checkpoint) if checkpoint else None,
-            data=str(data) if data else None, data_root=str(data_root) if data_root else None,
+            precision=precision, checkpoint=checkpoint, data=data, data_root=str(data_root) if data_root else None,
             reps=reps, warmup=warmup, trace_clips=trace_clips, check_clips=check_clips,
             decode_videos=decode_videos, decode_workers=bench.parse_workers(decode_workers), decode_reps=decode_reps,
             cuda_graphs=cuda_graphs, cudnn_benchmark=cudnn_benchmark, threads=threads,

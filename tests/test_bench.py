@@ -40,6 +40,7 @@ def test_every_key_present_and_ratios_positive(result):
     assert result["gmacs"]["atfr_mean"] <= result["gmacs"]["baseline"]
     assert result["gmacs"]["fvcore_trace_equals_lookup"] is True
     assert result["exact_check"]["max_abs_diff_vs_batch1"] < 1e-5
+    assert result["exact_check"]["max_abs_diff_post_only"] < 1e-5
     assert any("crop 32" in n for n in result["notes"])  # the reduced crop is stated
     json.loads(bench.dumps(result))  # JSON-able
 
