@@ -198,7 +198,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             ) from None
         op = re.search(r"Unsupported operand (\S+)", text)
         why = f"Unsupported operand {op.group(1)}" if op else (text.strip().splitlines() or [type(e).__name__])[0][:120]
-        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint ({why})") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {path} with weights_only=True ({why}): not a torch.save file of "
+            "tensors (a plain pickle, possibly one that would run code, is refused)"
+        ) from None
     except Exception as e:  # corrupt zip, truncated file, not a torch file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: {first[:200]}") from None

@@ -276,6 +276,8 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
         "of the demo data set (`atfr_analysis.data.synthetic`, seed 0, 16 frames, 72 px high; 80 clips per",
         "class; the dataset card is `DATASET_CARD.md` beside this file). PySlowFast checkpoint format",
         "(`model_state` + a `cfg` YAML record), weights stored in fp16 where they fit and loaded back to fp32.",
+        "The train split is `atfr_analysis.demo.demo_data(root, train=True)` (the commands below name it",
+        "`.carry/demo_ds`, where it was written).",
         "Loss: cross-entropy only (as the official ATFR code). Written from the checkpoints' own records by",
         "`atfr_analysis.demo.write_model_card`.",
         "",
@@ -297,8 +299,19 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
             f"- final training loss {rec.get('final_train_loss'):.4f}, training top-1 {rec.get('final_train_acc'):.1f}% "
             "(on augmented clips, dropout on)",
             f"- file: {size / 1e6:.2f} MB",
-            "",
         ]
+        pbn = rec.get("precise_bn")
+        if pbn:
+            lines.append(
+                f"- BatchNorm statistics recomputed afterwards (precise BN, `atfr_analysis.train.recalibrate_bn`) over "
+                f"{pbn['batches']} training batches of {pbn['batch_size']}, seed {pbn['seed']}"
+            )
+        if role == "atfr":
+            lines.append(
+                "- trained with the official padded batching (what `atfr train --batching padded` does; this model"
+                " predates the option), so `atfr demo` profiles it with `--batching padded`"
+            )
+        lines.append("")
     if test_numbers:
         n = test_numbers
         lines += [
