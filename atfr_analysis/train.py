@@ -64,6 +64,12 @@ class TrainConfig:
     #: of the network then learns from zero-padded bins, and a clip's prediction depends on its
     #: batch, so profile such a model with --batching padded)
     batching: str = "exact"
+    #: start from these weights (e.g. the baseline's, to fine-tune an _atfr model with SGS:
+    #: only the SGS parameters may be missing)
+    init_from: str | None = None
+    #: keep BatchNorm layers in eval mode (running statistics frozen, as mmaction2's norm_eval):
+    #: with exact batching the groups after SGS can be a single clip, too few for batch statistics
+    freeze_bn: bool = False
     fp16_checkpoint: bool = False
     quiet: bool = False
 
@@ -221,6 +227,10 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
         ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(ds) > cfg.batch_size,
         num_workers=cfg.workers, collate_fn=_collate, generator=gen,
     )
+    if cfg.init_from:
+        from atfr_analysis.checkpoint import load_checkpoint, load_state_into
+
+        load_state_into(model, load_checkpoint(cfg.init_from).state_dict, allow_missing="sgs")
     if model.sgs_layer_names():
         model.set_batching(cfg.batching)
     model.to(dev)
@@ -249,6 +259,10 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
         for epoch in range(cfg.epochs):
             ds.epoch = epoch
             model.train()
+            if cfg.freeze_bn:
+                for mod in model.modules():
+                    if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                        mod.eval()
             tot_loss = tot_correct = tot_n = 0.0
             for xs, y in loader:
                 for gr in opt.param_groups:

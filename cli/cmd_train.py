@@ -26,6 +26,8 @@ def register(app: typer.Typer) -> None:
         clip_grad: Optional[float] = typer.Option(None, "--clip-grad", help="clip the gradients' global L2 norm (recommended with SGS)"),
         precise_bn: int = typer.Option(0, "--precise-bn", help="after training, recompute BN statistics over this many batches"),
         batching: str = typer.Option("exact", "--batching", help="SGS models: exact (each clip at its own B') or padded (official)"),
+        init_from: Optional[Path] = typer.Option(None, "--init-from", help="start from a checkpoint (a baseline's, for an _atfr model: only SGS weights may be missing)"),
+        freeze_bn: bool = typer.Option(False, "--freeze-bn", help="keep BatchNorm statistics frozen (eval mode) while training"),
         frames: Optional[int] = typer.Option(None, "--frames", help="clip frames (default: the model's)"),
         workers: int = typer.Option(0, "--workers"),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
@@ -47,7 +49,8 @@ def register(app: typer.Typer) -> None:
             model=model, data=str(data), labels=str(labels) if labels else None,
             data_root=str(data_root) if data_root else str(Path(data).parent), epochs=epochs,
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-            crop=crop, clip_grad=clip_grad, precise_bn=precise_bn, batching=batching, workers=workers, device=device, seed=seed, fp16_checkpoint=fp16,
+            crop=crop, clip_grad=clip_grad, precise_bn=precise_bn, batching=batching,
+            init_from=str(init_from) if init_from else None, freeze_bn=freeze_bn, workers=workers, device=device, seed=seed, fp16_checkpoint=fp16,
             max_steps=max_steps, quiet=quiet, val_data=str(val) if val else None, model_overrides=overrides,
         )
         r = train(cfg, out, command=["atfr"] + sys.argv[1:])
