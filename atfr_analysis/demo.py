@@ -274,10 +274,10 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
         "",
         "Two checkpoints of the same backbone, trained on the train split of the demo data set",
         "(`atfr_analysis.data.synthetic`, seed 0, 16 frames, 72 px high; 80 clips per class; the dataset",
-        "card is `DATASET_CARD.md` beside this file). The baseline was trained from scratch; the ATFR model",
-        "is that baseline fine-tuned with SGS (a second stage, so the two did NOT get the same recipe: the",
-        "ATFR model had 10 more epochs; from scratch with the baseline's recipe it reached 17.9% top-1 on the",
-        "test split, see the project README). PySlowFast checkpoint format",
+        "card is `DATASET_CARD.md` beside this file). Same two-stage recipe for both: stage 1 trains",
+        "`slow_tiny` from scratch (`slow_tiny_stage1.pyth`, shipped too); stage 2 fine-tunes it for 10 more",
+        "epochs with frozen BatchNorm statistics, once as it is (`slow_tiny`) and once with the SGS layer",
+        "inserted after res2 (`slow_tiny_atfr`, exact batching). PySlowFast checkpoint format",
         "(`model_state` + a `cfg` YAML record), weights stored in fp16 where they fit and loaded back to fp32.",
         "The train split is `atfr_analysis.demo.demo_data(root, train=True)` (the commands below name it",
         "`.carry/demo_ds`, where it was written).",
@@ -285,14 +285,13 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
         "`atfr_analysis.demo.write_model_card`.",
         "",
     ]
-    for role in ("baseline", "atfr"):
-        name = DEMO[role]
+    for role, name in (("stage 1", "slow_tiny_stage1"), ("baseline", DEMO["baseline"]), ("atfr", DEMO["atfr"])):
         ck = load_checkpoint(checkpoint_path(name))
         rec = (ck.cfg or {}).get("ATFR_ANALYSIS", {})
         tr = rec.get("train", {})
         size = checkpoint_path(name).stat().st_size
         lines += [
-            f"## `{name}` ({'baseline' if role == 'baseline' else 'with SGS after res2'})",
+            f"## `{name}` ({ {'stage 1': 'stage 1, from scratch', 'baseline': 'baseline, stage 2', 'atfr': 'with SGS after res2, stage 2'}[role] })",
             "",
             f"- training command: `{' '.join(rec.get('command', []))}`",
             f"- seed {tr.get('seed')}, {rec.get('epochs_run')} epochs, {rec.get('steps')} steps, batch {tr.get('batch_size')}, "
@@ -311,8 +310,8 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
             )
         if tr.get("init_from"):
             lines.append(
-                f"- initialised from `{Path(tr['init_from']).name}` (the baseline above; only the SGS layer starts"
-                " from its official initialisation): a second, fine-tuning stage on top of the baseline's recipe"
+                f"- initialised from stage 1 (`{Path(tr['init_from']).name}` when it ran"
+                + ("; the SGS layer starts from its official initialisation)" if role == "atfr" else ")")
             )
         if role == "atfr":
             lines.append(
