@@ -92,8 +92,10 @@ def paper_baselines(progress: bool = False) -> list[dict]:
         iterator = track(PAPER_ROWS, description="counting the paper's rows")
     for r in iterator:
         s = model_flops(r.model, frames=r.frames, crop=r.crop, num_classes=r.num_classes, views=r.views or 1)
-        bins, frac, _ = implied_bins(r.model, r.frames, r.crop, r.num_classes, r.paper_atfr_gflops)
-        atfr = build_model(r.model + "_atfr", num_classes=r.num_classes)
+        atfr = build_model(r.model + "_atfr", num_classes=r.num_classes).eval()
+        spec = atfr.spec.with_frames(r.frames)
+        cost = CostModel(atfr, [tuple(x.shape) for x in make_inputs(spec, r.crop)])
+        bins, frac, _ = implied_bins(r.model, r.frames, r.crop, r.num_classes, r.paper_atfr_gflops, cost=cost)
         rows.append(
             {
                 "row": r.row,
@@ -110,17 +112,12 @@ def paper_baselines(progress: bool = False) -> list[dict]:
                 "paper_atfr_gflops": r.paper_atfr_gflops,
                 "atfr_layers": " / ".join(atfr.sgs_layer_names()),
                 "implied_mean_bins": " / ".join(f"{b:.2f}" for b in bins),
-                "num_bins": " / ".join(str(b) for b in _num_bins(atfr, r)),
+                "num_bins": " / ".join(str(b) for b in cost.num_bins),
                 "implied_fraction_kept": round(frac, 4),
                 "note": r.note,
             }
         )
     return rows
-
-
-def _num_bins(atfr, r: PaperRow) -> list[int]:
-    spec = atfr.spec.with_frames(r.frames)
-    return CostModel(atfr.eval(), [tuple(x.shape) for x in make_inputs(spec, r.crop)]).num_bins
 
 
 def write_paper_baselines(out_dir: str | Path, progress: bool = False) -> tuple[Path, Path]:
