@@ -46,6 +46,13 @@ PAPER_ROWS: tuple[PaperRow, ...] = (
 )
 
 
+def atfr_cost(name: str, frames: int, crop: int, num_classes: int) -> CostModel:
+    """The cost cache of ``name``'s ``_atfr`` variant at one input (its model is ``cost.model``)."""
+    model = build_model(name + "_atfr", num_classes=num_classes).eval()
+    spec = model.spec.with_frames(frames)
+    return CostModel(model, [tuple(x.shape) for x in make_inputs(spec, crop)])
+
+
 def implied_bins(name: str, frames: int, crop: int, num_classes: int, target: float, cost: CostModel | None = None):
     """Mean B' per SGS layer at which the ``_atfr`` model's cost equals ``target`` GMACs.
 
@@ -55,9 +62,7 @@ def implied_bins(name: str, frames: int, crop: int, num_classes: int, target: fl
     Returns ``(bins per layer (floats), fraction kept, costs at the bracket)``.
     """
     if cost is None:
-        model = build_model(name + "_atfr", num_classes=num_classes).eval()
-        spec = model.spec.with_frames(frames)
-        cost = CostModel(model, [tuple(x.shape) for x in make_inputs(spec, crop)])
+        cost = atfr_cost(name, frames, crop, num_classes)
     bins = cost.num_bins
     bmax = max(bins)
 
@@ -92,9 +97,8 @@ def paper_baselines(progress: bool = False) -> list[dict]:
         iterator = track(PAPER_ROWS, description="counting the paper's rows")
     for r in iterator:
         s = model_flops(r.model, frames=r.frames, crop=r.crop, num_classes=r.num_classes, views=r.views or 1)
-        atfr = build_model(r.model + "_atfr", num_classes=r.num_classes).eval()
-        spec = atfr.spec.with_frames(r.frames)
-        cost = CostModel(atfr, [tuple(x.shape) for x in make_inputs(spec, r.crop)])
+        cost = atfr_cost(r.model, r.frames, r.crop, r.num_classes)
+        atfr = cost.model
         bins, frac, _ = implied_bins(r.model, r.frames, r.crop, r.num_classes, r.paper_atfr_gflops, cost=cost)
         rows.append(
             {
