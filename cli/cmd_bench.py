@@ -22,7 +22,8 @@ def register(app: typer.Typer) -> None:
         checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="trained weights (default: random weights); 'demo': the shipped slow_tiny_atfr"),
         data: Optional[str] = typer.Option(None, "--data", help="a video list or class folder: its test views as the clips; 'demo': the demo's test split"),
         data_root: Optional[Path] = typer.Option(None, "--data-root", help="prefix for the list's relative paths"),
-        reps: Optional[int] = typer.Option(None, "--reps", help="timed rounds (default: cpu 3, cuda 10)"),
+        reps: Optional[int] = typer.Option(None, "--reps", help="timed rounds (default: enough for --min-time, at least cpu 5 / cuda 10, at most 50)"),
+        min_time: Optional[float] = typer.Option(None, "--min-time", help="with the default --reps: timed seconds per mode at least (cpu 10, cuda 3)"),
         warmup: Optional[int] = typer.Option(None, "--warmup", help="untimed rounds first (default: cpu 1, cuda 3)"),
         trace_clips: int = typer.Option(2, "--trace-clips", help="clips re-traced with fvcore"),
         check_clips: int = typer.Option(4, "--check-clips", help="clips compared with their batch-1 outputs"),
@@ -60,7 +61,7 @@ def register(app: typer.Typer) -> None:
         cfg = bench.BenchConfig(
             model=model, device=device, batch_size=batch_size, clips=clips, crop=crop, frames=frames,
             precision=precision, checkpoint=checkpoint, data=data, data_root=str(data_root) if data_root else None,
-            reps=reps, warmup=warmup, trace_clips=trace_clips, check_clips=check_clips,
+            reps=reps, min_time=min_time, warmup=warmup, trace_clips=trace_clips, check_clips=check_clips,
             decode_videos=decode_videos, decode_workers=bench.parse_workers(decode_workers), decode_reps=decode_reps,
             cuda_graphs=cuda_graphs, cudnn_benchmark=cudnn_benchmark, threads=threads,
             profile_ops=profile_ops, seed=seed, quiet=quiet,

@@ -140,3 +140,54 @@ def test_cpu_group_threads_match_sequential_and_batch_one(monkeypatch):
     assert calls == [2]  # the threaded path ran (once: the sequential run and batch 1 do not use it)
     assert torch.get_num_threads() == threads  # the pool leaves the caller's thread count alone
     assert (thr - seq).abs().max() < 1e-6 and (thr - one).abs().max() < 1e-5
+
+
+def test_profile_bookkeeping_and_efficiency_analysis_reported(result, tmp_path):
+    # the profile's own work, timed alone, is what it adds to the plain forward
+    assert result["overhead_bookkeeping"] >= 1.0 and math.isfinite(result["overhead_bookkeeping"])
+    assert result["times"]["bookkeeping_s_per_pass"] > 0
+    an = result["phases"]["analysis"]
+    assert 0 < an["pre_share_of_baseline_gmacs"] < 1 and 0 < an["pre_share_of_baseline_time"] < 1
+    assert an["post_flop_ratio"] >= 1 and an["efficiency_ceiling"] > 0
+    med = result["phases"]["median_s_per_pass"]
+    assert med["baseline_pre"] > 0 and med["baseline_post"] > 0
+    path = tmp_path / "b.md"
+    bench.write_report(result, path, "cmd")
+    text = path.read_text()
+    assert "overhead_bookkeeping" in text and "Why the efficiency is what it is" in text
+    # a CPU run is not held to the GPU target; the overhead target says met or missed
+    assert "not a GPU run at batch 32" in text and ("; met |" in text or "**missed**" in text)
+
+
+def test_efficiency_analysis_time_proportional_to_gmacs_is_one():
+    # every part runs at 1 s per GMAC: the measured efficiency and its ceiling are exactly 1
+    g = {"pre": 2.0, "sgs": 0.1, "post_exact": 3.0, "baseline": 8.0}
+    t = {"pre": 2.0, "sgs": 0.1, "post_exact": 3.0, "baseline_pre": 2.0, "baseline_post": 6.0}
+    an = bench.efficiency_analysis({"median_s_per_pass": t}, g)
+    for k in ("post_efficiency", "efficiency_from_phases", "efficiency_ceiling"):
+        assert an[k] == pytest.approx(1.0), k
+    # pre twice as slow per GMAC in both models: the ceiling drops below 1 although post is perfect
+    t2 = dict(t, pre=4.0, baseline_pre=4.0)
+    an2 = bench.efficiency_analysis({"median_s_per_pass": t2}, g)
+    assert an2["post_efficiency"] == pytest.approx(1.0)
+    assert an2["efficiency_ceiling"] < 0.95
+    assert an2["efficiency_from_phases"] == pytest.approx(an2["efficiency_ceiling"])
+    # a slow post (half as efficient) sits below the ceiling
+    an3 = bench.efficiency_analysis({"median_s_per_pass": dict(t, post_exact=6.0)}, g)
+    assert an3["post_efficiency"] == pytest.approx(0.5) and an3["efficiency_from_phases"] < an3["efficiency_ceiling"]
+
+
+def test_auto_reps_more_rounds_for_short_passes():
+    assert bench.auto_reps(2.0, 10.0, 5, 50) == 5
+    assert bench.auto_reps(0.1, 10.0, 5, 50) == 50
+    assert bench.auto_reps(0.5, 10.0, 5, 50) == 20
+    calls = {"a": 0, "b": 0}
+
+    def fn(k):
+        def f():
+            calls[k] += 1
+        return f
+
+    times = bench._timed_rounds({"a": fn("a"), "b": fn("b")}, None, 0, torch.device("cpu"), min_time=1e-9, min_reps=3, max_reps=9)
+    # reps=None forces one warm-up round; min_time is met at once, so min_reps timed rounds follow
+    assert len(times["a"]) == len(times["b"]) == 3 and calls["a"] == 4

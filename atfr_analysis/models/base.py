@@ -176,8 +176,11 @@ class VideoModel(nn.Module):
     #: after the other with all intra-op threads)
     exact_cpu_workers: int | None = None
 
-    def _forward_post_exact(self, outs, bins):
+    def _forward_post_exact(self, outs, bins, sig: torch.Tensor | None = None):
         """Group samples by their signature (B' per layer) and run the rest once per group.
+
+        ``sig``: the signatures ``torch.stack(bins, 1)`` already on the host, when the caller has
+        them (the profiler does: it logs them), saving the host synchronisation.
 
         One host synchronisation for the whole batch (the signatures); the samples are ordered by
         group on the host, each group is gathered with one ``index_select`` per layer of exactly its
@@ -194,7 +197,8 @@ class VideoModel(nn.Module):
         """
         n = outs[0].shape[0]
         device = outs[0].device
-        sig = torch.stack(bins, dim=1).cpu()  # [N, L], the one host sync for the whole batch
+        if sig is None:
+            sig = torch.stack(bins, dim=1).cpu()  # [N, L], the one host sync for the whole batch
         uniq, inverse, counts = torch.unique(sig, dim=0, return_inverse=True, return_counts=True)
         graphs = self._post_graphs() if self._use_post_graphs(device) else None
         if uniq.shape[0] == 1 and graphs is None:  # one signature: no gather, no scatter

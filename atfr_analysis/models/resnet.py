@@ -298,7 +298,16 @@ class VideoResNet(VideoModel):
         return self.head(x)
 
     def forward(self, x) -> torch.Tensor:
-        return self._after_res2(self.s2(self._stem(self._inputs(x))))
+        return self.forward_post(self.forward_pre(x))
+
+    # the baseline splits where its ATFR variant puts SGS (res2's output), for phase timings
+    def forward_pre(self, xs) -> list[torch.Tensor]:
+        """Stem (and s1_fuse) and res2, ReLU included (the ATFR variant stops before that ReLU)."""
+        return self.s2(self._stem(self._inputs(xs)))
+
+    def forward_post(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Everything after res2."""
+        return self._after_res2(list(feats))
 
 
 class VideoResNetATFR(VideoResNet):

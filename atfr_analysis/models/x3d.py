@@ -390,28 +390,23 @@ class X3D(VideoModel):
     def forward(self, x):
         if self.cfg.sgs:
             return super().forward(x)  # pre -> SGS -> post (VideoModel, with exact batching)
-        (x,) = as_pathways(x)
-        x = self.s1(x)
-        for s in (self.s2, self.s3, self.s4, self.s5):
-            x = s(x)
-        return self.head(x)
+        return self.forward_post(self.forward_pre(x))
 
     def forward_pre(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Everything before SGS: the stem's BN output (``stem``) or res2's last pre-ReLU sum."""
-        if not self.cfg.sgs:
-            raise NotImplementedError("X3D without SGS has no forward_pre (build an _atfr model)")
+        """Everything before SGS: the stem's BN output (``stem``) or res2's last pre-ReLU sum.
+        Without SGS the same split (for phase timings), the ReLU included."""
         (x,) = as_pathways(xs)
+        relu = not self.cfg.sgs
         if self.cfg.sgs_stage == "stem":
-            return [self.s1(x, relu=False)]
+            return [self.s1(x, relu=relu)]
         x = self.s1(x)
-        return [self.s2(x, last_relu=False)]
+        return [self.s2(x, last_relu=relu)]
 
     def forward_post(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """Everything after SGS: the deferred ReLU, the remaining stages and the adaptive head."""
-        if not self.cfg.sgs:
-            raise NotImplementedError("X3D without SGS has no forward_post (build an _atfr model)")
+        """Everything after SGS: the deferred ReLU (ATFR), the remaining stages and the head."""
         (x,) = feats
-        x = F.relu(x)
+        if self.cfg.sgs:
+            x = F.relu(x)
         if self.cfg.sgs_stage == "stem":
             x = self.s2(x)
         for s in (self.s3, self.s4, self.s5):

@@ -43,28 +43,33 @@ class Profiler:
         xs = as_pathways(clips)
         n = xs[0].shape[0]
         cm = self.cost_model(xs)
+        if not self.layers:
+            return self.record(cm, model(xs), torch.zeros(n, 0, dtype=torch.long))
+        outs, bins = model.forward_sgs(xs)
+        sig = torch.stack(bins, dim=1).cpu()  # the one host sync for the bins, shared with exact batching
+        if self.batching == "exact" and n > 1:
+            scores = model._forward_post_exact(outs, bins, sig=sig)
+        else:
+            scores = model.forward_post(outs)
+        # padded batching: every clip runs at the batch's largest B' (the SGS outputs' length)
+        executed = None if self.batching == "exact" else tuple(int(o.shape[2]) for o in outs)
+        return self.record(cm, scores, sig, executed)
+
+    def record(self, cm: CostModel, scores: torch.Tensor, sig: torch.Tensor, executed=None) -> dict:
+        """The bookkeeping after the forward: GMACs look-ups per clip and the scores on the host.
+        ``executed``: the signature padded batching ran every clip at (None: exact batching)."""
+        n = sig.shape[0]
         if self.layers:
-            outs, bins = model.forward_sgs(xs)
-            if self.batching == "exact" and n > 1:
-                scores = model._forward_post_exact(outs, bins)
-            else:
-                scores = model.forward_post(outs)
-            sig = torch.stack(bins, dim=1).cpu()  # the one host sync for the bins
-            executed = tuple(int(o.shape[2]) for o in outs)  # padded: every clip runs at the batch max
-            rows = [tuple(int(b) for b in s) for s in sig.tolist()]
-            costs = [cm.gmacs(s) for s in rows]
-            if self.batching == "exact":
+            costs = [cm.gmacs(tuple(s)) for s in sig.tolist()]
+            if executed is None:
                 exec_costs = [c[0] for c in costs]
             else:
-                e = cm.gmacs(executed)[0]
-                exec_costs = [e] * n
+                exec_costs = [cm.gmacs(executed)[0]] * n
         else:
-            scores = model(xs)
             c = cm.static()
-            sig = torch.zeros(n, 0, dtype=torch.long)
             costs = [(c.gmacs, c.gmacs_fvcore)] * n
             exec_costs = [c.gmacs] * n
-        if model.training:  # logits in train mode; the log holds probabilities
+        if self.model.training:  # logits in train mode; the log holds probabilities
             scores = scores.softmax(-1)
         return {
             "scores": scores.float().cpu(),
