@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
         precision: str = typer.Option("fp32", "--precision", help="fp32, or on CUDA bf16/fp16 (GMACs do not change)"),
         resume: bool = typer.Option(False, "--resume", help="continue the run in --out: videos already logged are skipped"),
+        retry_failed: bool = typer.Option(False, "--retry-failed", help="with --resume: try the videos logged as failed again"),
         shard: Optional[str] = typer.Option(None, "--shard", help="i/n: profile the videos at list positions k with k % n == i (job arrays; torchrun sets it from RANK/WORLD_SIZE)"),
         allow_missing: Optional[str] = typer.Option(None, "--allow-missing", help="'sgs': baseline weights into an _atfr model"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress display (for logs); the summary is still printed"),
@@ -34,7 +35,7 @@ def register(app: typer.Typer) -> None:
 
         opts = dict(
             data_root=data_root, labels=labels, views=views, crops=crops, batching=batching, batch_size=batch_size,
-            workers=workers, device=device, resume=resume, shard=shard, allow_missing=allow_missing, quiet=quiet,
+            workers=workers, device=device, resume=resume, retry_failed=retry_failed, shard=shard, allow_missing=allow_missing, quiet=quiet,
         )
         command = _command(checkpoint, model, data, out, **opts, precision=None if precision == "fp32" else precision)
         try:

@@ -146,6 +146,9 @@ def test_profile_bookkeeping_and_efficiency_analysis_reported(result, tmp_path):
     # the profile's own work, timed alone, is what it adds to the plain forward
     assert result["overhead_bookkeeping"] >= 1.0 and math.isfinite(result["overhead_bookkeeping"])
     assert result["times"]["bookkeeping_s_per_pass"] > 0
+    ab = result["times"]["overhead_paired"]
+    assert ab["pairs"] == 2 and ab["median"] == result["overhead"] and ab["q1"] <= ab["median"] <= ab["q3"]
+    assert result["overhead_rounds"] > 0 and result["times"]["aa_control"] > 0
     an = result["phases"]["analysis"]
     assert 0 < an["pre_share_of_baseline_gmacs"] < 1 and 0 < an["pre_share_of_baseline_time"] < 1
     assert an["post_flop_ratio"] >= 1 and an["efficiency_ceiling"] > 0

@@ -47,6 +47,40 @@ def profile_args(ckpt, data, out, *extra):
 
 
 # ----------------------------------------------------------------------------- failed rows
+def test_resume_retry_failed_redoes_only_the_failed_videos(ckpt, tmp_path, capsys):
+    import shutil
+
+    vids = sample_videos()
+    late = tmp_path / "late.mp4"  # missing at first, copied in before the retry
+    lst = write_list(tmp_path / "l.csv", [vids["carphone_pristine"], late], labels=[0, 1])
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(capsys, *profile_args(ckpt, lst, out))
+    assert code == 0, err
+    assert "1 ok, 1 failed" in stdout and "--retry-failed" in stdout
+    before = atfr_analysis.load_run(out)
+    shutil.copy(vids["carphone_distorted"], late)
+    # a plain resume counts the failure as logged: nothing to do
+    code, stdout, err = run_cli(capsys, *profile_args(ckpt, lst, out, "--resume"))
+    assert code == 0, err
+    assert "1 ok, 1 failed" in stdout
+    # the retry needs --resume, and redoes the failed video only
+    code, _, err = run_cli(capsys, *profile_args(ckpt, lst, out, "--retry-failed"))
+    assert code == 2 and "--retry-failed needs --resume" in err and "Traceback" not in err
+    code, stdout, err = run_cli(capsys, *profile_args(ckpt, lst, out, "--resume", "--retry-failed"))
+    assert code == 0, err
+    assert "2 ok, 0 failed" in stdout
+    log = atfr_analysis.load_run(out)
+    assert len(log) == len(before) and (log["status"] == "ok").all()
+    assert log[f"bins.{LAYER}"].notna().all() and (log["gmacs"] > 0).all()
+    # the video that was fine keeps its first rows (not recomputed)
+    pd_testing = pytest.importorskip("pandas.testing")
+    pd_testing.assert_frame_equal(log[log["video_id"] == 0].reset_index(drop=True),
+                                  before[before["video_id"] == 0].reset_index(drop=True))
+    assert load_videos(out)["status"].tolist() == ["ok", "ok"]
+    resumed = log.attrs["meta"]["resumed"]
+    assert resumed[-1]["failed_retried"] == 1
+
+
 def test_undecodable_videos_become_failed_rows_and_the_run_goes_on(ckpt, broken, tmp_path, capsys):
     vids = sample_videos()
     order = ["carphone_pristine", "missing", "truncated", "text", "truncated_indexed", "zero_frames", "carphone_distorted"]

@@ -46,6 +46,7 @@ __all__ = [
     "load_run",
     "load_videos",
     "done_video_ids",
+    "failed_video_ids",
 ]
 
 SCHEMA_VERSION = 1
@@ -173,8 +174,15 @@ def write_parts(run_dir: str | Path, view_rows: list[dict], video_rows: list[dic
     _atomic_write_bytes(run_dir / f"videos-{tag}.parquet", lambda t: pq.write_table(table(vids), t))
 
 
+def _part_order(path: Path) -> tuple[str, str]:
+    """Parts in the order they were written: by the run's start time in the name, then the name
+    (a later run's copy of a row -- a retried failure -- wins, whatever its shard layout)."""
+    fields = path.stem.split("-")
+    return (fields[2] if len(fields) > 2 else "", path.name)
+
+
 def _read_parts(run_dir: Path, prefix: str) -> pd.DataFrame | None:
-    files = sorted(run_dir.glob(f"{prefix}-*.parquet"))
+    files = sorted(run_dir.glob(f"{prefix}-*.parquet"), key=_part_order)
     if not files:
         return None
     frames = []
@@ -192,6 +200,15 @@ def done_video_ids(run_dir: str | Path) -> set[int]:
     """Videos whose every view is written (their ``videos`` part exists)."""
     df = _read_parts(Path(run_dir), "videos")
     return set() if df is None else set(int(v) for v in df["video_id"])
+
+
+def failed_video_ids(run_dir: str | Path) -> set[int]:
+    """Videos whose latest videos row says ``failed`` (``profile(..., retry_failed=True)`` redoes them)."""
+    df = _read_parts(Path(run_dir), "videos")
+    if df is None:
+        return set()
+    last = df.drop_duplicates(subset=["video_id"], keep="last")
+    return set(int(v) for v in last.loc[last["status"] != "ok", "video_id"])
 
 
 def _finish(df: pd.DataFrame, meta: dict, run_dir: Path, keys: list[str]) -> pd.DataFrame:

@@ -43,6 +43,7 @@ from atfr_analysis.profile.log import (
     RunError,
     create_meta,
     done_video_ids,
+    failed_video_ids,
     is_run,
     load_videos,
     read_meta,
@@ -108,6 +109,8 @@ class RunSummary:
             out.append(f"  failed: {err}" if path in err else f"  failed: {path}: {err}")
         if self.videos_failed > _SHOW_FAILURES:
             out.append(f"  ... and {self.videos_failed - _SHOW_FAILURES} more failed videos (status == 'failed' in the log)")
+        if self.videos_failed:
+            out.append("  (--resume --retry-failed tries the failed videos again)")
         if self.top1 is not None:
             out.append(
                 f"video-level top-1 {self.top1:.2f}%  top-5 {self.top5:.2f}%  "
@@ -385,6 +388,7 @@ def profile(
     allow_missing: str | None = None,
     quiet: bool = False,
     precision: str = "fp32",
+    retry_failed: bool = False,
     flush_every: int = 16,
     flush_seconds: float = 30.0,
     command: Sequence[str] | None = None,
@@ -398,7 +402,9 @@ def profile(
     in ``workers`` DataLoader processes, inference on ``device`` in batches of ``batch_size`` views
     (``batching="exact"``: every view's result as if alone; ``"padded"``: the official code's
     padding). Parts are flushed every ``flush_every`` videos or ``flush_seconds`` seconds.
-    ``resume`` continues the run in ``out`` (videos already logged are skipped); ``shard="i/n"``
+    ``resume`` continues the run in ``out`` (videos already logged are skipped; with
+    ``retry_failed`` the videos logged as failed are tried again, their new rows replacing the
+    failed ones); ``shard="i/n"``
     (or torchrun's ``RANK``/``WORLD_SIZE``) profiles every n-th video from the i-th.
     ``stop_after`` stops after that many videos of this call (tests of resumption).
 
@@ -407,6 +413,8 @@ def profile(
     t0 = time.perf_counter()
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if retry_failed and not resume:
+        raise ValueError("--retry-failed needs --resume (it retries the failed videos of an existing run)")
     if workers < 0:
         raise ValueError(f"--workers must be >= 0, got {workers}")
     if batching not in ("exact", "padded"):
@@ -495,6 +503,7 @@ def profile(
             checkpoint, model, data, out, data_root=data_root, labels=labels, views=views, crops=crops,
             batching=batching, batch_size=batch_size, workers=workers, device=device, resume=resume,
             shard=shard, allow_missing=allow_missing, quiet=quiet, precision=None if precision == "fp32" else precision,
+            retry_failed=retry_failed,
         ),
         "argv": list(sys.argv),
         "start_time": _now(),
@@ -504,10 +513,12 @@ def profile(
     # 4. the run folder; this shard's videos, minus those already logged
     mine = [e for k, e in enumerate(entries) if k % shard_n == shard_i]
     meta, done = _open_run(out, meta, resume, {e.video_id for e in mine}, shard_n)
+    retried = (failed_video_ids(out) & done) if retry_failed else set()
+    done -= retried
     todo = [e for e in mine if e.video_id not in done]
-    if resume and done and shard_i == 0:
+    if resume and (done or retried) and shard_i == 0:
         m = read_meta(out)
-        m.setdefault("resumed", []).append({"time": _now(), "videos_logged": len(done)})
+        m.setdefault("resumed", []).append({"time": _now(), "videos_logged": len(done) + len(retried), "failed_retried": len(retried)})
         m["end_time"] = None
         write_meta(out, m)
 
@@ -534,7 +545,9 @@ def profile(
 
     from atfr_analysis.profile.progress import ProfileProgress
 
-    tag_base = f"{shard_i:03d}of{shard_n:03d}-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    now = time.time()  # to the microsecond: parts sort in the order the calls started (see log._part_order)
+    stamp = time.strftime("%Y%m%d%H%M%S", time.localtime(now)) + f"{int(now * 1e6) % 1_000_000:06d}"
+    tag_base = f"{shard_i:03d}of{shard_n:03d}-{stamp}-{uuid.uuid4().hex[:6]}"
     buf_views: list[dict] = []
     buf_videos: list[dict] = []
     seq = 0
