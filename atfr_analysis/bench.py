@@ -725,7 +725,7 @@ def run_bench(cfg: BenchConfig, command: Sequence[str] | None = None) -> dict[st
     model.set_batching("exact")
     book_s = _bookkeeping_seconds(model, prof, cm, batches, amp)
     _log(cfg, f"profiler bookkeeping alone: {book_s * 1e3:.2f} ms per pass")
-    abba = _paired_overhead(model, prof, batches, dev, amp, reps)
+    abba = _paired_overhead(model, prof, batches, dev, amp, reps, med["exact"] / len(batches))
     _log(cfg, f"overhead, paired per batch (ABBA): {abba['median']:.4f} (quartiles {abba['q1']:.4f} to {abba['q3']:.4f})")
 
     # ---------------------------------------------------------------- phases (what the time goes to)
@@ -829,10 +829,14 @@ def run_bench(cfg: BenchConfig, command: Sequence[str] | None = None) -> dict[st
     return result
 
 
-def _paired_overhead(model, prof, batches, dev, amp, rounds: int) -> dict[str, Any]:
+def _paired_overhead(
+    model, prof, batches, dev, amp, rounds: int, batch_s: float, unit_s: float = 0.25, budget_s: float = 40.0
+) -> dict[str, Any]:
     """The overhead measured batch by batch: plain forward (A) and instrumented profile (B) of the
     same batch timed back to back as A B B A (a linear drift of the machine's speed cancels), the
-    ratio (B1 + B2) / (A1 + A2) per batch and round; their median and quartiles."""
+    ratio (B1 + B2) / (A1 + A2) per batch and round; their median and quartiles. Each timing runs
+    the batch ``repeats`` times (at least ``unit_s`` seconds: short timings are noisy); at most
+    ``budget_s`` seconds in all, and ``rounds`` rounds over the batches or fewer."""
     def plain(xs):
         with torch.no_grad(), amp():
             model(xs)
@@ -841,6 +845,8 @@ def _paired_overhead(model, prof, batches, dev, amp, rounds: int) -> dict[str, A
         with amp():
             prof.frame(prof.run(xs))
 
+    repeats = max(1, math.ceil(unit_s / batch_s)) if batch_s > 0 else 1
+    pairs_max = max(2 * len(batches), int(budget_s / (4 * repeats * max(batch_s, 1e-9))))
     model.set_batching("exact")
     ratios: list[float] = []
     for _ in range(rounds):
@@ -849,12 +855,18 @@ def _paired_overhead(model, prof, batches, dev, amp, rounds: int) -> dict[str, A
             for fn in (plain, instrumented, instrumented, plain):
                 _sync(dev)
                 t0 = time.perf_counter()
-                fn(xs)
+                for _r in range(repeats):
+                    fn(xs)
                 _sync(dev)
                 ts.append(time.perf_counter() - t0)
             ratios.append((ts[1] + ts[2]) / (ts[0] + ts[3]))
+        if len(ratios) >= pairs_max:
+            break
     q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
-    return {"median": _median(ratios), "q1": q[0], "q3": q[2], "pairs": len(ratios), "method": "ABBA per batch"}
+    return {
+        "median": _median(ratios), "q1": q[0], "q3": q[2], "pairs": len(ratios), "repeats": repeats,
+        "method": "A B B A per batch, each timing the batch run `repeats` times",
+    }
 
 
 def _bookkeeping_seconds(model, prof, cm, batches, amp, min_time: float = 1.0, max_reps: int = 200) -> float:
@@ -1002,7 +1014,9 @@ def _overhead_context(r: dict) -> str:
     if not ab:
         return ""
     return (
-        f"; median of {ab['pairs']} batch pairs timed A B B A (quartiles {_f(ab['q1'], 3)} to {_f(ab['q3'], 3)}); "
+        f"; median of {ab['pairs']} batch pairs timed A B B A"
+        + (f", each timing {ab['repeats']} runs of the batch" if ab.get("repeats", 1) > 1 else "")
+        + f" (quartiles {_f(ab['q1'], 3)} to {_f(ab['q3'], 3)}); "
         f"whole passes in rotating rounds: {_f(r['overhead_rounds'], 3)}, their A/A control (the plain forward "
         f"timed as a second mode) {_f(t['aa_control'], 3)}, rounds spread {100 * t['spread_exact']:.0f}%"
     )
