@@ -624,15 +624,15 @@ def run_bench(cfg: BenchConfig, command: Sequence[str] | None = None) -> dict[st
             check["max_abs_pre"] = max(float(fb.abs().max()) for fb in pre_b)
             sgs_diff, bins_equal, rescale = 0.0, True, 0.0
             for j, layer in enumerate(model.sgs_layers()):
-                ob, _m = layer(pre_b[j])
-                bb = layer.last_active_bins.tolist()
-                # SGS rescales each clip's distances by 2B / max(delta): how much it magnifies rounding
-                res = sample_from_embedding(pre_b[j], layer.embed(pre_b[j]), layer.last_num_bins,
-                                            kernel=layer.kernel, distance=layer.distance)
+                # the layer's forward, keeping the distances: SGS rescales each clip's distances by
+                # 2B / max(delta), which is how much it magnifies rounding
+                nb = layer.resolve_bins(pre_b[j].shape[2])
+                res = sample_from_embedding(pre_b[j], layer.embed(pre_b[j]), nb, kernel=layer.kernel, distance=layer.distance)
+                ob, bb = res.out, res.active_bins.tolist()
                 dmax = res.delta.float().amax(dim=1)
                 dmax = dmax[dmax > 0]
                 if dmax.numel():
-                    rescale = max(rescale, float((2 * layer.last_num_bins / dmax).max()))
+                    rescale = max(rescale, float((2 * nb / dmax).max()))
                 for i in range(k):
                     o1, _m = layer(pre_1[i][j])
                     b1 = int(layer.last_active_bins[0])
@@ -658,32 +658,35 @@ def run_bench(cfg: BenchConfig, command: Sequence[str] | None = None) -> dict[st
     prof = Profiler(model, batching="exact")
     prof._costs[tuple(tuple(s) for s in shapes)] = cm
 
-    def plain():
-        model.set_batching("exact")
-        with torch.no_grad(), amp():
-            for xs in batches:
-                model(xs)
+    # one batch of each mode; a pass runs it over every batch (the A B B A pairs time single batches)
+    def forward_one(net):
+        def one(xs):
+            with torch.no_grad(), amp():
+                net(xs)
+        return one
 
-    def instrumented():
+    def profile_one(xs):
         with amp():
-            for xs in batches:
-                prof.frame(prof.run(xs))
+            prof.frame(prof.run(xs))
 
-    def instrumented_run_only():
+    def profile_run_only_one(xs):
         with amp():
-            for xs in batches:
-                prof.run(xs)
+            prof.run(xs)
 
-    def padded():
-        model.set_batching("padded")
-        with torch.no_grad(), amp():
+    def over_batches(one, batching: str | None = None) -> Callable[[], None]:
+        def run():
+            if batching is not None:
+                model.set_batching(batching)
             for xs in batches:
-                model(xs)
+                one(xs)
+        return run
 
-    def baseline():
-        with torch.no_grad(), amp():
-            for xs in batches:
-                base(xs)
+    plain_one = forward_one(model)
+    plain = over_batches(plain_one, "exact")
+    instrumented = over_batches(profile_one)
+    instrumented_run_only = over_batches(profile_run_only_one)
+    padded = over_batches(plain_one, "padded")
+    baseline = over_batches(forward_one(base))
 
     # "exact_repeat" times the plain forward a second time: the A/A control of the overhead ratio
     fns: dict[str, Callable[[], None]] = {"exact": plain, "profile": instrumented, "exact_repeat": plain}
@@ -725,7 +728,7 @@ def run_bench(cfg: BenchConfig, command: Sequence[str] | None = None) -> dict[st
     model.set_batching("exact")
     book_s = _bookkeeping_seconds(model, prof, cm, batches, amp)
     _log(cfg, f"profiler bookkeeping alone: {book_s * 1e3:.2f} ms per pass")
-    abba = _paired_overhead(model, prof, batches, dev, amp, reps, med["exact"] / len(batches))
+    abba = _paired_overhead(plain_one, profile_one, batches, dev, reps, med["exact"] / len(batches))
     _log(cfg, f"overhead, paired per batch (ABBA): {abba['median']:.4f} (quartiles {abba['q1']:.4f} to {abba['q3']:.4f})")
 
     # ---------------------------------------------------------------- phases (what the time goes to)
@@ -830,24 +833,17 @@ def run_bench(cfg: BenchConfig, command: Sequence[str] | None = None) -> dict[st
 
 
 def _paired_overhead(
-    model, prof, batches, dev, amp, rounds: int, batch_s: float, unit_s: float = 0.25, budget_s: float = 40.0
+    plain: Callable, instrumented: Callable, batches, dev, rounds: int, batch_s: float,
+    unit_s: float = 0.25, budget_s: float = 40.0,
 ) -> dict[str, Any]:
-    """The overhead measured batch by batch: plain forward (A) and instrumented profile (B) of the
-    same batch timed back to back as A B B A (a linear drift of the machine's speed cancels), the
-    ratio (B1 + B2) / (A1 + A2) per batch and round; their median and quartiles. Each timing runs
-    the batch ``repeats`` times (at least ``unit_s`` seconds: short timings are noisy); at most
-    ``budget_s`` seconds in all, and ``rounds`` rounds over the batches or fewer."""
-    def plain(xs):
-        with torch.no_grad(), amp():
-            model(xs)
-
-    def instrumented(xs):
-        with amp():
-            prof.frame(prof.run(xs))
-
+    """The overhead measured batch by batch: ``plain(batch)`` (A, the model set to exact batching
+    by the caller) and ``instrumented(batch)`` (B) timed back to back as A B B A (a linear drift of
+    the machine's speed cancels), the ratio (B1 + B2) / (A1 + A2) per batch and round; their median
+    and quartiles. Each timing runs the batch ``repeats`` times (at least ``unit_s`` seconds: short
+    timings are noisy); at most ``budget_s`` seconds in all, and ``rounds`` rounds over the batches
+    or fewer."""
     repeats = max(1, math.ceil(unit_s / batch_s)) if batch_s > 0 else 1
     pairs_max = max(2 * len(batches), int(budget_s / (4 * repeats * max(batch_s, 1e-9))))
-    model.set_batching("exact")
     ratios: list[float] = []
     for _ in range(rounds):
         for xs in batches:
@@ -894,33 +890,33 @@ def _phases(model, base, batches, dev, amp, reps: int) -> dict[str, Any]:
     names = ("pre", "sgs", "post_exact", "post_padded", "baseline_pre", "baseline_post")
     acc: dict[str, list[float]] = {k: [] for k in names}
     model.set_batching("exact")
+
+    def lap(t: list[float]) -> None:  # the end of a part: synchronise, note the time
+        _sync(dev)
+        t.append(time.perf_counter())
+
     for _ in range(reps):
         tot = {k: 0.0 for k in acc}
         with torch.no_grad(), amp():
             for xs in batches:
                 _sync(dev)
                 t = [time.perf_counter()]
-
-                def lap():
-                    _sync(dev)
-                    t.append(time.perf_counter())
-
                 feats = model.forward_pre(xs)
-                lap()
+                lap(t)
                 outs, bins = [], []
                 for layer, f in zip(model.sgs_layers(), feats):
                     o, _m = layer(f)
                     outs.append(o)
                     bins.append(layer.last_active_bins)
-                lap()
+                lap(t)
                 model._forward_post_exact(outs, bins)
-                lap()
+                lap(t)
                 model.forward_post(outs)
-                lap()
-                model_feats = base.forward_pre(xs)
-                lap()
-                base.forward_post(model_feats)
-                lap()
+                lap(t)
+                base_feats = base.forward_pre(xs)
+                lap(t)
+                base.forward_post(base_feats)
+                lap(t)
                 for k, a, b in zip(names, t, t[1:]):
                     tot[k] += b - a
         for k in acc:

@@ -188,6 +188,17 @@ def torch_threads(n: int = 1):
         torch.set_num_threads(old)
 
 
+def reference_run(ck: Path, lst: Path, out: Path, views: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """An uninterrupted one-process run of ``lst`` (one torch thread, as the subprocesses run, for
+    bit-equal scores): its views and videos tables, to compare other runs with."""
+    import atfr_analysis
+    from atfr_analysis.profile.log import load_videos
+
+    with torch_threads(1):
+        atfr_analysis.profile(ck, MODEL, lst, out, views=views, crops=1, device="cpu", quiet=True)
+    return atfr_analysis.load_run(out), load_videos(out)
+
+
 def comparable(df: pd.DataFrame) -> pd.DataFrame:
     """A log as plain values, for exact comparison of two runs (lists as tuples)."""
     df = df.copy()

@@ -11,6 +11,7 @@ from profile_helpers import (
     VENV_BIN,
     assert_same_log,
     make_checkpoint,
+    reference_run,
     run_cli,
     run_subprocess,
     sample_list,
@@ -25,9 +26,7 @@ def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("dist")
     ck = make_checkpoint(d / "ck.pyth")
     lst = sample_list(d / "val.csv")
-    with torch_threads(1):  # torchrun's workers run with OMP_NUM_THREADS=1
-        atfr_analysis.profile(ck, MODEL, lst, d / "ref", views=VIEWS, crops=1, device="cpu", quiet=True)
-    return ck, lst, atfr_analysis.load_run(d / "ref"), load_videos(d / "ref")
+    return (ck, lst) + reference_run(ck, lst, d / "ref", VIEWS)
 
 
 def args(ck, lst, out, *extra):

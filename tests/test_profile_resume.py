@@ -17,6 +17,7 @@ from profile_helpers import (
     cli_env,
     frozen_and_moving,
     make_checkpoint,
+    reference_run,
     run_cli,
     run_subprocess,
     torch_threads,
@@ -37,9 +38,7 @@ def setup(tmp_path_factory):
     v = sample_videos()
     videos = [v["bikes"], v["bigbuckbunny"], moving, v["carphone_pristine"], frozen, v["carphone_distorted"]]
     lst = write_list(d / "val.csv", videos, labels=[0, 1, 0, 2, 3, 3])
-    with torch_threads(1):  # the subprocesses run with OMP_NUM_THREADS=1: bit-equal scores
-        atfr_analysis.profile(ck, MODEL, lst, d / "ref", views=VIEWS, crops=1, device="cpu", quiet=True)
-    return ck, lst, atfr_analysis.load_run(d / "ref"), load_videos(d / "ref")
+    return (ck, lst) + reference_run(ck, lst, d / "ref", VIEWS)
 
 
 def cmd(ck, lst, out, *extra):
