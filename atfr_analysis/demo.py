@@ -118,7 +118,7 @@ def _profile_sources(atfr_ckpt: Path, model_name: str, names: list[str]) -> pd.D
     from atfr_analysis.data.datasets import VideoEntry, ViewDataset
     from atfr_analysis.data.samples import sample_videos
     from atfr_analysis.profile.instrument import Profiler
-    from atfr_analysis.profile.run import load_model_from_checkpoint
+    from atfr_analysis.loading import load_model_from_checkpoint
 
     model, ckpt, _ = load_model_from_checkpoint(atfr_ckpt, model_name)
     model.eval()
@@ -155,7 +155,8 @@ def run_demo(out: str | Path = "reports/demo", cache: str | Path | None = None, 
     from atfr_analysis.analysis import per_class, ranking, write_report
     from atfr_analysis.analysis.tables import paper_table, to_markdown, write_paper_table
     from atfr_analysis.profile.log import load_run
-    from atfr_analysis.profile.run import profile
+    from atfr_analysis.profile.config import ProfileConfig
+    from atfr_analysis.profile.run import run_profile
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -171,12 +172,12 @@ def run_demo(out: str | Path = "reports/demo", cache: str | Path | None = None, 
         run_dir = runs / name
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        profile(
+        run_profile(ProfileConfig(
             checkpoint_path(name), name, data / "test.csv", run_dir, labels=data / "labels.json",
             views=DEMO["views"], crops=DEMO["crops"], batching=DEMO["batching"], batch_size=DEMO["batch_size"],
             workers=workers, device="cpu", quiet=quiet,
             command=["atfr", "demo"],
-        )
+        ))
         logs[role] = load_run(run_dir)
     base, atfr = logs["baseline"], logs["atfr"]
     out.mkdir(parents=True, exist_ok=True)

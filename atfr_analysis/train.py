@@ -208,7 +208,7 @@ def _param_groups(model: nn.Module, wd: float):
 def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` and write a checkpoint to ``out``."""
     from atfr_analysis.data.datasets import read_label_map, read_video_list
-    from atfr_analysis.profile.run import resolve_device
+    from atfr_analysis.runtime import resolve_device
 
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ValueError("--epochs and --batch-size must be >= 1")
@@ -365,7 +365,8 @@ def recalibrate_bn(
     the new checkpoint notes it."""
     from atfr_analysis.checkpoint import load_checkpoint
     from atfr_analysis.data.datasets import read_label_map, read_video_list
-    from atfr_analysis.profile.run import load_model_from_checkpoint, resolve_device
+    from atfr_analysis.loading import load_model_from_checkpoint
+    from atfr_analysis.runtime import resolve_device
 
     dev = resolve_device(device)
     model, ck, _ = load_model_from_checkpoint(checkpoint, model_name)

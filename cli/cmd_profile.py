@@ -1,4 +1,11 @@
-"""``atfr profile``: a checkpoint on a video list into a per-view log."""
+"""``atfr profile``: a checkpoint on a video list into a per-view log.
+
+Exit status: 0 when every logged video was profiled (or at most ``--max-failed-fraction`` of
+them failed); 2 for bad input (one ``error:`` line, nothing written); 3 when more than
+``--max-failed-fraction`` of the logged videos failed; 4 when no video could be profiled; 130
+when interrupted (what was profiled is on disk: ``--resume``). With 3 and 4 the summary is printed
+and the log stays as written, the failed videos with their reasons.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +22,8 @@ def register(app: typer.Typer) -> None:
         data: Path = typer.Option(..., "--data", help="PySlowFast list ('path label' per line) or a folder of class folders"),
         out: Path = typer.Option(..., "--out", help="run folder to write (run.json + Parquet parts)"),
         data_root: Optional[Path] = typer.Option(None, "--data-root", help="prefix for the list's relative paths"),
-        labels: Optional[Path] = typer.Option(None, "--labels", help='label map: JSON {"name": id} or one name per line'),
+        labels: Optional[Path] = typer.Option(None, "--labels", help='label map: JSON {"name": id} or one name per line; it must name every output of the head, unless --class-subset says which ones its entries are'),
+        class_subset: Optional[str] = typer.Option(None, "--class-subset", help="the head output of each label-map entry, in map order: a comma list (e.g. 0,5,7) or a file of indices; scores and predictions are then over those outputs only"),
         views: Optional[int] = typer.Option(None, "--views", help="temporal clips per video (default: the model config's, 10 for Kinetics models)"),
         crops: Optional[int] = typer.Option(None, "--crops", help="spatial crops per clip: 3 or 1 (default: the model config's)"),
         batching: str = typer.Option("exact", "--batching", help="exact (per-clip results) or padded (official)"),
@@ -27,27 +35,31 @@ def register(app: typer.Typer) -> None:
         retry_failed: bool = typer.Option(False, "--retry-failed", help="with --resume: try the videos logged as failed again"),
         shard: Optional[str] = typer.Option(None, "--shard", help="i/n: profile the videos at list positions k with k % n == i (job arrays; torchrun sets it from RANK/WORLD_SIZE)"),
         allow_missing: Optional[str] = typer.Option(None, "--allow-missing", help="'sgs': baseline weights into an _atfr model"),
+        max_failed_fraction: float = typer.Option(0.0, "--max-failed-fraction", help="share of the logged videos allowed to fail (0..1) before the run exits with status 3; a run where every video failed exits with 4"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress display (for logs); the summary is still printed"),
         flush_every: int = typer.Option(16, "--flush-every", help="write a part file every N videos (and every 30 s)", hidden=True),
     ) -> None:
         """Profile a checkpoint on real videos (PySlowFast multi-view test protocol) into a per-view log."""
-        from atfr_analysis.profile.run import _command, profile
+        from atfr_analysis.profile.config import ProfileConfig
+        from atfr_analysis.profile.run import run_profile
 
-        opts = dict(
-            data_root=data_root, labels=labels, views=views, crops=crops, batching=batching, batch_size=batch_size,
-            workers=workers, device=device, resume=resume, retry_failed=retry_failed, shard=shard, allow_missing=allow_missing, quiet=quiet,
+        cfg = ProfileConfig(
+            checkpoint, model, data, out, data_root=data_root, labels=labels, class_subset=class_subset,
+            views=views, crops=crops, batching=batching, batch_size=batch_size, workers=workers, device=device,
+            precision=precision, resume=resume, retry_failed=retry_failed, shard=shard, allow_missing=allow_missing,
+            max_failed_fraction=max_failed_fraction, quiet=quiet, flush_every=flush_every,
         )
-        command = _command(checkpoint, model, data, out, **opts, precision=None if precision == "fp32" else precision)
         try:
-            summary = profile(
-                checkpoint, model, data, out, precision=precision, flush_every=flush_every, command=command, **opts
-            )
+            summary = run_profile(cfg)
         except KeyboardInterrupt:
             # Ctrl-C or SIGTERM: the videos profiled so far are flushed. (Typer turns a
             # KeyboardInterrupt into a *returned* 130 that main() would drop: exit here.)
             typer.echo(f"error: interrupted; the videos profiled so far are in {out} (continue with --resume)", err=True)
             raise SystemExit(130) from None
-        if summary.distributed and summary.shard[0] != 0:
-            return  # under torchrun, rank 0 prints the run's summary
-        for line in summary.lines():
-            typer.echo(line)
+        if not (summary.distributed and summary.shard[0] != 0):  # under torchrun, rank 0 prints the summary
+            for line in summary.lines():
+                typer.echo(line)
+            if summary.verdict():
+                typer.echo(f"error: {summary.verdict()}", err=True)
+        if summary.exit_code:
+            raise SystemExit(summary.exit_code)

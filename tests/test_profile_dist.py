@@ -5,7 +5,7 @@ import pytest
 
 import atfr_analysis
 from atfr_analysis.profile.log import load_videos
-from atfr_analysis.profile.run import parse_shard
+from atfr_analysis.runtime import parse_shard
 from profile_helpers import (
     MODEL,
     VENV_BIN,

@@ -11,8 +11,10 @@ from typing import Sequence
 import pandas as pd
 import torch
 
+from atfr_analysis.errors import InputError
 from atfr_analysis.flops.cost import CostModel
 from atfr_analysis.models.base import BATCHING_MODES, VideoModel, as_pathways
+from atfr_analysis.profile import schema
 
 __all__ = ["Profiler", "profile_clips"]
 
@@ -22,12 +24,16 @@ class Profiler:
 
     def __init__(self, model: VideoModel, batching: str = "exact", topk: int = 5):
         if batching not in BATCHING_MODES:
-            raise ValueError(f"batching must be one of {', '.join(BATCHING_MODES)}, got {batching!r}")
+            raise InputError(f"batching must be one of {', '.join(BATCHING_MODES)}, got {batching!r}")
         self.model = model
         self.batching = batching
         self.topk = topk
         self.layers = model.sgs_layer_names()
         self._costs: dict[tuple, CostModel] = {}
+
+    def use_cost_model(self, shapes: Sequence[Sequence[int]], cost: CostModel) -> None:
+        """Use ``cost`` (built elsewhere) for inputs of these per-pathway ``shapes`` (batch 1)."""
+        self._costs[tuple((1,) + tuple(s[1:]) for s in shapes)] = cost
 
     def cost_model(self, xs: Sequence[torch.Tensor]) -> CostModel:
         key = tuple((1,) + tuple(x.shape[1:]) for x in xs)
@@ -80,17 +86,17 @@ class Profiler:
         }
 
     def frame(self, result: dict) -> pd.DataFrame:
+        """The result of :meth:`run` as a frame of the log's result columns (one row per clip)."""
         scores = result["scores"]
-        k = min(self.topk, scores.shape[1])
-        top = scores.topk(k, dim=1)
+        ids, vals = schema.view_topk(scores, self.topk)
         data: dict[str, object] = {}
         for j, name in enumerate(self.layers):
-            data[f"bins.{name}"] = pd.array(result["bins"][:, j].tolist(), dtype="Int64")
+            data[schema.bins_column(name)] = pd.array(result["bins"][:, j].tolist(), dtype=schema.BINS.dtype)
         data["gmacs"] = result["gmacs"]
         data["gmacs_fvcore"] = result["gmacs_fvcore"]
         data["gmacs_executed"] = result["gmacs_executed"]
-        data["top5_ids"] = top.indices.tolist()
-        data["top5_scores"] = top.values.tolist()
+        data["top5_ids"] = ids
+        data["top5_scores"] = vals
         data["scores"] = scores.tolist()
         return pd.DataFrame(data)
 

@@ -1,20 +1,13 @@
 """The profiling log: a run folder of ``run.json`` plus Parquet part files.
 
-Schema version 1 (documented in the README, section "The log"):
+Schema version 1: the columns of both tables, their dtypes and the row builders are in
+``atfr_analysis.profile.schema`` (and the README's section "The log"):
 
-``views-*.parquet`` — one row per (video, view):
-    ``video_id`` int64, ``path`` str, ``label`` int64 (-1 unknown), ``class_name`` str,
-    ``view`` int64 (= temporal_index * crops + spatial_index), ``temporal_index``,
-    ``spatial_index``, ``frame_start``, ``frame_end`` int64, ``status`` ("ok" | "failed"),
-    ``error`` str (null when ok), one ``bins.<layer>`` Int64 column per SGS layer (active bins B'),
-    ``gmacs`` (conv_fc), ``gmacs_fvcore`` (fvcore default, BN included), ``gmacs_executed``
-    (what the batch executed for this view: the cost at the batch's largest B' in padded
-    batching) float64, ``top5_ids`` list<int64>, ``top5_scores`` list<float32>, ``scores``
-    list<float32> (the full softmax vector of the view).
-``videos-*.parquet`` — one row per video:
-    ``video_id``, ``path``, ``label``, ``class_name``, ``status``, ``error``, ``views_ok`` int64,
-    ``scores_sum`` list<float32> (the sum of the softmax over the video's views, as PySlowFast's
-    TestMeter ensembles them), ``top1_id`` int64.
+``views-*.parquet`` — one row per (video, view): the video, the view's place and frames, its
+    status and error, one ``bins.<layer>`` column per SGS layer, the three GMACs counts, its
+    top-5 and its full softmax vector.
+``videos-*.parquet`` — one row per video: the video, its status and error, ``views_ok``, the
+    summed softmax ``scores_sum`` (PySlowFast's TestMeter) and ``top1_id``.
 
 Part files are named ``{views,videos}-<shard i>of<n>-<start time>-<random>-<seq>.parquet`` and
 written whole (to a hidden temporary name, then renamed), the views file before the videos file: a
@@ -32,11 +25,13 @@ from typing import Any
 
 import pandas as pd
 
+from atfr_analysis.errors import InputError
+from atfr_analysis.profile import schema
+from atfr_analysis.profile.schema import SCHEMA_VERSION
+
 __all__ = [
     "SCHEMA_VERSION",
     "RUN_JSON",
-    "VIEW_COLUMNS",
-    "VIDEO_COLUMNS",
     "RunError",
     "is_run",
     "read_meta",
@@ -49,18 +44,10 @@ __all__ = [
     "failed_video_ids",
 ]
 
-SCHEMA_VERSION = 1
 RUN_JSON = "run.json"
-VIEW_COLUMNS = [
-    "video_id", "path", "label", "class_name", "view", "temporal_index", "spatial_index",
-    "frame_start", "frame_end", "status", "error",
-    # bins.<layer> columns go here
-    "gmacs", "gmacs_fvcore", "gmacs_executed", "top5_ids", "top5_scores", "scores",
-]
-VIDEO_COLUMNS = ["video_id", "path", "label", "class_name", "status", "error", "views_ok", "scores_sum", "top1_id"]
 
 
-class RunError(ValueError):
+class RunError(InputError):
     """A folder that is not a (readable) run; one-line message."""
 
 
@@ -127,51 +114,18 @@ def create_meta(run_dir: str | Path, meta: dict[str, Any]) -> bool:
         tmp.unlink(missing_ok=True)
 
 
-def _views_frame(rows: list[dict], layers: list[str]) -> pd.DataFrame:
-    cols = VIEW_COLUMNS[:11] + [f"bins.{l}" for l in layers] + VIEW_COLUMNS[11:]
-    df = pd.DataFrame(rows, columns=cols)
-    for c in ("video_id", "label", "view", "temporal_index", "spatial_index", "frame_start", "frame_end"):
-        df[c] = df[c].astype("int64")
-    for l in layers:
-        df[f"bins.{l}"] = df[f"bins.{l}"].astype("Int64")
-    for c in ("gmacs", "gmacs_fvcore", "gmacs_executed"):
-        df[c] = df[c].astype("float64")
-    df["error"] = df["error"].astype("object")
-    return df
-
-
 def write_parts(run_dir: str | Path, view_rows: list[dict], video_rows: list[dict], layers: list[str], tag: str) -> None:
     """Append one part (views and videos of whole videos) to a run, atomically."""
     if not video_rows:
         return
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     run_dir = Path(run_dir)
-    views = _views_frame(view_rows, layers)
-    vids = pd.DataFrame(video_rows, columns=VIDEO_COLUMNS)
-    for c in ("video_id", "label", "views_ok", "top1_id"):
-        vids[c] = vids[c].astype("int64")
-    list_types = {
-        "top5_ids": pa.list_(pa.int64()),
-        "top5_scores": pa.list_(pa.float32()),
-        "scores": pa.list_(pa.float32()),
-        "scores_sum": pa.list_(pa.float32()),
-    }
-
-    def table(df: pd.DataFrame) -> pa.Table:
-        fields = []
-        for c in df.columns:
-            if c in list_types:
-                fields.append(pa.field(c, list_types[c]))
-            else:
-                fields.append(pa.field(c, pa.Array.from_pandas(df[c]).type if len(df) else pa.null()))
-        schema = pa.schema([f if f.type != pa.null() else pa.field(f.name, pa.string()) for f in fields])
-        return pa.Table.from_pandas(df, schema=schema, preserve_index=False)
-
+    views = schema.to_arrow(schema.views_frame(view_rows, layers), "views")
+    vids = schema.to_arrow(schema.videos_frame(video_rows), "videos")
     # videos part last: a video counts as done only once its views are on disk
-    _atomic_write_bytes(run_dir / f"views-{tag}.parquet", lambda t: pq.write_table(table(views), t))
-    _atomic_write_bytes(run_dir / f"videos-{tag}.parquet", lambda t: pq.write_table(table(vids), t))
+    _atomic_write_bytes(run_dir / f"views-{tag}.parquet", lambda t: pq.write_table(views, t))
+    _atomic_write_bytes(run_dir / f"videos-{tag}.parquet", lambda t: pq.write_table(vids, t))
 
 
 def _part_order(path: Path) -> tuple[str, str]:
@@ -228,13 +182,10 @@ def load_run(path: str | Path) -> pd.DataFrame:
     done = done_video_ids(run_dir)
     df = _read_parts(run_dir, "views")
     if df is None:
-        layers = list(meta.get("sgs_layers", {}))
-        df = _views_frame([], layers)
+        df = schema.views_frame([], list(meta.get("sgs_layers", {})))
     else:
         # rows of a part whose videos part never landed (killed in between) are not part of the log
-        df = df[df["video_id"].isin(done)].copy()
-        for c in [c for c in df.columns if c.startswith("bins.")]:
-            df[c] = df[c].astype("Int64")
+        df = schema.conform(df[df["video_id"].isin(done)].copy(), "views")
     return _finish(df, meta, run_dir, ["video_id", "view"])
 
 
@@ -243,6 +194,5 @@ def load_videos(path: str | Path) -> pd.DataFrame:
     run_dir = Path(path)
     meta = read_meta(run_dir)
     df = _read_parts(run_dir, "videos")
-    if df is None:
-        df = pd.DataFrame(columns=VIDEO_COLUMNS)
+    df = pd.DataFrame(columns=schema.video_column_names()) if df is None else schema.conform(df, "videos")
     return _finish(df, meta, run_dir, ["video_id"])

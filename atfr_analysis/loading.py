@@ -1,0 +1,40 @@
+"""A checkpoint into a registry model: the class count from its head, its cfg checked, its
+weights loaded strictly. Used by ``profile``, ``bench``, ``demo`` and ``train``."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from atfr_analysis.checkpoint import CheckpointError, check_cfg, load_checkpoint, load_state_into
+from atfr_analysis.models import build_model
+from atfr_analysis.models.registry import get_entry
+
+__all__ = ["load_model_from_checkpoint"]
+
+#: the head size assumed when a checkpoint does not say (Kinetics-400)
+DEFAULT_NUM_CLASSES = 400
+
+
+def load_model_from_checkpoint(checkpoint: str | Path, model_name: str, allow_missing: str | None = None):
+    """Build ``model_name`` to fit ``checkpoint`` (class count from its head) and load it strictly.
+
+    Returns ``(model, checkpoint, info)``: the model (on the CPU, in train mode as built), the
+    loaded checkpoint (``load_checkpoint``'s object: facts, state dict) and what
+    ``load_state_into`` reports (``info["missing"]``: the parameters allowed to be missing).
+
+    Raises a one-line ``CheckpointError`` when the file needs arbitrary unpickling, when its
+    PySlowFast cfg disagrees with the model (arch, frames, sampling rate, alpha, crop sizes,
+    classes), or when keys are missing, unexpected or shape-mismatched (``allow_missing="sgs"``
+    lets exactly the SGS parameters be missing).
+    """
+    get_entry(model_name)  # unknown name: one-line error before reading anything
+    with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
+        warnings.simplefilter("ignore")
+        ckpt = load_checkpoint(checkpoint)
+    ncls = ckpt.num_classes() or DEFAULT_NUM_CLASSES
+    model = build_model(model_name, num_classes=ncls)
+    problems = check_cfg(ckpt.facts, model)
+    if problems:
+        raise CheckpointError(f"checkpoint cfg does not match --model {model_name}: " + "; ".join(problems))
+    info = load_state_into(model, ckpt.state_dict, allow_missing=allow_missing)
+    return model, ckpt, info
