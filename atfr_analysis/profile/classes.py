@@ -25,6 +25,8 @@ def parse_class_subset(spec: str | Path | Sequence[int] | None) -> tuple[int, ..
     whitespace or one per line; ``#`` comments), or a sequence of ints."""
     if spec is None:
         return None
+    if isinstance(spec, str) and not spec.strip():
+        raise InputError("--class-subset: no head index given")
     if isinstance(spec, (str, Path)) and not (isinstance(spec, str) and re.fullmatch(r"[\d,\s]+", spec)):
         path = Path(spec)
         if not path.is_file():

@@ -133,7 +133,7 @@ class ProfileConfig:
             flag = "--" + f.name.replace("_", "-")
             if f.name == "class_subset":
                 v = ",".join(map(str, v))
-            cmd += [flag] if v is True else [flag, f"{v:g}" if isinstance(v, float) else str(v)]
+            cmd += [flag] if v is True else [flag, str(v)]
         return cmd
 
 
