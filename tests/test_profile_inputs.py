@@ -293,3 +293,15 @@ def test_bins_columns_are_named_in_one_place():
     cols = schema.view_column_names(["a", "b.c"])
     assert schema.bins_layers(cols) == ["a", "b.c"]
     assert cols.index("bins.a") == cols.index("error") + 1 and cols.index("bins.b.c") + 1 == cols.index("gmacs")
+
+
+def test_the_analysis_refuses_a_table_without_the_logs_columns():
+    """The analysis takes the columns the log guarantees as given (no re-derived view indices)."""
+    from analysis_logs import build_log
+
+    from atfr_analysis.analysis import AnalysisError, per_class
+
+    log = build_log([{"label": 0, "views": [{"gmacs": 1.0, "scores": [1.0, 0.0]}]}], ["a", "b"])
+    assert per_class(log)["videos"].iloc[-1] == 1
+    with pytest.raises(AnalysisError, match="missing column.*temporal_index"):
+        per_class(log.drop(columns=["temporal_index"]))

@@ -36,6 +36,7 @@ UNKNOWN_CLASS = "(unknown)"
 OVERALL = "overall"
 _CHUNK_ROWS = 20_000  # rows of score vectors stacked at once
 _PREPARED = "_atfr_analysis_prepared"  # attrs flag of a frame _prepare made (internal only)
+_LOG_COLUMNS = ("path", "label", "class_name", "view", "temporal_index", "spatial_index", "status")
 
 
 class _SharedMeta(dict):
@@ -120,13 +121,10 @@ def _prepare(log: pd.DataFrame, name: str = "log") -> pd.DataFrame:
         return log  # already prepared by this module
     _check(log, name)
     meta = _meta(log)
+    missing = [c for c in _LOG_COLUMNS if c not in log.columns]  # what the log's schema guarantees
+    if missing:
+        raise AnalysisError(f"{name} is not a views table: missing column(s) {', '.join(missing)}")
     df = log.copy()
-    if "status" not in df.columns:
-        df["status"] = "ok"
-    df["status"] = df["status"].astype(object).where(df["status"].notna(), "failed").astype(str)
-    if "label" not in df.columns:
-        df["label"] = -1
-    df["label"] = pd.to_numeric(df["label"], errors="coerce").fillna(-1).astype("int64")
     names = meta.get("class_names") or []
     if "class_name" in df.columns:
         cn = df["class_name"].astype(object)
@@ -140,18 +138,6 @@ def _prepare(log: pd.DataFrame, name: str = "log") -> pd.DataFrame:
         cn = cn.where(cn.notna(), pd.Series(from_meta, index=df.index))
         cn = cn.where(cn.notna(), df["label"].map(lambda l: f"class {l}" if l >= 0 else UNKNOWN_CLASS))
     df["class_name"] = cn.astype(str)
-    if "path" not in df.columns:
-        df["path"] = ""
-    crops = meta.get("crops")
-    if "view" not in df.columns:
-        if {"temporal_index", "spatial_index"} <= set(df.columns) and crops:
-            df["view"] = df["temporal_index"] * int(crops) + df["spatial_index"]
-        else:
-            df["view"] = df.groupby("video_id").cumcount()
-    if "temporal_index" not in df.columns:
-        df["temporal_index"] = df["view"] // int(crops) if crops else df["view"]
-    if "spatial_index" not in df.columns:
-        df["spatial_index"] = df["view"] % int(crops) if crops else 0
     for c in ("gmacs", "gmacs_fvcore", "gmacs_executed"):
         if c in df.columns:
             df[c] = _float(df[c])
