@@ -11,6 +11,8 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from atfr_analysis.profile.schema import bins_column
+
 __all__ = ["ProfileProgress"]
 
 
@@ -112,7 +114,7 @@ class ProfileProgress:
                 self.views += 1
                 self.gmacs_sum += r["gmacs"]
                 for l in self.layers:
-                    self.bins_sum[l] += r[f"bins.{l}"]
+                    self.bins_sum[l] += r[bins_column(l)]
         if self.quiet:
             return
         if self._progress is not None:
@@ -131,6 +133,6 @@ if __name__ == "__main__":  # pragma: no cover - a look at the bar: python -m at
         for i in range(20):
             time.sleep(0.1)
             ok = i % 7 != 3
-            rows = [{"status": "ok" if ok else "failed", "gmacs": 1.0, "bins.s2.ts_layer": 8} for _ in range(30)]
+            rows = [{"status": "ok" if ok else "failed", "gmacs": 1.0, bins_column("s2.ts_layer"): 8} for _ in range(30)]
             p.update({"status": "ok" if ok else "failed"}, rows)
     print("done", file=sys.stderr)

@@ -30,6 +30,7 @@ per SGS layer, at the position of ``BINS``) is spelled by :func:`bins_column` on
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -135,13 +136,18 @@ def bins_layers(columns: Iterable[Any]) -> list[str]:
 
 def view_columns(layers: Sequence[str]) -> list[Column]:
     """The views table's columns for a model with these SGS layers."""
+    return list(_view_columns(VIEWS, tuple(layers)))
+
+
+@functools.lru_cache(maxsize=64)
+def _view_columns(views: tuple[Column, ...], layers: tuple[str, ...]) -> tuple[Column, ...]:
     out: list[Column] = []
-    for c in VIEWS:
+    for c in views:
         if c is BINS:
             out += [Column(bins_column(l), BINS.dtype, "bins", BINS.missing) for l in layers]
         else:
             out.append(c)
-    return out
+    return tuple(out)
 
 
 def video_columns() -> list[Column]:
@@ -225,7 +231,7 @@ def view_row(
     ok = result is not None
     key = _view_key(view, crops)
     row: dict[str, Any] = {}
-    for c in view_columns(layers):
+    for c in _view_columns(VIEWS, tuple(layers)):
         if c.source == "video":
             row[c.name] = video.get(c.name, c.missing)
         elif c.source == "view":
