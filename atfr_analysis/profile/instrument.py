@@ -14,7 +14,7 @@ import torch
 from atfr_analysis.errors import InputError
 from atfr_analysis.flops.cost import CostModel
 from atfr_analysis.models.base import BATCHING_MODES, VideoModel, as_pathways
-from atfr_analysis.profile import schema
+from atfr_analysis.profile.schema import BINS, bins_column, view_topk
 
 __all__ = ["Profiler", "profile_clips"]
 
@@ -88,10 +88,10 @@ class Profiler:
     def frame(self, result: dict) -> pd.DataFrame:
         """The result of :meth:`run` as a frame of the log's result columns (one row per clip)."""
         scores = result["scores"]
-        ids, vals = schema.view_topk(scores, self.topk)
+        ids, vals = view_topk(scores, self.topk)
         data: dict[str, object] = {}
         for j, name in enumerate(self.layers):
-            data[schema.bins_column(name)] = pd.array(result["bins"][:, j].tolist(), dtype=schema.BINS.dtype)
+            data[bins_column(name)] = pd.array(result["bins"][:, j].tolist(), dtype=BINS.dtype)
         data["gmacs"] = result["gmacs"]
         data["gmacs_fvcore"] = result["gmacs_fvcore"]
         data["gmacs_executed"] = result["gmacs_executed"]

@@ -26,8 +26,7 @@ from typing import Any
 import pandas as pd
 
 from atfr_analysis.errors import InputError
-from atfr_analysis.profile import schema
-from atfr_analysis.profile.schema import SCHEMA_VERSION
+from atfr_analysis.profile.schema import SCHEMA_VERSION, conform, to_arrow, video_column_names, videos_frame, views_frame
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -121,8 +120,8 @@ def write_parts(run_dir: str | Path, view_rows: list[dict], video_rows: list[dic
     import pyarrow.parquet as pq
 
     run_dir = Path(run_dir)
-    views = schema.to_arrow(schema.views_frame(view_rows, layers), "views")
-    vids = schema.to_arrow(schema.videos_frame(video_rows), "videos")
+    views = to_arrow(views_frame(view_rows, layers), "views")
+    vids = to_arrow(videos_frame(video_rows), "videos")
     # videos part last: a video counts as done only once its views are on disk
     _atomic_write_bytes(run_dir / f"views-{tag}.parquet", lambda t: pq.write_table(views, t))
     _atomic_write_bytes(run_dir / f"videos-{tag}.parquet", lambda t: pq.write_table(vids, t))
@@ -182,10 +181,10 @@ def load_run(path: str | Path) -> pd.DataFrame:
     done = done_video_ids(run_dir)
     df = _read_parts(run_dir, "views")
     if df is None:
-        df = schema.views_frame([], list(meta.get("sgs_layers", {})))
+        df = views_frame([], list(meta.get("sgs_layers", {})))
     else:
         # rows of a part whose videos part never landed (killed in between) are not part of the log
-        df = schema.conform(df[df["video_id"].isin(done)].copy(), "views")
+        df = conform(df[df["video_id"].isin(done)].copy(), "views")
     return _finish(df, meta, run_dir, ["video_id", "view"])
 
 
@@ -194,5 +193,5 @@ def load_videos(path: str | Path) -> pd.DataFrame:
     run_dir = Path(path)
     meta = read_meta(run_dir)
     df = _read_parts(run_dir, "videos")
-    df = pd.DataFrame(columns=schema.video_column_names()) if df is None else schema.conform(df, "videos")
+    df = pd.DataFrame(columns=video_column_names()) if df is None else conform(df, "videos")
     return _finish(df, meta, run_dir, ["video_id"])

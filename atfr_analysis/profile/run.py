@@ -30,7 +30,7 @@ import torch
 from atfr_analysis.errors import InputError
 from atfr_analysis.flops.cost import CostModel, static_model
 from atfr_analysis.loading import load_model_from_checkpoint  # noqa: F401 - also re-exported for old imports
-from atfr_analysis.profile import schema
+from atfr_analysis.profile.schema import failed_view_rows, video_facts, video_row, view_results, view_row
 from atfr_analysis.profile.classes import ClassSet, check_label_map, class_set
 from atfr_analysis.profile.config import ProfileConfig
 from atfr_analysis.profile.instrument import Profiler
@@ -269,16 +269,16 @@ class _Inference:
     autocast: Any
 
     def video(self, item: dict, entry, nviews: int, crops: int) -> tuple[list[dict], dict]:
-        video = schema.video_facts(entry, item)
+        video = video_facts(entry, item)
         if item["status"] != "ok":
             err = item.get("error") or "unknown error"
-            return schema.failed_view_rows(video, err, self.layers, nviews, crops), schema.video_row(video, None, err)
+            return failed_view_rows(video, err, self.layers, nviews, crops), video_row(video, None, err)
         pathways = item["pathways"]
         if pathways[0].shape[0] != nviews:  # pragma: no cover - the data layer's contract
             raise RuntimeError(f"{entry.path}: {pathways[0].shape[0]} views decoded, {nviews} expected")
         results, scores = self.views(pathways)
-        rows = [schema.view_row(video, v, crops, self.layers, meta=item["views"], result=r) for v, r in enumerate(results)]
-        return rows, schema.video_row(video, scores)
+        rows = [view_row(video, v, crops, self.layers, meta=item["views"], result=r) for v, r in enumerate(results)]
+        return rows, video_row(video, scores)
 
     def views(self, pathways) -> tuple[list[dict], torch.Tensor]:
         """Per-view results and the ``[n, K]`` scores (restricted to the run's classes)."""
@@ -297,7 +297,7 @@ class _Inference:
             gf += r["gmacs_fvcore"]
             ge += r["gmacs_executed"]
         scores_t = self.classes.restrict(torch.cat(scores).float())  # [n, K] softmax, on the host
-        return schema.view_results(scores_t, torch.cat(bins), gm, gf, ge, self.layers), scores_t
+        return view_results(scores_t, torch.cat(bins), gm, gf, ge, self.layers), scores_t
 
 
 def _finish(cfg: ProfileConfig, out: Path, shard: Shard, elapsed: float, **this_call) -> RunSummary:

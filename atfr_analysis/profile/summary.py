@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from atfr_analysis.profile import schema
+from atfr_analysis.profile.schema import bins_column, bins_layers, topk_hits
 from atfr_analysis.profile.log import load_run, load_videos, read_meta
 
 __all__ = ["RunSummary", "summarize", "failure_reason", "EXIT_OK", "EXIT_PARTIAL_FAILURE", "EXIT_NONE_PROFILED"]
@@ -178,7 +178,7 @@ def _video_accuracy(ok) -> tuple[float | None, float | None]:
         return None, None
     sc = np.stack(labelled["scores_sum"].map(lambda s: np.asarray(s, dtype=np.float32)).tolist())
     lab = labelled["label"].to_numpy()
-    return float(100 * np.mean(schema.topk_hits(sc, lab, 1))), float(100 * np.mean(schema.topk_hits(sc, lab, 5)))
+    return float(100 * np.mean(topk_hits(sc, lab, 1))), float(100 * np.mean(topk_hits(sc, lab, 5)))
 
 
 def summarize(
@@ -196,8 +196,8 @@ def summarize(
     nviews = int(meta["views"]) * int(meta["crops"])
     static_xv = float(meta["static_gmacs"]) * nviews if meta.get("static_gmacs") else None
     red = 100 * (1 - gxv / static_xv) if (gxv is not None and static_xv) else None
-    layers = schema.bins_layers(okv.columns)
-    bins = {l: float(okv[schema.bins_column(l)].astype(float).mean()) for l in layers} if len(okv) else {}
+    layers = bins_layers(okv.columns)
+    bins = {l: float(okv[bins_column(l)].astype(float).mean()) for l in layers} if len(okv) else {}
     failed = vids[vids["status"] != "ok"]
     reasons = Counter(failure_reason(e, p) for p, e in zip(failed["path"], failed["error"]))
     return RunSummary(
