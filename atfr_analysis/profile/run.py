@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from atfr_analysis.checkpoint import CheckpointError, check_cfg, load_checkpoint, load_state_into, sha256sum
+from atfr_analysis.errors import InputError
 from atfr_analysis.flops.cost import CostModel, static_model
 from atfr_analysis.models import build_model
 from atfr_analysis.models.registry import get_entry
@@ -162,19 +163,19 @@ def _shard(shard: str | None) -> tuple[int, int, bool]:
         try:
             i, n = (int(v) for v in str(shard).split("/"))
         except ValueError:
-            raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {shard!r}") from None
+            raise InputError(f"--shard must look like i/n (e.g. 0/4), got {shard!r}") from None
         if not (n >= 1 and 0 <= i < n):
-            raise ValueError(f"--shard i/n needs 0 <= i < n, got {shard!r}")
+            raise InputError(f"--shard i/n needs 0 <= i < n, got {shard!r}")
         return i, n, False
     if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
         try:
             i, n = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"RANK / WORLD_SIZE must be integers, got {os.environ['RANK']!r} / {os.environ['WORLD_SIZE']!r}"
             ) from None
         if not (n >= 1 and 0 <= i < n):
-            raise ValueError(f"RANK={i} WORLD_SIZE={n}: need 0 <= RANK < WORLD_SIZE")
+            raise InputError(f"RANK={i} WORLD_SIZE={n}: need 0 <= RANK < WORLD_SIZE")
         # a rendezvous (torchrun) to wait for the other ranks at the end; else shards of a job array
         return i, n, n > 1 and "MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ
     return 0, 1, False
@@ -185,17 +186,17 @@ def resolve_device(device: str) -> torch.device:
     means this rank's GPU (``LOCAL_RANK``)."""
     device = str(device)
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"--device must be one of auto, cpu, cuda (or cuda:K), got {device!r}")
+        raise InputError(f"--device must be one of auto, cpu, cuda (or cuda:K), got {device!r}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {device} asked for, but no CUDA device is available")
+            raise InputError(f"--device {device} asked for, but no CUDA device is available")
         if device == "cuda" and "LOCAL_RANK" in os.environ:
             device = f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
         dev = torch.device(device)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+            raise InputError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
         return dev
     return torch.device(device)
 
@@ -412,25 +413,25 @@ def profile(
     """
     t0 = time.perf_counter()
     if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     if retry_failed and not resume:
-        raise ValueError("--retry-failed needs --resume (it retries the failed videos of an existing run)")
+        raise InputError("--retry-failed needs --resume (it retries the failed videos of an existing run)")
     if workers < 0:
-        raise ValueError(f"--workers must be >= 0, got {workers}")
+        raise InputError(f"--workers must be >= 0, got {workers}")
     if batching not in ("exact", "padded"):
-        raise ValueError(f"--batching must be one of exact, padded, got {batching!r}")
+        raise InputError(f"--batching must be one of exact, padded, got {batching!r}")
     if precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"--precision must be one of fp32, bf16, fp16, got {precision!r}")
+        raise InputError(f"--precision must be one of fp32, bf16, fp16, got {precision!r}")
     if views is not None and views < 1:
-        raise ValueError(f"--views must be >= 1, got {views}")
+        raise InputError(f"--views must be >= 1, got {views}")
     if crops is not None and crops not in (1, 3):
-        raise ValueError(f"--crops must be 1 or 3, got {crops}")
+        raise InputError(f"--crops must be 1 or 3, got {crops}")
     if flush_every < 1:
-        raise ValueError(f"flush_every must be >= 1, got {flush_every}")
+        raise InputError(f"flush_every must be >= 1, got {flush_every}")
     shard_i, shard_n, distributed = _shard(shard)
     dev = resolve_device(device)
     if precision != "fp32" and dev.type != "cuda":
-        raise ValueError("--precision bf16/fp16 is offered on CUDA only")
+        raise InputError("--precision bf16/fp16 is offered on CUDA only")
 
     # 1. the model and its weights, before any video is read
     net, ckpt, load_info = load_model_from_checkpoint(checkpoint, model, allow_missing)
