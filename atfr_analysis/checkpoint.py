@@ -22,6 +22,7 @@ baseline checkpoint into its ``_atfr`` variant, to fine-tune with SGS).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import pickle
 from dataclasses import dataclass, field
@@ -254,8 +255,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"cannot read checkpoint {path} with weights_only=True ({why}): not a torch.save file of "
             "tensors (a plain pickle, possibly one that would run code, is refused)"
         ) from None
-    except OSError as e:
-        if e.errno is not None:
+    except OSError as e:  # PermissionError, an I/O error: the environment; else a bad file
+        if isinstance(e, PermissionError) or e.errno == errno.EIO:
             raise environment_failure(e, path, "read") from None
         raise CheckpointError(f"cannot read checkpoint {path}: {' '.join(str(e).split())[:200]}") from None
     except Exception as e:  # corrupt zip, truncated file, not a torch file

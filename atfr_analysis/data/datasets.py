@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from atfr_analysis.data import DataError, LabelMapError, ListError, _one_line
+from atfr_analysis.errors import InputError
 from atfr_analysis.models.base import InputSpec
 
 __all__ = [
@@ -467,7 +468,7 @@ class ViewDataset(torch.utils.data.Dataset):
         self.crops = spec.num_crops if crops is None else int(crops)
         self.crop = spec.test_crop if crop is None else int(crop)
         if self.views < 1:
-            raise ValueError(f"views must be >= 1, got {self.views}")
+            raise InputError(f"views must be >= 1, got {self.views}")
         crop_positions(self.crops)  # 1 or 3
         self.thread_type = thread_type
         self.thread_count = thread_count

@@ -32,6 +32,8 @@ from typing import Any
 
 import pandas as pd
 
+from atfr_analysis.errors import AtfrError
+
 __all__ = [
     "SCHEMA_VERSION",
     "RUN_JSON",
@@ -60,7 +62,7 @@ VIEW_COLUMNS = [
 VIDEO_COLUMNS = ["video_id", "path", "label", "class_name", "status", "error", "views_ok", "scores_sum", "top1_id"]
 
 
-class RunError(ValueError):
+class RunError(AtfrError, ValueError):
     """A folder that is not a (readable) run; one-line message."""
 
 
