@@ -222,3 +222,42 @@ def test_full_disk_names_the_file_and_reason(capsys, monkeypatch, tmp_path, tiny
     assert code == 1 and "No space left on device" in line and str(out) in line and ".parquet" in line
     assert "bug" not in line and "internal error" not in line
     assert not list(out.glob(".*.tmp"))  # no half-written part left behind
+
+
+# ----------------------------------------------------------------------------- list formats, end to end
+def test_a_rawframe_list_is_refused_before_any_video(capsys, tmp_path, tiny_run_inputs):
+    ck, _ = tiny_run_inputs
+    lst = tmp_path / "rawframes.txt"
+    lst.write_text("some/frames_dir 300 3\n")
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, *_profile(ck, lst, out))
+    line = _one_error_line(err)
+    assert code == 2 and f"{lst} line 1" in line and "rawframe" in line and "we read" in line
+    assert not out.exists()
+
+
+def test_kinetics_csv_end_to_end(capsys, tmp_path, tiny_run_inputs):
+    import shutil
+
+    import pandas as pd
+
+    from atfr_analysis.data.samples import sample_videos
+
+    ck, _ = tiny_run_inputs
+    root = tmp_path / "kinetics" / "val"
+    (root / "air drumming").mkdir(parents=True)
+    shutil.copy(sample_videos()["carphone_pristine"], root / "air drumming" / "abcdefghijk_000003_000013.mp4")
+    lst = tmp_path / "validate.csv"
+    lst.write_text("label,youtube_id,time_start,time_end,split\nair drumming,abcdefghijk,3,13,validate\n"
+                   "abseiling,missingvideo,0,10,validate\n")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("abseiling\nair drumming\nbaking\nzumba\n")
+    args = _profile(ck, lst, tmp_path / "run") + ("--data-root", str(root), "--labels", str(labels))
+    code, _, err = run_cli(capsys, *args)
+    line = _one_error_line(err)  # main: "unknown label 'split'"
+    assert code == 2 and "1 of 2 videos of the Kinetics list are not under" in line and "missingvideo_000000_000010.mp4" in line
+    lst.write_text("label,youtube_id,time_start,time_end,split\nair drumming,abcdefghijk,3,13,validate\n")
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    videos = pd.read_parquet(next((tmp_path / "run").glob("videos-*.parquet")))
+    assert videos["class_name"].tolist() == ["air drumming"] and videos["label"].tolist() == [1]
