@@ -261,3 +261,14 @@ def test_kinetics_csv_end_to_end(capsys, tmp_path, tiny_run_inputs):
     assert code == 0, err
     videos = pd.read_parquet(next((tmp_path / "run").glob("videos-*.parquet")))
     assert videos["class_name"].tolist() == ["air drumming"] and videos["label"].tolist() == [1]
+
+
+def test_profile_a_partial_caffe2_checkpoint_names_the_missing_keys(capsys, shared_dir, tmp_path, tiny_run_inputs):
+    _, lst = tiny_run_inputs
+    sample = shared_dir / "fixtures" / "caffe2" / "slowfast_4x16_r50_sample.pkl"
+    out = tmp_path / "run"
+    args = ("profile", str(sample), "--model", "slowfast_4x16_r50", "--data", str(lst), "--out", str(out), "--device", "cpu", "--quiet")
+    code, _, err = run_cli(capsys, *args)
+    line = _one_error_line(err)
+    assert code == 2 and "checkpoint does not fit the model" in line and "missing (s3." in line
+    assert not out.exists()
