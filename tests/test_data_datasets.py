@@ -104,7 +104,7 @@ def test_list_with_label_map(tmp_path):
     [
         ("a.mp4 0\nb.mp4\n", None, "malformed line", 2),
         ("a.mp4 0\nb.mp4 0\na.mp4 1\n", None, "duplicate path", 3),
-        ("a.mp4 0\nb.mp4 dancing\n", None, "is not a class id", 2),
+        ("a.mp4 0\nb.mp4 dancing\n", None, "is a class name", 2),
         ("a.mp4,0\nb.mp4,dancing\n", None, "is a class name", 2),
         ("a.mp4 -1\n", None, "negative label", 1),
         ("a.mp4 walking\nb.mp4 dancing\n", {"walking": 0}, "unknown label 'dancing'", 2),

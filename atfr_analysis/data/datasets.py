@@ -187,8 +187,8 @@ def read_video_list(
     against it before any video is opened (formats: ``atfr_analysis.data.lists``):
 
     * ``path label`` separated by whitespace (PySlowFast, mmaction2 video lists): exactly two
-      fields; the label is a class id, or with a label map a class name of it (which may hold
-      spaces);
+      fields, the label a class id or a class name; with a label map, a class name of it may hold
+      spaces;
     * CSV ``path,label`` (a real CSV reader: quoted paths may hold commas), optional header;
     * Kinetics' annotation CSV (``label,youtube_id,time_start,time_end,split``): files
       ``{youtube_id}_{start:06d}_{end:06d}.mp4`` found under ``data_root`` (or in its class
@@ -198,8 +198,8 @@ def read_video_list(
     Relative paths are taken relative to ``data_root`` (PySlowFast's ``PATH_PREFIX``), or to the
     list's own folder when ``data_root`` is ``None``. With ``labels`` (a label map: ``{name: id}``,
     a path to one, or a list of names) every label must be in it; without, integer labels are
-    taken as they are (class name = the id's digits) and the class names of a CSV or Kinetics
-    list are numbered in sorted order (mixing ids and names is an error then).
+    taken as they are (class name = the id's digits) and class names are numbered in sorted order
+    (mixing ids and names is an error then).
 
     Raises ``ListError`` (one line, naming the line and the formats we read) for a missing or
     empty list, a line with more fields than its format allows (an mmaction2 rawframe line, a

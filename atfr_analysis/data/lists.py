@@ -6,8 +6,9 @@ are skipped):
 ``space``
     PySlowFast's and mmaction2's video lists: ``path label``, separated by whitespace, exactly two
     fields (as PySlowFast reads them: paths hold no spaces; use a CSV list for those). The label
-    is a class id (an integer); with a label map (``--labels``) also a class name of the map, which
-    may hold spaces (``a.mp4 air drumming``; the longest name of the map that ends the line).
+    is a class id (an integer) or a class name; a class name that holds spaces needs a label map
+    (``--labels``: ``a.mp4 air drumming`` is then the longest name of the map that ends the line),
+    without one such a line has too many fields.
 ``csv``
     ``path,label`` read by a real CSV reader (quotes, commas and spaces in paths), exactly two
     fields, an optional header line (``path,label``, ``video,class``, ...). Labels are class ids
@@ -127,13 +128,7 @@ def _space_row(list_path: Path, no: int, line: str, label_map) -> ListRow:
         raise ListError(f"{where}: malformed line {_short(line)!r} (expected 'path label' or 'path,label'; {FORMATS_WE_READ})")
     path, rest = tokens[0], tokens[1:]
     if len(rest) == 1:
-        label = rest[0]
-        if label_map is None and not _is_int(label) and path.lower() not in HEADER_PATH:
-            raise ListError(
-                f"{where}: label {label!r} is not a class id; a space-separated list without a label map "
-                "gives integer labels (pass --labels to use class names, or use a CSV list)"
-            )
-        return ListRow(no, path, label)
+        return ListRow(no, path, rest[0])
     if label_map is not None:
         name = " ".join(rest)
         if name in label_map:
