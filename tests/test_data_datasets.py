@@ -191,7 +191,7 @@ def test_commas_and_spaces_in_paths(tmp_path):
 def test_class_names_with_spaces_need_the_label_map(tmp_path):
     labels = {"air": 0, "air drumming": 1, "drumming": 2}
     lst = _write(tmp_path / "l.txt", "a.mp4 air drumming\nb.mp4 drumming\nc.mp4 air\n")
-    es = read_video_list(lst, labels=labels)  # the longest class name of the map ends the line
+    es = read_video_list(lst, labels=labels)  # all after the path is the class name (main split at the last space)
     assert [(e.path.name, e.class_name) for e in es] == [("a.mp4", "air drumming"), ("b.mp4", "drumming"), ("c.mp4", "air")]
 
 

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from atfr_analysis.data import DataError, LabelMapError, ListError, _one_line
+from atfr_analysis.data.lists import VIDEO_EXTENSIONS, _is_int
 from atfr_analysis.errors import InputError
 from atfr_analysis.models.base import InputSpec
 
@@ -38,8 +39,6 @@ __all__ = [
     "ViewDataset",
     "collate_videos",
 ]
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 
 
 
@@ -276,18 +275,10 @@ def _resolve_labels(list_path: Path, rows, label_map) -> list[int]:
     )
 
 
-def _is_int(s: str) -> bool:
-    return bool(re.fullmatch(r"[+-]?\d+", s))
-
-
 def _norm(p: Path) -> str:
     import os
 
     return os.path.normcase(os.path.abspath(p))
-
-
-def _short(s: str, n: int = 80) -> str:
-    return s if len(s) <= n else s[: n - 3] + "..."
 
 
 def read_folder(

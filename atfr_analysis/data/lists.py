@@ -7,8 +7,8 @@ are skipped):
     PySlowFast's and mmaction2's video lists: ``path label``, separated by whitespace, exactly two
     fields (as PySlowFast reads them: paths hold no spaces; use a CSV list for those). The label
     is a class id (an integer) or a class name; a class name that holds spaces needs a label map
-    (``--labels``: ``a.mp4 air drumming`` is then the longest name of the map that ends the line),
-    without one such a line has too many fields.
+    (``--labels``: in ``a.mp4 air drumming`` all that follows the path must then be a class name
+    of the map); without one such a line has too many fields.
 ``csv``
     ``path,label`` read by a real CSV reader (quotes, commas and spaces in paths), exactly two
     fields, an optional header line (``path,label``, ``video,class``, ...). Labels are class ids
@@ -220,8 +220,6 @@ def _kinetics_rows(list_path: Path, text: str, label_map, root: Path, skip_missi
             raise ListError(f"{list_path} line {no}: an empty label or youtube_id")
         start = _seconds(list_path, no, "time_start", rec[col["time_start"]])
         end = _seconds(list_path, no, "time_end", rec[col["time_end"]])
-        if label_map is not None and label not in label_map:
-            raise ListError(f"{list_path} line {no}: unknown label {label!r} (not a class name of the label map, {len(label_map)} classes)")
         name = kinetics_file_name(yid, start, end)
         found = _find(root, label, name)
         if found is None:
