@@ -11,6 +11,7 @@ The Python API behind the ``atfr`` command line::
 """
 import warnings as _warnings
 
+# The package's one warnings filter (every module of the package runs this file first):
 # fvcore's import warns that torch.jit.script is deprecated; harmless here
 _warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=DeprecationWarning)
 

@@ -55,6 +55,8 @@ warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=De
 
 import torch  # noqa: E402
 
+from atfr_analysis.errors import InputError  # noqa: E402
+
 __all__ = [
     "BenchConfig",
     "run_bench",
@@ -166,9 +168,9 @@ def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"--device must be one of auto, cpu, cuda, got {device!r}")
+        raise InputError(f"--device must be one of auto, cpu, cuda, got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but no CUDA device is available")
+        raise InputError("--device cuda asked for, but no CUDA device is available")
     return torch.device(device)
 
 
@@ -256,7 +258,7 @@ def build_clips(spec, crop: int, n: int, seed: int = 0) -> tuple[torch.Tensor, l
     from atfr_analysis.data.video import probe, read_frames
 
     if n < 1:
-        raise ValueError(f"clips must be >= 1, got {n}")
+        raise InputError(f"clips must be >= 1, got {n}")
     videos = sample_videos()
     names = list(videos)
     g = torch.Generator().manual_seed(int(seed))
@@ -302,9 +304,9 @@ def _clips_from_data(cfg: BenchConfig, spec, crop: int, n: int) -> tuple[list[to
     elif data.is_file():
         entries = read_video_list(data, data_root=cfg.data_root)
     else:
-        raise FileNotFoundError(f"--data not found: {data}")
+        raise InputError(f"--data not found: {data}")
     if not entries:
-        raise ValueError(f"--data {data} lists no video")
+        raise InputError(f"--data {data} lists no video")
     by_label: dict[int, list] = {}
     for e in entries:
         by_label.setdefault(e.label, []).append(e)
@@ -354,9 +356,9 @@ def _resolve_inputs(cfg: BenchConfig) -> BenchConfig:
         if c.checkpoint:
             c.model = _checkpoint_model_name(c.checkpoint)
             if not c.model:
-                raise ValueError("the checkpoint does not name its model: pass --model")
+                raise InputError("the checkpoint does not name its model: pass --model")
         elif c.model == "auto":
-            raise ValueError("--model auto needs --checkpoint")
+            raise InputError("--model auto needs --checkpoint")
         else:
             c.model = DEFAULT_MODEL
     return c
@@ -370,9 +372,9 @@ def _load_model(cfg: BenchConfig, frames):
 
         model, _ck, _info = load_model_from_checkpoint(cfg.checkpoint, cfg.model)
         if frames is not None and frames != model.spec.clip_frames:
-            raise ValueError("--frames cannot change a checkpoint's clip length")
+            raise InputError("--frames cannot change a checkpoint's clip length")
         if not model.is_atfr:
-            raise ValueError(f"atfr bench needs an _atfr model, got {cfg.model!r}")
+            raise InputError(f"atfr bench needs an _atfr model, got {cfg.model!r}")
         return model
     torch.manual_seed(cfg.seed)
     kw = {}
@@ -380,7 +382,7 @@ def _load_model(cfg: BenchConfig, frames):
         kw["frames"] = frames
     model = build_model(cfg.model, **kw)
     if not model.is_atfr:
-        raise ValueError(f"atfr bench needs an _atfr model, got {cfg.model!r}")
+        raise InputError(f"atfr bench needs an _atfr model, got {cfg.model!r}")
     return model
 
 
@@ -465,21 +467,21 @@ def run_bench(cfg: BenchConfig, command: Sequence[str] | None = None) -> dict[st
     dev = _resolve_device(cfg.device)
     cfg = cfg.resolved(dev)
     if cfg.precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"--precision must be one of fp32, bf16, fp16, got {cfg.precision!r}")
+        raise InputError(f"--precision must be one of fp32, bf16, fp16, got {cfg.precision!r}")
     if cfg.precision != "fp32" and dev.type != "cuda":
-        raise ValueError("--precision bf16/fp16 is offered on CUDA only")
+        raise InputError("--precision bf16/fp16 is offered on CUDA only")
     for name in ("batch_size", "clips", "reps", "min_reps", "max_reps", "decode_videos", "decode_reps"):
         v = getattr(cfg, name)
         if v is not None and v < 1:
-            raise ValueError(f"{name} must be >= 1, got {v}")
+            raise InputError(f"{name} must be >= 1, got {v}")
     if cfg.min_reps > cfg.max_reps:
-        raise ValueError(f"min_reps ({cfg.min_reps}) must not exceed max_reps ({cfg.max_reps})")
+        raise InputError(f"min_reps ({cfg.min_reps}) must not exceed max_reps ({cfg.max_reps})")
     if not cfg.min_time > 0:
-        raise ValueError(f"min_time must be > 0 seconds, got {cfg.min_time}")
+        raise InputError(f"min_time must be > 0 seconds, got {cfg.min_time}")
     if cfg.warmup < 0 or cfg.trace_clips < 0 or cfg.check_clips < 0:
-        raise ValueError("warmup, trace_clips and check_clips must be >= 0")
+        raise InputError("warmup, trace_clips and check_clips must be >= 0")
     if any(w < 0 for w in cfg.decode_workers):
-        raise ValueError("decode workers must be >= 0")
+        raise InputError("decode workers must be >= 0")
     cfg = _resolve_inputs(cfg)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -1323,9 +1325,9 @@ def parse_workers(s: str) -> tuple[int, ...]:
     try:
         w = tuple(int(v) for v in str(s).split(",") if v.strip() != "")
     except ValueError:
-        raise ValueError(f"--decode-workers must be comma-separated integers, got {s!r}") from None
+        raise InputError(f"--decode-workers must be comma-separated integers, got {s!r}") from None
     if not w or any(v < 0 for v in w):
-        raise ValueError(f"--decode-workers must be comma-separated integers >= 0, got {s!r}")
+        raise InputError(f"--decode-workers must be comma-separated integers >= 0, got {s!r}")
     return w
 
 

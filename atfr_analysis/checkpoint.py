@@ -1,10 +1,20 @@
 """Reading and writing checkpoints, treated as untrusted files.
 
-Formats read: PySlowFast / official ATFR checkpoints (a dict with ``model_state`` and usually a
-``cfg`` YAML string), plain state dicts, dicts with ``state_dict``, and this project's own
-training checkpoints (PySlowFast's format; weights may be stored in fp16 and are loaded back to
-fp32). Everything goes through ``torch.load(..., weights_only=True)``: a file that needs
-arbitrary unpickling is refused.
+Formats read (``Checkpoint.format`` says which one a file was):
+
+``"pyslowfast"``
+    PySlowFast / official ATFR checkpoints (a ``torch.save`` dict with ``model_state`` and usually
+    a ``cfg`` YAML string), and this project's own training checkpoints (the same format; weights
+    may be stored in fp16 and are loaded back to fp32);
+``"state_dict"``
+    a ``torch.save`` plain state dict, or a dict with ``state_dict``;
+``"caffe2"``
+    PySlowFast's Caffe2-converted ``.pkl`` files (a Python 2 pickle of ``{"blobs": {name:
+    array}}``), see ``atfr_analysis.caffe2``: blob names are mapped onto state-dict keys.
+
+``torch.save`` files go through ``torch.load(..., weights_only=True)``; any other pickle through a
+restricted unpickler that admits numpy arrays and plain containers only. A file that needs
+arbitrary unpickling is refused, naming what it would import, and nothing of it runs.
 
 Loading is strict: missing, unexpected or shape-mismatched keys are refused with a short report,
 unless the caller allows exactly the SGS parameters to be missing (``allow_missing="sgs"``: a
@@ -12,6 +22,7 @@ baseline checkpoint into its ``_atfr`` variant, to fine-tune with SGS).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import pickle
 from dataclasses import dataclass, field
@@ -20,6 +31,8 @@ from typing import Any, Mapping
 
 import torch
 from torch import nn
+
+from atfr_analysis.errors import AtfrError
 
 __all__ = [
     "CheckpointError",
@@ -36,9 +49,10 @@ __all__ = [
 
 ALLOW_MISSING_CHOICES = ("sgs",)
 _SGS_KEY_MARK = "ts_layer."
+_COUNTER = ".num_batches_tracked"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AtfrError, ValueError):
     """A checkpoint that cannot be used as asked; the message is one line."""
 
 
@@ -48,10 +62,23 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     cfg: dict | None = None  # the parsed PySlowFast cfg (or our own record), when present
     meta: dict[str, Any] = field(default_factory=dict)  # epoch etc.
+    format: str = "pyslowfast"  # which format was read: "pyslowfast", "state_dict" or "caffe2"
 
     @property
     def facts(self) -> dict[str, Any]:
         return cfg_facts(self.cfg) if self.cfg else {}
+
+    def describe(self) -> str:
+        """One line saying which format was read, e.g. for the profiler's summary and run.json."""
+        if self.format == "caffe2":
+            skipped = self.meta.get("caffe2_skipped", [])
+            return (
+                f"caffe2 (PySlowFast's Caffe2-converted .pkl: {len(self.state_dict)} weight blobs mapped onto "
+                f"state-dict keys, {len(skipped)} training-state blobs skipped)"
+            )
+        if self.format == "pyslowfast":
+            return "pyslowfast (torch.save dict with model_state" + (", cfg)" if self.cfg else ")")
+        return "state_dict (torch.save state dict)"
 
     def num_classes(self) -> int | None:
         """Class count from the classifier weights (``head.projection.weight``), else the cfg."""
@@ -179,11 +206,38 @@ def _unwrap_state(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict |
     return state, cfg, meta
 
 
+# torch.save's legacy (non-zip) format starts with a protocol-2 pickle of this magic number
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+_REFUSED = (
+    "a checkpoint is read with torch's weights_only=True, or, for a plain pickle (Caffe2 .pkl), "
+    "with an unpickler that admits numpy arrays and plain containers only"
+)
+
+
+def _is_torch_file(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(len(_TORCH_LEGACY_MAGIC))
+    return head.startswith(b"PK\x03\x04") or head == _TORCH_LEGACY_MAGIC
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint with ``weights_only=True``; one-line ``CheckpointError`` on any problem."""
+    """Read a checkpoint without running code; one-line ``CheckpointError`` on any problem.
+
+    ``torch.save`` files (zip or legacy) are read with ``weights_only=True``; any other file is
+    taken as a Caffe2-converted ``.pkl`` (``atfr_analysis.caffe2``). ``Checkpoint.format`` says
+    which format was read. A file that cannot be read for a reason of the operating system
+    (permissions) raises ``EnvironmentFailure``.
+    """
+    from atfr_analysis.errors import environment_failure
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        if not _is_torch_file(path):
+            return _load_caffe2(path)
+    except OSError as e:
+        raise environment_failure(e, path, "read") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -193,8 +247,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         glob = re.search(r"GLOBAL (\S+)", text)
         if glob:
             raise CheckpointError(
-                f"refusing {path}: it needs arbitrary code to unpickle (imports {glob.group(1).rstrip('.,')}), "
-                "which weights_only=True forbids"
+                f"refusing {path}: it needs arbitrary code to unpickle (imports {glob.group(1).rstrip('.,')}); {_REFUSED}"
             ) from None
         op = re.search(r"Unsupported operand (\S+)", text)
         why = f"Unsupported operand {op.group(1)}" if op else (text.strip().splitlines() or [type(e).__name__])[0][:120]
@@ -202,11 +255,30 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"cannot read checkpoint {path} with weights_only=True ({why}): not a torch.save file of "
             "tensors (a plain pickle, possibly one that would run code, is refused)"
         ) from None
+    except OSError as e:  # PermissionError, an I/O error: the environment; else a bad file
+        if isinstance(e, PermissionError) or e.errno == errno.EIO:
+            raise environment_failure(e, path, "read") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {' '.join(str(e).split())[:200]}") from None
     except Exception as e:  # corrupt zip, truncated file, not a torch file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: {first[:200]}") from None
     state, cfg, meta = _unwrap_state(obj, path)
-    return Checkpoint(path=path, state_dict=state, cfg=cfg, meta=meta)
+    fmt = "pyslowfast" if isinstance(obj, Mapping) and "model_state" in obj else "state_dict"
+    return Checkpoint(path=path, state_dict=state, cfg=cfg, meta=meta, format=fmt)
+
+
+def _load_caffe2(path: Path) -> Checkpoint:
+    from atfr_analysis.caffe2 import Caffe2Error, ForbiddenGlobal, caffe2_state_dict, read_caffe2_blobs
+
+    try:
+        blobs = read_caffe2_blobs(path)
+        state, skipped = caffe2_state_dict(blobs)
+    except ForbiddenGlobal as e:
+        raise CheckpointError(f"refusing {path}: it needs arbitrary code to unpickle (imports {e.name}); {_REFUSED}") from None
+    except Caffe2Error as e:
+        raise CheckpointError(f"cannot read checkpoint {path} (not a torch.save file; as a Caffe2 .pkl: {e})") from None
+    meta = {"epoch": -1, "caffe2_blobs": len(blobs), "caffe2_skipped": skipped}
+    return Checkpoint(path=path, state_dict=state, cfg=None, meta=meta, format="caffe2")
 
 
 def _preview(keys: list[str], n: int = 3) -> str:
@@ -220,6 +292,8 @@ def load_state_into(
     """Load ``state`` into ``model``, refusing any missing / unexpected / mismatched key.
 
     ``allow_missing="sgs"`` permits exactly the SGS (``*ts_layer.*``) parameters to be missing.
+    A state without any BN batch counter (``*.num_batches_tracked``; Caffe2 files hold none) leaves
+    the model's counters as they are; a state with some counters must have all of them.
     Returns ``{"missing": [...]}`` of the keys that were allowed to stay at their initial values.
     """
     if allow_missing is not None and allow_missing not in ALLOW_MISSING_CHOICES:
@@ -228,6 +302,12 @@ def load_state_into(
         )
     own = model.state_dict()
     missing = [k for k in own if k not in state]
+    counters = [k for k in missing if k.endswith(_COUNTER)]
+    if counters and not any(k.endswith(_COUNTER) for k in state):
+        # a format without BN batch counters (Caffe2): they stay as initialised, as upstream does
+        missing = [k for k in missing if not k.endswith(_COUNTER)]
+    else:
+        counters = []
     unexpected = [k for k in state if k not in own]
     mismatched = [
         f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
@@ -250,7 +330,7 @@ def load_state_into(
         if missing and all(_SGS_KEY_MARK in k for k in missing):
             hint = "; only SGS weights are missing: pass allow_missing='sgs' (--allow-missing sgs) to fine-tune a baseline"
         raise CheckpointError("checkpoint does not fit the model: " + "; ".join(parts) + hint)
-    model.load_state_dict(dict(state), strict=not allowed)
+    model.load_state_dict(dict(state), strict=not (allowed or counters))
     return {"missing": allowed}
 
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from atfr_analysis.checkpoint import save_checkpoint
+from atfr_analysis.errors import InputError
 from atfr_analysis.models import build_model
 from atfr_analysis.models.registry import get_entry
 
@@ -211,7 +212,7 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
     from atfr_analysis.runtime import resolve_device
 
     if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise ValueError("--epochs and --batch-size must be >= 1")
+        raise InputError("--epochs and --batch-size must be >= 1")
     get_entry(cfg.model)
     _seed_all(cfg.seed)
     dev = resolve_device(cfg.device)

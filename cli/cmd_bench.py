@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from atfr_analysis.errors import InputError
+
 
 def register(app: typer.Typer) -> None:
     @app.command("bench")
@@ -50,11 +52,11 @@ def register(app: typer.Typer) -> None:
         cmd = ["atfr"] + sys.argv[1:]
         if from_json is not None:
             if report is None:
-                raise ValueError("--from-json needs --report")
+                raise InputError("--from-json needs --report")
             result = json.loads(Path(from_json).read_text())
             missing = [k for k in bench.RESULT_KEYS if k not in result]
             if missing:
-                raise ValueError(f"{from_json} is not a bench result (missing {', '.join(missing)})")
+                raise InputError(f"{from_json} is not a bench result (missing {', '.join(missing)})")
             bench.write_report(result, report, " ".join(cmd))
             typer.echo(f"report: {report}")
             return

@@ -6,6 +6,8 @@ from typing import List, Optional
 
 import typer
 
+from atfr_analysis.errors import InputError
+
 
 def register(app: typer.Typer) -> None:
     @app.command("report")
@@ -24,9 +26,9 @@ def register(app: typer.Typer) -> None:
         from atfr_analysis.profile.log import load_run
 
         if by not in RANK_BY:
-            raise ValueError(f"--by must be one of {', '.join(RANK_BY)}, got {by!r}")
+            raise InputError(f"--by must be one of {', '.join(RANK_BY)}, got {by!r}")
         if k < 1 or min_videos < 1 or n_boot < 1:
-            raise ValueError("--k, --min-videos and --boot must be >= 1")
+            raise InputError("--k, --min-videos and --boot must be >= 1")
         log = load_run(run)
         base = load_run(baseline) if baseline else None
         path = write_report(log, out, baseline=base, by=by, k=k, min_videos=min_videos, n_boot=n_boot, seed=seed)
@@ -49,7 +51,7 @@ def register(app: typer.Typer) -> None:
         bases = None
         if baseline:
             if len(baseline) != len(logs):
-                raise ValueError(f"--baseline given {len(baseline)} time(s) for {len(logs)} run(s): give one per run, in order")
+                raise InputError(f"--baseline given {len(baseline)} time(s) for {len(logs)} run(s): give one per run, in order")
             bases = [load_run(b) for b in baseline]
         t = paper_table(logs, baselines=bases)
         typer.echo(to_markdown(t))

@@ -1,22 +1,29 @@
 """The ``atfr`` command line: a thin Typer layer over the ``atfr_analysis`` Python API.
 
-Every command turns the library's known errors (bad model name, bad argument, unusable
-checkpoint, undecodable input, bad log) into one line on stderr and exit status 2.
+Errors end as exactly one line on stderr, never a traceback:
+
+* bad input, ``atfr_analysis.errors.AtfrError`` (a bad model name, argument, checkpoint, video
+  list or log) and Typer's usage errors (unknown option, missing argument): ``error: <what to
+  fix>``, exit status 2;
+* the environment, ``EnvironmentFailure`` or an ``OSError`` of the operating system (permission
+  denied, disk full, read-only file system, a missing folder): ``error: <path>: <the OS's
+  reason>``, exit status 1;
+* anything else is a bug in atfr-analysis: ``error: bug in atfr-analysis: <type>: <message>``,
+  exit status 1; ``ATFR_DEBUG=1`` shows the traceback (of every error).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
-import sys
-import warnings
 from pathlib import Path
 from typing import List, Optional
 
-warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=DeprecationWarning)
+import typer
+from rich.console import Console
+from rich.table import Table
 
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from atfr_analysis.errors import AtfrError, InputError
 
 app = typer.Typer(
     name="atfr",
@@ -30,28 +37,38 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-class CLIError(Exception):
-    """An error to print as one line (exit 2)."""
+class CLIError(InputError):
+    """A bad command-line argument (exit 2)."""
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from atfr_analysis.checkpoint import CheckpointError
-    from atfr_analysis.models.registry import UnknownModelError
+#: errno values that mean the operating system refused (not a bug of ours): exit status 1
+ENVIRONMENT_ERRNOS = frozenset(
+    getattr(errno, n)
+    for n in (
+        "EACCES", "EPERM", "ENOSPC", "EDQUOT", "EROFS", "ENOENT", "ENOTDIR", "EISDIR", "EEXIST",
+        "ENAMETOOLONG", "EMFILE", "ENFILE", "EIO", "EBUSY", "ETXTBSY", "EFBIG", "ENOTEMPTY", "EXDEV",
+    )
+    if hasattr(errno, n)
+)
 
-    errs: list[type[BaseException]] = [CLIError, CheckpointError, UnknownModelError, ValueError, TypeError, FileNotFoundError]
-    try:
-        from atfr_analysis.data import DataError
 
-        errs.append(DataError)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from atfr_analysis.analysis import AnalysisError
+def environment_message(e: OSError) -> str | None:
+    """``<path>: <reason>`` of an OSError of the environment, or ``None`` (then it is a bug)."""
+    if e.errno not in ENVIRONMENT_ERRNOS:
+        return None
+    reason = e.strerror or os.strerror(e.errno)
+    where = [str(f) for f in (e.filename, e.filename2) if f is not None]
+    if not where:
+        return f"{reason} [{errno.errorcode.get(e.errno, e.errno)}] (the operating system gave no path)"
+    return f"{' -> '.join(where)}: {reason}"
 
-        errs.append(AnalysisError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errs)
+
+def bug_message(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return (
+        f"bug in atfr-analysis: {type(e).__name__}{': ' + text if text else ''} "
+        "(please report it; run again with ATFR_DEBUG=1 to see the traceback)"
+    )
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -204,14 +221,19 @@ def main(argv: Optional[List[str]] = None) -> None:
         _fail(e.format_message(), 2)
     except KeyboardInterrupt:
         _fail("interrupted (a run can be continued with --resume)", 130)
-    except _known_errors() as e:
+    except AtfrError as e:  # bad input (2); EnvironmentFailure names path and reason (1)
         if os.environ.get("ATFR_DEBUG"):
             raise
-        _fail(str(e) or type(e).__name__, 2)
+        _fail(str(e) or type(e).__name__, getattr(e, "exit_code", 2))
+    except OSError as e:
+        if os.environ.get("ATFR_DEBUG"):
+            raise
+        msg = environment_message(e)
+        _fail(msg if msg is not None else bug_message(e), 1)
     except Exception as e:  # a bug: still one line, the traceback on request
         if os.environ.get("ATFR_DEBUG"):
             raise
-        _fail(f"internal error: {type(e).__name__}: {e} (set ATFR_DEBUG=1 for the traceback)", 1)
+        _fail(bug_message(e), 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -105,6 +105,7 @@ def test_list_with_label_map(tmp_path):
         ("a.mp4 0\nb.mp4\n", None, "malformed line", 2),
         ("a.mp4 0\nb.mp4 0\na.mp4 1\n", None, "duplicate path", 3),
         ("a.mp4 0\nb.mp4 dancing\n", None, "is a class name", 2),
+        ("a.mp4,0\nb.mp4,dancing\n", None, "is a class name", 2),
         ("a.mp4 -1\n", None, "negative label", 1),
         ("a.mp4 walking\nb.mp4 dancing\n", {"walking": 0}, "unknown label 'dancing'", 2),
         ("a.mp4 0\nb.mp4 5\n", {"walking": 0}, "unknown label '5'", 2),
@@ -135,6 +136,129 @@ def test_list_duplicate_after_normalisation(tmp_path):
 def test_list_missing_videos_are_not_an_error(tmp_path):
     es = read_video_list(_write(tmp_path / "l.csv", "missing/a.mp4 0\n"))
     assert len(es) == 1 and not es[0].path.exists()
+
+
+# ----------------------------------------------------------------------------- list formats
+FORMATS_NEEDLE = "we read 'path label'"
+
+
+@pytest.mark.parametrize(
+    "text,labels,line,needles",
+    [
+        # mmaction2 rawframe list: frame folders, not videos (main read path 'vid 300', label 3)
+        ("a.mp4 0\nvid 300 3\n", None, 2, ["rawframe", "frame folders are not videos", FORMATS_NEEDLE]),
+        # multi-label line (main read path 'a.mp4 1 4', label 7)
+        ("b.mp4 2\na.mp4 1 4 7\n", None, 2, ["3 labels", "multi-label", FORMATS_NEEDLE]),
+        # more fields than 'path label' (main read a path with spaces)
+        ("my video.mp4 3\n", None, 1, ["3 fields", "has 2 (path label)", "CSV", FORMATS_NEEDLE]),
+        # a class name with spaces and no label map (main split it at the last space)
+        ("a.mp4 air drumming\n", None, 1, ["3 fields", "needs --labels"]),
+        # with a label map, an unknown multi-word label is still an error naming the line
+        ("a.mp4 air drumming\nb.mp4 sky diving\n", {"air drumming": 0}, 2, ["3 fields", FORMATS_NEEDLE]),
+        # CSV with a third field (main read path 'a.mp4,1', label 2)
+        ("a.mp4,1\nb.mp4,1,2\n", None, 2, ["3 field(s)", "a CSV list has 2", FORMATS_NEEDLE]),
+    ],
+)
+def test_list_lines_with_more_fields_than_the_format_allows(tmp_path, text, labels, line, needles):
+    lst = _write(tmp_path / "val.txt", text)
+    with pytest.raises(ListError) as ei:
+        read_video_list(lst, labels=labels)
+    msg = _one_line(ei.value)
+    assert f"{lst} line {line}:" in msg
+    for n in needles:
+        assert n in msg, (n, msg)
+
+
+def test_list_format_is_detected_and_reported(tmp_path):
+    from atfr_analysis.data.lists import detect_format
+
+    assert detect_format("a.mp4 3") == "space" and detect_format("a.mp4,3") == "csv"
+    assert detect_format("path,label") == "csv" and detect_format("a,b.mp4 3") == "space"
+    assert detect_format("label,youtube_id,time_start,time_end,split") == "kinetics"
+    assert read_video_list(_write(tmp_path / "a.csv", "a.mp4 3\n")).format == "space"
+    assert read_video_list(_write(tmp_path / "b.csv", "a.mp4,3\n")).format == "csv"
+
+
+def test_commas_and_spaces_in_paths(tmp_path):
+    # a real CSV reader: a quoted path holds commas (main split it at the last comma)
+    es = read_video_list(_write(tmp_path / "l.csv", 'path,label\n"clips/a, b.mp4",3\n"c d.mp4", 1\n'))
+    assert [(e.path.name, e.label) for e in es] == [("a, b.mp4", 3), ("c d.mp4", 1)]
+    # a space-separated list whose paths hold commas (main: 'unknown label' / path 'x/a')
+    es = read_video_list(_write(tmp_path / "s.txt", "x/a,b.mp4 3\ny/c,d.mp4 0\n"))
+    assert [(e.path.name, e.label) for e in es] == [("a,b.mp4", 3), ("c,d.mp4", 0)]
+
+
+def test_class_names_with_spaces_need_the_label_map(tmp_path):
+    labels = {"air": 0, "air drumming": 1, "drumming": 2}
+    lst = _write(tmp_path / "l.txt", "a.mp4 air drumming\nb.mp4 drumming\nc.mp4 air\n")
+    es = read_video_list(lst, labels=labels)  # all after the path is the class name (main split at the last space)
+    assert [(e.path.name, e.class_name) for e in es] == [("a.mp4", "air drumming"), ("b.mp4", "drumming"), ("c.mp4", "air")]
+
+
+KINETICS_HEADER = "label,youtube_id,time_start,time_end,split\n"
+
+
+def _kinetics(tmp_path, rows, files):
+    root = tmp_path / "k400" / "val"
+    for rel in files:
+        _write(root / rel, "x")
+    return _write(tmp_path / "validate.csv", KINETICS_HEADER + "".join(rows)), root
+
+
+def test_kinetics_annotation_csv(tmp_path):
+    rows = [
+        "abseiling,0wR5jVB-WPk,417,427,val\n",
+        '"air drumming",--nQbRBEz2s,104,114,val\n',
+        "air drumming,-0J8iWtLavA,0,10,val\n",
+        "abseiling,3caPS4FHFF8,36,46,val\n",
+    ]
+    files = [
+        "abseiling/0wR5jVB-WPk_000417_000427.mp4",  # the ActivityNet crawler: <root>/<label>/<file>
+        "air drumming/--nQbRBEz2s_000104_000114.mp4",
+        "air_drumming/-0J8iWtLavA_000000_000010.mkv",  # label folder with underscores, another extension
+        "3caPS4FHFF8_000036_000046.mp4",  # flat (the CVDF tarballs)
+    ]
+    lst, root = _kinetics(tmp_path, rows, files)
+    es = read_video_list(lst, data_root=root)  # main: "unknown label 'split'"
+    assert es.format == "kinetics" and es.skipped == []
+    assert [(e.path, e.label, e.class_name) for e in es] == [
+        (root / files[0], 0, "abseiling"), (root / files[1], 1, "air drumming"),
+        (root / files[2], 1, "air drumming"), (root / files[3], 0, "abseiling"),
+    ]
+    es = read_video_list(lst, data_root=root, labels={"air drumming": 0, "abseiling": 1, "zumba": 2})
+    assert [e.label for e in es] == [1, 0, 0, 1]
+    with pytest.raises(ListError, match="line 2: unknown label 'abseiling'"):
+        read_video_list(lst, data_root=root, labels={"air drumming": 0})
+
+
+def test_kinetics_missing_files_are_one_error_or_skipped(tmp_path):
+    rows = [f"abseiling,vid{i:08d}xyz,{i},{i + 10},val\n" for i in range(6)]
+    lst, root = _kinetics(tmp_path, rows, ["abseiling/vid00000000xyz_000000_000010.mp4"])
+    with pytest.raises(ListError) as ei:
+        read_video_list(lst, data_root=root)
+    msg = _one_line(ei.value)
+    assert "5 of 6 videos of the Kinetics list are not under" in msg and str(root) in msg
+    assert "line 3: abseiling/vid00000001xyz_000001_000011.mp4" in msg and "--skip-missing" in msg
+    assert msg.count("vid0000000") == 3  # a few examples, not one per row
+    es = read_video_list(lst, data_root=root, skip_missing=True)
+    assert len(es) == 1 and es[0].path.name == "vid00000000xyz_000000_000010.mp4"
+    assert [no for no, _ in es.skipped] == [3, 4, 5, 6, 7] and es.skipped[0][1] == "vid00000001xyz_000001_000011.mp4"
+
+
+@pytest.mark.parametrize(
+    "row,needle",
+    [
+        ("abseiling,abc,x,10,val\n", "time_start 'x' is not a whole number"),
+        ("abseiling,abc,0,10\n", "4 fields, the header names 5"),
+        ("abseiling,,0,10,val\n", "empty label or youtube_id"),
+    ],
+)
+def test_kinetics_bad_rows_name_the_line(tmp_path, row, needle):
+    lst, root = _kinetics(tmp_path, ["abseiling,ok,0,10,val\n", row], ["abseiling/ok_000000_000010.mp4"])
+    with pytest.raises(ListError) as ei:
+        read_video_list(lst, data_root=root)
+    msg = _one_line(ei.value)
+    assert "line 3" in msg and needle in msg
 
 
 # ----------------------------------------------------------------------------- folders

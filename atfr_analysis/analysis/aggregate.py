@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from atfr_analysis.errors import AtfrError
+
 __all__ = [
     "AnalysisError",
     "UNKNOWN_CLASS",
@@ -47,7 +49,7 @@ class _SharedMeta(dict):
         return self
 
 
-class AnalysisError(ValueError):
+class AnalysisError(AtfrError, ValueError):
     """Input the analysis cannot use (empty log, no ok rows, unknown option); one-line message."""
 
 

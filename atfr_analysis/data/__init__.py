@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from atfr_analysis.errors import AtfrError
+
 __all__ = [
     "DataError",
     "SamplesNotFoundError",
@@ -54,7 +56,7 @@ def _one_line(msg: object) -> str:
     return " ".join(str(msg).split())
 
 
-class DataError(Exception):
+class DataError(AtfrError):
     """Base of the data layer's errors; its message is always one line."""
 
     def __init__(self, msg: object = "") -> None:

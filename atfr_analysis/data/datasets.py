@@ -24,12 +24,15 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from atfr_analysis.data import DataError, LabelMapError, ListError, _one_line
+from atfr_analysis.data.lists import VIDEO_EXTENSIONS, _is_int
+from atfr_analysis.errors import InputError
 from atfr_analysis.models.base import InputSpec
 
 __all__ = [
     "VIDEO_EXTENSIONS",
     "VideoEntry",
     "read_video_list",
+    "VideoList",
     "read_folder",
     "read_label_map",
     "load_views",
@@ -37,10 +40,6 @@ __all__ = [
     "collate_videos",
 ]
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
-
-_HEADER_PATH = {"path", "video", "video_path", "filename", "file", "name", "clip"}
-_HEADER_LABEL = {"label", "labels", "label_id", "class", "class_name", "class_id", "target"}
 
 
 @dataclass(frozen=True)
@@ -165,52 +164,49 @@ def _as_label_map(labels) -> dict[str, int] | None:
 
 
 # ----------------------------------------------------------------------------- lists
-def _split_line(line: str) -> list[str] | None:
-    """``[path, label]`` from ``path label`` / ``path,label`` (the label is the last field)."""
-    if "," in line:
-        path, _, label = line.rpartition(",")
-    else:
-        parts = line.rsplit(None, 1)
-        if len(parts) != 2:
-            return None
-        path, label = parts
-    path, label = path.strip(), label.strip()
-    if not path or not label:
-        return None
-    if len(path) >= 2 and path[0] == path[-1] and path[0] in "\"'":
-        path = path[1:-1]
-    return [path, label]
+class VideoList(list):
+    """The entries of a video list (a ``list`` of ``VideoEntry``), with the ``format`` it was read
+    in (``"space"``, ``"csv"``, ``"kinetics"``; see ``atfr_analysis.data.lists``) and the rows
+    ``skipped`` because their file is missing (``[(line, file name)]``, Kinetics lists with
+    ``skip_missing=True``)."""
 
-
-def _split_by_map(line: str, label_map: Mapping[str, int]) -> list[str] | None:
-    """``[path, label]`` of a space-separated line whose label is a class name holding spaces."""
-    for m in reversed(list(re.finditer(r"\s+", line))):
-        path, label = line[: m.start()].strip(), line[m.end():].strip()
-        if path and label in label_map:
-            return [path, label]
-    return None
+    def __init__(self, entries=(), format: str = "space", skipped=()) -> None:
+        super().__init__(entries)
+        self.format = format
+        self.skipped = list(skipped)
 
 
 def read_video_list(
     list_path: str | Path,
     data_root: str | Path | None = None,
     labels: Mapping[str, int] | Sequence[str] | str | Path | None = None,
-) -> list[VideoEntry]:
-    """Entries of a PySlowFast-style list: one ``path label`` per line, separated by spaces or a
-    comma (a header-less CSV ``path,label``; a first line like ``path,label`` is skipped as a
-    header). A line holding a comma is split at its last comma, any other at its last run of
-    whitespace (so paths may hold spaces). Blank lines and ``#`` comments are skipped.
+    skip_missing: bool = False,
+) -> VideoList:
+    """Entries of a video list, its format detected from the first line and every line checked
+    against it before any video is opened (formats: ``atfr_analysis.data.lists``):
+
+    * ``path label`` separated by whitespace (PySlowFast, mmaction2 video lists): exactly two
+      fields, the label a class id or a class name; with a label map, a class name of it may hold
+      spaces;
+    * CSV ``path,label`` (a real CSV reader: quoted paths may hold commas), optional header;
+    * Kinetics' annotation CSV (``label,youtube_id,time_start,time_end,split``): files
+      ``{youtube_id}_{start:06d}_{end:06d}.mp4`` found under ``data_root`` (or in its class
+      folder); rows whose file is missing are one ``ListError`` (counted, with examples), or
+      skipped and recorded in ``.skipped`` with ``skip_missing=True``.
 
     Relative paths are taken relative to ``data_root`` (PySlowFast's ``PATH_PREFIX``), or to the
-    list's own folder when ``data_root`` is ``None``. A label is a class id (an integer) or a class
-    name. With ``labels`` (a label map: ``{name: id}``, a path to one, or a list of names) every label
-    must be in it; without, integer labels are taken as they are (class name = the id's digits) and
-    name labels are numbered in sorted order (mixing ids and names is an error then). With a label
-    map, a space-separated line may end in a class name that holds spaces (``a/b.mp4 air drumming``).
+    list's own folder when ``data_root`` is ``None``. With ``labels`` (a label map: ``{name: id}``,
+    a path to one, or a list of names) every label must be in it; without, integer labels are
+    taken as they are (class name = the id's digits) and class names are numbered in sorted order
+    (mixing ids and names is an error then).
 
-    Raises ``ListError`` (one line, naming the line) for a missing or empty list, a malformed line,
-    an unknown label or a duplicate path. Missing video files are not checked.
+    Raises ``ListError`` (one line, naming the line and the formats we read) for a missing or
+    empty list, a line with more fields than its format allows (an mmaction2 rawframe line, a
+    multi-label line, a class name with spaces without ``labels``), an unknown label or a
+    duplicate path. Missing video files of the other formats are not checked here.
     """
+    from atfr_analysis.data.lists import parse_list
+
     list_path = Path(list_path)
     if not list_path.is_file():
         raise ListError(f"video list not found: {list_path}")
@@ -221,26 +217,11 @@ def read_video_list(
     except (OSError, UnicodeDecodeError) as e:
         raise ListError(f"cannot read video list {list_path}: {e}") from None
 
-    rows: list[tuple[int, str, str]] = []
-    first = True
-    for no, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = _split_line(line)
-        if fields is None:
-            raise ListError(
-                f"{list_path} line {no}: malformed line {_short(line)!r} (expected 'path label' or 'path,label')"
-            )
-        if first:
-            first = False
-            if fields[0].lower() in _HEADER_PATH and fields[1].lower() in _HEADER_LABEL:
-                continue
-        if label_map is not None and fields[1] not in label_map and "," not in line:
-            fields = _split_by_map(line, label_map) or fields  # class names with spaces
-        rows.append((no, fields[0], fields[1]))
+    fmt, parsed, skipped = parse_list(list_path, text, label_map, root, skip_missing=skip_missing)
+    rows = [(r.line, r.path, r.label) for r in parsed]
     if not rows:
-        raise ListError(f"video list {list_path} is empty")
+        more = f" ({len(skipped)} rows skipped: their files are missing)" if skipped else ""
+        raise ListError(f"video list {list_path} is empty{more}")
 
     ids = _resolve_labels(list_path, rows, label_map)
     names = {v: k for k, v in label_map.items()} if label_map else None
@@ -257,7 +238,7 @@ def read_video_list(
         seen[key] = no
         cname = names[cid] if names is not None else (lab if not _is_int(lab) else str(cid))
         entries.append(VideoEntry(len(entries), path, cid, cname))
-    return entries
+    return VideoList(entries, format=fmt, skipped=skipped)
 
 
 def _resolve_labels(list_path: Path, rows, label_map) -> list[int]:
@@ -294,18 +275,10 @@ def _resolve_labels(list_path: Path, rows, label_map) -> list[int]:
     )
 
 
-def _is_int(s: str) -> bool:
-    return bool(re.fullmatch(r"[+-]?\d+", s))
-
-
 def _norm(p: Path) -> str:
     import os
 
     return os.path.normcase(os.path.abspath(p))
-
-
-def _short(s: str, n: int = 80) -> str:
-    return s if len(s) <= n else s[: n - 3] + "..."
 
 
 def read_folder(
@@ -467,7 +440,7 @@ class ViewDataset(torch.utils.data.Dataset):
         self.crops = spec.num_crops if crops is None else int(crops)
         self.crop = spec.test_crop if crop is None else int(crop)
         if self.views < 1:
-            raise ValueError(f"views must be >= 1, got {self.views}")
+            raise InputError(f"views must be >= 1, got {self.views}")
         crop_positions(self.crops)  # 1 or 3
         self.thread_type = thread_type
         self.thread_count = thread_count

@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from atfr_analysis.errors import InputError
 from atfr_analysis.flops.count import FlopCount, count_flops
 from atfr_analysis.models.base import VideoModel, as_pathways
 
@@ -194,12 +195,12 @@ class CostModel:
         sig = tuple(int(b) for b in sig)
         bins = self.num_bins
         if len(sig) != len(bins):
-            raise ValueError(
+            raise InputError(
                 f"signature needs {len(bins)} value(s) (one per SGS layer: {', '.join(self.layer_names)}), got {len(sig)}"
             )
         for name, b, B in zip(self.layer_names, sig, bins):
             if not 1 <= b <= B:
-                raise ValueError(f"active bins of {name} must be in 1..{B}, got {b}")
+                raise InputError(f"active bins of {name} must be in 1..{B}, got {b}")
         return sig
 
     # ------------------------------------------------------------------ public

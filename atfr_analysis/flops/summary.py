@@ -6,6 +6,7 @@ from typing import Sequence
 
 import torch
 
+from atfr_analysis.errors import InputError
 from atfr_analysis.flops.cost import CostModel, static_model
 from atfr_analysis.models import build_model, make_inputs
 from atfr_analysis.models.base import VideoModel
@@ -74,31 +75,31 @@ def parse_bins(text: str | None, layer_names: Sequence[str]) -> list[int] | None
         return None
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not layer_names:
-        raise ValueError("--bins needs an _atfr model (this model has no SGS layer)")
+        raise InputError("--bins needs an _atfr model (this model has no SGS layer)")
     if all("=" in p for p in parts):
         values = {}
         for p in parts:
             k, v = p.split("=", 1)
             k = k.strip().removeprefix("bins.")
             if k not in layer_names:
-                raise ValueError(f"unknown SGS layer {k!r}; layers: {', '.join(layer_names)}")
+                raise InputError(f"unknown SGS layer {k!r}; layers: {', '.join(layer_names)}")
             values[k] = v
         missing = [n for n in layer_names if n not in values]
         if missing:
-            raise ValueError(f"--bins misses layer(s) {', '.join(missing)}")
+            raise InputError(f"--bins misses layer(s) {', '.join(missing)}")
         raw = [values[n] for n in layer_names]
     elif any("=" in p for p in parts):
-        raise ValueError("--bins: use either LAYER=B for every layer or one number per layer")
+        raise InputError("--bins: use either LAYER=B for every layer or one number per layer")
     else:
         raw = parts
     if len(raw) != len(layer_names):
-        raise ValueError(
+        raise InputError(
             f"--bins needs {len(layer_names)} value(s), one per SGS layer ({', '.join(layer_names)}), got {len(raw)}"
         )
     try:
         return [int(v) for v in raw]
     except ValueError:
-        raise ValueError(f"--bins values must be integers, got {text!r}") from None
+        raise InputError(f"--bins values must be integers, got {text!r}") from None
 
 
 def model_flops(
@@ -118,7 +119,7 @@ def model_flops(
     spec = model.spec.with_frames(frames)
     s = crop or spec.test_crop
     if s <= 0:
-        raise ValueError(f"--crop must be positive, got {s}")
+        raise InputError(f"--crop must be positive, got {s}")
     xs = make_inputs(spec, s)
     shapes = [tuple(x.shape) for x in xs]
     cost = CostModel(model, shapes)
@@ -134,7 +135,7 @@ def model_flops(
     )
     if not layer_names:
         if bins is not None:
-            raise ValueError(f"--bins needs an _atfr model; {name} has no SGS layer (try {name}_atfr)")
+            raise InputError(f"--bins needs an _atfr model; {name} has no SGS layer (try {name}_atfr)")
         c = cost.static()
         return FlopSummary(
             gmacs=c.gmacs,

@@ -27,6 +27,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from atfr_analysis.errors import InputError
+
 __all__ = ["InputSpec", "VideoModel", "as_pathways", "make_inputs", "BATCHING_MODES"]
 
 BATCHING_MODES = ("padded", "exact")
@@ -71,13 +73,13 @@ class InputSpec:
         if isinstance(frames, int):
             if self.alpha is not None:
                 if frames % self.alpha:
-                    raise ValueError(f"frames must be a multiple of alpha={self.alpha}, got {frames}")
+                    raise InputError(f"frames must be a multiple of alpha={self.alpha}, got {frames}")
                 frames = (frames // self.alpha, frames)
             else:
                 frames = (frames,)
         frames = tuple(int(t) for t in frames)
         if len(frames) != len(self.frames):
-            raise ValueError(f"expected {len(self.frames)} frame counts, got {len(frames)}")
+            raise InputError(f"expected {len(self.frames)} frame counts, got {len(frames)}")
         from dataclasses import replace
 
         return replace(self, frames=frames)

@@ -14,10 +14,12 @@ from typing import Any, Callable
 
 from torch import nn
 
+from atfr_analysis.errors import AtfrError
+
 __all__ = ["register_model", "build_model", "list_models", "get_config", "ModelEntry", "UnknownModelError"]
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(AtfrError, ValueError):
     """Raised for a name that is not in the registry (message names the valid choices)."""
 
 

@@ -17,6 +17,7 @@ every shard, keeps the last copy of a (video_id, view) row and orders rows by (v
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -25,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from atfr_analysis.errors import InputError
+from atfr_analysis.errors import InputError, environment_failure
 from atfr_analysis.profile.schema import SCHEMA_VERSION, conform, to_arrow, video_column_names, videos_frame, views_frame
 
 __all__ = [
@@ -71,8 +72,13 @@ def read_meta(run_dir: str | Path) -> dict[str, Any]:
 
 def _atomic_write_bytes(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:  # a full disk, a read-only file system: name the file (a write's error has no path)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise environment_failure(e, path) from e
 
 
 def _dumps(meta: dict[str, Any]) -> str:
@@ -96,7 +102,10 @@ def create_meta(run_dir: str | Path, meta: dict[str, Any]) -> bool:
     run_dir.mkdir(parents=True, exist_ok=True)
     p = run_dir / RUN_JSON
     tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(_dumps(meta))
+    try:
+        tmp.write_text(_dumps(meta))
+    except OSError as e:
+        raise environment_failure(e, p) from e
     try:
         os.link(tmp, p)  # fails if run.json exists: exactly one creator wins
         return True
