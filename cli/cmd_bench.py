@@ -1,5 +1,8 @@
 """``atfr bench``: videos per second of ATFR inference (exact vs padded batching vs the backbone
-without SGS), the profiler's overhead, GMACs look-up vs fvcore trace, and decoding throughput."""
+without SGS), the profiler's overhead, GMACs look-up vs fvcore trace, and decoding throughput.
+
+A thin skin: the options make a ``BenchConfig``, ``run_bench`` measures, the result is printed and
+written (``--json``, ``--out``, ``--report``)."""
 from __future__ import annotations
 
 import sys
@@ -7,6 +10,20 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+
+def _emit(result: dict, json_out: bool, out: Optional[Path], report: Optional[Path]) -> None:
+    from atfr_analysis import bench
+
+    text = bench.dumps(result)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    if report:
+        bench.write_report(result, report)
+    typer.echo(text if json_out else bench.format_summary(result))
+    if report and not json_out:
+        typer.echo(f"report: {report}")
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +45,7 @@ def register(app: typer.Typer) -> None:
         trace_clips: int = typer.Option(2, "--trace-clips", help="clips re-traced with fvcore"),
         check_clips: int = typer.Option(4, "--check-clips", help="clips compared with their batch-1 outputs"),
         decode_videos: Optional[int] = typer.Option(None, "--decode-videos", help="videos per decoding pass (default: cpu 4, cuda 8)"),
-        decode_workers: str = typer.Option("0,1,2", "--decode-workers", help="loader worker counts, comma-separated"),
+        decode_workers: str = typer.Option("0,1,2", "--decode-workers", help="loader worker counts, comma-separated ('' skips decoding)"),
         decode_reps: int = typer.Option(1, "--decode-reps", help="timed decoding passes per worker count"),
         cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help="exact batching replays CUDA graphs (default: on with CUDA)"),
         cudnn_benchmark: bool = typer.Option(True, "--cudnn-benchmark/--no-cudnn-benchmark", help="cuDNN autotuning (CUDA)"),
@@ -43,19 +60,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Videos/s of exact vs padded batching vs the backbone without SGS, profiler overhead, GMACs
         look-up vs fvcore trace, and PyAV decoding (medians over timed rounds after warm-up)."""
-        import json
-
         from atfr_analysis import bench
+        from atfr_analysis.errors import InputError
 
         cmd = ["atfr"] + sys.argv[1:]
         if from_json is not None:
             if report is None:
-                raise ValueError("--from-json needs --report")
-            result = json.loads(Path(from_json).read_text())
-            missing = [k for k in bench.RESULT_KEYS if k not in result]
-            if missing:
-                raise ValueError(f"{from_json} is not a bench result (missing {', '.join(missing)})")
-            bench.write_report(result, report, " ".join(cmd))
+                raise InputError("--from-json needs --report")
+            bench.write_report(bench.load_result(from_json), report, " ".join(cmd))
             typer.echo(f"report: {report}")
             return
         cfg = bench.BenchConfig(
@@ -66,5 +78,4 @@ def register(app: typer.Typer) -> None:
             cuda_graphs=cuda_graphs, cudnn_benchmark=cudnn_benchmark, threads=threads,
             profile_ops=profile_ops, seed=seed, quiet=quiet,
         )
-        result = bench.run_bench(cfg, command=cmd)
-        bench.emit(result, json_out, str(out) if out else None, str(report) if report else None)
+        _emit(bench.run_bench(cfg, command=cmd), json_out, out, report)
