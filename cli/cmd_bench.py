@@ -51,6 +51,12 @@ def register(app: typer.Typer) -> None:
         cudnn_benchmark: bool = typer.Option(True, "--cudnn-benchmark/--no-cudnn-benchmark", help="cuDNN autotuning (CUDA)"),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads"),
         profile_ops: int = typer.Option(0, "--profile-ops", help="add the top N operators of an exact and a baseline pass"),
+        profile_videos: Optional[int] = typer.Option(None, "--profile-videos", help="profile throughput: sample videos profiled (default: cpu 2, cuda 4)"),
+        profile_views: Optional[int] = typer.Option(None, "--profile-views", help="profile throughput: temporal views per video (default: the model's)"),
+        profile_crops: Optional[int] = typer.Option(None, "--profile-crops", help="profile throughput: spatial crops, 1 or 3 (default: cpu 1, cuda the model's)"),
+        profile_workers: Optional[str] = typer.Option(None, "--profile-workers", help="a profile run per loader worker count, comma-separated (default: cpu 0,1, cuda 0,4; '' skips)"),
+        suite: Optional[str] = typer.Option(None, "--suite", help="'gpu': the prepared GPU run (SlowFast 4x16 R50 and X3D-S ATFR, batch 32, fp32 and bf16, a short profile); --out is then a folder"),
+        smoke: bool = typer.Option(False, "--smoke", help="with --suite: the same steps at a tiny size (runs on CPU)"),
         seed: int = typer.Option(0, "--seed", help="seed of the weights and the clips"),
         json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
         out: Optional[Path] = typer.Option(None, "--out", help="also write the JSON result to this file"),
@@ -64,6 +70,19 @@ def register(app: typer.Typer) -> None:
         from atfr_analysis.errors import InputError
 
         cmd = ["atfr"] + sys.argv[1:]
+        if suite is not None:
+            from atfr_analysis.bench.suite import run_suite
+
+            res = run_suite(suite, device=device, smoke=smoke, out=out, report=report, quiet=quiet, command=cmd)
+            for r in res["runs"]:
+                typer.echo(bench.format_summary(r))
+            for why in res["skipped"]:
+                typer.echo(f"skipped: {why}")
+            typer.echo(f"suite {suite}{' (smoke)' if smoke else ''}: {len(res['runs'])} run(s) in {res['elapsed_s']:.0f} s"
+                       + (f"; results in {out}" if out else "") + (f"; report: {report}" if report else ""))
+            return
+        if smoke:
+            raise InputError("--smoke needs --suite")
         if from_json is not None:
             if report is None:
                 raise InputError("--from-json needs --report")
@@ -76,6 +95,8 @@ def register(app: typer.Typer) -> None:
             reps=reps, min_time=min_time, warmup=warmup, trace_clips=trace_clips, check_clips=check_clips,
             decode_videos=decode_videos, decode_workers=bench.parse_workers(decode_workers), decode_reps=decode_reps,
             cuda_graphs=cuda_graphs, cudnn_benchmark=cudnn_benchmark, threads=threads,
-            profile_ops=profile_ops, seed=seed, quiet=quiet,
+            profile_ops=profile_ops, seed=seed, quiet=quiet, profile_videos=profile_videos, profile_views=profile_views,
+            profile_crops=profile_crops,
+            profile_workers=None if profile_workers is None else bench.parse_workers(profile_workers, "--profile-workers"),
         )
         _emit(bench.run_bench(cfg, command=cmd), json_out, out, report)

@@ -44,14 +44,14 @@ RESULT_KEYS = (
 )
 
 
-def parse_workers(s: str) -> tuple[int, ...]:
+def parse_workers(s: str, option: str = "--decode-workers") -> tuple[int, ...]:
     """``"0,1,2"`` -> ``(0, 1, 2)``; ``""`` -> ``()`` (the phase is skipped)."""
     try:
         w = tuple(int(v) for v in str(s).split(",") if v.strip() != "")
     except ValueError:
-        raise InputError(f"--decode-workers must be comma-separated integers, got {s!r}") from None
+        raise InputError(f"{option} must be comma-separated integers, got {s!r}") from None
     if any(v < 0 for v in w) or (not w and str(s).strip()):
-        raise InputError(f"--decode-workers must be comma-separated integers >= 0, got {s!r}")
+        raise InputError(f"{option} must be comma-separated integers >= 0, got {s!r}")
     return w
 
 
@@ -83,6 +83,11 @@ class BenchConfig:
     cuda_graphs: bool | None = None  # exact batching with CUDA graphs (cuda default: on)
     cudnn_benchmark: bool = True
     threads: int | None = None  # torch intra-op threads (default: torch's)
+    profile_videos: int | None = None  # profile throughput: sample videos profiled (cpu 2, cuda 4)
+    profile_views: int | None = None  # temporal views per video (default: the model's)
+    profile_crops: int | None = None  # spatial crops per view (cpu 1, cuda the model's)
+    profile_workers: tuple[int, ...] | None = None  # a profile run per loader worker count (cpu 0,1; cuda 0,4); () skips
+    profile_timeout: float = 600.0  # seconds one profile run may take
     profile_ops: int = 0  # >0: torch.profiler table of the top ops of one exact and one baseline pass
     seed: int = 0
     quiet: bool = False
@@ -104,6 +109,12 @@ class BenchConfig:
             c.decode_videos = 8 if cuda else 4
         if c.cuda_graphs is None:
             c.cuda_graphs = cuda
+        if c.profile_videos is None:
+            c.profile_videos = 4 if cuda else 2
+        if c.profile_crops is None and not cuda:
+            c.profile_crops = 1
+        if c.profile_workers is None:
+            c.profile_workers = (0, 4) if cuda else (0, 1)
         return c
 
     def validate(self, dev: torch.device) -> None:
@@ -112,7 +123,8 @@ class BenchConfig:
             raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.precision != "fp32" and dev.type != "cuda":
             raise InputError("--precision bf16/fp16 is offered on CUDA only")
-        for name in ("batch_size", "clips", "reps", "min_reps", "max_reps", "decode_videos", "decode_reps"):
+        for name in ("batch_size", "clips", "reps", "min_reps", "max_reps", "decode_videos", "decode_reps",
+                     "profile_videos", "profile_views"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise InputError(f"{name} must be >= 1, got {v}")
@@ -122,5 +134,9 @@ class BenchConfig:
             raise InputError(f"min_time must be > 0 seconds, got {self.min_time}")
         if self.warmup < 0 or self.trace_clips < 0 or self.check_clips < 0:
             raise InputError("warmup, trace_clips and check_clips must be >= 0")
-        if any(w < 0 for w in self.decode_workers):
-            raise InputError("decode workers must be >= 0")
+        if any(w < 0 for w in self.decode_workers) or any(w < 0 for w in self.profile_workers or ()):
+            raise InputError("decode and profile workers must be >= 0")
+        if self.profile_crops not in (None, 1, 3):
+            raise InputError(f"--profile-crops must be 1 or 3, got {self.profile_crops}")
+        if not self.profile_timeout > 0:
+            raise InputError(f"profile_timeout must be > 0 seconds, got {self.profile_timeout}")

@@ -8,7 +8,7 @@ from pathlib import Path
 from atfr_analysis.bench.config import RESULT_KEYS
 from atfr_analysis.errors import InputError
 
-__all__ = ["format_summary", "write_report", "dumps", "load_result", "REPORT_HEAD"]
+__all__ = ["format_summary", "write_report", "dumps", "load_result", "section_key", "REPORT_HEAD"]
 
 
 def _f(x, nd=2) -> str:
@@ -71,6 +71,56 @@ def _headline_rows(r: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _scale_blocks(r: dict) -> list[list[str]]:
+    """Cold-signature counting, profile throughput and peak memory, a block of lines each (absent
+    in older results)."""
+    blocks: list[list[str]] = []
+    lines: list[str] = []
+    cold = r.get("cold_signatures")
+    if cold:
+        fv, new = cold["fvcore"], cold.get("new")
+        lines.append(
+            f"Cold-signature counting ({cold['signatures']} signatures new to the counter): fvcore "
+            f"{_f(fv['s_per_signature'], 3)} s/signature (set-up {_f(fv['setup_s'], 2)} s), new counter "
+            + (f"{_f(new['s_per_signature'], 4)} s/signature (set-up {_f(new['setup_s'], 2)} s), ratio "
+               f"{_f(cold['ratio'], 1)}x, same GMACs: {cold['equal']}" if new else "not plugged in (no figure), ratio -")
+            + "."
+        )
+        blocks.append(lines)
+    tp = r.get("profile_throughput")
+    if tp and not tp.get("skipped"):
+        lines = []
+        blocks.append(lines)
+        sp = tp["split"]
+        parts = ", ".join(f"{k} {_f(v, 3)}" for k, v in sp["parts_s_per_video"].items())
+        lines.append(
+            f"Profile throughput (`profile()`, {tp['videos']} sample video(s) x {tp['views']} view(s) x "
+            f"{tp['crops']} crop(s) at {tp['crop']} px, batch {tp['batch_size']}): seconds per video decode "
+            f"{_f(sp['decode_s_per_video'], 3)}, model {_f(sp['model_s_per_video'], 3)} ({parts}); new-signature "
+            f"counting on first sight {_f(sp['counting_s_per_video'], 3)}; bound by {tp['bound_by']}."
+        )
+        for w, run in tp["runs"].items():
+            if run.get("error"):
+                lines.append(f"- profile loop, {w} worker(s): {run['error']}")
+                continue
+            lines.append(
+                f"- profile loop, {w} worker(s): {_f(run['videos_per_s'], 3)} videos/s, efficiency "
+                f"{_f(run['efficiency'], 3)} of max(decode, model) (with counting {_f(run['efficiency_with_counting'], 3)}); "
+                f"peak RSS {_f(run['peak_rss_mib'], 0)} MiB (loader workers {_f(run['loader_workers_peak_rss_mib'], 0)} MiB)"
+                + (f", CUDA peak {_f(run['cuda_max_allocated_mib'], 0)} MiB" if run.get("cuda_max_allocated_mib") else "")
+            )
+    mem = r.get("memory")
+    if mem:
+        cuda = mem.get("cuda_max_allocated_mib")
+        blocks.append([
+            f"Peak memory of the bench process: RSS {_f(mem['peak_rss_mib'], 0)} MiB ("
+            + ", ".join(f"after {k} {_f(v, 0)}" for k, v in mem["peak_rss_mib_after"].items()) + ")"
+            + ("; CUDA max allocated " + ", ".join(f"{k} {_f(v, 0)} MiB" for k, v in cuda.items()) if cuda else "")
+            + "."
+        ])
+    return blocks
+
+
 def format_summary(r: dict) -> str:
     """A plain-text summary (what ``atfr bench`` prints without ``--json``)."""
     lines = [
@@ -88,12 +138,13 @@ def format_summary(r: dict) -> str:
     c = r["exact_check"]
     if c.get("max_abs_diff_vs_batch1") is not None:
         lines.append(f"  exact vs batch-1 outputs: max |diff| {c['max_abs_diff_vs_batch1']:.2e} over {c['clips']} clips")
+    lines += [f"  {x}" for block in _scale_blocks(r) for x in block]
     for note in r["notes"]:
         lines.append(f"  note: {note}")
     return "\n".join(lines)
 
 
-def _section_key(r: dict) -> str:
+def section_key(r: dict) -> str:
     dev = r["device"].split(":")[0]
     if dev == "cpu":
         dev += f"-t{r['settings']['threads']}"
@@ -105,7 +156,7 @@ def _section(r: dict, report_cmd: str | None) -> str:
     cmd = " ".join(r["command"])
     s = r["settings"]
     lines = [
-        f"<!-- bench:{_section_key(r)} -->",
+        f"<!-- bench:{section_key(r)} -->",
         f"### {r['device_name']} ({r['device']}): {r['model']}, batch {r['batch_size']}, {r['precision']}, "
         + (f"trained weights {Path(r['checkpoint']).name}" if r.get("checkpoint") else "random weights"),
         "",
@@ -193,9 +244,11 @@ def _section(r: dict, report_cmd: str | None) -> str:
         lines += ["", f"Exact batching vs batch-1 outputs (softmax scores): max |diff| {c['max_abs_diff_vs_batch1']:.2e} over {c['clips']} clips{extra}."]
     if c.get("cuda_graphs_error"):
         lines.append(f"CUDA graphs failed: {c['cuda_graphs_error']}")
+    for block in _scale_blocks(r):
+        lines += [""] + block
     for note in r["notes"]:
         lines.append(f"- note: {note}")
-    lines.append(f"<!-- /bench:{_section_key(r)} -->")
+    lines.append(f"<!-- /bench:{section_key(r)} -->")
     return "\n".join(lines) + "\n"
 
 
@@ -248,10 +301,30 @@ vary by several per cent from round to round on 2 cores: hence the A B B A pairi
 alone (**overhead_bookkeeping**: GMACs look-ups, scores to the host and the DataFrame, on the
 forward's outputs), which is what the instrumented profile adds to the plain forward.
 
-GPU sections are measured on a GPU machine with `atfr bench --device cuda --model MODEL
---batch-size 32 --json --out RESULT.json` (the models' test crops) and added here with `atfr bench
---from-json RESULT.json --report reports/benchmarks.md`. A file without a `cuda` section holds no
-GPU figure yet.
+Scale figures (sections measured since the bench became a package; older sections lack them):
+**cold-signature counting** = seconds per signature new to the cost cache with fvcore's trace (the
+`CostModel`) and with the new counter once one is plugged in (`bench/costs.py:new_counter_factory`),
+and their ratio; **profile throughput** = videos per second of the real `profile()` loop (a child
+process per loader-worker count) on the sample clips, at the model's test crop, against max(decode,
+model) from the per-video split (decode, transfer, pre, SGS, post, bookkeeping; counting of new
+signatures on first sight given apart); **peak memory** = peak RSS (`getrusage`) of the bench process
+after each phase and of each profile run, and on CUDA `torch.cuda.max_memory_allocated`.
+
+The CPU sections were measured on a machine whose 2 cores are shared with other work: the load
+average at the start is stated per section, and only ratios of modes timed in the same rounds should
+be compared.
+
+GPU sections come from the prepared GPU run `atfr bench --suite gpu --out DIR --report
+reports/benchmarks.md` (SlowFast 4x16 R50 ATFR and X3D-S ATFR at batch 32, fp32 and bf16, the models'
+test crops, a short profile on the sample clips; sized for under 10 minutes on one H200; `--smoke`
+runs the same steps at a tiny size on CPU), or from a saved result with `atfr bench --from-json
+RESULT.json --report reports/benchmarks.md`.
+
+"""
+
+
+_NO_GPU = """ No GPU figure has been measured yet: the GPU machine was
+not lent to the task that prepared the suite, so this file holds no `cuda` section.
 
 """
 
@@ -259,10 +332,13 @@ GPU figure yet.
 def write_report(result: dict, path: str | Path, report_cmd: str | None = None) -> Path:
     """Add or replace the result's section in the Markdown report at ``path``."""
     path = Path(path)
-    text = path.read_text() if path.exists() else REPORT_HEAD
-    if not text.strip():
-        text = REPORT_HEAD
-    key = _section_key(result)
+    text = path.read_text() if path.exists() else ""
+    # the head is rewritten (it describes the current bench); the sections are kept
+    first = text.find("<!-- bench:")
+    text = REPORT_HEAD + (text[first:] if first >= 0 else "")
+    if "<!-- bench:cuda" not in text and not str(result["device"]).startswith("cuda"):
+        text = text.replace(REPORT_HEAD, REPORT_HEAD.rstrip("\n") + _NO_GPU, 1)
+    key = section_key(result)
     begin, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
     sec = _section(result, report_cmd)
     if begin in text and end in text:

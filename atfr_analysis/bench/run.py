@@ -16,8 +16,10 @@ from atfr_analysis.bench.costs import CounterFactory, bins_distribution, measure
 from atfr_analysis.bench.decoding import bench_decoding
 from atfr_analysis.bench.exactness import exactness_check
 from atfr_analysis.bench.inputs import Workload, prepare, resolve_inputs
+from atfr_analysis.bench.memory import PeakMemory
 from atfr_analysis.bench.modes import time_modes
 from atfr_analysis.bench.phases import efficiency_analysis, phase_times, top_ops
+from atfr_analysis.bench.throughput import profile_throughput
 from atfr_analysis.profile.run import resolve_device
 
 __all__ = ["run_bench"]
@@ -101,23 +103,42 @@ def run_bench(
     cfg, dev = _configure(cfg)
     log = _logger(cfg)
     load0 = _load_avg()
-    w = prepare(cfg, dev)
+    mem = PeakMemory(dev)
+    phase = _Phases(mem)
+    w = phase("setup", prepare, cfg, dev)
     log(f"{w.model.model_name}: {w.spec.label(w.crop)}, {cfg.clips} clips, batch {cfg.batch_size}, {dev}")
-    costs = measure_costs(w, cfg.trace_clips, cfg.batch_size, new_counter or new_counter_factory(), log)
+    costs = phase("costs", measure_costs, w, cfg.trace_clips, cfg.batch_size, new_counter or new_counter_factory(), log)
     bins = bins_distribution(w, costs, cfg.batch_size)
-    check = exactness_check(w, cfg.check_clips)
-    timed = time_modes(w, costs.cm, cfg.reps, cfg.warmup, cfg.min_time, cfg.min_reps, cfg.max_reps, log)
+    check = phase("exactness", exactness_check, w, cfg.check_clips)
+    timed = phase("timings", time_modes, w, costs.cm, cfg.reps, cfg.warmup, cfg.min_time, cfg.min_reps, cfg.max_reps, log)
     graphs = timed["graphs"]
     if graphs is not None and graphs.error:
         w.notes.append(f"CUDA graphs failed and were turned off: {graphs.error}")
         check["cuda_graphs_error"] = graphs.error
-    phases = _phases(w, costs, timed["reps"], cfg.profile_ops)
+    phases = phase("phases", _phases, w, costs, timed["reps"], cfg.profile_ops)
     log(f"decoding {cfg.decode_videos} video(s) with {', '.join(map(str, cfg.decode_workers))} worker(s)")
-    decoding = bench_decoding(cfg, w.spec, w.crop, w.data_entries, log)
+    decoding = phase("decoding", bench_decoding, cfg, w.spec, w.crop, w.data_entries, log)
+    throughput = phase("profile_throughput", profile_throughput, w, cfg, log)
     result = _result(cfg, w, costs, bins, check, timed, phases, decoding, load0, command)
+    result["profile_throughput"] = throughput
+    result["memory"] = mem.result()
     result["elapsed_s"] = time.perf_counter() - t_start
     log(f"done in {result['elapsed_s']:.0f} s")
     return result
+
+
+class _Phases:
+    """Runs a named phase between the memory marks."""
+
+    def __init__(self, mem: PeakMemory):
+        self.mem = mem
+
+    def __call__(self, name: str, fn: Callable, *args):
+        self.mem.start(name)
+        try:
+            return fn(*args)
+        finally:
+            self.mem.stop()
 
 
 def _result(cfg, w: Workload, costs, bins, check, timed, phases, decoding, load0, command) -> dict[str, Any]:
