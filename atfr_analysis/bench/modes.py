@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import torch
 
-from atfr_analysis.bench.forward import post_exact, post_graphs
+from atfr_analysis.bench.forward import post_exact, post_graphs, profiler_with_costs
 from atfr_analysis.bench.inputs import Workload
 from atfr_analysis.bench.timing import median, paired_overhead, spread, timed_rounds
 
@@ -95,10 +95,7 @@ def bookkeeping_seconds(w: Workload, prof, cm, min_time: float = 1.0, max_reps: 
 def time_modes(w: Workload, cm, reps, warmup, min_time, min_reps, max_reps, log) -> dict[str, Any]:
     """Every mode's seconds per pass (rotating rounds), the profile's own work timed alone, and
     the overhead timed batch by batch as A B B A."""
-    from atfr_analysis.profile.instrument import Profiler
-
-    prof = Profiler(w.model, batching="exact")
-    prof._costs[tuple(tuple(s) for s in w.shapes)] = cm
+    prof = profiler_with_costs(w.model, w.shapes, cm)
     modes = Modes(w, prof)
     rounds = f"{reps} timed" if reps else f"timed rounds for {min_time:g} s per mode ({min_reps} to {max_reps})"
     log(f"timing {', '.join(modes.passes)}: {warmup} warm-up + {rounds} round(s)")

@@ -97,7 +97,8 @@ def _scale_blocks(r: dict) -> list[list[str]]:
             f"Profile throughput (`profile()`, {tp['videos']} sample video(s) x {tp['views']} view(s) x "
             f"{tp['crops']} crop(s) at {tp['crop']} px, batch {tp['batch_size']}): seconds per video decode "
             f"{_f(sp['decode_s_per_video'], 3)}, model {_f(sp['model_s_per_video'], 3)} ({parts}); new-signature "
-            f"counting on first sight {_f(sp['counting_s_per_video'], 3)}; bound by {tp['bound_by']}."
+            f"counting on first sight {_f(sp['counting_s_per_video'], 3)}; bound by {tp['bound_by']}. Each run is a fresh "
+            "process: its loop also pays first-use costs (fvcore's first traces, every signature new to its cache)."
         )
         for w, run in tp["runs"].items():
             if run.get("error"):
@@ -308,7 +309,8 @@ and their ratio; **profile throughput** = videos per second of the real `profile
 process per loader-worker count) on the sample clips, at the model's test crop, against max(decode,
 model) from the per-video split (decode, transfer, pre, SGS, post, bookkeeping; counting of new
 signatures on first sight given apart); **peak memory** = peak RSS (`getrusage`) of the bench process
-after each phase and of each profile run, and on CUDA `torch.cuda.max_memory_allocated`.
+after each phase, of each profile run (`VmHWM` of its own process: Linux carries `ru_maxrss` over
+`exec` from the parent) and its loader workers, and on CUDA `torch.cuda.max_memory_allocated`.
 
 The CPU sections were measured on a machine whose 2 cores are shared with other work: the load
 average at the start is stated per section, and only ratios of modes timed in the same rounds should

@@ -48,7 +48,7 @@ def _checkpoint(w: Workload, cfg: BenchConfig, folder: Path) -> str:
 
 def _child(args_path: str) -> None:
     """In the child process: one ``profile()`` run; its summary and peak memory as JSON."""
-    from atfr_analysis.bench.memory import peak_rss_mib
+    from atfr_analysis.bench.memory import own_peak_rss_mib, peak_rss_mib
     from atfr_analysis.profile.run import profile
 
     args = json.loads(Path(args_path).read_text())
@@ -58,7 +58,7 @@ def _child(args_path: str) -> None:
     result_path = Path(args.pop("result"))
     summary = profile(**args, quiet=True, command=["atfr", "bench"])
     out = summary.to_dict()
-    out["peak_rss_mib"] = peak_rss_mib()
+    out["peak_rss_mib"] = own_peak_rss_mib()
     out["loader_workers_peak_rss_mib"] = peak_rss_mib(children=True)
     if torch.cuda.is_available() and str(args["device"]).startswith("cuda"):
         out["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -191,5 +191,7 @@ def profile_throughput(w: Workload, cfg: BenchConfig, log=None) -> dict[str, Any
         "GMACs look-ups, rows, parquet parts) in a child process per worker count, its loop seconds; the "
         "split measured in the bench process on the same videos (decoding with 0 workers; each batch's parts "
         "synchronised; bookkeeping = Profiler.record + frame, warm cache; counting = the cold pass's extra "
-        "bookkeeping, new signatures counted with fvcore); efficiency = max(decode, model) / loop seconds per video",
+        "bookkeeping, new signatures counted with fvcore); efficiency = max(decode, model) / loop seconds per video; "
+        "a short run in a fresh process: its loop also pays first-use costs (fvcore's first traces, every "
+        "signature new to its cost cache); peak RSS of a run: VmHWM of its own process image",
     }
