@@ -1,5 +1,8 @@
 """``atfr bench``: videos per second of ATFR inference (exact vs padded batching vs the backbone
-without SGS), the profiler's overhead, GMACs look-up vs fvcore trace, and decoding throughput."""
+without SGS), the profiler's overhead, GMACs look-up vs fvcore trace, and decoding throughput.
+
+A thin skin: the options make a ``BenchConfig``, ``run_bench`` measures, the result is printed and
+written (``--json``, ``--out``, ``--report``)."""
 from __future__ import annotations
 
 import sys
@@ -8,7 +11,19 @@ from typing import Optional
 
 import typer
 
-from atfr_analysis.errors import InputError
+
+def _emit(result: dict, json_out: bool, out: Optional[Path], report: Optional[Path]) -> None:
+    from atfr_analysis import bench
+
+    text = bench.dumps(result)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    if report:
+        bench.write_report(result, report)
+    typer.echo(text if json_out else bench.format_summary(result))
+    if report and not json_out:
+        typer.echo(f"report: {report}")
 
 
 def register(app: typer.Typer) -> None:
@@ -30,12 +45,18 @@ def register(app: typer.Typer) -> None:
         trace_clips: int = typer.Option(2, "--trace-clips", help="clips re-traced with fvcore"),
         check_clips: int = typer.Option(4, "--check-clips", help="clips compared with their batch-1 outputs"),
         decode_videos: Optional[int] = typer.Option(None, "--decode-videos", help="videos per decoding pass (default: cpu 4, cuda 8)"),
-        decode_workers: str = typer.Option("0,1,2", "--decode-workers", help="loader worker counts, comma-separated"),
+        decode_workers: str = typer.Option("0,1,2", "--decode-workers", help="loader worker counts, comma-separated ('' skips decoding)"),
         decode_reps: int = typer.Option(1, "--decode-reps", help="timed decoding passes per worker count"),
         cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help="exact batching replays CUDA graphs (default: on with CUDA)"),
         cudnn_benchmark: bool = typer.Option(True, "--cudnn-benchmark/--no-cudnn-benchmark", help="cuDNN autotuning (CUDA)"),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads"),
         profile_ops: int = typer.Option(0, "--profile-ops", help="add the top N operators of an exact and a baseline pass"),
+        profile_videos: Optional[int] = typer.Option(None, "--profile-videos", help="profile throughput: sample videos profiled (default: cpu 2, cuda 4)"),
+        profile_views: Optional[int] = typer.Option(None, "--profile-views", help="profile throughput: temporal views per video (default: the model's)"),
+        profile_crops: Optional[int] = typer.Option(None, "--profile-crops", help="profile throughput: spatial crops, 1 or 3 (default: cpu 1, cuda the model's)"),
+        profile_workers: Optional[str] = typer.Option(None, "--profile-workers", help="a profile run per loader worker count, comma-separated (default: cpu 0,1, cuda 0,4; '' skips)"),
+        suite: Optional[str] = typer.Option(None, "--suite", help="'gpu': the prepared GPU run (SlowFast 4x16 R50 and X3D-S ATFR, batch 32, fp32 and bf16, a short profile); --out is then a folder"),
+        smoke: bool = typer.Option(False, "--smoke", help="with --suite: the same steps at a tiny size (runs on CPU)"),
         seed: int = typer.Option(0, "--seed", help="seed of the weights and the clips"),
         json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
         out: Optional[Path] = typer.Option(None, "--out", help="also write the JSON result to this file"),
@@ -45,19 +66,27 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Videos/s of exact vs padded batching vs the backbone without SGS, profiler overhead, GMACs
         look-up vs fvcore trace, and PyAV decoding (medians over timed rounds after warm-up)."""
-        import json
-
         from atfr_analysis import bench
+        from atfr_analysis.errors import InputError
 
         cmd = ["atfr"] + sys.argv[1:]
+        if suite is not None:
+            from atfr_analysis.bench.suite import run_suite
+
+            res = run_suite(suite, device=device, smoke=smoke, out=out, report=report, quiet=quiet, command=cmd)
+            for r in res["runs"]:
+                typer.echo(bench.format_summary(r))
+            for why in res["skipped"]:
+                typer.echo(f"skipped: {why}")
+            typer.echo(f"suite {suite}{' (smoke)' if smoke else ''}: {len(res['runs'])} run(s) in {res['elapsed_s']:.0f} s"
+                       + (f"; results in {out}" if out else "") + (f"; report: {report}" if report else ""))
+            return
+        if smoke:
+            raise InputError("--smoke needs --suite")
         if from_json is not None:
             if report is None:
                 raise InputError("--from-json needs --report")
-            result = json.loads(Path(from_json).read_text())
-            missing = [k for k in bench.RESULT_KEYS if k not in result]
-            if missing:
-                raise InputError(f"{from_json} is not a bench result (missing {', '.join(missing)})")
-            bench.write_report(result, report, " ".join(cmd))
+            bench.write_report(bench.load_result(from_json), report, " ".join(cmd))
             typer.echo(f"report: {report}")
             return
         cfg = bench.BenchConfig(
@@ -66,7 +95,8 @@ def register(app: typer.Typer) -> None:
             reps=reps, min_time=min_time, warmup=warmup, trace_clips=trace_clips, check_clips=check_clips,
             decode_videos=decode_videos, decode_workers=bench.parse_workers(decode_workers), decode_reps=decode_reps,
             cuda_graphs=cuda_graphs, cudnn_benchmark=cudnn_benchmark, threads=threads,
-            profile_ops=profile_ops, seed=seed, quiet=quiet,
+            profile_ops=profile_ops, seed=seed, quiet=quiet, profile_videos=profile_videos, profile_views=profile_views,
+            profile_crops=profile_crops,
+            profile_workers=None if profile_workers is None else bench.parse_workers(profile_workers, "--profile-workers"),
         )
-        result = bench.run_bench(cfg, command=cmd)
-        bench.emit(result, json_out, str(out) if out else None, str(report) if report else None)
+        _emit(bench.run_bench(cfg, command=cmd), json_out, out, report)
