@@ -11,7 +11,9 @@ baselines=...)``) or a second run in one table must cover
 * the same views: temporal views x spatial crops per video;
 
 and a baseline must be another model: not the same run folder, and not the same checkpoint
-(``checkpoint_sha256``) of the same model. Two runs in one table must not be the same run (the
+(``checkpoint_sha256``) of the same model; but the same backbone at the same input: the same
+frames and crop, and, when the run has SGS layers and the baseline none, the baseline's cost per
+view must be the run's ``static_gmacs`` (its backbone without SGS, same input; 0.1% apart at most). Two runs in one table must not be the same run (the
 same folder, or the same model, checkpoint, data and settings).
 
 :func:`check_comparable` raises :class:`IncomparableRunsError` (one line naming every difference)
@@ -32,6 +34,7 @@ OVERRIDE_HINT = "--allow-incomparable (allow_incomparable=True) compares them an
 #: settings two runs of one model differ by when they are not the same run
 _RUN_SETTINGS = ("batching", "precision", "crop", "frames", "sampling_rate", "views", "crops", "data_fingerprint")
 _SHOW = 2  # examples named per difference
+_STATIC_RTOL = 1e-3  # the baseline's GMACs per view against the run's backbone without SGS
 
 
 class IncomparableRunsError(AnalysisError):
@@ -147,6 +150,20 @@ def differences(run: pd.DataFrame, other: pd.DataFrame, what: str = "baseline") 
         na, nb = ma.get("num_classes"), mb.get("num_classes")
         if isinstance(na, int) and isinstance(nb, int) and na != nb:
             out.append(f"different classes: {na} in the run, {nb} in the {what}")
+    # the same backbone and input (a baseline only: rows of a table may be other models)
+    if what == "baseline":
+        for k, text in (("frames", "frames"), ("crop", "crop")):
+            if ma.get(k) is not None and mb.get(k) is not None and ma.get(k) != mb.get(k):
+                out.append(f"different input: {text} {ma[k]} in the run, {mb[k]} in the baseline")
+        static = ma.get("static_gmacs")
+        has_sgs = any(isinstance(c, str) and c.startswith("bins.") for c in run.columns)
+        base_sgs = any(isinstance(c, str) and c.startswith("bins.") for c in other.columns)
+        if isinstance(static, (int, float)) and static > 0 and has_sgs and not base_sgs and "gmacs" in other.columns:
+            ok = other["status"].eq("ok") if "status" in other.columns else pd.Series(True, index=other.index)
+            g = pd.to_numeric(other.loc[ok, "gmacs"], errors="coerce").dropna()
+            if len(g) and abs(float(g.mean()) - static) > _STATIC_RTOL * static:
+                out.append(f"another backbone or input: the baseline {name_b} costs {float(g.mean()):.4g} GMACs per view, "
+                           f"the run's backbone without SGS {static:.4g} (same input)")
     # views
     va, vb = _views(run), _views(other)
     if va[2] != vb[2] or (va[0] is not None and vb[0] is not None and va[:2] != vb[:2]):

@@ -105,12 +105,30 @@ def video_scores(log: pd.DataFrame, ensemble: str = "sum", failed: str = "error"
     return v, S
 
 
+class _Pickler(pickle.Pickler):
+    """``pickle.dump`` as the two tools do it, with one change that keeps the loaded objects and
+    makes the bytes reproducible: a tensor's storage is pickled (as torch does) as
+    ``torch.storage._load_from_bytes(<torch.save bytes>)``, but in torch's zip format, not its
+    legacy one, whose bytes hold the storage's memory address."""
+
+    def reducer_override(self, obj):
+        import io
+
+        import torch
+
+        if isinstance(obj, torch.storage.TypedStorage):
+            buf = io.BytesIO()
+            torch.save(obj, buf)
+            return (torch.storage._load_from_bytes, (buf.getvalue(),))
+        return NotImplemented
+
+
 def _dump(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as f:
-            pickle.dump(obj, f, protocol=PICKLE_PROTOCOL)
+            _Pickler(f, protocol=PICKLE_PROTOCOL).dump(obj)
         tmp.replace(path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
