@@ -15,7 +15,15 @@ message; a baseline that covers other videos, classes or views raises
 :class:`IncomparableRunsError`. The figure functions (``plot_*``) import matplotlib only when
 called.
 """
-from atfr_analysis.analysis.aggregate import ENSEMBLES, AnalysisError, bins_layers, num_bins, per_class, video_table
+from atfr_analysis.analysis.aggregate import (
+    ENSEMBLES,
+    AnalysisError,
+    bins_layers,
+    mean_class_accuracy,
+    num_bins,
+    per_class,
+    video_table,
+)
 from atfr_analysis.analysis.comparable import IncomparableRunsError, check_comparable, differences
 from atfr_analysis.analysis.compare import accuracy_by_bins, class_tradeoff, paired_videos
 from atfr_analysis.analysis.confusion import confusion_matrix, most_confused_pairs
@@ -50,6 +58,7 @@ __all__ = [
     "export_predictions",
     "video_table",
     "per_class",
+    "mean_class_accuracy",
     "bins_layers",
     "num_bins",
     "ranking",

@@ -35,6 +35,7 @@ __all__ = [
     "views_per_video",
     "video_table",
     "per_class",
+    "mean_class_accuracy",
 ]
 
 UNKNOWN_CLASS = "(unknown)"
@@ -386,12 +387,22 @@ def _class_stats(views: pd.DataFrame, videos: pd.DataFrame, vkey: pd.Series, dke
     return out
 
 
+def mean_class_accuracy(correct, labels) -> float:
+    """Mean over the distinct labels of the share of right top-1 among that label's videos, in %
+    (mmaction2's ``mean_class_accuracy`` over the classes present); NaN for no video.
+    ``correct``: top-1 right per video (bools); ``labels``: the class id (or name) per video."""
+    c = pd.Series(np.asarray(correct, dtype="float64"))
+    if not len(c):
+        return np.nan
+    return float(100 * c.groupby(np.asarray(labels)).mean().mean())
+
+
 def _mean_class_acc(videos: pd.DataFrame) -> float:
     """Mean over the classes with a labelled ok video of their top-1 (%), NaN without any."""
     ok = videos[(videos["status"] == "ok") & videos["top1"].notna()]
     if not len(ok):
         return np.nan
-    return float(100 * ok["top1"].astype("float64").groupby(ok["class_name"]).mean().mean())
+    return mean_class_accuracy(ok["top1"].astype("float64").to_numpy(), ok["class_name"].to_numpy())
 
 
 def per_class(

@@ -1,5 +1,6 @@
-"""Paper-style tables (model | GFLOPs x views | top-1 | top-5 | params) and the multi-view sweep,
-with writers to Markdown, CSV and LaTeX (no tabulate needed)."""
+"""Paper-style tables (model | GFLOPs x views | top-1 | top-5 | mean class | params) and the
+multi-view sweep, with writers to Markdown (pandas' to_markdown, through tabulate), CSV and LaTeX
+(pandas' Styler.to_latex)."""
 from __future__ import annotations
 
 import re
@@ -258,7 +259,8 @@ def format_paper_table(table: pd.DataFrame, arrows: str = "unicode") -> pd.DataF
 
 # ----------------------------------------------------------------------------------- writers
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".2f", index: bool = False) -> str:
-    """A GitHub-flavoured Markdown table of a DataFrame (numbers right-aligned, NaN blank)."""
+    """A GitHub-flavoured Markdown table of a DataFrame (numbers right-aligned, NaN blank), laid
+    out by pandas' ``to_markdown`` (tabulate) from cells formatted here."""
     d = df.reset_index() if index else df
 
     def cell(v: Any) -> str:
@@ -278,13 +280,10 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".2f", index: bool = False)
         or (any(r[i] for r in rows) and all(_NUMBER.match(r[i]) for r in rows if r[i]))
         for i, c in enumerate(d.columns)
     ]
-    widths = [max([len(h)] + [len(r[i]) for r in rows] + [3]) for i, h in enumerate(header)]
-
-    def line(vals: list[str]) -> str:
-        return "| " + " | ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(vals, widths, numeric)) + " |"
-
-    sep = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
-    return "\n".join([line(header), sep] + [line(r) for r in rows])
+    cells = pd.DataFrame(rows, columns=range(len(header))) if rows else pd.DataFrame(columns=range(len(header)))
+    cells.columns = header
+    return cells.to_markdown(index=False, tablefmt="pipe", disable_numparse=True,
+                             colalign=["right" if n else "left" for n in numeric])
 
 
 def _write(text: str, path: str | Path | None) -> str:
