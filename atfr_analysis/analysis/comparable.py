@@ -55,7 +55,7 @@ def _paths(log: pd.DataFrame) -> dict[str, int] | None:
     """{video path: label} of a log, or None when the log carries no paths."""
     if "path" not in log.columns:
         return None
-    g = log[["path", "label"]].drop_duplicates("path")
+    g = (log[["path", "label"]] if "label" in log.columns else log[["path"]].assign(label=-1)).drop_duplicates("path")
     g = g[g["path"].notna() & (g["path"].astype(str) != "")]
     if not len(g):
         return None

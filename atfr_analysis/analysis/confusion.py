@@ -58,8 +58,9 @@ def _as_matrix(x: pd.DataFrame, ensemble: str) -> pd.DataFrame:
     return confusion_matrix(x, ensemble)
 
 
-def most_confused_pairs(log_or_matrix: pd.DataFrame, n: int = 20, ensemble: str = "sum") -> pd.DataFrame:
-    """The ``n`` (true, predicted) pairs of different classes with the most videos:
+def most_confused_pairs(log_or_matrix: pd.DataFrame, n: int | None = 20, ensemble: str = "sum") -> pd.DataFrame:
+    """The ``n`` (true, predicted) pairs of different classes with the most videos (all of them
+    with ``n=None``):
     ``true_class, predicted, videos`` (count), ``true_videos`` (labelled videos of the true
     class), ``share_pct`` (videos / true_videos, %). Sorted by videos, then share, then class
     ids; pairs with no video are never listed."""
@@ -71,7 +72,9 @@ def most_confused_pairs(log_or_matrix: pd.DataFrame, n: int = 20, ensemble: str 
     t, p = np.nonzero(off)
     c = off[t, p]
     share = 100 * c / rows[t]
-    order = np.lexsort((p, t, -share, -c))[: max(0, int(n))]
+    order = np.lexsort((p, t, -share, -c))
+    if n is not None:
+        order = order[: max(0, int(n))]
     out = pd.DataFrame({
         "true_class": cm.index.to_numpy()[t[order]],
         "predicted": cm.columns.to_numpy()[p[order]],

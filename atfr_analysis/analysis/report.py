@@ -130,6 +130,7 @@ def write_report(
     ``unranked_classes.csv`` (classes below ``min_videos``), ``videos.csv``,
     ``paper_table.{md,csv,tex}``, ``accuracy_vs_views.csv`` (both ensembles),
     ``confusion_matrix.csv`` (counts, true class x predicted class), ``most_confused_pairs.csv``
+    (every pair of different classes with a video, most videos first)
     and the figures (PNG): ``bins_hist.png`` (runs with SGS layers), ``class_distributions.png``,
     ``gmacs_vs_accuracy.png``, ``gmacs_distribution.png``, ``accuracy_vs_views.png``,
     ``confusion.png`` (row-normalised; at most ``confusion_top`` classes, the most confused, or
@@ -166,7 +167,7 @@ def write_report(
     sweep = accuracy_vs_views(df, ensemble)
     sweep_both = accuracy_vs_views_both(df)
     cm = confusion_matrix(df, ensemble)
-    pairs = most_confused_pairs(cm, n=max(20, len(cm)))
+    pairs = most_confused_pairs(cm, n=None)
     select_classes(cm, confusion_classes, confusion_top)  # unknown names fail here, before writing
     labelled_any = bool(vids["top1"].notna().any())
     rank_top1 = None
