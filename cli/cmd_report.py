@@ -6,7 +6,16 @@ from typing import List, Optional
 
 import typer
 
-from atfr_analysis.errors import InputError
+ENSEMBLE_HELP = "combine a video's views by the sum of their softmax (sum, PySlowFast's default) or its element-wise maximum (max)"
+ALLOW_HELP = "compare runs that cover other videos, classes or views (or the same model): the output then says it is not comparable"
+
+
+def _check_ensemble(ensemble: str) -> None:
+    from atfr_analysis.analysis import ENSEMBLES
+    from atfr_analysis.errors import InputError
+
+    if ensemble not in ENSEMBLES:
+        raise InputError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {ensemble!r}")
 
 
 def register(app: typer.Typer) -> None:
@@ -15,23 +24,40 @@ def register(app: typer.Typer) -> None:
         run: Path = typer.Argument(..., help="run folder written by `atfr profile`"),
         out: Path = typer.Option(..., "--out", help="folder for report.md, CSVs and PNGs"),
         baseline: Optional[Path] = typer.Option(None, "--baseline", help="the matching baseline run (accuracy change per class)"),
-        by: str = typer.Option("gmacs", "--by", help="rank classes by mean GMACs per view (gmacs) or fraction of bins kept (bins)"),
+        by: str = typer.Option("gmacs", "--by", help="rank classes by mean GMACs per view (gmacs), fraction of bins kept (bins) or top-1 (top1)"),
         k: int = typer.Option(5, "--k", help="classes at each end of the ranking"),
         min_videos: int = typer.Option(1, "--min-videos", help="classes with fewer ok videos are listed apart, not ranked"),
         n_boot: int = typer.Option(1000, "--boot", help="bootstrap resamples for the confidence intervals"),
         seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
+        ensemble: str = typer.Option("sum", "--ensemble", help=ENSEMBLE_HELP),
+        confusion_top: int = typer.Option(20, "--confusion-top", help="the confusion figure shows at most this many classes (the most confused)"),
+        confusion_classes: Optional[str] = typer.Option(
+            None, "--confusion-classes", help="the classes the confusion figure shows instead: names separated by commas"
+        ),
+        allow_incomparable: bool = typer.Option(False, "--allow-incomparable", help=ALLOW_HELP),
     ) -> None:
-        """Per-class temporal-resolution report of a run: tables, ranking with CIs, plots."""
+        """Per-class temporal-resolution report of a run: tables, ranking with CIs, confusion, plots."""
         from atfr_analysis.analysis import RANK_BY, write_report
+        from atfr_analysis.errors import InputError
         from atfr_analysis.profile.log import load_run
 
         if by not in RANK_BY:
             raise InputError(f"--by must be one of {', '.join(RANK_BY)}, got {by!r}")
-        if k < 1 or min_videos < 1 or n_boot < 1:
-            raise InputError("--k, --min-videos and --boot must be >= 1")
+        _check_ensemble(ensemble)
+        if k < 1 or min_videos < 1 or n_boot < 1 or confusion_top < 1:
+            raise InputError("--k, --min-videos, --boot and --confusion-top must be >= 1")
+        classes = [c.strip() for c in confusion_classes.split(",") if c.strip()] if confusion_classes else None
         log = load_run(run)
         base = load_run(baseline) if baseline else None
-        path = write_report(log, out, baseline=base, by=by, k=k, min_videos=min_videos, n_boot=n_boot, seed=seed)
+        path = write_report(log, out, baseline=base, by=by, k=k, min_videos=min_videos, n_boot=n_boot, seed=seed,
+                            ensemble=ensemble, confusion_classes=classes, confusion_top=confusion_top,
+                            allow_incomparable=allow_incomparable)
+        if base is not None and allow_incomparable:
+            from atfr_analysis.analysis.comparable import differences
+
+            diffs = differences(log, base, "baseline")
+            if diffs:
+                typer.echo("warning: NOT COMPARABLE with the baseline (the report says so): " + "; ".join(diffs), err=True)
         typer.echo(f"wrote {path} (and CSVs, PNGs in {out})")
 
     @app.command("table")
@@ -41,23 +67,30 @@ def register(app: typer.Typer) -> None:
             None, "--baseline", help="baseline run of each ATFR run, in order (repeat the option); default: the static backbone cost"
         ),
         out: Optional[Path] = typer.Option(None, "--out", help="write paper_table.{md,csv,tex} (and accuracy_vs_views.csv) here"),
+        ensemble: str = typer.Option("sum", "--ensemble", help=ENSEMBLE_HELP),
+        allow_incomparable: bool = typer.Option(False, "--allow-incomparable", help=ALLOW_HELP),
     ) -> None:
-        """The paper's table over runs: model | GFLOPs x views | top-1 | top-5 | params, with reductions."""
+        """The paper's table over runs: model | GFLOPs x views | top-1 | top-5 | mean class | params, with reductions."""
         from atfr_analysis.analysis import accuracy_vs_views, paper_table, to_markdown, write_paper_table
         from atfr_analysis.analysis.tables import markdown_table
+        from atfr_analysis.errors import InputError
         from atfr_analysis.profile.log import load_run
 
+        _check_ensemble(ensemble)
         logs = [load_run(r) for r in runs]
         bases = None
         if baseline:
             if len(baseline) != len(logs):
                 raise InputError(f"--baseline given {len(baseline)} time(s) for {len(logs)} run(s): give one per run, in order")
             bases = [load_run(b) for b in baseline]
-        t = paper_table(logs, baselines=bases)
+        t = paper_table(logs, baselines=bases, ensemble=ensemble, allow_incomparable=allow_incomparable)
+        if t.attrs.get("not_comparable"):
+            typer.echo("warning: NOT COMPARABLE rows (the table says so): "
+                       + "; ".join(f"{m}: " + "; ".join(d) for m, d in t.attrs["not_comparable"].items()), err=True)
         typer.echo(to_markdown(t))
         for r, log in zip(runs, logs):
-            sweep = accuracy_vs_views(log)
-            typer.echo(f"\naccuracy vs views used: {r}")
+            sweep = accuracy_vs_views(log, ensemble)
+            typer.echo(f"\naccuracy vs views used ({ensemble} over views): {r}")
             typer.echo(markdown_table(sweep))
             if out:
                 Path(out).mkdir(parents=True, exist_ok=True)

@@ -131,3 +131,27 @@ def planted_log(
             vids.append({"label": c, "views": vv})
     return build_log(vids, names, layers=None if baseline else {l: B for l in layers}, crops=crops,
                      meta={"static_gmacs": static_gmacs})
+
+
+def write_run(run_dir, log: pd.DataFrame, meta: dict[str, Any] | None = None):
+    """Write a views table as a run folder (run.json + one part), as the profiler does, so the
+    CLI can read it; ``meta`` overrides keys of ``log.attrs["meta"]``. Returns the folder."""
+    from pathlib import Path
+
+    from atfr_analysis.profile.log import write_meta, write_parts
+
+    run_dir = Path(run_dir)
+    m = dict(log.attrs["meta"])
+    m.update(meta or {})
+    layers = [c[len("bins."):] for c in log.columns if c.startswith("bins.")]
+    vids = []
+    for vid, g in log.groupby("video_id"):
+        ok = g[g["status"] == "ok"]
+        s = np.sum(np.stack(ok["scores"].tolist()), axis=0).astype("float32") if len(ok) else None
+        vids.append({"video_id": vid, "path": g["path"].iloc[0], "label": g["label"].iloc[0],
+                     "class_name": g["class_name"].iloc[0], "status": "ok" if len(ok) else "failed",
+                     "error": None if len(ok) else "all views failed", "views_ok": len(ok),
+                     "scores_sum": s, "top1_id": int(np.argmax(s)) if s is not None else -1})
+    write_meta(run_dir, m)
+    write_parts(run_dir, log.to_dict("records"), vids, layers, "0of1-20260101T000000000000-test-0")
+    return run_dir

@@ -284,7 +284,7 @@ def _check_report(path, figures):
 
 
 ALL_FIGS = ["bins_hist.png", "class_distributions.png", "gmacs_vs_accuracy.png", "gmacs_distribution.png",
-            "accuracy_vs_views.png"]
+            "accuracy_vs_views.png", "confusion.png"]
 
 
 def test_report_with_failed_rows_and_baseline(tmp_path):
@@ -292,7 +292,7 @@ def test_report_with_failed_rows_and_baseline(tmp_path):
     base = planted_log(n_classes=7, videos_per_class=4, views=3, crops=1, baseline=True, seed=9)
     p = write_report(log, tmp_path / "r", baseline=base, by="bins", k=3, n_boot=100)
     assert p == tmp_path / "r" / "report.md"
-    text = _check_report(p, ALL_FIGS + ["delta_vs_reduction.png"])
+    text = _check_report(p, ALL_FIGS + ["delta_vs_reduction.png", "accuracy_by_bins.png"])
     assert "5 failed" in text and "lowest" in text and "highest" in text
     assert "## Paper-style table" in text and "(↓" in text
     pc = pd.read_csv(tmp_path / "r" / "per_class.csv")

@@ -5,9 +5,11 @@ A log is the views table of a run (``atfr_analysis.load_run``): one row per (vid
 
 * only rows with ``status == "ok"`` enter any statistic; failed rows are counted, never used;
 * a video is *ok* when at least one of its views is ok; its prediction is the sum of the softmax
-  over its ok views (PySlowFast TestMeter ensembling); top-1 / top-5 are correct when the label
-  is among the k highest summed scores (ties broken towards the lower class id);
-* accuracy is over labelled ok videos (``label >= 0``), in percent;
+  over its ok views (PySlowFast TestMeter ensembling, ``ensemble="sum"``) or their element-wise
+  maximum (PySlowFast's ``ENSEMBLE_METHOD: max``, ``ensemble="max"``); top-1 / top-5 are correct
+  when the label is among the k highest video scores (ties broken towards the lower class id);
+* accuracy is over labelled ok videos (``label >= 0``), in percent; mean class accuracy is the
+  mean over the classes with a labelled ok video of their top-1;
 * ``gmacs_x_views`` of a video = sum over its ok views of the per-view ``gmacs`` (conv_fc);
 * ``frac.<layer>`` = active bins / B of that SGS layer (B from ``meta["sgs_layers"]``; columns
   are omitted for layers whose B is unknown); ``frac_kept`` = mean of ``frac.<layer>`` over the
@@ -20,10 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from atfr_analysis.errors import AtfrError
+from atfr_analysis.errors import InputError
 
 __all__ = [
     "AnalysisError",
+    "ENSEMBLES",
     "UNKNOWN_CLASS",
     "OVERALL",
     "bins_layers",
@@ -32,9 +35,12 @@ __all__ = [
     "views_per_video",
     "video_table",
     "per_class",
+    "mean_class_accuracy",
 ]
 
 UNKNOWN_CLASS = "(unknown)"
+#: how a video's views are combined: sum of softmax (PySlowFast's default) or element-wise max
+ENSEMBLES = ("sum", "max")
 OVERALL = "overall"
 _CHUNK_ROWS = 20_000  # rows of score vectors stacked at once
 _PREPARED = "_atfr_analysis_prepared"  # attrs flag of a frame _prepare made (internal only)
@@ -49,8 +55,15 @@ class _SharedMeta(dict):
         return self
 
 
-class AnalysisError(AtfrError, ValueError):
-    """Input the analysis cannot use (empty log, no ok rows, unknown option); one-line message."""
+class AnalysisError(InputError):
+    """Input the analysis cannot use (empty log, no ok rows, unknown option); one-line message.
+    An :class:`~atfr_analysis.errors.AtfrError` (and a ``ValueError``)."""
+
+
+def _check_ensemble(ensemble: str) -> str:
+    if ensemble not in ENSEMBLES:
+        raise AnalysisError(f"unknown ensemble={ensemble!r}: choose one of {', '.join(repr(e) for e in ENSEMBLES)}")
+    return ensemble
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -188,11 +201,15 @@ def _num_classes(df: pd.DataFrame) -> int | None:
         return len(names) if names else None
 
 
-def _summed_scores(ok: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(video ids, summed softmax per video) over the given ok rows (sorted by video_id).
+def _video_scores(ok: pd.DataFrame, ensemble: str = "sum") -> tuple[np.ndarray, np.ndarray]:
+    """(video ids, video-level scores) over the given ok rows (sorted by video_id): the sum of the
+    softmax over a video's views (``ensemble="sum"``) or its element-wise maximum (``"max"``).
 
     Rows without a score vector are skipped; a video none of whose rows has one gets NaN.
-    Without a ``scores`` column the top-5 (ids, scores) pairs are summed instead (sparse)."""
+    Without a ``scores`` column the top-5 (ids, scores) pairs are combined instead (sparse: the
+    classes outside a view's top 5 count as 0 there)."""
+    _check_ensemble(ensemble)
+    reduce = np.add if ensemble == "sum" else np.maximum
     vids_all = ok["video_id"].to_numpy()
     uniq = np.unique(vids_all)
     if "scores" in ok.columns:
@@ -212,8 +229,8 @@ def _summed_scores(ok: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         while i < len(have):
             j = max(i + 1, int(np.searchsorted(bounds, bounds[i] + _CHUNK_ROWS, side="right")) - 1)
             j = min(j, len(have))
-            mat = np.stack(col[bounds[i]:bounds[j]])
-            out[i:j] = np.add.reduceat(mat, starts[i:j] - bounds[i], axis=0, dtype="float64")
+            mat = np.stack(col[bounds[i]:bounds[j]]).astype("float64")
+            out[i:j] = reduce.reduceat(mat, starts[i:j] - bounds[i], axis=0)
             i = j
     else:
         ids = ok["top5_ids"].to_numpy(dtype=object)
@@ -224,12 +241,17 @@ def _summed_scores(ok: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         out = np.zeros((len(uniq), C))
         for v, a, b in zip(vids_all, ids, sc):
             if a is not None and b is not None:
-                np.add.at(out[pos[v]], np.asarray(a, dtype="int64"), np.asarray(b, dtype="float64"))
+                reduce.at(out[pos[v]], np.asarray(a, dtype="int64"), np.asarray(b, dtype="float64"))
     if len(have) == len(uniq):
         return uniq, out
     full = np.full((len(uniq), out.shape[1]), np.nan)
     full[np.searchsorted(uniq, have)] = out
     return uniq, full
+
+
+def _summed_scores(ok: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(video ids, summed softmax per video): :func:`_video_scores` with ``ensemble="sum"``."""
+    return _video_scores(ok, "sum")
 
 
 def _topk(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, pd.array, pd.array]:
@@ -257,7 +279,7 @@ def _topk(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, pd.array,
     return pred_a, t1a, t5a
 
 
-def _video_level(df: pd.DataFrame) -> pd.DataFrame:
+def _video_level(df: pd.DataFrame, ensemble: str = "sum") -> pd.DataFrame:
     """Per-video table of a prepared frame (ok rows used, failed rows counted)."""
     g = df.groupby("video_id", sort=True)
     first = g[["path", "label", "class_name"]].first()
@@ -270,7 +292,7 @@ def _video_level(df: pd.DataFrame) -> pd.DataFrame:
     out["status"] = np.where(out["views_ok"] > 0, "ok", "failed")
     ok = df[df["_ok"]]
     gok = ok.groupby("video_id", sort=True)
-    vids, sc = _summed_scores(ok)
+    vids, sc = _video_scores(ok, ensemble)
     pred, t1, t5 = _topk(sc, out.loc[vids, "label"].to_numpy())
     out["pred"] = pd.Series(pred, index=vids, dtype="Int64").reindex(out.index)
     out["top1"] = pd.Series(t1, index=vids, dtype="boolean").reindex(out.index)
@@ -281,23 +303,28 @@ def _video_level(df: pd.DataFrame) -> pd.DataFrame:
     out["gmacs_per_view"] = gok["gmacs"].mean().reindex(out.index)
     for c in [c for c in df.columns if c.startswith(("bins.", "frac.")) or c == "frac_kept"]:
         out[c] = gok[c].mean().reindex(out.index)
-    out["scores_sum"] = pd.Series(list(sc), index=vids, dtype=object).reindex(out.index)
+    out[f"scores_{ensemble}"] = pd.Series(list(sc), index=vids, dtype=object).reindex(out.index)
     out = out.reset_index()
     out.attrs = _public_attrs(df)
+    out.attrs["ensemble"] = ensemble
     return out
 
 
-def video_table(log: pd.DataFrame) -> pd.DataFrame:
+def video_table(log: pd.DataFrame, ensemble: str = "sum") -> pd.DataFrame:
     """One row per video.
 
+    ``ensemble``: "sum" (softmax summed over the video's ok views, PySlowFast's default) or "max"
+    (element-wise maximum over them, PySlowFast's ``ENSEMBLE_METHOD: max``).
+
     Columns: ``video_id, path, label, class_name, views_ok, views_failed, status`` ("ok" when at
-    least one view is ok), ``pred`` (top-1 class id of the summed scores), ``top1``, ``top5``
+    least one view is ok), ``pred`` (top-1 class id of the video scores), ``top1``, ``top5``
     (nullable bool; NA when unlabelled or failed), ``gmacs_x_views`` (sum over the ok views of
     per-view gmacs; likewise ``gmacs_fvcore_x_views``, ``gmacs_executed_x_views``),
     ``gmacs_per_view`` (mean), ``bins.<layer>`` (mean active bins over the ok views),
-    ``frac.<layer>`` and ``frac_kept`` when B is known, ``scores_sum`` (summed softmax vector).
+    ``frac.<layer>`` and ``frac_kept`` when B is known, ``scores_sum`` (summed softmax vector; with
+    ``ensemble="max"`` ``scores_max``, the element-wise maximum). ``attrs["ensemble"]``.
     """
-    return _video_level(_prepare(log))
+    return _video_level(_prepare(log), _check_ensemble(ensemble))
 
 
 # ------------------------------------------------------------------------------ per class
@@ -346,20 +373,59 @@ def _class_stats(views: pd.DataFrame, videos: pd.DataFrame, vkey: pd.Series, dke
     return out
 
 
-def per_class(log: pd.DataFrame, baseline: pd.DataFrame | None = None) -> pd.DataFrame:
+def mean_class_accuracy(correct, labels) -> float:
+    """Mean over the distinct labels of the share of right top-1 among that label's videos, in %
+    (mmaction2's ``mean_class_accuracy`` over the classes present); NaN for no video.
+    ``correct``: top-1 right per video (bools); ``labels``: the class id (or name) per video."""
+    c = pd.Series(np.asarray(correct, dtype="float64"))
+    if not len(c):
+        return np.nan
+    return float(100 * c.groupby(np.asarray(labels)).mean().mean())
+
+
+def _mean_class_acc(videos: pd.DataFrame) -> float:
+    """Mean over the classes with a labelled ok video of their top-1 (%), NaN without any."""
+    ok = videos[(videos["status"] == "ok") & videos["top1"].notna()]
+    if not len(ok):
+        return np.nan
+    return mean_class_accuracy(ok["top1"].astype("float64").to_numpy(), ok["class_name"].to_numpy())
+
+
+def per_class(
+    log: pd.DataFrame,
+    baseline: pd.DataFrame | None = None,
+    ensemble: str = "sum",
+    allow_incomparable: bool = False,
+) -> pd.DataFrame:
     """One row per class (sorted by name) plus an ``"overall"`` row.
 
     Columns: ``class_name, videos`` (ok videos), ``videos_failed, views`` (ok views),
     ``failures`` (failed views), ``labelled, top1, top5`` (video-level, % of labelled ok videos),
+    ``mean_class_acc`` (overall row only: the mean of the classes' top-1, mmaction2's
+    ``mean_class_accuracy``; NaN on class rows, where it would be their top-1),
     ``gmacs_per_view_mean/_std``, ``gmacs_fvcore_per_view_mean``, ``gmacs_x_views_mean`` (mean over
     ok videos of the sum over their ok views), ``reduction_pct`` (per-view cost vs
     ``meta["static_gmacs"]``; omitted without it), per SGS layer ``bins.<layer>_mean``, ``_median``,
     ``_std``, ``_p10``, ``_p90`` over ok views, the same for ``frac.<layer>`` (bins / B; omitted
     without B) and ``frac_kept_mean``. With a baseline log: ``top1_delta``, ``top5_delta``
-    (points) and ``gmacs_reduction_vs_baseline_pct`` (per-view cost), joined on class_name.
+    (points), ``mean_class_acc_delta`` (overall row) and ``gmacs_reduction_vs_baseline_pct``
+    (per-view cost), joined on class_name.
+
+    ``ensemble``: how a video's views are combined ("sum" or "max", see :func:`video_table`).
+    A baseline must be comparable (same videos, classes and views, another model; see
+    :mod:`atfr_analysis.analysis.comparable`): else :class:`IncomparableRunsError`, unless
+    ``allow_incomparable``; then ``attrs["not_comparable"]`` lists the differences.
     """
+    _check_ensemble(ensemble)
     df = _prepare(log)
-    vids = _video_level(df)
+    diffs: list[str] = []
+    base_df = None
+    if baseline is not None:
+        from atfr_analysis.analysis.comparable import check_comparable
+
+        base_df = df if baseline is log else _prepare(baseline, "baseline")
+        diffs = check_comparable(df, base_df, "baseline", allow=allow_incomparable)
+    vids = _video_level(df, ensemble)
     static = _meta(df).get("static_gmacs")
     static = float(static) if isinstance(static, (int, float)) and static > 0 else None
     by_class = _class_stats(df, vids, df["class_name"], vids["class_name"], static)
@@ -367,13 +433,19 @@ def per_class(log: pd.DataFrame, baseline: pd.DataFrame | None = None) -> pd.Dat
         df, vids, pd.Series(OVERALL, index=df.index), pd.Series(OVERALL, index=vids.index), static
     )
     out = pd.concat([by_class, overall]).reset_index()
-    if baseline is not None:
-        base = per_class(baseline).set_index("class_name")
+    mca = np.full(len(out), np.nan)
+    mca[-1] = _mean_class_acc(vids)
+    out.insert(int(out.columns.get_loc("top5")) + 1, "mean_class_acc", mca)
+    if base_df is not None:
+        base = per_class(base_df, ensemble=ensemble).set_index("class_name")
         key = out["class_name"]
         out["top1_delta"] = out["top1"].to_numpy() - base["top1"].reindex(key).to_numpy()
         out["top5_delta"] = out["top5"].to_numpy() - base["top5"].reindex(key).to_numpy()
+        out["mean_class_acc_delta"] = out["mean_class_acc"].to_numpy() - base["mean_class_acc"].reindex(key).to_numpy()
         out["gmacs_reduction_vs_baseline_pct"] = 100 * (
             1 - out["gmacs_per_view_mean"].to_numpy() / base["gmacs_per_view_mean"].reindex(key).to_numpy()
         )
-    out.attrs = {"meta": dict(_meta(df))}
+    out.attrs = {"meta": dict(_meta(df)), "ensemble": ensemble}
+    if diffs:
+        out.attrs["not_comparable"] = diffs
     return out

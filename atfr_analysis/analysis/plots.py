@@ -1,6 +1,8 @@
 """Figures of a profiling log (matplotlib Agg + seaborn, PNG). Every function returns the path.
 
-Global matplotlib / seaborn state is left alone: styles are applied in a context."""
+Global matplotlib / seaborn state is left alone: styles are applied in a context. The PNGs are
+byte-reproducible: no software version in their metadata, and the jitter of strip plots comes
+from a seeded generator (seaborn's draws from NumPy's global one)."""
 from __future__ import annotations
 
 import textwrap
@@ -25,6 +27,8 @@ from atfr_analysis.analysis.ranking import _check_by, _per_video, ranking
 from atfr_analysis.analysis.tables import accuracy_vs_views
 
 __all__ = [
+    "plot_confusion",
+    "plot_accuracy_by_bins",
     "plot_bins_hist",
     "plot_class_distributions",
     "plot_gmacs_vs_accuracy",
@@ -35,6 +39,10 @@ __all__ = [
 
 DPI = 120
 LOW_COLOR, HIGH_COLOR = "#4C72B0", "#DD8452"
+#: one colour per model (run first, then its baseline), from seaborn's colour-blind palette
+MODEL_COLORS = ("#0173B2", "#DE8F05", "#029E73", "#CC78BC", "#CA9161", "#949494")
+#: PNG metadata: matplotlib writes its version as "Software" unless told not to
+PNG_METADATA = {"Software": None}
 
 
 @contextmanager
@@ -57,7 +65,7 @@ def _save(fig, path, rect=None) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout(**({"rect": rect} if rect else {}))
-    fig.savefig(p, dpi=DPI)
+    fig.savefig(p, dpi=DPI, metadata=PNG_METADATA)
     return p
 
 
@@ -150,8 +158,11 @@ def plot_class_distributions(
             warnings.filterwarnings("ignore", message=r".*vert: bool.*")
             sns.boxplot(data=data, x="value", y="label", order=ylabels, hue="end", palette=pal, ax=ax,
                         showfliers=False, width=0.6, boxprops={"alpha": 0.45}, legend=False, dodge=False)
-        sns.stripplot(data=data, x="value", y="label", order=ylabels, hue="end", palette=pal, ax=ax,
-                      size=3.5, alpha=0.8, jitter=0.15, legend=False, dodge=False)
+        # the points, jittered by a seeded generator (seaborn's stripplot jitters with np.random)
+        rng = np.random.default_rng(seed)
+        ypos = {l: i for i, l in enumerate(ylabels)}
+        yy = data["label"].map(ypos).to_numpy(dtype="float64") + rng.uniform(-0.15, 0.15, len(data))
+        ax.scatter(data["value"], yy, s=12, alpha=0.8, c=data["end"].map(pal).tolist(), linewidths=0, zorder=3)
         y = np.arange(len(order))
         ax.errorbar(order["value"], y, xerr=[order["value"] - order["ci_low"], order["ci_high"] - order["value"]],
                     fmt="D", color="k", ms=5, capsize=4, lw=1.4, label="class mean, 95% bootstrap CI (videos resampled)")
@@ -277,28 +288,130 @@ def plot_gmacs_distribution(log: pd.DataFrame, path: str | Path) -> Path:
 
 # ----------------------------------------------------------------- accuracy vs number of views
 def plot_accuracy_vs_views(
-    log: pd.DataFrame, path: str | Path, baseline: pd.DataFrame | None = None, *, sweep: pd.DataFrame | None = None
+    log: pd.DataFrame,
+    path: str | Path,
+    baseline: pd.DataFrame | None = None,
+    *,
+    sweep: pd.DataFrame | None = None,
+    ensemble: str = "sum",
 ) -> Path:
-    """Top-1 / top-5 vs mean GFLOPs x views when using the first 1..V temporal views per video
-    (and of a baseline run, dashed). ``sweep``: ``accuracy_vs_views(log)`` already computed."""
+    """Top-1 (solid) / top-5 (dashed) vs mean GFLOPs x views when using the first 1..V temporal
+    views per video, one colour per model (the run, and a baseline run when given), the views
+    combined by ``ensemble``. ``sweep``: ``accuracy_vs_views(log, ensemble)`` already computed."""
     if sweep is None:
-        sweep = accuracy_vs_views(log)
-    runs = [(run_name(log), sweep, "-")]
+        sweep = accuracy_vs_views(log, ensemble)
+    runs = [(run_name(log), sweep)]
     if baseline is not None:
-        runs.append((run_name(baseline, "baseline") + " (baseline)", accuracy_vs_views(baseline), "--"))
-    with _figure((7.6, 4.8)) as (fig, ax):
-        for name, s, ls in runs:
-            for col, color, lab in (("top1", LOW_COLOR, "top-1"), ("top5", HIGH_COLOR, "top-5")):
+        runs.append((run_name(baseline, "baseline") + " (baseline)", accuracy_vs_views(baseline, ensemble)))
+    with _figure((7.8, 5.0)) as (fig, ax):
+        for (name, s), color in zip(runs, MODEL_COLORS):
+            for col, ls, marker, lab in (("top1", "-", "o", "top-1"), ("top5", "--", "s", "top-5")):
                 if s[col].notna().any():
-                    ax.plot(s["gflops_x_views"], s[col], ls=ls, marker="o", color=color, label=f"{name} {lab}")
+                    ax.plot(s["gflops_x_views"], s[col], ls=ls, marker=marker, color=color, ms=5, label=f"{name} {lab}")
             if s["top1"].notna().any():
                 for r in s.itertuples():
                     ax.annotate(f"{r.views}", (r.gflops_x_views, r.top1), xytext=(0, -13), textcoords="offset points",
-                                fontsize=8, ha="center", color="0.3")
+                                fontsize=8, ha="center", color=color)
         ax.set_xlabel("mean GFLOPs x views per video (sum over the views used)")
         ax.set_ylabel("accuracy (%), video-level")
-        ax.set_title(_title(log, "accuracy vs views used (numbers: views)"))
-        ax.legend(loc="best", fontsize=8.5)
+        how = "softmax summed" if ensemble == "sum" else "max of softmax"
+        ax.set_title(_title(log, f"accuracy vs views used ({how} over views; numbers: views)"))
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo - 0.04 * (hi - lo), hi)  # room for the view counts under the lowest points
+        # below the axes: inside, the legend hides points wherever it goes
+        ncol = 2
+        fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=ncol, fontsize=8.5, frameon=False)
+        rows = -(-len(ax.get_legend_handles_labels()[0]) // ncol)
+        return _save(fig, path, rect=(0, (0.1 + 0.22 * rows) / fig.get_figheight(), 1, 1))
+
+
+# -------------------------------------------------------------------------- confusion matrix
+def plot_confusion(
+    log: pd.DataFrame,
+    path: str | Path,
+    classes: list[str] | None = None,
+    top: int = 20,
+    ensemble: str = "sum",
+    *,
+    matrix: pd.DataFrame | None = None,
+) -> Path:
+    """Row-normalised confusion matrix (% of each true class's labelled videos), as a heatmap.
+
+    Up to ``top`` classes are shown: all when there are that few, else the ``top`` classes
+    involved in the most errors, or the ``classes`` named by the user; a last column then holds
+    the share predicted as any class not shown, so each row sums to 100%. ``matrix``:
+    ``confusion_matrix(log, ensemble)`` already computed."""
+    import seaborn as sns
+
+    from atfr_analysis.analysis.confusion import OTHER, confusion_matrix, normalised_subset, select_classes
+
+    cm = confusion_matrix(log, ensemble) if matrix is None else matrix
+    if not len(cm):
+        raise AnalysisError("no classes: nothing to draw a confusion matrix of")
+    ids, why = select_classes(cm, classes, top)
+    P = normalised_subset(cm, ids)
+    n = len(ids)
+    width = max(len(_short(c)) for c in P.columns)
+    fs = 9 if n <= 15 else 8 if n <= 25 else 6.5
+    cell = 0.42 if n <= 25 else 0.3
+    side = 0.7 + 0.0078 * fs * width  # inches of room for the class names (+ the video counts)
+    cols = P.shape[1]
+    with _figure((side + 0.3 + cell * cols + 1.5, side + cell * n + 1.0)) as (fig, ax):
+        # cells with no video stay blank; others show their share, "<1" when it rounds to 0
+        annot = P.map(lambda v: "" if pd.isna(v) or v == 0 else "<1" if v < 0.5 else f"{v:.0f}") if n <= 30 else False
+        sns.heatmap(P, ax=ax, cmap="Blues", vmin=0, vmax=100, annot=annot, fmt="", mask=P.isna(),
+                    annot_kws={"fontsize": fs - 0.5}, linewidths=0.5, linecolor="white", square=True,
+                    cbar_kws={"label": "% of the true class's videos", "shrink": 0.7})
+        ax.set_xticks(np.arange(P.shape[1]) + 0.5)
+        ax.set_xticklabels([_short(c) for c in P.columns], rotation=60, ha="right", rotation_mode="anchor", fontsize=fs)
+        ax.set_yticks(np.arange(n) + 0.5)
+        counts = P.attrs.get("row_videos", [])
+        ax.set_yticklabels([f"{_short(c)} ({k})" for c, k in zip(P.index, counts)], rotation=0, fontsize=fs)
+        if P.shape[1] > n:
+            ax.axvline(n, color="0.3", lw=1.2)
+        ax.set_xlabel("predicted class" + (f"  (last column: {OTHER})" if P.shape[1] > n else ""))
+        ax.set_ylabel("true class (labelled videos)")
+        how = "sum" if ensemble == "sum" else "max"
+        ax.set_title(_title(log, f"confusion matrix, row-normalised: {why}; {cm.attrs.get('videos', '?')} "
+                                 f"labelled videos, views combined by {how}", width=max(40, int(11 * (cell * cols + 1.5)))),
+                     fontsize=10.5)
+        return _save(fig, path)
+
+
+def _short(name: str, width: int = 30) -> str:
+    """A class name cut to ``width`` characters in the middle (names that share a long start
+    differ at their end)."""
+    name = str(name)
+    if len(name) <= width:
+        return name
+    tail = (width - 1) // 2
+    return name[: width - 1 - tail] + "…" + name[-tail:]
+
+
+# ------------------------------------------------------------ accuracy where SGS keeps few bins
+def plot_accuracy_by_bins(table: pd.DataFrame, path: str | Path, run: str = "ATFR", baseline: str = "baseline") -> Path:
+    """Top-1 of the ATFR run and of its baseline on the same videos, per group of videos by the
+    bins SGS kept (``accuracy_by_bins`` table), with the number of videos per group."""
+    if not len(table):
+        raise AnalysisError("no videos ok and labelled in both runs: nothing to plot")
+    metric = table.attrs.get("metric", "bins kept")
+    with _figure((8.2, 4.8)) as (fig, ax):
+        x = np.arange(len(table))
+        w = 0.38
+        ax.bar(x - w / 2, table["top1_baseline"], w, color=MODEL_COLORS[1], label=f"{baseline} (baseline)")
+        ax.bar(x + w / 2, table["top1"], w, color=MODEL_COLORS[0], label=f"{run}")
+        spec = ".2f" if "fraction" in metric else ".1f"
+        ax.set_xticks(x)
+        ax.set_xticklabels([f"{r.bins_kept_min:{spec}}-{r.bins_kept_max:{spec}}\n{r.videos} videos" for r in table.itertuples()],
+                           fontsize=8.5)
+        for xi, r in zip(x, table.itertuples()):
+            ax.annotate(f"{r.top1_delta:+.0f}", (xi + w / 2, r.top1), xytext=(0, 3), textcoords="offset points",
+                        ha="center", fontsize=8, color="0.2")
+        ax.set_ylim(0, 112)
+        ax.set_xlabel(f"groups of videos by {metric} in the ATFR run (fewest first)")
+        ax.set_ylabel("top-1 (%), same videos")
+        ax.set_title(textwrap.fill(f"{run} vs {baseline}: accuracy where SGS keeps few bins (numbers: top-1 change, points)", 72))
+        ax.legend(loc="upper left", fontsize=8.5, ncol=2)
         return _save(fig, path)
 
 

@@ -7,11 +7,11 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from atfr_analysis.analysis.aggregate import AnalysisError, _prepare, bins_layers, num_bins
+from atfr_analysis.analysis.aggregate import AnalysisError, _check_ensemble, _prepare, _video_level, bins_layers, num_bins
 
 __all__ = ["RANK_BY", "ranking", "class_values", "below_min_videos"]
 
-RANK_BY = ("gmacs", "bins")
+RANK_BY = ("gmacs", "bins", "top1")
 RANKING_COLUMNS = ["end", "rank", "class_name", "value", "ci_low", "ci_high", "videos", "overlaps_other_end"]
 
 
@@ -35,8 +35,15 @@ def _metric(df: pd.DataFrame, by: str) -> tuple[pd.Series, str]:
     return df[[f"bins.{l}" for l in layers]].mean(axis=1, skipna=True), "mean active bins (B unknown)"
 
 
-def _per_video(df: pd.DataFrame, by: str) -> tuple[pd.DataFrame, str]:
-    """Per ok video: class, sum and count of the ranked per-view quantity."""
+def _per_video(df: pd.DataFrame, by: str, ensemble: str = "sum") -> tuple[pd.DataFrame, str]:
+    """Per ok video: class, sum and count of the ranked per-view quantity (``by="top1"``: per
+    labelled ok video, 100 when its top-1 is right, else 0, count 1)."""
+    if by == "top1":
+        v = _video_level(df, _check_ensemble(ensemble))
+        v = v[(v["status"] == "ok") & v["top1"].notna()]
+        pv = pd.DataFrame({"video_id": v["video_id"].to_numpy(), "class_name": v["class_name"].to_numpy(),
+                           "sum": 100.0 * v["top1"].astype("float64").to_numpy(), "n": np.ones(len(v))})
+        return pv, f"top-1 accuracy (%, video-level, views combined by {ensemble})"
     x, what = _metric(df, by)
     ok = df["_ok"] & x.notna()
     t = pd.DataFrame({"video_id": df["video_id"][ok], "class_name": df["class_name"][ok], "x": x[ok].astype(float)})
@@ -67,18 +74,19 @@ def _bootstrap(sums: np.ndarray, counts: np.ndarray, n_boot: int, seed: int, nam
     return float(lo), float(hi)
 
 
-def class_values(log: pd.DataFrame, by: str = "gmacs", n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def class_values(log: pd.DataFrame, by: str = "gmacs", n_boot: int = 1000, seed: int = 0, ensemble: str = "sum") -> pd.DataFrame:
     """Per class (with at least one ok video): ``class_name, value, ci_low, ci_high, videos``.
 
     ``value`` is the mean over the class's ok views of the ranked quantity (GMACs per view, or the
-    fraction of bins kept averaged over SGS layers); the CI is a percentile bootstrap (95%) that
+    fraction of bins kept averaged over SGS layers), or with ``by="top1"`` the class's video-level
+    top-1 (%, over its labelled ok videos); the CI is a percentile bootstrap (95%) that
     resamples the class's videos. Sorted by value, then class name."""
     _check_by(by)
-    return _class_values(_prepare(log), by, n_boot, seed)
+    return _class_values(_prepare(log), by, n_boot, seed, ensemble)
 
 
-def _class_values(df: pd.DataFrame, by: str, n_boot: int, seed: int) -> pd.DataFrame:
-    pv, what = _per_video(df, by)
+def _class_values(df: pd.DataFrame, by: str, n_boot: int, seed: int, ensemble: str = "sum") -> pd.DataFrame:
+    pv, what = _per_video(df, by, ensemble)
     rows = []
     for name, grp in pv.groupby("class_name", sort=True):
         s, c = grp["sum"].to_numpy(float), grp["n"].to_numpy(float)
@@ -92,14 +100,15 @@ def _class_values(df: pd.DataFrame, by: str, n_boot: int, seed: int) -> pd.DataF
 
 
 def below_min_videos(log: pd.DataFrame, min_videos: int, by: str = "gmacs") -> pd.DataFrame:
-    """Classes left out of a ranking because they have fewer than ``min_videos`` ok videos:
-    ``class_name, videos`` (0 for classes whose every video failed), sorted by name."""
+    """Classes left out of a ranking because they have fewer than ``min_videos`` ok videos
+    (``by="top1"``: labelled ok videos): ``class_name, videos`` (0 for classes whose every video
+    failed), sorted by name."""
     _check_by(by)
     return _below(_prepare(log), min_videos, by)
 
 
-def _below(df: pd.DataFrame, min_videos: int, by: str) -> pd.DataFrame:
-    pv, _ = _per_video(df, by)
+def _below(df: pd.DataFrame, min_videos: int, by: str, ensemble: str = "sum") -> pd.DataFrame:
+    pv, _ = _per_video(df, by, ensemble)
     counts = pv.groupby("class_name").size().reindex(sorted(set(df["class_name"])), fill_value=0)
     small = counts[counts < max(1, int(min_videos))]
     return pd.DataFrame({"class_name": small.index.astype(str), "videos": small.to_numpy(dtype="int64")})
@@ -112,11 +121,13 @@ def ranking(
     min_videos: int = 1,
     n_boot: int = 1000,
     seed: int = 0,
+    ensemble: str = "sum",
 ) -> pd.DataFrame:
     """The k classes with the lowest and the k with the highest ``by`` value.
 
     ``by="gmacs"``: mean GMACs per view; ``by="bins"``: mean fraction of bins kept over the SGS
-    layers (mean active bins when B is unknown; AnalysisError for a log without bins columns).
+    layers (mean active bins when B is unknown; AnalysisError for a log without bins columns);
+    ``by="top1"``: video-level top-1 (%; views combined by ``ensemble``).
     Only classes with at least ``min_videos`` ok videos are ranked. With fewer than 2k of them the
     two ends split the classes (the lowest end gets the odd one), so no class is at both ends.
 
@@ -130,9 +141,10 @@ def ranking(
     _check_by(by)
     if int(k) < 1:
         raise AnalysisError(f"k must be >= 1, got {k}")
+    _check_ensemble(ensemble)
     df = _prepare(log)
-    vals = _class_values(df, by, n_boot, seed)
-    small = _below(df, min_videos, by)
+    vals = _class_values(df, by, n_boot, seed, ensemble)
+    small = _below(df, min_videos, by, ensemble)
     eligible = vals[~vals["class_name"].isin(set(small["class_name"]))].reset_index(drop=True)
     n = len(eligible)
     n_low = min(int(k), (n + 1) // 2)
@@ -155,6 +167,7 @@ def ranking(
     out["overlaps_other_end"] = out["overlaps_other_end"].astype(bool)
     out.attrs = {
         "by": by,
+        "ensemble": ensemble,
         "metric": vals.attrs.get("metric", by),
         "k": int(k),
         "min_videos": int(min_videos),

@@ -1,5 +1,6 @@
-"""Paper-style tables (model | GFLOPs x views | top-1 | top-5 | params) and the multi-view sweep,
-with writers to Markdown, CSV and LaTeX (no tabulate needed)."""
+"""Paper-style tables (model | GFLOPs x views | top-1 | top-5 | mean class | params) and the
+multi-view sweep, with writers to Markdown (pandas' to_markdown, through tabulate), CSV and LaTeX
+(pandas' Styler.to_latex)."""
 from __future__ import annotations
 
 import re
@@ -10,21 +11,26 @@ import numpy as np
 import pandas as pd
 
 from atfr_analysis.analysis.aggregate import (
+    ENSEMBLES,
     AnalysisError,
+    _check_ensemble,
     _is_atfr,
+    _mean_class_acc,
     _meta,
     _prepare,
-    _summed_scores,
     _topk,
     _video_level,
+    _video_scores,
     run_name,
     views_per_video,
 )
+from atfr_analysis.analysis.comparable import NOT_COMPARABLE, IncomparableRunsError, OVERRIDE_HINT, differences
 
 __all__ = [
     "paper_table",
     "format_paper_table",
     "accuracy_vs_views",
+    "accuracy_vs_views_both",
     "markdown_table",
     "to_markdown",
     "to_csv",
@@ -36,14 +42,15 @@ _NUMBER = re.compile(r"^[-+]?\d[\d.,]*(e[-+]?\d+)?\s*(%|×.*|x \d+.*)?$")
 
 PAPER_COLUMNS = [
     "model", "kind", "videos", "views", "gflops_per_view", "gflops_x_views", "reduction_pct",
-    "reduction_ref", "top1", "top5", "params_m", "static_gflops_per_view", "crop", "frames",
+    "reduction_ref", "top1", "top5", "mean_class_acc", "params_m", "static_gflops_per_view", "crop", "frames",
+    "ensemble", "comparable",
 ]
 
 
-def _run_summary(log: pd.DataFrame, name: str) -> dict[str, Any]:
+def _run_summary(log: pd.DataFrame, name: str, ensemble: str = "sum") -> dict[str, Any]:
     df = _prepare(log, name)
     meta = _meta(df)
-    vids = _video_level(df)
+    vids = _video_level(df, ensemble)
     ok = vids[vids["status"] == "ok"]
     nv = views_per_video(df)
     gxv = float(ok["gmacs_x_views"].mean())
@@ -58,6 +65,7 @@ def _run_summary(log: pd.DataFrame, name: str) -> dict[str, Any]:
         "gflops_x_views": gxv,
         "top1": float(100 * ok["top1"].astype("Float64").mean()) if ok["top1"].notna().any() else np.nan,
         "top5": float(100 * ok["top5"].astype("Float64").mean()) if ok["top5"].notna().any() else np.nan,
+        "mean_class_acc": _mean_class_acc(vids),
         "params_m": float(params) / 1e6 if isinstance(params, (int, float)) else np.nan,
         "static_gflops_per_view": float(static) if isinstance(static, (int, float)) and static > 0 else np.nan,
         "crop": meta.get("crop"),
@@ -65,6 +73,8 @@ def _run_summary(log: pd.DataFrame, name: str) -> dict[str, Any]:
         "failed_views": int((~df["_ok"]).sum()),
         "convention": meta.get("convention", "conv_fc"),
         "convention_text": (meta.get("conventions") or {}).get("gmacs"),
+        "ensemble": ensemble,
+        "comparable": True,
     }
 
 
@@ -82,7 +92,33 @@ def _baseline_for(i: int, log: pd.DataFrame, baselines: Any, n: int) -> pd.DataF
     raise AnalysisError(f"baselines must be a log, a list of logs (one per run) or a dict model -> log, got {type(baselines).__name__}")
 
 
-def paper_table(runs: pd.DataFrame | Sequence[pd.DataFrame], baselines: Any = None) -> pd.DataFrame:
+def _comparisons(runs: list[pd.DataFrame], bases: list[pd.DataFrame | None]) -> dict[int, list[str]]:
+    """{index of a run: differences} for every ATFR run against its baseline and every run against
+    the first run of the table (and every pair of runs for the same run twice)."""
+    out: dict[int, list[str]] = {}
+    for i, (log, base) in enumerate(zip(runs, bases)):
+        d: list[str] = []
+        if base is not None:
+            d += [f"its baseline {run_name(base, 'baseline')}: {x}" for x in differences(log, base, "baseline")]
+        for j in range(i):
+            if runs[j] is log:
+                d.append(f"run {run_name(log)} is listed twice")
+                continue
+            dj = differences(runs[j], log, "run")
+            if j > 0:  # against the first run everything is checked; the rest only for duplicates
+                dj = [x for x in dj if x.startswith("the same run")]
+            d += [f"against {run_name(runs[j])}: {x}" for x in dj]
+        if d:
+            out[i] = d
+    return out
+
+
+def paper_table(
+    runs: pd.DataFrame | Sequence[pd.DataFrame],
+    baselines: Any = None,
+    ensemble: str = "sum",
+    allow_incomparable: bool = False,
+) -> pd.DataFrame:
     """The paper's comparison table over one or more runs.
 
     ``runs``: a log or a list of logs. ``baselines``: None; one log (the baseline of every ATFR
@@ -94,27 +130,49 @@ def paper_table(runs: pd.DataFrame | Sequence[pd.DataFrame], baselines: Any = No
     per-view gmacs), ``gflops_per_view`` (= gflops_x_views / views, the paper's "20.8" in
     "20.8 x 30"), ``reduction_pct`` (ATFR rows: against the baseline run's gflops_x_views when
     given, else against ``static_gmacs`` x views; ``reduction_ref`` says which), ``top1, top5``
-    (video-level %), ``params_m``, ``static_gflops_per_view``, ``crop``, ``frames``.
+    (video-level %), ``mean_class_acc`` (mean of the classes' top-1, %), ``params_m``,
+    ``static_gflops_per_view``, ``crop``, ``frames``, ``ensemble`` ("sum" | "max": how views
+    were combined) and ``comparable`` (False on rows made comparable only by the override).
     ``attrs["footer"]``: convention, crop counted and how GFLOPs x views is computed.
+
+    Every run must be comparable with its baseline and with the first run of the table (same
+    videos, classes and views; no run twice; see :mod:`atfr_analysis.analysis.comparable`), else
+    :class:`IncomparableRunsError`; with ``allow_incomparable`` the rows are labelled instead and
+    ``attrs["not_comparable"]`` holds {model: differences}.
     """
+    _check_ensemble(ensemble)
     if isinstance(runs, pd.DataFrame):
         runs = [runs]
     runs = list(runs)
     if not runs:
         raise AnalysisError("paper_table needs at least one run")
+    bases = [_baseline_for(i, log, baselines, len(runs)) for i, log in enumerate(runs)]
+    for i, log in enumerate(runs):  # bad input first, then comparability
+        _prepare(log, f"runs[{i}]")
+    for i, b in enumerate(bases):
+        if b is not None:
+            _prepare(b, f"baseline of runs[{i}]")
+    diffs = _comparisons(runs, bases)
+    if diffs and not allow_incomparable:
+        msg = "; ".join(f"{run_name(runs[i], f'runs[{i}]')}: " + "; ".join(d) for i, d in diffs.items())
+        raise IncomparableRunsError(f"runs not comparable: {msg}. {OVERRIDE_HINT}")
     rows: list[dict] = []
     listed: list[int] = [id(r) for r in runs]
     summaries: dict[int, dict] = {}
 
     def summary(log: pd.DataFrame, name: str) -> dict:
         if id(log) not in summaries:
-            summaries[id(log)] = _run_summary(log, name)
+            summaries[id(log)] = _run_summary(log, name, ensemble)
         return summaries[id(log)]
 
+    not_comparable: dict[str, list[str]] = {}
     for i, log in enumerate(runs):
         s = dict(summary(log, f"runs[{i}]"))
-        base = _baseline_for(i, log, baselines, len(runs))
+        base = bases[i]
         s["reduction_pct"], s["reduction_ref"] = np.nan, ""
+        if i in diffs:
+            s["comparable"] = False
+            not_comparable[s["model"]] = diffs[i]
         if s["kind"] == "ATFR":
             if base is not None:
                 b = summary(base, f"baseline of runs[{i}]")
@@ -123,16 +181,21 @@ def paper_table(runs: pd.DataFrame | Sequence[pd.DataFrame], baselines: Any = No
                     rows.append(dict(b, reduction_pct=np.nan, reduction_ref=""))
                 if b["gflops_x_views"] > 0:
                     s["reduction_pct"] = 100 * (1 - s["gflops_x_views"] / b["gflops_x_views"])
-                    s["reduction_ref"] = f"baseline run {b['model']}"
+                    s["reduction_ref"] = f"baseline run {b['model']}" + (" (not comparable)" if i in diffs else "")
             elif s["static_gflops_per_view"] > 0 and s["views"]:
                 s["reduction_pct"] = 100 * (1 - s["gflops_x_views"] / (s["static_gflops_per_view"] * s["views"]))
                 s["reduction_ref"] = "static backbone x views"
         rows.append(s)
     table = pd.DataFrame(rows)
     table["crop"] = pd.to_numeric(table["crop"], errors="coerce").astype("Int64")
+    table["comparable"] = table["comparable"].astype(bool)
     footer = _footer(table)
+    if not_comparable:
+        footer += f" {NOT_COMPARABLE}: " + "; ".join(f"{m}: " + "; ".join(d) for m, d in not_comparable.items()) + "."
     table = table[PAPER_COLUMNS].reset_index(drop=True)
     table.attrs = {"footer": footer}
+    if not_comparable:
+        table.attrs["not_comparable"] = not_comparable
     return table
 
 
@@ -150,7 +213,11 @@ def _footer(t: pd.DataFrame) -> str:
         "GFLOPs x views = mean over videos of the sum over the video's views of the per-view cost "
         "(each view costed at its own active bins); shown as that total / views x views.",
         "Reduction: against the baseline run when one is given, else against the static backbone "
-        "(same network without SGS, same input) x views. Top-1/top-5: video-level, softmax summed over views.",
+        "(same network without SGS, same input) x views. Top-1/top-5: video-level, "
+        + ("softmax summed over views" if set(t["ensemble"]) == {"sum"} else
+           "element-wise maximum of the softmax over views" if set(t["ensemble"]) == {"max"} else
+           "views combined by " + ", ".join(sorted(set(t["ensemble"]))))
+        + "; mean class: the mean of the classes' top-1 (mmaction2's mean class accuracy).",
         "Inputs: " + "; ".join(inputs) + ".",
     ]
     failed = {r["model"]: r["failed_views"] for _, r in t.iterrows() if r["failed_views"]}
@@ -178,11 +245,13 @@ def format_paper_table(table: pd.DataFrame, arrows: str = "unicode") -> pd.DataF
         if not pd.isna(r["reduction_pct"]):
             red = r["reduction_pct"]
             g += f" ({down if red >= 0 else up}{abs(red):.0f}%)"
+        comparable = bool(r["comparable"]) if "comparable" in r and not pd.isna(r["comparable"]) else True
         cells.append({
-            "model": str(r["model"]),
+            "model": str(r["model"]) + ("" if comparable else " (not comparable)"),
             f"GFLOPs {times} views": g,
             "top-1": _fmt(r["top1"]),
             "top-5": _fmt(r["top5"]),
+            "mean class": _fmt(r["mean_class_acc"]) if "mean_class_acc" in r else "",
             "params (M)": _fmt(r["params_m"], ".2f"),
         })
     return pd.DataFrame(cells)
@@ -190,7 +259,8 @@ def format_paper_table(table: pd.DataFrame, arrows: str = "unicode") -> pd.DataF
 
 # ----------------------------------------------------------------------------------- writers
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".2f", index: bool = False) -> str:
-    """A GitHub-flavoured Markdown table of a DataFrame (numbers right-aligned, NaN blank)."""
+    """A GitHub-flavoured Markdown table of a DataFrame (numbers right-aligned, NaN blank), laid
+    out by pandas' ``to_markdown`` (tabulate) from cells formatted here."""
     d = df.reset_index() if index else df
 
     def cell(v: Any) -> str:
@@ -210,13 +280,10 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".2f", index: bool = False)
         or (any(r[i] for r in rows) and all(_NUMBER.match(r[i]) for r in rows if r[i]))
         for i, c in enumerate(d.columns)
     ]
-    widths = [max([len(h)] + [len(r[i]) for r in rows] + [3]) for i, h in enumerate(header)]
-
-    def line(vals: list[str]) -> str:
-        return "| " + " | ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(vals, widths, numeric)) + " |"
-
-    sep = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
-    return "\n".join([line(header), sep] + [line(r) for r in rows])
+    cells = pd.DataFrame(rows, columns=range(len(header))) if rows else pd.DataFrame(columns=range(len(header)))
+    cells.columns = header
+    return cells.to_markdown(index=False, tablefmt="pipe", disable_numparse=True,
+                             colalign=["right" if n else "left" for n in numeric])
 
 
 def _write(text: str, path: str | Path | None) -> str:
@@ -284,14 +351,17 @@ def write_paper_table(table: pd.DataFrame, out_dir: str | Path, stem: str = "pap
 
 
 # ------------------------------------------------------------------------ multi-view sweep
-def accuracy_vs_views(log: pd.DataFrame) -> pd.DataFrame:
+def accuracy_vs_views(log: pd.DataFrame, ensemble: str = "sum") -> pd.DataFrame:
     """Video-level accuracy and cost using only the first 1, 2, ..., V temporal views of each
-    video (all spatial crops of those), as PySlowFast's multi-clip sweep.
+    video (all spatial crops of those), as PySlowFast's multi-clip sweep; the views combined by
+    ``ensemble`` ("sum" of the softmax, or its element-wise "max").
 
     Columns: ``temporal_views`` (n), ``views`` (n x crops), ``videos`` (with an ok view among
     those), ``top1, top5`` (%), ``gflops_x_views`` (mean over those videos of the sum of per-view
     gmacs over their first n temporal views), ``gflops_per_view``. The row n = V equals the full
-    video-level result. One pass over the scores: each temporal view's sums are added in turn."""
+    video-level result (``attrs["ensemble"]``). One pass over the scores: each temporal view's
+    scores are added (or maxed) in turn."""
+    _check_ensemble(ensemble)
     df = _prepare(log)
     meta = _meta(df)
     crops = int(meta["crops"]) if isinstance(meta.get("crops"), int) else int(df["spatial_index"].nunique())
@@ -306,14 +376,17 @@ def accuracy_vs_views(log: pd.DataFrame) -> pd.DataFrame:
     for n, t in enumerate(sorted(int(t) for t in df["temporal_index"].unique()), start=1):
         part = ok[ok["temporal_index"] == t]
         if len(part):
-            v, sc = _summed_scores(part)
+            v, sc = _video_scores(part, ensemble)
             pos = np.searchsorted(videos, v)
             if S is None:
                 S = np.zeros((len(videos), sc.shape[1]))
             if sc.shape[1] != S.shape[1]:
                 raise AnalysisError("score vectors of different lengths in one log; is it a mix of runs?")
             good = ~np.isnan(sc).any(axis=1)
-            S[pos[good]] += sc[good]
+            if ensemble == "sum":
+                S[pos[good]] += sc[good]
+            else:  # softmax scores are >= 0, so the running maximum can start from 0
+                S[pos[good]] = np.maximum(S[pos[good]], sc[good])
             scored[pos[good]] = True
             seen[pos] = True
             gx[pos] += part.groupby("video_id", sort=True)["gmacs"].sum().to_numpy()
@@ -334,5 +407,20 @@ def accuracy_vs_views(log: pd.DataFrame) -> pd.DataFrame:
             "gflops_per_view": g / (n * crops),
         })
     out = pd.DataFrame(rows, columns=["temporal_views", "views", "videos", "top1", "top5", "gflops_x_views", "gflops_per_view"])
-    out.attrs = {"model": run_name(df)}
+    out.attrs = {"model": run_name(df), "ensemble": ensemble}
+    return out
+
+
+def accuracy_vs_views_both(log: pd.DataFrame) -> pd.DataFrame:
+    """:func:`accuracy_vs_views` for both ensembles side by side: ``temporal_views, views, videos,
+    top1_sum, top5_sum, top1_max, top5_max, gflops_x_views, gflops_per_view``."""
+    a = accuracy_vs_views(log, "sum")
+    b = accuracy_vs_views(log, "max")
+    out = a[["temporal_views", "views", "videos"]].copy()
+    for e, t in (("sum", a), ("max", b)):
+        out[f"top1_{e}"] = t["top1"].to_numpy()
+        out[f"top5_{e}"] = t["top5"].to_numpy()
+    out["gflops_x_views"] = a["gflops_x_views"].to_numpy()
+    out["gflops_per_view"] = a["gflops_per_view"].to_numpy()
+    out.attrs = {"model": a.attrs["model"]}
     return out
