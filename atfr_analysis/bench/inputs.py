@@ -91,7 +91,7 @@ def load_model(cfg: BenchConfig):
     from atfr_analysis.models import build_model
 
     if cfg.checkpoint:
-        from atfr_analysis.profile.run import load_model_from_checkpoint
+        from atfr_analysis.loading import load_model_from_checkpoint
 
         model, _ck, _info = load_model_from_checkpoint(cfg.checkpoint, cfg.model)
         if cfg.frames is not None and cfg.frames != model.spec.clip_frames:

@@ -20,7 +20,7 @@ from atfr_analysis.bench.memory import PeakMemory
 from atfr_analysis.bench.modes import time_modes
 from atfr_analysis.bench.phases import efficiency_analysis, phase_times, top_ops
 from atfr_analysis.bench.throughput import profile_throughput
-from atfr_analysis.profile.run import resolve_device
+from atfr_analysis.runtime import resolve_device
 
 __all__ = ["run_bench"]
 

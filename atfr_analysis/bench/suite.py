@@ -21,7 +21,7 @@ from atfr_analysis.bench.config import BenchConfig
 from atfr_analysis.bench.report import dumps, section_key, write_report
 from atfr_analysis.bench.run import run_bench
 from atfr_analysis.errors import InputError
-from atfr_analysis.profile.run import resolve_device
+from atfr_analysis.runtime import resolve_device
 
 __all__ = ["SUITES", "SUITE_MODELS", "suite_configs", "run_suite"]
 

@@ -29,7 +29,7 @@ import torch
 
 from atfr_analysis.errors import InputError
 from atfr_analysis.flops.cost import CostModel, static_model
-from atfr_analysis.loading import load_model_from_checkpoint  # noqa: F401 - also re-exported for old imports
+from atfr_analysis.loading import load_model_from_checkpoint
 from atfr_analysis.profile.schema import failed_view_rows, video_facts, video_row, view_results, view_row
 from atfr_analysis.profile.classes import ClassSet, check_label_map, class_set
 from atfr_analysis.profile.config import ProfileConfig
