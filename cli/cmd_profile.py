@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
         data_root: Optional[Path] = typer.Option(None, "--data-root", help="prefix for the list's relative paths"),
         labels: Optional[Path] = typer.Option(None, "--labels", help='label map: JSON {"name": id} or one name per line; it must name every output of the head, unless --class-subset says which ones its entries are'),
         class_subset: Optional[str] = typer.Option(None, "--class-subset", help="the head output of each label-map entry, in map order: a comma list (e.g. 0,5,7) or a file of indices; scores and predictions are then over those outputs only"),
+        skip_missing: bool = typer.Option(False, "--skip-missing", help="Kinetics annotation CSV: skip the rows whose file is missing (counted in run.json) instead of refusing the list"),
         views: Optional[int] = typer.Option(None, "--views", help="temporal clips per video (default: the model config's, 10 for Kinetics models)"),
         crops: Optional[int] = typer.Option(None, "--crops", help="spatial crops per clip: 3 or 1 (default: the model config's)"),
         batching: str = typer.Option("exact", "--batching", help="exact (per-clip results) or padded (official)"),
@@ -44,7 +45,7 @@ def register(app: typer.Typer) -> None:
         from atfr_analysis.profile.run import run_profile
 
         cfg = ProfileConfig(
-            checkpoint, model, data, out, data_root=data_root, labels=labels, class_subset=class_subset,
+            checkpoint, model, data, out, data_root=data_root, labels=labels, class_subset=class_subset, skip_missing=skip_missing,
             views=views, crops=crops, batching=batching, batch_size=batch_size, workers=workers, device=device,
             precision=precision, resume=resume, retry_failed=retry_failed, shard=shard, allow_missing=allow_missing,
             max_failed_fraction=max_failed_fraction, quiet=quiet, flush_every=flush_every,

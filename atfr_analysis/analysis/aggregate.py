@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from atfr_analysis.errors import InputError
+from atfr_analysis.profile.schema import mean_class_accuracy
 
 __all__ = [
     "AnalysisError",
@@ -371,16 +372,6 @@ def _class_stats(views: pd.DataFrame, videos: pd.DataFrame, vkey: pd.Series, dke
     if "frac_kept" in views.columns:
         out["frac_kept_mean"] = gv["frac_kept"].mean()
     return out
-
-
-def mean_class_accuracy(correct, labels) -> float:
-    """Mean over the distinct labels of the share of right top-1 among that label's videos, in %
-    (mmaction2's ``mean_class_accuracy`` over the classes present); NaN for no video.
-    ``correct``: top-1 right per video (bools); ``labels``: the class id (or name) per video."""
-    c = pd.Series(np.asarray(correct, dtype="float64"))
-    if not len(c):
-        return np.nan
-    return float(100 * c.groupby(np.asarray(labels)).mean().mean())
 
 
 def _mean_class_acc(videos: pd.DataFrame) -> float:

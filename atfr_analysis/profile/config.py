@@ -38,7 +38,8 @@ class ProfileConfig:
     DataLoader processes, inference on ``device`` in batches of ``batch_size`` views
     (``batching="exact"``: every view's result as if alone; ``"padded"``: the official code's
     padding), in ``precision`` (bf16/fp16 on CUDA only). Parts are flushed every ``flush_every``
-    videos or ``flush_seconds`` seconds.
+    videos or ``flush_seconds`` seconds. ``skip_missing``: rows of a Kinetics annotation CSV whose
+    file is missing are skipped (counted in ``run.json``) instead of refusing the list.
 
     ``resume`` continues the run in ``out`` (videos already logged are skipped; with
     ``retry_failed`` the videos logged as failed are tried again, their new rows replacing the
@@ -57,6 +58,7 @@ class ProfileConfig:
     data_root: str | Path | None = None
     labels: str | Path | None = None
     class_subset: str | Path | Sequence[int] | None = None
+    skip_missing: bool = False
     views: int | None = None
     crops: int | None = None
     batching: str = "exact"

@@ -128,7 +128,7 @@ def _read_classes_and_videos(cfg: ProfileConfig, head: int):
     """The label map against the head (before the list is read), then the video list, its paths
     made absolute (the log and the resume check see one spelling)."""
     from atfr_analysis.data import ListError
-    from atfr_analysis.data.datasets import read_folder, read_label_map, read_video_list
+    from atfr_analysis.data.datasets import VideoList, read_folder, read_label_map, read_video_list
 
     label_map = read_label_map(cfg.labels) if cfg.labels else None
     check_label_map(label_map, head, cfg.class_subset, cfg.labels)
@@ -136,10 +136,11 @@ def _read_classes_and_videos(cfg: ProfileConfig, head: int):
     if data.is_dir():
         entries = read_folder(data, labels=label_map)
     elif data.is_file():
-        entries = read_video_list(data, data_root=cfg.data_root, labels=label_map)
+        entries = read_video_list(data, data_root=cfg.data_root, labels=label_map, skip_missing=cfg.skip_missing)
     else:
         raise ListError(f"--data not found: {data} (a video list file or a folder of class folders)")
-    entries = [dataclasses.replace(e, path=Path(os.path.abspath(e.path))) for e in entries]
+    fmt, skipped = getattr(entries, "format", "folder"), list(getattr(entries, "skipped", []))
+    entries = VideoList([dataclasses.replace(e, path=Path(os.path.abspath(e.path))) for e in entries], fmt, skipped)
     return class_set(label_map, entries, head, cfg.class_subset), entries
 
 

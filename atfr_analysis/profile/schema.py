@@ -286,6 +286,16 @@ def topk_hits(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return (ranked_classes(scores, k) == np.asarray(labels)[:, None]).any(axis=1)
 
 
+def mean_class_accuracy(correct, labels) -> float:
+    """Mean over the distinct labels of the share of right top-1 among that label's videos, in %
+    (mmaction2's ``mean_class_accuracy`` over the classes present); NaN for no video.
+    ``correct``: top-1 right per video (bools); ``labels``: the class id (or name) per video."""
+    c = pd.Series(np.asarray(correct, dtype="float64"))
+    if not len(c):
+        return math.nan
+    return float(100 * c.groupby(np.asarray(labels)).mean().mean())
+
+
 # ----------------------------------------------------------------------------- frames and Parquet
 def _cast(df: pd.DataFrame, cols: Sequence[Column]) -> pd.DataFrame:
     for c in cols:

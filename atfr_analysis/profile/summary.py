@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from atfr_analysis.profile.schema import bins_column, bins_layers, topk_hits
+from atfr_analysis.profile.schema import bins_column, bins_layers, mean_class_accuracy, topk_hits
 from atfr_analysis.profile.log import load_run, load_videos, read_meta
 
 __all__ = ["RunSummary", "summarize", "failure_reason", "EXIT_OK", "EXIT_PARTIAL_FAILURE", "EXIT_NONE_PROFILED"]
@@ -74,6 +74,8 @@ class RunSummary:
     loop_s: float = 0.0  # seconds spent decoding and profiling (elapsed_s less the setup)
     failure_reasons: dict[str, int] = field(default_factory=dict)  # reason -> failed videos, most first
     max_failed_fraction: float = 0.0  # failed / logged videos above which the run is a partial failure
+    mean_class_acc: float | None = None  # video-level mean class accuracy (%), mmaction2's default metric
+    checkpoint_format: str | None = None  # which checkpoint format was read (Checkpoint.describe())
 
     @property
     def complete(self) -> bool:
@@ -116,6 +118,8 @@ class RunSummary:
         if n > 1:
             head += f"  (shard {i}/{n}{' of torchrun' if self.distributed else ''}; the numbers below cover every shard)"
         out = [head]
+        if self.checkpoint_format:
+            out.append(f"checkpoint: {self.checkpoint_format}")
         logged = self.videos_ok + self.videos_failed
         s = f"videos: {self.videos_ok} ok, {self.videos_failed} failed"
         if self.videos_total is not None:
@@ -134,7 +138,7 @@ class RunSummary:
             out.append("  (--resume --retry-failed tries the failed videos again)")
         if self.top1 is not None:
             out.append(
-                f"video-level top-1 {self.top1:.2f}%  top-5 {self.top5:.2f}%  "
+                f"video-level top-1 {self.top1:.2f}%  top-5 {self.top5:.2f}%  mean class {self.mean_class_acc:.2f}%  "
                 "(sum of softmax over views, as PySlowFast's TestMeter)"
             )
         if self.gmacs_x_views is not None:
@@ -171,14 +175,16 @@ class RunSummary:
         return d
 
 
-def _video_accuracy(ok) -> tuple[float | None, float | None]:
-    """Video-level top-1 and top-5 (%) of the labelled ok videos, from their summed scores."""
+def _video_accuracy(ok) -> tuple[float | None, float | None, float | None]:
+    """Video-level top-1, top-5 and mean class accuracy (%) of the labelled ok videos, from their
+    summed scores."""
     labelled = ok[ok["label"] >= 0]
     if not len(labelled):
-        return None, None
+        return None, None, None
     sc = np.stack(labelled["scores_sum"].map(lambda s: np.asarray(s, dtype=np.float32)).tolist())
     lab = labelled["label"].to_numpy()
-    return float(100 * np.mean(topk_hits(sc, lab, 1))), float(100 * np.mean(topk_hits(sc, lab, 5)))
+    hit1 = topk_hits(sc, lab, 1)
+    return float(100 * np.mean(hit1)), float(100 * np.mean(topk_hits(sc, lab, 5))), mean_class_accuracy(hit1, lab)
 
 
 def summarize(
@@ -190,7 +196,7 @@ def summarize(
     vids = load_videos(run_dir)
     views = load_run(run_dir)
     ok = vids[vids["status"] == "ok"]
-    top1, top5 = _video_accuracy(ok)
+    top1, top5, mean_class = _video_accuracy(ok)
     okv = views[views["status"] == "ok"]
     gxv = float(okv.groupby("video_id")["gmacs"].sum().mean()) if len(okv) else None
     nviews = int(meta["views"]) * int(meta["crops"])
@@ -207,6 +213,8 @@ def summarize(
         views=int(len(views)),
         top1=top1,
         top5=top5,
+        mean_class_acc=mean_class,
+        checkpoint_format=meta.get("checkpoint_format"),
         gmacs_x_views=gxv,
         static_gmacs_x_views=static_xv,
         reduction_pct=red,
