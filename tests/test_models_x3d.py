@@ -298,9 +298,9 @@ def test_atfr_exact_batching_matches_batch_of_one(stage):
     with torch.no_grad():
         y = model([x])
         singles = torch.cat([model([x[i : i + 1]]) for i in range(x.shape[0])])
-        bins = model.sgs_layers()[0]
-        model.forward_sgs([x])
-        active = bins.last_active_bins.tolist()
+        step = model.atfr_step([x])
+        active = step.signatures[:, 0].tolist()
+    assert step.executed is None and torch.equal(step.scores, y)  # the model's batching: exact
     assert y.shape == (x.shape[0], 7)
     torch.testing.assert_close(y, singles, rtol=0, atol=1e-5)
     assert len(set(active)) > 1, f"test needs clips with different numbers of active bins, got {active}"
