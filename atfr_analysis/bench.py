@@ -609,7 +609,7 @@ def run_bench(cfg: BenchConfig, command: Sequence[str] | None = None) -> dict[st
             one = torch.cat([model([p[i : i + 1] for p in xs]).float() for i in range(k)])
             # exact batching's own error: the same SGS outputs, grouped vs one clip at a time
             outs, bins = model.forward_sgs(xs)
-            grouped = model._forward_post_exact(outs, bins).float()
+            grouped = model.forward_post_exact(outs, torch.stack(bins, dim=1).cpu()).float()
             single = torch.cat([
                 model.forward_post([o[i : i + 1, :, : int(b[i])] for o, b in zip(outs, bins)]).float() for i in range(k)
             ])
@@ -634,8 +634,8 @@ def run_bench(cfg: BenchConfig, command: Sequence[str] | None = None) -> dict[st
                 if dmax.numel():
                     rescale = max(rescale, float((2 * nb / dmax).max()))
                 for i in range(k):
-                    o1, _m = layer(pre_1[i][j])
-                    b1 = int(layer.last_active_bins[0])
+                    o1, _m, a1 = layer(pre_1[i][j], return_bins=True)
+                    b1 = int(a1[0])
                     if b1 != bb[i]:
                         bins_equal = False
                         continue
@@ -643,7 +643,7 @@ def run_bench(cfg: BenchConfig, command: Sequence[str] | None = None) -> dict[st
             check["max_abs_diff_sgs_out"] = sgs_diff
             check["bins_equal"] = bins_equal
             check["sgs_rescale_max"] = rescale
-            graphs = model.__dict__.get("_post_graph_cache")
+            graphs = model.post_graphs
             if model.exact_cuda_graphs:
                 model.exact_cuda_graphs = False
                 ye = model(xs).float()
@@ -720,7 +720,7 @@ def run_bench(cfg: BenchConfig, command: Sequence[str] | None = None) -> dict[st
     times = _timed_rounds(fns, cfg.reps, cfg.warmup, dev, cfg.min_time, cfg.min_reps, cfg.max_reps)
     reps = len(times["exact"])
     _log(cfg, f"timed {reps} round(s): exact {_median(times['exact']):.3f} s per pass")
-    graphs = model.__dict__.get("_post_graph_cache")
+    graphs = model.post_graphs
     if graphs is not None and graphs.error:
         notes.append(f"CUDA graphs failed and were turned off: {graphs.error}")
         check["cuda_graphs_error"] = graphs.error
@@ -874,7 +874,7 @@ def _bookkeeping_seconds(model, prof, cm, batches, amp, min_time: float = 1.0, m
         for xs in batches:
             outs, bins = model.forward_sgs(xs)
             sig = torch.stack(bins, dim=1).cpu()
-            done.append((model._forward_post_exact(outs, bins, sig=sig), sig))
+            done.append((model.forward_post_exact(outs, sig), sig))
     ts: list[float] = []
     while len(ts) < max_reps and (len(ts) < 5 or sum(ts) < min_time):
         t0 = time.perf_counter()
@@ -905,11 +905,11 @@ def _phases(model, base, batches, dev, amp, reps: int) -> dict[str, Any]:
                 lap(t)
                 outs, bins = [], []
                 for layer, f in zip(model.sgs_layers(), feats):
-                    o, _m = layer(f)
+                    o, _m, a = layer(f, return_bins=True)
                     outs.append(o)
-                    bins.append(layer.last_active_bins)
+                    bins.append(a)
                 lap(t)
-                model._forward_post_exact(outs, bins)
+                model.forward_post_exact(outs, torch.stack(bins, dim=1).cpu())
                 lap(t)
                 model.forward_post(outs)
                 lap(t)

@@ -304,3 +304,31 @@ def test_atfr_exact_batching_matches_batch_of_one(stage):
     assert y.shape == (x.shape[0], 7)
     torch.testing.assert_close(y, singles, rtol=0, atol=1e-5)
     assert len(set(active)) > 1, f"test needs clips with different numbers of active bins, got {active}"
+
+
+# ------------------------------------------------------------------------------------ Swish
+def test_swish_is_bit_identical_to_pyslowfast():
+    """X3D's activation is ``x * torch.sigmoid(x)`` bit for bit (PySlowFast's Swish), not
+    ``F.silu`` (which rounds differently in about a quarter of the elements)."""
+    from atfr_analysis.models.x3d import X3DTransform, swish
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([
+        torch.randn(100_000, generator=g),
+        torch.randn(10_000, generator=g) * 1e4,  # large: sigmoid saturates to 0 / 1
+        torch.randn(10_000, generator=g) * 1e-30,  # tiny and subnormal-adjacent
+        torch.tensor([0.0, -0.0, 88.7, -88.7, 1e38, -1e38, float("inf"), float("-inf"), 1e-45, -1e-45]),
+    ])
+    bits = {torch.float32: torch.int32, torch.float64: torch.int64}
+    for t in (x, x.double(), x[:120_000].view(-1, 8), x[::3]):
+        ref = t * torch.sigmoid(t)
+        # bit for bit, NaNs (from -inf * 0) included
+        assert torch.equal(swish(t).view(bits[t.dtype]), ref.view(bits[t.dtype]))
+    # F.silu differs somewhere on these values: the test would notice a change back to it
+    assert not torch.equal(torch.nn.functional.silu(x), x * torch.sigmoid(x))
+    # the block uses it: branch2 = c_bn(c(swish(b_bn(b(...)))))
+    blk = X3DTransform(8, 8, 16, stride=1, groups=16, use_se=False, se_ratio=0.0).eval()
+    xin = torch.randn(2, 8, 3, 5, 5, generator=g)
+    with torch.no_grad():
+        h = blk.b_bn(blk.b(torch.relu(blk.a_bn(blk.a(xin)))))
+        assert torch.equal(blk(xin), blk.c_bn(blk.c(h * torch.sigmoid(h))))

@@ -33,12 +33,9 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from typing import TYPE_CHECKING
 
 import torch
-
-if TYPE_CHECKING:  # pragma: no cover
-    from atfr_analysis.models.base import VideoModel
+from torch import nn
 
 __all__ = [
     "forward_post_exact",
@@ -74,7 +71,7 @@ def group_jobs(sig: torch.Tensor, device: torch.device):
     return [(order[a:e], tuple(int(b) for b in uniq[g])) for g, (a, e) in enumerate(zip(starts, ends))]
 
 
-def forward_post_exact(model: "VideoModel", outs: list[torch.Tensor], sig: torch.Tensor) -> torch.Tensor:
+def forward_post_exact(model: nn.Module, outs: list[torch.Tensor], sig: torch.Tensor) -> torch.Tensor:
     """``model.forward_post`` per group of equal signature, outputs in batch order.
 
     ``outs``: the SGS outputs ``[N, C, B'_max, H, W]`` of each layer; ``sig``: the signatures
@@ -114,7 +111,7 @@ def _job_costs(outs, jobs) -> list[int]:
     return [len(idx) * sum(b * c for b, c in zip(sg, per_bin)) for idx, sg in jobs]
 
 
-def cpu_workers(model: "VideoModel", device: torch.device, outs, jobs) -> int:
+def cpu_workers(model: nn.Module, device: torch.device, outs, jobs) -> int:
     """Threads for the groups on CPU: 1 unless eval mode without autograd, several groups,
     and no group dominating the work (it would run on one intra-op thread)."""
     if device.type != "cpu" or len(jobs) < 2 or model.training or torch.is_grad_enabled():
@@ -130,7 +127,7 @@ def cpu_workers(model: "VideoModel", device: torch.device, outs, jobs) -> int:
     return w
 
 
-def use_post_graphs(model: "VideoModel", device: torch.device) -> bool:
+def use_post_graphs(model: nn.Module, device: torch.device) -> bool:
     """CUDA graphs for this call: asked for, on CUDA, eval mode, no autograd."""
     return (
         bool(model.exact_cuda_graphs)
@@ -140,7 +137,7 @@ def use_post_graphs(model: "VideoModel", device: torch.device) -> bool:
     )
 
 
-def post_graphs(model: "VideoModel", create: bool = False) -> "PostGraphs | None":
+def post_graphs(model: nn.Module, create: bool = False) -> "PostGraphs | None":
     """The model's graph cache (``None`` before the first graphed call, unless ``create``)."""
     g = model.__dict__.get(_GRAPH_ATTR)
     if g is None and create:
@@ -149,7 +146,7 @@ def post_graphs(model: "VideoModel", create: bool = False) -> "PostGraphs | None
     return g
 
 
-def reset_post_graphs(model: "VideoModel") -> None:
+def reset_post_graphs(model: nn.Module) -> None:
     """Drop the model's captured graphs (after changing weights or devices)."""
     model.__dict__.pop(_GRAPH_ATTR, None)
 
@@ -173,7 +170,7 @@ def cpu_pool(workers: int) -> ThreadPoolExecutor:
     return pool
 
 
-def run_groups_threaded(model: "VideoModel", outs, jobs, workers: int) -> list:
+def run_groups_threaded(model: nn.Module, outs, jobs, workers: int) -> list:
     """``forward_post`` of each group on the CPU pool (largest groups first); outputs in job order."""
     amp = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
 
@@ -210,7 +207,7 @@ class PostGraphs:
     the group eagerly; the reason is kept in ``error``.
     """
 
-    def __init__(self, model: "VideoModel") -> None:
+    def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.graphs: "OrderedDict[tuple, tuple]" = OrderedDict()
         self.pool = None
