@@ -31,8 +31,9 @@ def _shapes(model: torch.nn.Module) -> dict[str, list[int]]:
     return {k: list(v.shape) for k, v in model.state_dict().items()}
 
 
-def _fvcore(model: torch.nn.Module, crop: int, run: bool = True) -> tuple[float, float, list[int] | None]:
-    """(fvcore total, total minus batch_norm) in GMACs at batch 1, and the output shape (if ``run``)."""
+def _fvcore(model: torch.nn.Module, crop: int, run: bool = True) -> tuple[float, float, list[int] | None, dict]:
+    """(fvcore total, total minus batch_norm) in GMACs at batch 1, the output shape (if ``run``)
+    and the ops fvcore skipped."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=DeprecationWarning)
         from fvcore.nn import FlopCountAnalysis
@@ -42,11 +43,12 @@ def _fvcore(model: torch.nn.Module, crop: int, run: bool = True) -> tuple[float,
         fca = FlopCountAnalysis(model, (inputs,)).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         total = fca.total()
         bn = fca.by_operator().get("batch_norm", 0)
+        unsupported = dict(fca.unsupported_ops())
         out_shape = None
         if run:
             with torch.no_grad():
                 out_shape = list(model(inputs).shape)
-    return total / 1e9, (total - bn) / 1e9, out_shape
+    return total / 1e9, (total - bn) / 1e9, out_shape, unsupported
 
 
 def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
@@ -163,9 +165,11 @@ def test_x3d_xl_default_is_the_published_x3d_xl():
 # ------------------------------------------------------------------------------------ fvcore
 def _check_gmacs(model, fixture_name: str, crop: int, run: bool = True) -> None:
     ref = _fixture(fixture_name)["gmacs"][model.spec.label(crop)]
-    total, conv_fc, out_shape = _fvcore(model, crop, run=run)
+    total, conv_fc, out_shape, unsupported = _fvcore(model, crop, run=run)
     assert total == pytest.approx(ref["fvcore_total"], rel=1e-6)
     assert conv_fc == pytest.approx(ref["fvcore_conv_fc"], rel=1e-6)
+    # the same graph as upstream's: Swish as mul + sigmoid, the head's mean over positions
+    assert unsupported == ref["unsupported_ops"]
     if run:
         assert out_shape == ref["output_shape"]
 
@@ -184,7 +188,7 @@ def test_fvcore_x3d_xl_width_divisor1(crop):
 @pytest.mark.slow
 @pytest.mark.parametrize("crop", [312, 356])
 def test_fvcore_x3d_xl_published(crop):
-    _total, conv_fc, _ = _fvcore(build_model("x3d_xl"), crop, run=False)
+    _total, conv_fc, _, _ = _fvcore(build_model("x3d_xl"), crop, run=False)
     assert conv_fc == pytest.approx(XL_CONV_FC[crop], rel=1e-4)
 
 

@@ -463,6 +463,7 @@ def classify_positions(
     dropout: nn.Module | None = None,
     act: nn.Module | None = None,
     training: bool = False,
+    always_mean: bool = False,
 ) -> torch.Tensor:
     """Fully convolutional classification of pooled features ``[N, C, T, H, W]`` -> ``[N, K]``.
 
@@ -470,6 +471,8 @@ def classify_positions(
     eval mode the activation (softmax) is applied per position and the scores are averaged over
     the positions (one position at the train crop, several at a larger test crop). In training
     mode the logits are returned (averaged over positions if there are several).
+    ``always_mean``: take the mean even over one position (a no-op on the values), as
+    PySlowFast's ``X3DHead`` does, so that the traced graph is upstream's.
     """
     x = x.permute(0, 2, 3, 4, 1)
     if dropout is not None:
@@ -477,7 +480,7 @@ def classify_positions(
     x = projection(x)
     if not training and act is not None:
         x = act(x)
-    if x.shape[1] * x.shape[2] * x.shape[3] > 1:
+    if always_mean or x.shape[1] * x.shape[2] * x.shape[3] > 1:
         x = x.mean(dim=(1, 2, 3))
     return x.reshape(x.shape[0], -1)
 

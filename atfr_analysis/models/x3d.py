@@ -274,7 +274,9 @@ class X3DStage(nn.Module):
         return last.forward_preact(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.forward_preact(x))
+        for blk in self.blocks():
+            x = blk(x)
+        return x
 
 
 class X3DStem(nn.Module):
@@ -343,7 +345,7 @@ class X3DHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(F.relu(self.conv_5_bn(self.conv_5(x))))
         x = F.relu(self.lin_5(x))
-        return classify_positions(x, self.projection, self.dropout, self.act, self.training)
+        return classify_positions(x, self.projection, self.dropout, self.act, self.training, always_mean=True)
 
 
 # ---------------------------------------------------------------------------------- model
