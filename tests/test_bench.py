@@ -1,6 +1,6 @@
 """``atfr bench``: a smoke run with tiny settings (every key present, ratios positive; no timing
-assertions), the report's section bookkeeping, and the CUDA-graph bookkeeping of exact batching
-(run on CPU with a stand-in for graph capture)."""
+assertions) and the report's section bookkeeping. Exact batching's CUDA-graph and thread-pool
+bookkeeping is tested in ``test_models_exact.py``."""
 import json
 import math
 
@@ -9,7 +9,6 @@ import torch
 
 from atfr_analysis import bench
 from atfr_analysis.models import build_model
-from atfr_analysis.models.base import VideoModel, _bucket, _PostGraphs
 
 pytest.importorskip("av")
 
@@ -84,68 +83,6 @@ def test_bad_options_fail_before_any_work():
         bench.run_bench(bench.BenchConfig(device="cpu", precision="bf16", quiet=True))
     with pytest.raises(ValueError, match="decode-workers"):
         bench.parse_workers("0,x")
-
-
-def _fake_graph(self, fn, device):
-    """CPU stand-in for CUDA graph capture: replay reruns ``fn`` into the static output."""
-    static_out = fn()
-
-    def replay():
-        static_out.copy_(fn())
-
-    return replay, static_out
-
-
-def test_graph_bookkeeping_matches_eager_and_batch_one(monkeypatch):
-    monkeypatch.setattr(_PostGraphs, "_make_graph", _fake_graph)
-    monkeypatch.setattr(VideoModel, "_use_post_graphs", lambda self, device: self.exact_cuda_graphs and not self.training and not torch.is_grad_enabled())
-    assert [_bucket(k) for k in (1, 2, 3, 4, 5, 9)] == [1, 2, 4, 4, 8, 16]
-    torch.manual_seed(0)
-    model = build_model("x3d_xs_atfr").eval().set_batching("exact")
-    t = model.spec.clip_frames
-    g = torch.Generator().manual_seed(0)
-    rnd = torch.rand(3, 3, t, 32, 32, generator=g)
-    frozen = rnd[:1, :, :1].expand(3, -1, t, -1, -1)
-    x = torch.cat([rnd, frozen, rnd[:1]])  # groups of 1, 3 (bucket 4) and more
-    with torch.no_grad():
-        eager = model(x)
-        model.exact_cuda_graphs = True
-        graphed = model(x)
-        graphs = model.__dict__["_post_graph_cache"]
-        first = graphs.captures
-        again = model(x)
-        one = torch.cat([model(x[i : i + 1]) for i in range(x.shape[0])])
-    assert graphs.error is None and first >= 2 and graphs.captures == first  # cached, not recaptured
-    assert torch.allclose(graphed, eager, atol=1e-6) and torch.equal(graphed, again)
-    assert (graphed - one).abs().max() < 1e-5
-    model.reset_post_graphs()
-    assert "_post_graph_cache" not in model.__dict__
-
-
-def test_cpu_group_threads_match_sequential_and_batch_one(monkeypatch):
-    import atfr_analysis.models.base as base
-
-    calls = []
-    real = base._run_groups_threaded
-    monkeypatch.setattr(base, "_run_groups_threaded", lambda *a: calls.append(a[-1]) or real(*a))
-    torch.manual_seed(0)
-    model = build_model("x3d_xs_atfr").eval().set_batching("exact")
-    t = model.spec.clip_frames
-    g = torch.Generator().manual_seed(1)
-    rnd = torch.rand(3, 3, t, 32, 32, generator=g)
-    x = torch.cat([rnd, rnd[:1, :, :1].expand(2, -1, t, -1, -1)])  # several groups
-    threads = torch.get_num_threads()
-    with torch.no_grad():
-        _, bins = model.forward_sgs(x)
-        assert len({tuple(r) for r in torch.stack(bins, 1).tolist()}) >= 2
-        model.exact_cpu_workers = 1
-        seq = model(x)
-        model.exact_cpu_workers = 2
-        thr = model(x)
-        one = torch.cat([model(x[i : i + 1]) for i in range(x.shape[0])])
-    assert calls == [2]  # the threaded path ran (once: the sequential run and batch 1 do not use it)
-    assert torch.get_num_threads() == threads  # the pool leaves the caller's thread count alone
-    assert (thr - seq).abs().max() < 1e-6 and (thr - one).abs().max() < 1e-5
 
 
 def test_profile_bookkeeping_and_efficiency_analysis_reported(result, tmp_path):

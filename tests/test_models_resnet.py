@@ -23,7 +23,7 @@ from atfr_analysis.models.blocks import (
     pad_to_common_length,
 )
 from atfr_analysis.models.registry import get_entry
-from atfr_analysis.models.resnet import ResNetConfig, VideoResNet, VideoResNetATFR
+from atfr_analysis.models.resnet import ResNetConfig, VideoResNet
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures" / "reference_keys"
@@ -292,8 +292,11 @@ def test_invalid_configs():
         build_model("slowfast_4x16_r50", frames=(4, 16))
     with pytest.raises(ValueError, match="arch"):
         build_model("slow_8x8_r50", arch="i3d")
-    with pytest.raises(ValueError, match="ATFR"):
-        VideoResNet(get_config("resnet3d_18", sgs=True, head="adaptive"))
+    with pytest.raises(ValueError, match="adaptive"):
+        ResNetConfig(arch="resnet3d", sgs=True)  # validated on construction, not only by build_model
+    # baseline and ATFR variant are one class; the config says which
+    assert not VideoResNet(get_config("resnet3d_18", num_classes=5)).is_atfr
+    assert VideoResNet(get_config("resnet3d_18", sgs=True, head="adaptive", num_classes=5)).is_atfr
 
 
 # ------------------------------------------------------------------------ building blocks
@@ -401,7 +404,7 @@ def test_baseline_checkpoint_loads_into_atfr(name):
     torch.manual_seed(0)
     base = build_model(name)
     atfr = build_model(f"{name}_atfr")
-    assert isinstance(atfr, VideoResNetATFR) and not isinstance(base, VideoResNetATFR)
+    assert type(atfr) is type(base) is VideoResNet and atfr.is_atfr and not base.is_atfr
     ts_keys = {k for k in atfr.state_dict() if ".ts_layer." in k or "_ts_layer." in k}
     assert ts_keys and set(atfr.state_dict()) - set(base.state_dict()) == ts_keys
     result = atfr.load_state_dict(base.state_dict(), strict=False)

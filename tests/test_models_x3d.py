@@ -31,8 +31,9 @@ def _shapes(model: torch.nn.Module) -> dict[str, list[int]]:
     return {k: list(v.shape) for k, v in model.state_dict().items()}
 
 
-def _fvcore(model: torch.nn.Module, crop: int, run: bool = True) -> tuple[float, float, list[int] | None]:
-    """(fvcore total, total minus batch_norm) in GMACs at batch 1, and the output shape (if ``run``)."""
+def _fvcore(model: torch.nn.Module, crop: int, run: bool = True) -> tuple[float, float, list[int] | None, dict]:
+    """(fvcore total, total minus batch_norm) in GMACs at batch 1, the output shape (if ``run``)
+    and the ops fvcore skipped."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=DeprecationWarning)
         from fvcore.nn import FlopCountAnalysis
@@ -42,11 +43,12 @@ def _fvcore(model: torch.nn.Module, crop: int, run: bool = True) -> tuple[float,
         fca = FlopCountAnalysis(model, (inputs,)).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         total = fca.total()
         bn = fca.by_operator().get("batch_norm", 0)
+        unsupported = dict(fca.unsupported_ops())
         out_shape = None
         if run:
             with torch.no_grad():
                 out_shape = list(model(inputs).shape)
-    return total / 1e9, (total - bn) / 1e9, out_shape
+    return total / 1e9, (total - bn) / 1e9, out_shape, unsupported
 
 
 def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
@@ -163,9 +165,11 @@ def test_x3d_xl_default_is_the_published_x3d_xl():
 # ------------------------------------------------------------------------------------ fvcore
 def _check_gmacs(model, fixture_name: str, crop: int, run: bool = True) -> None:
     ref = _fixture(fixture_name)["gmacs"][model.spec.label(crop)]
-    total, conv_fc, out_shape = _fvcore(model, crop, run=run)
+    total, conv_fc, out_shape, unsupported = _fvcore(model, crop, run=run)
     assert total == pytest.approx(ref["fvcore_total"], rel=1e-6)
     assert conv_fc == pytest.approx(ref["fvcore_conv_fc"], rel=1e-6)
+    # the same graph as upstream's: Swish as mul + sigmoid, the head's mean over positions
+    assert unsupported == ref["unsupported_ops"]
     if run:
         assert out_shape == ref["output_shape"]
 
@@ -184,7 +188,7 @@ def test_fvcore_x3d_xl_width_divisor1(crop):
 @pytest.mark.slow
 @pytest.mark.parametrize("crop", [312, 356])
 def test_fvcore_x3d_xl_published(crop):
-    _total, conv_fc, _ = _fvcore(build_model("x3d_xl"), crop, run=False)
+    _total, conv_fc, _, _ = _fvcore(build_model("x3d_xl"), crop, run=False)
     assert conv_fc == pytest.approx(XL_CONV_FC[crop], rel=1e-4)
 
 
@@ -298,9 +302,37 @@ def test_atfr_exact_batching_matches_batch_of_one(stage):
     with torch.no_grad():
         y = model([x])
         singles = torch.cat([model([x[i : i + 1]]) for i in range(x.shape[0])])
-        bins = model.sgs_layers()[0]
-        model.forward_sgs([x])
-        active = bins.last_active_bins.tolist()
+        step = model.atfr_step([x])
+        active = step.signatures[:, 0].tolist()
+    assert step.executed is None and torch.equal(step.scores, y)  # the model's batching: exact
     assert y.shape == (x.shape[0], 7)
     torch.testing.assert_close(y, singles, rtol=0, atol=1e-5)
     assert len(set(active)) > 1, f"test needs clips with different numbers of active bins, got {active}"
+
+
+# ------------------------------------------------------------------------------------ Swish
+def test_swish_is_bit_identical_to_pyslowfast():
+    """X3D's activation is ``x * torch.sigmoid(x)`` bit for bit (PySlowFast's Swish), not
+    ``F.silu`` (which rounds differently in about a quarter of the elements)."""
+    from atfr_analysis.models.x3d import X3DTransform, swish
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([
+        torch.randn(100_000, generator=g),
+        torch.randn(10_000, generator=g) * 1e4,  # large: sigmoid saturates to 0 / 1
+        torch.randn(10_000, generator=g) * 1e-30,  # tiny and subnormal-adjacent
+        torch.tensor([0.0, -0.0, 88.7, -88.7, 1e38, -1e38, float("inf"), float("-inf"), 1e-45, -1e-45]),
+    ])
+    bits = {torch.float32: torch.int32, torch.float64: torch.int64}
+    for t in (x, x.double(), x[:120_000].view(-1, 8), x[::3]):
+        ref = t * torch.sigmoid(t)
+        # bit for bit, NaNs (from -inf * 0) included
+        assert torch.equal(swish(t).view(bits[t.dtype]), ref.view(bits[t.dtype]))
+    # F.silu differs somewhere on these values: the test would notice a change back to it
+    assert not torch.equal(torch.nn.functional.silu(x), x * torch.sigmoid(x))
+    # the block uses it: branch2 = c_bn(c(swish(b_bn(b(...)))))
+    blk = X3DTransform(8, 8, 16, stride=1, groups=16, use_se=False, se_ratio=0.0).eval()
+    xin = torch.randn(2, 8, 3, 5, 5, generator=g)
+    with torch.no_grad():
+        h = blk.b_bn(blk.b(torch.relu(blk.a_bn(blk.a(xin)))))
+        assert torch.equal(blk(xin), blk.c_bn(blk.c(h * torch.sigmoid(h))))

@@ -121,12 +121,12 @@ def run_end_to_end(path: Path) -> dict:
     d = load_case(path)
     layer = build_layer(d)
     x = d["x"].clone().requires_grad_(True)
-    out, mask = layer(x)
+    out, mask, active = layer(x, return_bins=True)
     res = {
         "out": out.detach(),
         "mask": mask,
-        "active_kernel": layer.last_active_bins.clone(),
-        "num_bins": layer.last_num_bins,
+        "active_kernel": active,
+        "num_bins": layer.resolve_bins(x.shape[2]),
         "state_after": {k: v.detach().clone() for k, v in layer.state_dict().items()},
         "grad_x": None,
         "grad_params": None,
@@ -314,9 +314,9 @@ def test_batch_vs_single(path):
     for i in singles:
         layer = build_layer(d)
         x = d["x"][i : i + 1].clone().requires_grad_(True)
-        out, mask = layer(x)
+        out, mask, active = layer(x, return_bins=True)
         b_i = int(d[f"single_active_bins_{i}"])
-        assert out.shape[2] == b_i == int(layer.last_active_bins[0])
+        assert out.shape[2] == b_i == int(active[0])
         assert torch.equal(mask, d[f"single_mask_{i}"]), f"single mask {i}"
         assert_within(out.detach(), d[f"single_out_{i}"], rtol=rtol, atol=atol, what=f"single out {i}")
         # a clip's batch slice equals its own run on its first B'_i bins, then exact zeros
@@ -330,6 +330,6 @@ def test_batch_vs_single(path):
         # the stored single-run kernel: same support (exact) and weights of the same run
         with torch.no_grad():
             z = layer.embed(d["x"][i : i + 1])
-            k = sample_from_embedding(d["x"][i : i + 1], z, layer.last_num_bins, kernel=layer.kernel).kernel_matrix
+            k = sample_from_embedding(d["x"][i : i + 1], z, layer.resolve_bins(x.shape[2]), kernel=layer.kernel).kernel_matrix
         assert torch.equal(k > 0, d[f"single_kernel_matrix_{i}"] > 0)
         assert_within(k, d[f"single_kernel_matrix_{i}"], rtol=1e-4, atol=1e-4, what=f"single kernel {i}")

@@ -8,7 +8,7 @@
   the delta kernel's surrogate backward is the masked upstream gradient;
 * ``force_bins`` gives exactly that many bins and the same fvcore counts as a real input with
   that many active bins;
-* bad ``kernel`` / ``distance`` / ``batching`` / ``force_bins`` raise ``ValueError``.
+* bad ``kernel`` / ``distance`` / ``force_bins`` raise ``ValueError``; the layer has no batching setting.
 """
 from __future__ import annotations
 
@@ -82,15 +82,14 @@ def test_active_bins_at_most_distinct_frames(spec, seed, dtype, train, kernel, d
     g = torch.Generator().manual_seed(seed)
     frames = torch.randn(n, k, c, 2, 2, generator=g, dtype=DTYPES[dtype])
     x = clips_from_frames(frames, index)
-    out, mask = layer(x)
-    bins = layer.last_active_bins
+    out, mask, bins = layer(x, return_bins=True)
     distinct = torch.tensor([len(set(row)) for row in index])
     assert (bins <= distinct).all(), (bins.tolist(), distinct.tolist())
     if kernel == "tent":
         assert (bins >= 1).all()  # the max-distance frame always keeps bin B-1
     assert out.shape == (n, c, int(bins.max()), 2, 2)
     assert mask.shape == (n, out.shape[2])
-    assert layer.last_num_bins == t
+    assert layer.resolve_bins(x.shape[2]) == t
 
 
 @SETTINGS
@@ -114,8 +113,8 @@ def test_identical_frames_keep_one_bin(n, t, seed, dtype, train, distance, offic
     g = torch.Generator().manual_seed(seed)
     frame = torch.randn(n, c, 1, 3, 3, generator=g, dtype=dt)
     x = frame.expand(n, c, t, 3, 3).contiguous()
-    out, mask = layer(x)
-    assert layer.last_active_bins.tolist() == [1] * n
+    out, mask, bins = layer(x, return_bins=True)
+    assert bins.tolist() == [1] * n
     assert out.shape == (n, c, 1, 3, 3)
     # every frame sits on the upper edge of the last bin: a weight of about (1 + 1e-7) - 1 each
     # (more by the rounding of Delta' just below 2B), so out = (sum of tiny weights) * frame
@@ -146,14 +145,13 @@ def test_frame_permutation_invariance(n, t, seed, dtype, train, kernel, data):
     x = torch.randn(n, c, t, 2, 2, generator=g, dtype=dt)
     perms = [data.draw(st.permutations(range(t))) for _ in range(n)]
     xp = clips_from_frames(x.permute(0, 2, 1, 3, 4), perms)
-    out, _ = layer(x)
-    bins = layer.last_active_bins.clone()
-    outp, _ = layer(xp)
+    out, _, bins = layer(x, return_bins=True)
+    outp, _, binsp = layer(xp, return_bins=True)
     if kernel == "delta" and not torch.equal(maxframe_kept(layer, x), maxframe_kept(layer, xp)):
         # the max-distance frame's inclusion is decided by one ulp of max Delta (README item 9):
         # a permutation may flip it (a whole frame in or out); compare only when it did not
         return
-    assert torch.equal(layer.last_active_bins, bins)
+    assert torch.equal(binsp, bins)
     scale = x.abs().amax().item() * t
     tol = 1e-9 if dt == torch.float64 else 1e-3
     torch.testing.assert_close(outp, out, rtol=tol, atol=tol * scale)
@@ -274,7 +272,7 @@ def test_force_bins_matches_real_fvcore_counts(t, seed, kernel, num_bins):
     real_bins = out.shape[2]
     if real_bins == 0:  # delta kernel, everything dropped by rounding: nothing to force
         return
-    b = layer.last_num_bins
+    b = layer.resolve_bins(t)
     real = _fvcore_counts(layer, x, None)
     other = torch.randn(1, c, t, hw, hw, generator=g)
     forced = _fvcore_counts(layer, other, real_bins)
@@ -283,10 +281,12 @@ def test_force_bins_matches_real_fvcore_counts(t, seed, kernel, num_bins):
     # every forced count has exactly that many bins
     xb = torch.randn(3, c, t, hw, hw, generator=g)
     for fb in range(1, b + 1):
-        out, mask = layer(xb, force_bins=fb)
+        out, mask, bins = layer(xb, force_bins=fb, return_bins=True)
         assert out.shape == (3, c, fb, hw, hw) and mask.shape == (3, fb)
-        assert layer.last_active_bins.tolist() == [fb] * 3
-        assert layer.last_num_bins == b
+        assert bins.tolist() == [fb] * 3
+        # the plain call (the official outputs) is the same computation
+        out2, mask2 = layer(xb, force_bins=fb)
+        assert torch.equal(out2, out) and torch.equal(mask2, mask)
 
 
 def test_force_bins_selects_first_kernel_rows():
@@ -314,7 +314,6 @@ def test_force_bins_out_of_range(bad):
         ({"kernel": "gaussian"}, ("tent", "delta")),
         ({"distance": "L2"}, ("l2_to_mean", "l2_norm")),
         ({"distance": "cosine"}, ("l2_to_mean", "l2_norm")),
-        ({"batching": "grouped"}, ("padded", "exact")),
     ],
 )
 def test_bad_choices_raise(kwargs, names):
@@ -326,8 +325,10 @@ def test_bad_choices_raise(kwargs, names):
 
 def test_official_keys_and_init():
     torch.manual_seed(0)
-    layer = SimilarityGuidedSampling(64, batching="exact")
-    assert layer.batching == "exact"
+    layer = SimilarityGuidedSampling(64)
+    assert not hasattr(layer, "batching")  # batching is the model's setting (one source of truth)
+    with pytest.raises(TypeError):
+        SimilarityGuidedSampling(64, batching="exact")
     assert list(layer.state_dict()) == [
         "fc.0.weight", "fc.0.bias", "fc.2.weight", "fc.2.bias",
         "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked",

@@ -1,5 +1,10 @@
-"""The model zoo: native 3D CNNs with PySlowFast state-dict names, and their ATFR variants."""
-from atfr_analysis.models.base import InputSpec, VideoModel, as_pathways, make_inputs
+"""The model zoo: native 3D CNNs with PySlowFast state-dict names, and their ATFR variants.
+
+Importing this package registers every family (``resnet``, ``x3d``): the family modules import
+the registry, never the other way round (see :mod:`atfr_analysis.models.registry`).
+"""
+from atfr_analysis.models import resnet, x3d  # noqa: F401  (registers the families' models)
+from atfr_analysis.models.base import AtfrStep, InputSpec, VideoModel, as_pathways, make_inputs
 from atfr_analysis.models.registry import (
     UnknownModelError,
     build_model,
@@ -9,6 +14,7 @@ from atfr_analysis.models.registry import (
 )
 
 __all__ = [
+    "AtfrStep",
     "InputSpec",
     "VideoModel",
     "as_pathways",

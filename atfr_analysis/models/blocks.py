@@ -18,6 +18,8 @@ Sub-module names are PySlowFast's, because they become the state-dict keys:
 ``ResStage``
     ``pathway{p}_res{i}`` for every pathway, plus optionally one SGS layer per pathway after the
     last block (``pathway{p}_ts_layer``; ``ts_layer`` for a single pathway, as the fork names them).
+    The stage only hosts those layers (their state-dict place); the model runs them
+    (``VideoModel.forward_sgs``) on ``forward_preact``'s output.
 ``FuseFastToSlow``
     SlowFast's lateral connection ``conv_f2s`` (k x 1 x 1, temporal stride alpha) + ``bn`` + ReLU,
     concatenated to the slow pathway. With ``pad_temporal=True`` it reproduces the ATFR fork, which
@@ -28,11 +30,12 @@ Sub-module names are PySlowFast's, because they become the state-dict keys:
     crop: the projection runs at every position, softmax, then mean over positions) or adaptive
     average pooling to 1x1x1 (the fork's ``ResNetAdaptHead``; pass ``None`` as the pool size).
 
-The head logic is split into reusable functions for other heads (X3D's ``X3DHead`` pools with a
-fixed kernel too, then runs ``lin_5`` and the projection at every position):
-:func:`head_pool_kernel` (the kernel PySlowFast derives from the train crop), :func:`make_head_pool`
-and :func:`classify_positions` (permute, dropout, projection, activation in eval mode and the mean
-over positions).
+The head logic is split into reusable functions that every head of the zoo uses (X3D's
+``X3DHead`` pools with a fixed kernel too, then runs ``lin_5`` and the projection at every
+position): :func:`head_pool_kernel` (the kernel PySlowFast derives from the train crop),
+:func:`make_head_pool` (optionally clipping the kernel to the input, :class:`FittedAvgPool3d`),
+:func:`make_activation` and :func:`classify_positions` (permute, dropout, projection, activation in
+eval mode and the mean over positions).
 """
 from __future__ import annotations
 
@@ -55,6 +58,7 @@ __all__ = [
     "ResNetBasicHead",
     "head_pool_kernel",
     "make_head_pool",
+    "FittedAvgPool3d",
     "make_activation",
     "classify_positions",
     "init_weights",
@@ -264,8 +268,10 @@ class ResStage(nn.Module):
 
     ``sgs_factory(channels) -> module``, when given, adds one Similarity Guided Sampling layer per
     pathway after its last block, registered as ``pathway{p}_ts_layer`` (``ts_layer`` for a
-    single pathway) right after that pathway's blocks. It acts on the last block's residual sum
-    before its ReLU; the stage applies the ReLU to the layer's output.
+    single pathway) right after that pathway's blocks; ``sgs_names`` lists them. The stage only
+    hosts them: the model runs each layer on the last block's residual sum before its ReLU
+    (:meth:`forward_preact`) and applies the ReLU to the layer's output; ``forward`` runs the
+    blocks only.
     """
 
     def __init__(
@@ -321,9 +327,6 @@ class ResStage(nn.Module):
     def _blocks(self, p: int) -> list[ResBlock]:
         return [getattr(self, f"pathway{p}_res{i}") for i in range(self.num_blocks[p])]
 
-    def sgs_layer(self, p: int) -> nn.Module | None:
-        return getattr(self, self.sgs_names[p]) if self.sgs_names else None
-
     def forward_preact(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Run every block; return each pathway's last residual sum *before* its ReLU."""
         out = []
@@ -337,15 +340,12 @@ class ResStage(nn.Module):
     def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         if len(xs) != self.num_pathways:
             raise ValueError(f"expected {self.num_pathways} pathway tensor(s), got {len(xs)}")
-        if not self.sgs_names:
-            out = []
-            for p, x in enumerate(xs):
-                for block in self._blocks(p):
-                    x = block(x)
-                out.append(x)
-            return out
-        feats = self.forward_preact(xs)
-        return [F.relu(self.sgs_layer(p)(f)[0]) for p, f in enumerate(feats)]
+        out = []
+        for p, x in enumerate(xs):
+            for block in self._blocks(p):
+                x = block(x)
+            out.append(x)
+        return out
 
 
 # ---------------------------------------------------------------------------------- fusion
@@ -421,10 +421,28 @@ def head_pool_kernel(frames: int, crop: int, total_stride: int = 32, ceil: bool 
     return (int(frames), int(side), int(side))
 
 
-def make_head_pool(kernel: Sequence[int] | None) -> nn.Module:
-    """``AvgPool3d(kernel, stride=1)`` (PySlowFast), or adaptive pooling to 1x1x1 for ``None``."""
+class FittedAvgPool3d(nn.Module):
+    """``avg_pool3d`` with stride 1 and ``kernel`` clipped to the input's size, so that shorter
+    clips or smaller crops than the config's still run (PySlowFast's fixed kernel would fail)."""
+
+    def __init__(self, kernel: Sequence[int]) -> None:
+        super().__init__()
+        self.kernel = tuple(int(k) for k in kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool3d(x, [min(k, s) for k, s in zip(self.kernel, x.shape[2:])], stride=1)
+
+    def extra_repr(self) -> str:
+        return f"kernel={self.kernel}, stride=1, clipped to the input"
+
+
+def make_head_pool(kernel: Sequence[int] | None, fit: bool = False) -> nn.Module:
+    """``AvgPool3d(kernel, stride=1)`` (PySlowFast), or adaptive pooling to 1x1x1 for ``None``.
+    ``fit=True``: the kernel is clipped to the input (:class:`FittedAvgPool3d`)."""
     if kernel is None:
         return nn.AdaptiveAvgPool3d((1, 1, 1))
+    if fit:
+        return FittedAvgPool3d(kernel)
     return nn.AvgPool3d(tuple(kernel), stride=1)
 
 
@@ -445,6 +463,7 @@ def classify_positions(
     dropout: nn.Module | None = None,
     act: nn.Module | None = None,
     training: bool = False,
+    always_mean: bool = False,
 ) -> torch.Tensor:
     """Fully convolutional classification of pooled features ``[N, C, T, H, W]`` -> ``[N, K]``.
 
@@ -452,6 +471,8 @@ def classify_positions(
     eval mode the activation (softmax) is applied per position and the scores are averaged over
     the positions (one position at the train crop, several at a larger test crop). In training
     mode the logits are returned (averaged over positions if there are several).
+    ``always_mean``: take the mean even over one position (a no-op on the values), as
+    PySlowFast's ``X3DHead`` does, so that the traced graph is upstream's.
     """
     x = x.permute(0, 2, 3, 4, 1)
     if dropout is not None:
@@ -459,7 +480,7 @@ def classify_positions(
     x = projection(x)
     if not training and act is not None:
         x = act(x)
-    if x.shape[1] * x.shape[2] * x.shape[3] > 1:
+    if always_mean or x.shape[1] * x.shape[2] * x.shape[3] > 1:
         x = x.mean(dim=(1, 2, 3))
     return x.reshape(x.shape[0], -1)
 

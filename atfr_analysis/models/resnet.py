@@ -64,17 +64,22 @@ ATFR variants follow the official fork:
   official behaviour and it is kept.
 * In "padded" batching (the official one) a batch is padded to its largest B' per pathway; with
   ``set_batching("exact")`` the base class runs ``forward_post`` per group of equal B'.
+
+Baseline and ATFR variant are one class, :class:`VideoResNet`; ``cfg.sgs`` adds the SGS layers
+(and the fork's padded fusion). Each registry name is a ``@register_model(VideoResNet)`` function
+at the end of this module, returning the baseline config; the decorator registers the
+``_atfr`` variant too (:meth:`VideoResNet.atfr_config`).
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atfr_analysis.errors import InputError
 from atfr_analysis.models.base import InputSpec, VideoModel, as_pathways
 from atfr_analysis.models.blocks import (
     FuseFastToSlow,
@@ -82,11 +87,10 @@ from atfr_analysis.models.blocks import (
     ResStage,
     VideoModelStem,
     head_pool_kernel,
-    init_weights,
 )
 from atfr_analysis.models.registry import register_model
 
-__all__ = ["ResNetConfig", "VideoResNet", "VideoResNetATFR", "build_resnet", "STAGE_BLOCKS", "ARCHES"]
+__all__ = ["ResNetConfig", "VideoResNet", "STAGE_BLOCKS", "ARCHES"]
 
 #: blocks per stage (res2..res5) for each depth, as PySlowFast's ``_MODEL_STAGE_DEPTH``
 STAGE_BLOCKS: dict[int, tuple[int, int, int, int]] = {
@@ -150,29 +154,33 @@ class ResNetConfig:
     def num_pathways(self) -> int:
         return 2 if self.arch == "slowfast" else 1
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
+        """:class:`InputError` naming the first inconsistent field (run on construction)."""
         if self.arch not in ARCHES:
-            raise ValueError(f"arch must be one of {', '.join(ARCHES)}, got {self.arch!r}")
+            raise InputError(f"arch must be one of {', '.join(ARCHES)}, got {self.arch!r}")
         if self.depth not in STAGE_BLOCKS:
-            raise ValueError(f"depth must be one of {sorted(STAGE_BLOCKS)}, got {self.depth}")
+            raise InputError(f"depth must be one of {sorted(STAGE_BLOCKS)}, got {self.depth}")
         if self.head not in HEADS:
-            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+            raise InputError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
         n = self.num_pathways
         if len(self.frames) != n or len(self.temporal_kernels) != n:
-            raise ValueError(f"{self.arch}: frames and temporal_kernels need {n} entries (one per pathway)")
+            raise InputError(f"{self.arch}: frames and temporal_kernels need {n} entries (one per pathway)")
         if any(len(k) != 5 for k in self.temporal_kernels):
-            raise ValueError("temporal_kernels: 5 entries per pathway (stem, res2..res5)")
+            raise InputError("temporal_kernels: 5 entries per pathway (stem, res2..res5)")
         if len(self.widths) != 4 or len(self.inner_widths) != 4:
-            raise ValueError("widths and inner_widths need 4 entries (res2..res5)")
+            raise InputError("widths and inner_widths need 4 entries (res2..res5)")
         if self.num_block_temp_kernel is not None and len(self.num_block_temp_kernel) != 4:
-            raise ValueError("num_block_temp_kernel needs 4 entries (res2..res5)")
+            raise InputError("num_block_temp_kernel needs 4 entries (res2..res5)")
         if self.arch == "slowfast":
             if not self.alpha or self.frames[1] != self.frames[0] * self.alpha:
-                raise ValueError(
+                raise InputError(
                     f"slowfast needs frames = (T_fast / alpha, T_fast); got frames={self.frames}, alpha={self.alpha}"
                 )
         if self.sgs and self.head != "adaptive":
-            raise ValueError("an ATFR model needs head='adaptive' (the number of frames after SGS varies)")
+            raise InputError("an ATFR model needs head='adaptive' (the number of frames after SGS varies)")
 
 
 def _stage_dims(cfg: ResNetConfig) -> list[dict]:
@@ -200,14 +208,13 @@ def _stage_dims(cfg: ResNetConfig) -> list[dict]:
 
 
 class VideoResNet(VideoModel):
-    """Slow / SlowFast / 3dresnet with PySlowFast module names (see the module docstring)."""
+    """Slow / SlowFast / 3dresnet with PySlowFast module names, and with ``cfg.sgs`` their ATFR
+    variant (see the module docstring)."""
+
+    family = "resnet"
 
     def __init__(self, cfg: ResNetConfig) -> None:
-        super().__init__()
-        cfg.validate()
-        if cfg.sgs and not isinstance(self, VideoResNetATFR):
-            raise ValueError("sgs=True: build the ATFR variant (VideoResNetATFR, or the '_atfr' registry name)")
-        self.cfg = cfg
+        super().__init__(cfg)
         n = cfg.num_pathways
         self.num_pathways = n
         self.slowfast = cfg.arch == "slowfast"
@@ -242,7 +249,7 @@ class VideoResNet(VideoModel):
                 num_block_temp_kernel=None if nbtk is None else [nbtk[s]] * n,
                 num_groups=[cfg.num_groups] * n,
                 trans_func=cfg.trans_func,
-                sgs_factory=self._sgs_factory() if (cfg.sgs and s == 0) else None,
+                sgs_factory=self.make_sgs if (cfg.sgs and s == 0) else None,
             )
             self.add_module(f"s{s + 2}", stage)
             if self.slowfast and s < 3:
@@ -256,24 +263,21 @@ class VideoResNet(VideoModel):
         else:
             pool = [None] * n
         self.head = ResNetBasicHead(head_dims, cfg.num_classes, pool, cfg.dropout_rate, cfg.head_act)
-        init_weights(self, cfg.fc_init_std, cfg.zero_init_final_bn, skip=lambda name: "ts_layer" in name)
+        self.init_weights()
+
+    @classmethod
+    def atfr_config(cls, cfg: ResNetConfig, **overrides: Any) -> ResNetConfig:
+        """SGS at the end of res2 on every pathway, the adaptive head (T after SGS varies)."""
+        return replace(cfg, sgs=True, head="adaptive", **overrides)
+
+    @classmethod
+    def atfr_description(cls, description: str) -> str:
+        return description.split(" (")[0] + " + ATFR: SGS at the end of res2 on every pathway (official ATFR code)"
 
     # ----------------------------------------------------------------------------- building
     def _fuse(self, fast_channels: int, pad: bool) -> FuseFastToSlow:
         c = self.cfg
         return FuseFastToSlow(fast_channels, c.fusion_conv_channel_ratio, c.fusion_kernel, c.alpha, pad_temporal=pad)
-
-    def _sgs_factory(self):
-        from atfr_analysis.sgs import SimilarityGuidedSampling
-
-        c = self.cfg
-
-        def make(channels: int) -> nn.Module:
-            return SimilarityGuidedSampling(
-                channels, num_bins=c.num_bins, latent_dim=c.latent_dim, distance=c.distance, kernel=c.kernel
-            )
-
-        return make
 
     # ------------------------------------------------------------------------------ forward
     def _inputs(self, x) -> list[torch.Tensor]:
@@ -286,8 +290,18 @@ class VideoResNet(VideoModel):
         x = self.s1(xs)
         return self.s1_fuse(x) if self.slowfast else x
 
-    def _after_res2(self, x: list[torch.Tensor]) -> torch.Tensor:
-        """s2_fuse, pathway pools, res3..res5 (with fuses) and the head."""
+    def forward_pre(self, xs) -> list[torch.Tensor]:
+        """Stem (and s1_fuse) and res2. ATFR: up to each pathway's last residual sum, before its
+        ReLU (the SGS inputs); baseline: the ReLU included (the same split, for phase timings)."""
+        x = self._stem(self._inputs(xs))
+        return self.s2.forward_preact(x) if self.cfg.sgs else self.s2(x)
+
+    def forward_post(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """ATFR: the ReLU of the last res2 block on the SGS outputs; then s2_fuse, the pathway
+        pools, res3..res5 (with fuses) and the head."""
+        if len(feats) != self.num_pathways:
+            raise ValueError(f"expected {self.num_pathways} feature tensor(s), got {len(feats)}")
+        x = [F.relu(f) for f in feats] if self.cfg.sgs else list(feats)
         if self.slowfast:
             x = self.s2_fuse(x)
         x = [getattr(self, f"pathway{p}_pool")(t) for p, t in enumerate(x)]
@@ -296,42 +310,6 @@ class VideoResNet(VideoModel):
             if self.slowfast and s < 5:
                 x = getattr(self, f"s{s}_fuse")(x)
         return self.head(x)
-
-    def forward(self, x) -> torch.Tensor:
-        return self.forward_post(self.forward_pre(x))
-
-    # the baseline splits where its ATFR variant puts SGS (res2's output), for phase timings
-    def forward_pre(self, xs) -> list[torch.Tensor]:
-        """Stem (and s1_fuse) and res2, ReLU included (the ATFR variant stops before that ReLU)."""
-        return self.s2(self._stem(self._inputs(xs)))
-
-    def forward_post(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Everything after res2."""
-        return self._after_res2(list(feats))
-
-
-class VideoResNetATFR(VideoResNet):
-    """The ATFR variant: SGS at the end of res2 on every pathway, split for profiling.
-
-    ``forward`` is :meth:`VideoModel.forward` (pre, each SGS layer, post; padded or exact batching).
-    """
-
-    forward = VideoModel.forward
-
-    def forward_pre(self, xs) -> list[torch.Tensor]:
-        """Stem (and s1_fuse) and res2 up to each pathway's last residual sum, before its ReLU."""
-        return self.s2.forward_preact(self._stem(self._inputs(xs)))
-
-    def forward_post(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The ReLU of the last res2 block on the SGS outputs, then everything after res2."""
-        if len(feats) != self.num_pathways:
-            raise ValueError(f"expected {self.num_pathways} SGS output(s), got {len(feats)}")
-        return self._after_res2([F.relu(f) for f in feats])
-
-
-def build_resnet(cfg: ResNetConfig) -> VideoResNet:
-    """Builder for the registry: the ATFR class when ``cfg.sgs``, else the baseline."""
-    return (VideoResNetATFR if cfg.sgs else VideoResNet)(cfg)
 
 
 # ---------------------------------------------------------------------------------- registry
@@ -348,65 +326,59 @@ _FORK_3DRESNET = dict(
     head="adaptive",
 )
 
-_BASELINES: dict[str, tuple[ResNetConfig, str]] = {
-    "slow_8x8_r50": (
-        ResNetConfig(arch="slow", frames=(8,), sampling_rate=8, temporal_kernels=((1, 1, 1, 3, 3),), **_R50_SLOW),
-        "Slow 8x8 R50 (PySlowFast configs/Kinetics/c2/SLOW_8x8_R50.yaml)",
-    ),
-    "slowfast_4x16_r50": (
-        ResNetConfig(
-            arch="slowfast", frames=(4, 32), sampling_rate=2, alpha=8, fusion_kernel=5,
-            temporal_kernels=_SLOWFAST_TK, **_R50_SLOW,
-        ),
-        "SlowFast 4x16 R50 (PySlowFast configs/Kinetics/c2/SLOWFAST_4x16_R50.yaml)",
-    ),
-    "slowfast_8x8_r50": (
-        ResNetConfig(
-            arch="slowfast", frames=(8, 32), sampling_rate=2, alpha=4, fusion_kernel=7,
-            temporal_kernels=_SLOWFAST_TK, **_R50_SLOW,
-        ),
-        "SlowFast 8x8 R50 (PySlowFast configs/Kinetics/c2/SLOWFAST_8x8_R50.yaml)",
-    ),
-    "slowfast_16x8_r50": (
-        ResNetConfig(
-            arch="slowfast", frames=(16, 64), sampling_rate=2, alpha=4, fusion_kernel=7, num_classes=174,
-            temporal_kernels=_SLOWFAST_TK, num_views=1, num_crops=1, **_R50_SLOW,
-        ),
-        "SlowFast 16x8 R50 for Something-Something V2 (PySlowFast configs/SSv2/SLOWFAST_16x8_R50.yaml; 174 classes)",
-    ),
-    "resnet3d_50": (
-        ResNetConfig(depth=50, **_FORK_3DRESNET),
-        "3DResNet-50 of the official ATFR code (configs/Kinetics/3DResNet50.yaml; 7.3M params)",
-    ),
-    "resnet3d_18": (
-        ResNetConfig(depth=18, **_FORK_3DRESNET),
-        "3DResNet-18 of the official ATFR code (configs/Mini_Kinetics200/3DResNet18.yaml; 2 bottlenecks per stage)",
-    ),
-    "slow_tiny": (
-        ResNetConfig(
-            arch="slow", depth=18, frames=(16,), sampling_rate=1, train_crop=64, test_crop=64,
-            stem_width=16, widths=(64, 128, 256, 512), inner_widths=(16, 32, 64, 128),
-            temporal_kernels=((1, 1, 3, 3, 3),), dropout_rate=0.3, num_views=1, num_crops=3,
-        ),
-        "Slow ResNet-18 (bottleneck) at a quarter of R50's width, 16x64x64: the demo's backbone, "
-        "small enough to train on a CPU; temporal kernel 1 in the stem and res2, so nothing mixes frames before SGS",
-    ),
-}
-#: config changes of the ATFR variant besides sgs=True and the adaptive head
-_ATFR_EXTRA = {"resnet3d_18": {"sampling_rate": 2}}
 
 
-def _register() -> None:
-    for name, (cfg, desc) in _BASELINES.items():
-        register_model(name, build_resnet, cfg, family="resnet", description=desc)
-        atfr = dataclasses.replace(cfg, sgs=True, head="adaptive", **_ATFR_EXTRA.get(name, {}))
-        register_model(
-            f"{name}_atfr",
-            build_resnet,
-            atfr,
-            family="resnet",
-            description=desc.split(" (")[0] + " + ATFR: SGS at the end of res2 on every pathway (official ATFR code)",
-        )
+@register_model(VideoResNet)
+def slow_8x8_r50() -> ResNetConfig:
+    """Slow 8x8 R50 (PySlowFast configs/Kinetics/c2/SLOW_8x8_R50.yaml)"""
+    return ResNetConfig(arch="slow", frames=(8,), sampling_rate=8, temporal_kernels=((1, 1, 1, 3, 3),), **_R50_SLOW)
 
 
-_register()
+@register_model(VideoResNet)
+def slowfast_4x16_r50() -> ResNetConfig:
+    """SlowFast 4x16 R50 (PySlowFast configs/Kinetics/c2/SLOWFAST_4x16_R50.yaml)"""
+    return ResNetConfig(
+        arch="slowfast", frames=(4, 32), sampling_rate=2, alpha=8, fusion_kernel=5,
+        temporal_kernels=_SLOWFAST_TK, **_R50_SLOW,
+    )
+
+
+@register_model(VideoResNet)
+def slowfast_8x8_r50() -> ResNetConfig:
+    """SlowFast 8x8 R50 (PySlowFast configs/Kinetics/c2/SLOWFAST_8x8_R50.yaml)"""
+    return ResNetConfig(
+        arch="slowfast", frames=(8, 32), sampling_rate=2, alpha=4, fusion_kernel=7,
+        temporal_kernels=_SLOWFAST_TK, **_R50_SLOW,
+    )
+
+
+@register_model(VideoResNet)
+def slowfast_16x8_r50() -> ResNetConfig:
+    """SlowFast 16x8 R50 for Something-Something V2 (PySlowFast configs/SSv2/SLOWFAST_16x8_R50.yaml; 174 classes)"""
+    return ResNetConfig(
+        arch="slowfast", frames=(16, 64), sampling_rate=2, alpha=4, fusion_kernel=7, num_classes=174,
+        temporal_kernels=_SLOWFAST_TK, num_views=1, num_crops=1, **_R50_SLOW,
+    )
+
+
+@register_model(VideoResNet)
+def resnet3d_50() -> ResNetConfig:
+    """3DResNet-50 of the official ATFR code (configs/Kinetics/3DResNet50.yaml; 7.3M params)"""
+    return ResNetConfig(depth=50, **_FORK_3DRESNET)
+
+
+# the fork's 3DResNet18+ATFR.yaml samples every 2nd frame (its baseline config every frame)
+@register_model(VideoResNet, sampling_rate=2)
+def resnet3d_18() -> ResNetConfig:
+    """3DResNet-18 of the official ATFR code (configs/Mini_Kinetics200/3DResNet18.yaml; 2 bottlenecks per stage)"""
+    return ResNetConfig(depth=18, **_FORK_3DRESNET)
+
+
+@register_model(VideoResNet)
+def slow_tiny() -> ResNetConfig:
+    """Slow ResNet-18 (bottleneck) at a quarter of R50's width, 16x64x64: the demo's backbone, small enough to train on a CPU; temporal kernel 1 in the stem and res2, so nothing mixes frames before SGS"""
+    return ResNetConfig(
+        arch="slow", depth=18, frames=(16,), sampling_rate=1, train_crop=64, test_crop=64,
+        stem_width=16, widths=(64, 128, 256, 512), inner_widths=(16, 32, 64, 128),
+        temporal_kernels=((1, 1, 3, 3, 3),), dropout_rate=0.3, num_views=1, num_crops=3,
+    )

@@ -62,13 +62,18 @@ over T, H and W); its keys are the baseline's, so a baseline checkpoint loads in
 with ``strict=False`` and only the ``ts_layer`` keys missing (torch does not list the missing
 ``bn.num_batches_tracked``).
 
-Swish is ``F.silu`` (x * sigmoid(x)); fvcore counts neither it nor the SE gating multiply, so the
-counts equal the reference's (whose stand-in Swish traces as ``mul`` + ``sigmoid``), only the
-list of unsupported ops differs.
+Swish is computed as PySlowFast computes it, ``x * torch.sigmoid(x)`` (:func:`swish`), not with
+``F.silu``, which rounds differently (one ulp in about a quarter of the elements, growing to about
+1e-4 relative on X3D-L's logits); outputs are bit-identical to PySlowFast's for the same weights
+(``shared/fixtures/pyslowfast_forward``). fvcore counts neither it nor the SE gating multiply.
+
+As every family of the zoo: one class for the baseline and the ATFR variant (``cfg.sgs``), the
+config validated on construction, PySlowFast's weight init (``VideoModel.init_weights``), the head
+built from :mod:`atfr_analysis.models.blocks`, and the registry names as
+``@register_model(X3D)`` functions at the end of this module.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -77,10 +82,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atfr_analysis.errors import InputError
 from atfr_analysis.models.base import InputSpec, VideoModel, as_pathways
+from atfr_analysis.models.blocks import classify_positions, head_pool_kernel, make_activation, make_head_pool
 from atfr_analysis.models.registry import register_model
 
-__all__ = ["X3DConfig", "X3D", "round_width", "x3d_widths"]
+__all__ = ["X3DConfig", "X3D", "round_width", "x3d_widths", "swish"]
 
 # blocks per stage before the depth factor, PySlowFast's X3D ``block_basis``
 _BASE_BLOCKS = (1, 2, 5, 3)
@@ -145,10 +152,14 @@ class X3DConfig:
     kernel: str = "tent"
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """:class:`InputError` naming the first inconsistent field (run on construction)."""
         if self.sgs_stage not in _SGS_STAGES:
-            raise ValueError(f"sgs_stage must be one of {', '.join(_SGS_STAGES)}, got {self.sgs_stage!r}")
+            raise InputError(f"sgs_stage must be one of {', '.join(_SGS_STAGES)}, got {self.sgs_stage!r}")
         if self.width_divisor < 1:
-            raise ValueError(f"width_divisor must be >= 1, got {self.width_divisor}")
+            raise InputError(f"width_divisor must be >= 1, got {self.width_divisor}")
 
 
 def x3d_widths(cfg: X3DConfig) -> dict:
@@ -167,6 +178,11 @@ def x3d_widths(cfg: X3DConfig) -> dict:
 
 
 # ---------------------------------------------------------------------------------- modules
+def swish(x: torch.Tensor) -> torch.Tensor:
+    """Swish as PySlowFast computes it: ``x * torch.sigmoid(x)`` (bit for bit; not ``F.silu``)."""
+    return x * torch.sigmoid(x)
+
+
 class SqueezeExcitation(nn.Module):
     """Squeeze-excitation with 1x1x1 convs (``fc1`` / ``fc2``, with bias), ReLU then sigmoid."""
 
@@ -204,12 +220,13 @@ class X3DTransform(nn.Module):
         x = self.b_bn(self.b(x))
         if hasattr(self, "se"):
             x = self.se(x)
-        x = F.silu(x)  # Swish: x * sigmoid(x)
+        x = swish(x)
         return self.c_bn(self.c(x))
 
 
 class X3DBlock(nn.Module):
-    """Residual block; ``relu=False`` returns the residual sum before its ReLU (the SGS input)."""
+    """Residual block: ``relu(shortcut(x) + branch2(x))``; ``forward_preact`` returns the sum
+    before the ReLU (the SGS input), as ``blocks.ResBlock``."""
 
     def __init__(self, dim_in: int, dim_out: int, dim_inner: int, stride: int, groups: int, use_se: bool, se_ratio: float) -> None:
         super().__init__()
@@ -218,13 +235,14 @@ class X3DBlock(nn.Module):
             self.branch1_bn = nn.BatchNorm3d(dim_out)
         self.branch2 = X3DTransform(dim_in, dim_out, dim_inner, stride, groups, use_se, se_ratio)
 
-    def forward(self, x: torch.Tensor, relu: bool = True) -> torch.Tensor:
+    def forward_preact(self, x: torch.Tensor) -> torch.Tensor:
         f = self.branch2(x)
         if hasattr(self, "branch1"):
-            x = self.branch1_bn(self.branch1(x)) + f
-        else:
-            x = x + f
-        return F.relu(x) if relu else x
+            return self.branch1_bn(self.branch1(x)) + f
+        return x + f
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.forward_preact(x))
 
 
 class X3DStage(nn.Module):
@@ -248,11 +266,17 @@ class X3DStage(nn.Module):
     def blocks(self) -> list[X3DBlock]:
         return [getattr(self, f"pathway0_res{i}") for i in range(self.num_blocks)]
 
-    def forward(self, x: torch.Tensor, last_relu: bool = True) -> torch.Tensor:
-        blocks = self.blocks()
-        for blk in blocks[:-1]:
+    def forward_preact(self, x: torch.Tensor) -> torch.Tensor:
+        """Every block; the last one's residual sum *before* its ReLU."""
+        *head, last = self.blocks()
+        for blk in head:
             x = blk(x)
-        return blocks[-1](x, relu=last_relu)
+        return last.forward_preact(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for blk in self.blocks():
+            x = blk(x)
+        return x
 
 
 class X3DStem(nn.Module):
@@ -266,9 +290,12 @@ class X3DStem(nn.Module):
         )
         self.bn = nn.BatchNorm3d(dim_out)
 
-    def forward(self, x: torch.Tensor, relu: bool = True) -> torch.Tensor:
-        x = self.bn(self.conv(self.conv_xy(x)))
-        return F.relu(x) if relu else x
+    def forward_preact(self, x: torch.Tensor) -> torch.Tensor:
+        """The BN output before the ReLU (where the official hook puts SGS)."""
+        return self.bn(self.conv(self.conv_xy(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.forward_preact(x))
 
 
 class X3DStemStage(nn.Module):
@@ -278,18 +305,22 @@ class X3DStemStage(nn.Module):
         super().__init__()
         self.pathway0_stem = X3DStem(dim_in, dim_out)
 
-    def forward(self, x: torch.Tensor, relu: bool = True) -> torch.Tensor:
-        return self.pathway0_stem(x, relu=relu)
+    def forward_preact(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pathway0_stem.forward_preact(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pathway0_stem(x)
 
 
 class X3DHead(nn.Module):
     """``conv_5`` -> BN -> ReLU -> avg pool -> ``lin_5`` -> ReLU -> dropout -> ``projection``.
 
     ``pool_size=None`` pools adaptively (global average, the ATFR head); otherwise an average pool
-    with stride 1 and that kernel (clipped to the feature size), applied fully convolutionally:
-    the projection runs at every pooled position and, in eval, softmax is taken per position and
-    averaged, as PySlowFast's ``X3DHead``. In train mode the logits are averaged over positions
-    (there is one position at the train crop).
+    with stride 1 and that kernel (clipped to the feature size, ``blocks.FittedAvgPool3d``),
+    applied fully convolutionally: the projection runs at every pooled position and, in eval,
+    softmax is taken per position and averaged, as PySlowFast's ``X3DHead``
+    (``blocks.classify_positions``). In train mode the logits are averaged over positions (there
+    is one position at the train crop).
     """
 
     def __init__(
@@ -300,38 +331,31 @@ class X3DHead(nn.Module):
         num_classes: int,
         pool_size: tuple[int, int, int] | None,
         dropout: float,
+        act: str | None = "softmax",
     ) -> None:
         super().__init__()
-        self.pool_size = pool_size
         self.conv_5 = nn.Conv3d(dim_in, dim_inner, 1, bias=False)
         self.conv_5_bn = nn.BatchNorm3d(dim_inner)
+        self.pool = make_head_pool(pool_size, fit=True)
         self.lin_5 = nn.Conv3d(dim_inner, dim_out, 1, bias=False)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
         self.projection = nn.Linear(dim_out, num_classes, bias=True)
+        self.act = make_activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv_5_bn(self.conv_5(x)))
-        if self.pool_size is None:
-            x = F.adaptive_avg_pool3d(x, 1)
-        else:
-            kernel = [min(k, s) for k, s in zip(self.pool_size, x.shape[2:])]
-            x = F.avg_pool3d(x, kernel, stride=1)
+        x = self.pool(F.relu(self.conv_5_bn(self.conv_5(x))))
         x = F.relu(self.lin_5(x))
-        x = x.permute(0, 2, 3, 4, 1)  # [N, T, H, W, C]
-        x = self.dropout(x)
-        x = self.projection(x)
-        if not self.training:
-            x = F.softmax(x, dim=4)
-        return x.mean(dim=(1, 2, 3))
+        return classify_positions(x, self.projection, self.dropout, self.act, self.training, always_mean=True)
 
 
 # ---------------------------------------------------------------------------------- model
 class X3D(VideoModel):
     """X3D with PySlowFast state-dict names; with ``cfg.sgs`` an ATFR model (see module doc)."""
 
+    family = "x3d"
+
     def __init__(self, cfg: X3DConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.spec = InputSpec(
             frames=(cfg.frames,),
             train_crop=cfg.train_crop,
@@ -347,60 +371,38 @@ class X3D(VideoModel):
         for i, (out, inner, blocks) in enumerate(w["stages"]):
             self.add_module(f"s{i + 2}", X3DStage(dim_in, out, inner, blocks, cfg.channelwise, cfg.se_ratio))
             dim_in = out
-        spat = int(math.ceil(cfg.train_crop / 32.0))
         self.head = X3DHead(
             dim_in,
             w["head_inner"],
             w["head_out"],
             cfg.num_classes,
-            pool_size=None if cfg.sgs else (cfg.frames, spat, spat),
+            pool_size=None if cfg.sgs else head_pool_kernel(cfg.frames, cfg.train_crop, ceil=True),
             dropout=cfg.dropout,
         )
-        self._init_weights(cfg.fc_init_std, cfg.zero_init_final_bn)
+        self.init_weights()
         if cfg.sgs:
-            from atfr_analysis.sgs import SimilarityGuidedSampling
-
             host = self.s2 if cfg.sgs_stage == "res2" else self.s1
             channels = w["stages"][0][0] if cfg.sgs_stage == "res2" else w["stem"]
             # registered last, so its keys follow the host's blocks, as in the official state dict
-            host.ts_layer = SimilarityGuidedSampling(
-                channels,
-                num_bins=cfg.num_bins,
-                latent_dim=cfg.latent_dim,
-                distance=cfg.distance,
-                kernel=cfg.kernel,
-            )
+            # (and after the init, which it does not take part in)
+            host.ts_layer = self.make_sgs(channels)
 
-    def _init_weights(self, fc_init_std: float, zero_init_final_bn: bool) -> None:
-        """PySlowFast's init: convs Kaiming-normal (fan_out), BN 1/0 (final BN of a block 0), FC N(0, std)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm3d):
-                final = getattr(m, "transform_final_bn", False) and zero_init_final_bn
-                nn.init.constant_(m.weight, 0.0 if final else 1.0)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, mean=0.0, std=fc_init_std)
-                nn.init.zeros_(m.bias)
+    @classmethod
+    def atfr_description(cls, description: str) -> str:
+        return (
+            f"{description}; ATFR: Similarity Guided Sampling at the end of res2 (s2.ts_layer), "
+            "adaptive head (no official X3D+ATFR config exists)"
+        )
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x):
-        if self.cfg.sgs:
-            return super().forward(x)  # pre -> SGS -> post (VideoModel, with exact batching)
-        return self.forward_post(self.forward_pre(x))
-
     def forward_pre(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         """Everything before SGS: the stem's BN output (``stem``) or res2's last pre-ReLU sum.
         Without SGS the same split (for phase timings), the ReLU included."""
         (x,) = as_pathways(xs)
-        relu = not self.cfg.sgs
         if self.cfg.sgs_stage == "stem":
-            return [self.s1(x, relu=relu)]
+            return [self.s1.forward_preact(x) if self.cfg.sgs else self.s1(x)]
         x = self.s1(x)
-        return [self.s2(x, last_relu=relu)]
+        return [self.s2.forward_preact(x) if self.cfg.sgs else self.s2(x)]
 
     def forward_post(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """Everything after SGS: the deferred ReLU (ATFR), the remaining stages and the head."""
@@ -415,42 +417,31 @@ class X3D(VideoModel):
 
 
 # ---------------------------------------------------------------------------------- registry
-_VARIANTS = {
-    # name: (config, what it reproduces)
-    "x3d_xs": (
-        X3DConfig(frames=4, sampling_rate=12, train_crop=160, test_crop=182),
-        "X3D-XS, PySlowFast configs/Kinetics/X3D_XS.yaml: 4x12 frames, 160 px train / 182 px test "
-        "(3 crops), width 2.0, depth 2.2",
-    ),
-    "x3d_s": (
-        X3DConfig(frames=13, sampling_rate=6, train_crop=160, test_crop=182),
-        "X3D-S, PySlowFast configs/Kinetics/X3D_S.yaml: 13x6 frames, 160 px train / 182 px test "
-        "(3 crops), width 2.0, depth 2.2",
-    ),
-    "x3d_m": (
-        X3DConfig(frames=16, sampling_rate=5, train_crop=224, test_crop=256),
-        "X3D-M, PySlowFast configs/Kinetics/X3D_M.yaml: 16x5 frames, 224 px train / 256 px test "
-        "(3 crops), width 2.0, depth 2.2",
-    ),
-    "x3d_l": (
-        X3DConfig(depth_factor=5.0, frames=16, sampling_rate=5, train_crop=312, test_crop=356),
-        "X3D-L, PySlowFast configs/Kinetics/X3D_L.yaml: 16x5 frames, 312 px train / 356 px test "
-        "(3 crops), width 2.0, depth 5.0",
-    ),
-    "x3d_xl": (
-        X3DConfig(width_factor=2.9, depth_factor=5.0, frames=16, sampling_rate=5, train_crop=312, test_crop=356),
-        "X3D-XL as published (X3D_L.yaml with X3D.WIDTH_FACTOR 2.9, widths rounded to multiples of "
-        "8: 11.10 M params); width_divisor=1 gives PySlowFast's rounding (11.09 M)",
-    ),
-}
+@register_model(X3D)
+def x3d_xs() -> X3DConfig:
+    """X3D-XS, PySlowFast configs/Kinetics/X3D_XS.yaml: 4x12 frames, 160 px train / 182 px test (3 crops), width 2.0, depth 2.2"""
+    return X3DConfig(frames=4, sampling_rate=12, train_crop=160, test_crop=182)
 
-for _name, (_cfg, _desc) in _VARIANTS.items():
-    register_model(_name, X3D, _cfg, family="x3d", description=_desc)
-    register_model(
-        f"{_name}_atfr",
-        X3D,
-        dataclasses.replace(_cfg, sgs=True),
-        family="x3d",
-        description=f"{_desc}; ATFR: Similarity Guided Sampling at the end of res2 (s2.ts_layer), "
-        "adaptive head (no official X3D+ATFR config exists)",
-    )
+
+@register_model(X3D)
+def x3d_s() -> X3DConfig:
+    """X3D-S, PySlowFast configs/Kinetics/X3D_S.yaml: 13x6 frames, 160 px train / 182 px test (3 crops), width 2.0, depth 2.2"""
+    return X3DConfig(frames=13, sampling_rate=6, train_crop=160, test_crop=182)
+
+
+@register_model(X3D)
+def x3d_m() -> X3DConfig:
+    """X3D-M, PySlowFast configs/Kinetics/X3D_M.yaml: 16x5 frames, 224 px train / 256 px test (3 crops), width 2.0, depth 2.2"""
+    return X3DConfig(frames=16, sampling_rate=5, train_crop=224, test_crop=256)
+
+
+@register_model(X3D)
+def x3d_l() -> X3DConfig:
+    """X3D-L, PySlowFast configs/Kinetics/X3D_L.yaml: 16x5 frames, 312 px train / 356 px test (3 crops), width 2.0, depth 5.0"""
+    return X3DConfig(depth_factor=5.0, frames=16, sampling_rate=5, train_crop=312, test_crop=356)
+
+
+@register_model(X3D)
+def x3d_xl() -> X3DConfig:
+    """X3D-XL as published (X3D_L.yaml with X3D.WIDTH_FACTOR 2.9, widths rounded to multiples of 8: 11.10 M params); width_divisor=1 gives PySlowFast's rounding (11.09 M)"""
+    return X3DConfig(width_factor=2.9, depth_factor=5.0, frames=16, sampling_rate=5, train_crop=312, test_crop=356)

@@ -45,21 +45,10 @@ class Profiler:
     @torch.no_grad()
     def run(self, clips) -> dict:
         """Forward a batch; returns ``scores`` [N, K] (softmax), ``bins`` [N, L] and the GMACs lists."""
-        model = self.model
         xs = as_pathways(clips)
-        n = xs[0].shape[0]
         cm = self.cost_model(xs)
-        if not self.layers:
-            return self.record(cm, model(xs), torch.zeros(n, 0, dtype=torch.long))
-        outs, bins = model.forward_sgs(xs)
-        sig = torch.stack(bins, dim=1).cpu()  # the one host sync for the bins, shared with exact batching
-        if self.batching == "exact" and n > 1:
-            scores = model._forward_post_exact(outs, bins, sig=sig)
-        else:
-            scores = model.forward_post(outs)
-        # padded batching: every clip runs at the batch's largest B' (the SGS outputs' length)
-        executed = None if self.batching == "exact" else tuple(int(o.shape[2]) for o in outs)
-        return self.record(cm, scores, sig, executed)
+        step = self.model.atfr_step(xs, batching=self.batching)
+        return self.record(cm, step.scores, step.signatures, step.executed)
 
     def record(self, cm: CostModel, scores: torch.Tensor, sig: torch.Tensor, executed=None) -> dict:
         """The bookkeeping after the forward: GMACs look-ups per clip and the scores on the host.

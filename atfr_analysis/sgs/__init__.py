@@ -5,7 +5,6 @@ See :mod:`atfr_analysis.sgs.layer` for the semantics (as the official code does 
 """
 from atfr_analysis.sgs.kernels import DeltaKernel, TentKernel, delta_kernel, tent_kernel
 from atfr_analysis.sgs.layer import (
-    BATCHING_MODES,
     DISTANCES,
     KERNELS,
     SamplingResult,
@@ -23,5 +22,4 @@ __all__ = [
     "delta_kernel",
     "DISTANCES",
     "KERNELS",
-    "BATCHING_MODES",
 ]

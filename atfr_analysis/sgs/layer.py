@@ -48,12 +48,14 @@ Semantics worth knowing:
   frame near an even ``Delta'`` gets a weight near 0.
 * A clip of identical frames keeps exactly one bin; ``B'`` never exceeds the number of distinct
   frames.
-* ``mask`` can disagree with the kernel count: an all-zero clip keeps 1 bin (``last_active_bins``
-  says 1) but its mask is all False; a kept bin that only holds all-zero frames is masked out.
+* ``mask`` can disagree with the kernel count: an all-zero clip keeps 1 bin (the active-bin
+  count says 1) but its mask is all False; a kept bin that only holds all-zero frames is masked
+  out. So the active bins are returned (``return_bins=True``), never derived from the mask.
 * Padded batching (the official one): in a batch, clips are zero-padded to ``B'_max`` with no
-  mask downstream, so a clip's prediction depends on the other clips of its batch. With
-  ``batching="exact"`` the *model* groups samples by their ``B'`` (``last_active_bins``) after
-  this layer; the layer's output format is the same in both modes.
+  mask downstream, so a clip's prediction depends on the other clips of its batch. Batching is
+  the *model's* concern (``VideoModel.batching``, :mod:`atfr_analysis.models.exact`): in exact
+  batching it groups samples by their active bins after this layer. The layer has no batching
+  setting; its output is the same whichever mode the model runs.
 """
 from __future__ import annotations
 
@@ -71,13 +73,11 @@ __all__ = [
     "sample_from_embedding",
     "DISTANCES",
     "KERNELS",
-    "BATCHING_MODES",
     "DISTANCE_EPS",
 ]
 
 DISTANCES = ("l2_to_mean", "l2_norm")
 KERNELS = ("tent", "delta")
-BATCHING_MODES = ("padded", "exact")
 #: eps of the official distance (``pairwise_distance``'s default), added to ``mean - frame``
 DISTANCE_EPS = 1e-6
 
@@ -196,24 +196,24 @@ class SimilarityGuidedSampling(nn.Module):
             mean minus frame); ``"l2_norm"``: ``Delta_t = ||z_t||_2``, the formula of the poster.
         kernel: ``"tent"`` (official ``linear``, default) or ``"delta"`` (hard indicator, with the
             official surrogate backward).
-        batching: ``"padded"`` or ``"exact"``; stored as ``self.batching`` for the model, which
-            does the grouping. The layer's output is the same in both modes.
 
     State-dict keys are the official ones: ``fc.0.*``, ``fc.2.*`` (``fc`` =
     ``Linear(C, C//2), ReLU, Linear(C//2, latent_dim)``) and ``bn.*`` (``BatchNorm1d(latent_dim)``).
     Linear weights are initialised N(0, 0.01^2) with zero biases (official ``init_weights``).
 
-    ``forward(x, force_bins=None)`` returns ``(out, mask)``: ``out`` ``[N, C, B'_max, H, W]`` with
-    each clip's active bins left-aligned in ascending bin index (i.e. ordered by distance to the
-    clip's mean, **not by time**) and zero-padded to the batch maximum, ``mask`` ``[N, B'_max]``
-    bool computed from the output values (see :mod:`atfr_analysis.sgs.layer`). After each call
-    ``last_active_bins`` holds the per-clip number of kept bins (``[N]`` long; 1 for an all-zero
-    clip even though its mask is all False) and ``last_num_bins`` the ``B`` used.
+    ``forward(x, force_bins=None, return_bins=False)`` returns ``(out, mask)``, as the official
+    layer: ``out`` ``[N, C, B'_max, H, W]`` with each clip's active bins left-aligned in ascending
+    bin index (i.e. ordered by distance to the clip's mean, **not by time**) and zero-padded to
+    the batch maximum, ``mask`` ``[N, B'_max]`` bool computed from the output values (see
+    :mod:`atfr_analysis.sgs.layer`). With ``return_bins=True`` it returns ``(out, mask,
+    active_bins)``, ``active_bins`` the per-clip number of kept bins (``[N]`` long, on the input's
+    device; 1 for an all-zero clip even though its mask is all False). The layer keeps no state
+    between calls; ``resolve_bins(T)`` is the ``B`` it uses for ``T`` input frames.
 
     ``force_bins`` (for the FLOP cost cache and what-if analysis): the same op sequence (pooling,
     MLP, BN, distance, kernel, compaction, bmm), but bins ``0..force_bins-1`` are the active set of
     every clip, whatever their kernel mass, so the output has exactly ``force_bins`` bins and traced
-    op shapes equal those of a real input with that many active bins; ``last_active_bins`` is then
+    op shapes equal those of a real input with that many active bins; the active bins are then
     ``force_bins`` for every clip. ``1 <= force_bins <= B``, else ``ValueError``.
 
     In padded batching a clip's output, and so its prediction, depends on its batch (padding to
@@ -229,12 +229,10 @@ class SimilarityGuidedSampling(nn.Module):
         latent_dim: int = 8,
         distance: str = "l2_to_mean",
         kernel: str = "tent",
-        batching: str = "padded",
     ) -> None:
         super().__init__()
         _check_choice("distance", distance, DISTANCES)
         _check_choice("kernel", kernel, KERNELS)
-        _check_choice("batching", batching, BATCHING_MODES)
         if int(in_channels) < 2:
             raise ValueError(f"in_channels must be >= 2, got {in_channels}")
         if num_bins is not None and int(num_bins) < 1:
@@ -246,15 +244,12 @@ class SimilarityGuidedSampling(nn.Module):
         self.latent_dim = int(latent_dim)
         self.distance = distance
         self.kernel = kernel
-        self.batching = batching
         self.fc = nn.Sequential(
             nn.Linear(self.in_channels, self.in_channels // 2),
             nn.ReLU(),
             nn.Linear(self.in_channels // 2, self.latent_dim),
         )
         self.bn = nn.BatchNorm1d(self.latent_dim)
-        self.last_active_bins: torch.Tensor | None = None
-        self.last_num_bins: int | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -269,7 +264,7 @@ class SimilarityGuidedSampling(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_channels={self.in_channels}, num_bins={self.num_bins}, latent_dim={self.latent_dim}, "
-            f"distance={self.distance!r}, kernel={self.kernel!r}, batching={self.batching!r}"
+            f"distance={self.distance!r}, kernel={self.kernel!r}"
         )
 
     def resolve_bins(self, t: int) -> int:
@@ -283,7 +278,7 @@ class SimilarityGuidedSampling(nn.Module):
         z = self.fc(pooled).permute(0, 2, 1)  # [N, L, T]
         return self.bn(z)
 
-    def forward(self, x: torch.Tensor, force_bins: int | None = None):
+    def forward(self, x: torch.Tensor, force_bins: int | None = None, return_bins: bool = False):
         if x.dim() != 5:
             raise ValueError(f"expected [N, C, T, H, W], got {tuple(x.shape)}")
         if x.shape[1] != self.in_channels:
@@ -293,6 +288,6 @@ class SimilarityGuidedSampling(nn.Module):
             raise ValueError(f"force_bins must be in [1, {b}] (B = {b}), got {force_bins}")
         z = self.embed(x)
         res = sample_from_embedding(x, z, b, kernel=self.kernel, distance=self.distance, force_bins=force_bins)
-        self.last_active_bins = res.active_bins
-        self.last_num_bins = b
+        if return_bins:
+            return res.out, res.mask, res.active_bins
         return res.out, res.mask
