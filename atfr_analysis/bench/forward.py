@@ -1,10 +1,9 @@
-"""The one place where bench reaches into other packages' internals.
+"""The ATFR forward split into its parts, as bench times them.
 
-Bench splits the ATFR forward into its parts (pre, each SGS layer, post with exact batching) to
-time them and to locate differences. ``VideoModel`` does not offer that split publicly yet: these
-functions wrap the private calls (``_forward_post_exact``, ``SGSLayer.last_active_bins``, the CUDA
-graph cache, the profiler's and the cost model's caches), so that a public ATFR step replaces them
-here and nowhere else.
+Bench times pre, each SGS layer and post (exact batching) apart and locates differences between
+them. These functions are the one place where it does so, through the models' public API
+(``VideoModel.forward_post_exact``, the SGS layer's ``return_bins``, ``VideoModel.post_graphs``)
+and the profiler's (``Profiler.use_cost_model``).
 """
 from __future__ import annotations
 
@@ -17,13 +16,13 @@ __all__ = ["post_exact", "sgs_layer", "sgs_layers", "post_graphs", "profiler_wit
 
 def post_exact(model, outs: list[torch.Tensor], bins: list[torch.Tensor], sig: torch.Tensor | None = None) -> torch.Tensor:
     """Exact batching's post part: every group of clips sharing a signature run at its own B'."""
-    return model._forward_post_exact(outs, bins, sig=sig)
+    return model.forward_post_exact(outs, torch.stack(bins, dim=1).cpu() if sig is None else sig)
 
 
 def sgs_layer(layer, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One SGS layer on ``feat``: its output and the per-clip active bins ``[N]``."""
-    out, _mask = layer(feat)
-    return out, layer.last_active_bins
+    out, _mask, bins = layer(feat, return_bins=True)
+    return out, bins
 
 
 def sgs_layers(model, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -34,7 +33,7 @@ def sgs_layers(model, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], li
 
 def post_graphs(model) -> Any:
     """Exact batching's CUDA graph cache (``captures``, ``error``), or None before any capture."""
-    return model.__dict__.get("_post_graph_cache")
+    return model.post_graphs
 
 
 def profiler_with_costs(model, shapes, cm):
@@ -42,7 +41,7 @@ def profiler_with_costs(model, shapes, cm):
     from atfr_analysis.profile.instrument import Profiler
 
     prof = Profiler(model, batching="exact")
-    prof._costs[tuple(tuple(s) for s in shapes)] = cm
+    prof.use_cost_model(shapes, cm)
     return prof
 
 
