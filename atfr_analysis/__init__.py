@@ -15,7 +15,7 @@ import warnings as _warnings
 # fvcore's import warns that torch.jit.script is deprecated; harmless here
 _warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=DeprecationWarning)
 
-__version__ = "0.1.0"
+from atfr_analysis._version import __version__  # noqa: E402
 
 from atfr_analysis.models import build_model, list_models  # noqa: E402
 from atfr_analysis.profile import load_run, load_videos, profile_clips  # noqa: E402

@@ -150,26 +150,7 @@ def test_models_and_sgs_have_no_cycle():
     assert not mine, "\n".join(_describe(graph, c) for c in mine)
 
 
-#: cycles known when this test was written, outside models/ and sgs/: ``atfr_analysis/__init__``
-#: imports ``profile`` (and ``profile.run`` in ``profile()``), and ``profile.run._versions``
-#: imports ``atfr_analysis`` back for ``__version__``. Whoever breaks one deletes it here; a
-#: cycle not in this list fails the test.
-KNOWN_CYCLES = [
-    [PACKAGE, f"{PACKAGE}.profile", f"{PACKAGE}.profile.run"],
-]
-
-
 def test_no_import_cycles():
     graph = import_graph()
     cycles = find_cycles(graph)
-    new = [c for c in cycles if c not in KNOWN_CYCLES]
-    assert not new, "import cycles:\n" + "\n".join(_describe(graph, c) for c in new)
-    if cycles:
-        pytest.xfail("known import cycle(s): " + " | ".join(_describe(graph, c) for c in cycles))
-
-
-if __name__ == "__main__":  # print the graph's cycles
-    g = import_graph()
-    for c in find_cycles(g):
-        print(_describe(g, c))
-    pytest.main([__file__])
+    assert not cycles, "import cycles:\n" + "\n".join(_describe(graph, c) for c in cycles)

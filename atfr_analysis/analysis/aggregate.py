@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from atfr_analysis.errors import InputError
+from atfr_analysis.analysis.common import AnalysisError, _meta, run_name
 from atfr_analysis.profile.schema import mean_class_accuracy
 
 __all__ = [
@@ -56,11 +57,6 @@ class _SharedMeta(dict):
         return self
 
 
-class AnalysisError(InputError):
-    """Input the analysis cannot use (empty log, no ok rows, unknown option); one-line message.
-    An :class:`~atfr_analysis.errors.AtfrError` (and a ``ValueError``)."""
-
-
 def _check_ensemble(ensemble: str) -> str:
     if ensemble not in ENSEMBLES:
         raise AnalysisError(f"unknown ensemble={ensemble!r}: choose one of {', '.join(repr(e) for e in ENSEMBLES)}")
@@ -68,11 +64,6 @@ def _check_ensemble(ensemble: str) -> str:
 
 
 # ----------------------------------------------------------------------------------- helpers
-def _meta(log: pd.DataFrame) -> dict[str, Any]:
-    m = log.attrs.get("meta") if isinstance(log, pd.DataFrame) else None
-    return m if isinstance(m, dict) else {}
-
-
 def bins_layers(log: pd.DataFrame) -> list[str]:
     """SGS layer names, from the ``bins.<layer>`` columns (in column order)."""
     return [c[len("bins."):] for c in log.columns if isinstance(c, str) and c.startswith("bins.")]
@@ -92,19 +83,6 @@ def num_bins(log: pd.DataFrame) -> dict[str, int]:
         if b > 0:
             out[layer] = b
     return out
-
-
-def run_name(log: pd.DataFrame, default: str = "run") -> str:
-    """The model name of a run (``meta["model"]``), else its folder name, else ``default``."""
-    m = _meta(log)
-    if m.get("model"):
-        return str(m["model"])
-    rd = log.attrs.get("run_dir") if isinstance(log, pd.DataFrame) else None
-    if rd:
-        from pathlib import Path
-
-        return Path(str(rd)).name
-    return default
 
 
 def _is_atfr(log: pd.DataFrame) -> bool:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 import pandas as pd
 
-from atfr_analysis.analysis.aggregate import AnalysisError, _meta, run_name
+from atfr_analysis.analysis.common import AnalysisError, _meta, run_name
 
 __all__ = ["IncomparableRunsError", "differences", "check_comparable", "label", "NOT_COMPARABLE", "OVERRIDE_HINT"]
 

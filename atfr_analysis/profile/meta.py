@@ -56,9 +56,9 @@ def fingerprint(entries) -> str:
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    import atfr_analysis
+    from atfr_analysis._version import __version__
 
-    out = {"python": platform.python_version(), "torch": torch.__version__, "atfr_analysis": atfr_analysis.__version__}
+    out = {"python": platform.python_version(), "torch": torch.__version__, "atfr_analysis": __version__}
     for mod in ("fvcore", "av", "numpy", "pandas", "pyarrow"):
         try:
             out[mod] = version(mod)
