@@ -7,6 +7,12 @@ code (cross-entropy only: SGS adds no loss). Training clips: a random temporal w
 flip, PySlowFast's normalisation. Checkpoints are PySlowFast's format (``model_state`` plus a
 ``cfg`` YAML record of the model, its config and the training command), loadable with
 ``weights_only=True``.
+
+Every listed video is decoded once before the first step: the ones that cannot be decoded are
+recorded (path and reason, ``failed_videos`` / ``failed`` in the record) and skipped, and training
+stops with a one-line error only when more than ``max_failed_fraction`` of the list fails.
+``val_fraction`` holds out a stratified part of the list as a validation split (never trained on,
+its centre-view top-1 recorded per epoch), so a recipe is measured without touching a test split.
 """
 from __future__ import annotations
 
@@ -474,27 +480,53 @@ def _sgs_grad_clamp_hooks(model: nn.Module, clamp: float) -> list:
 
 @torch.no_grad()
 def precise_bn(model: nn.Module, loader, num_batches: int, dev: torch.device | str = "cpu") -> int:
-    """Recompute every BatchNorm's running statistics as the exact average of its batch statistics
-    over ``num_batches`` training batches (PySlowFast's precise BN): the running averages kept
-    during training lag behind the weights, which hurts a model whose activations moved a lot (SGS
-    training does). Returns the number of batches used."""
+    """Recompute every BatchNorm's running statistics over ``num_batches`` training batches
+    (PySlowFast's precise BN): the running averages kept during training lag behind the weights,
+    and inserting SGS into a trained model changes the statistics of everything after it.
+
+    The statistics are those of the population: the sum and the sum of squares of every BN's input
+    over all the samples seen (the forward itself normalises with batch statistics, as in
+    training). With exact batching an SGS model runs each group of clips of one B' on its own, so
+    an average of per-call statistics would weight a one-clip group like a full batch and miss the
+    variance between groups; the population statistics do neither. Returns the batches used."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average
+    acc: dict[int, list] = {}
+
+    def pre_hook(mod, inp):
+        x = inp[0].detach()
+        dims = [d for d in range(x.dim()) if d != 1]
+        n = x.numel() // max(x.shape[1], 1)
+        a = acc.setdefault(id(mod), [0, 0.0, 0.0])
+        a[0] += n
+        a[1] = a[1] + x.sum(dim=dims, dtype=torch.float64)
+        a[2] = a[2] + x.double().pow(2).sum(dim=dims)
+
+    handles = [bn.register_forward_pre_hook(pre_hook) for bn in bns]
     was_training = model.training
     model.train()
     used = 0
-    while used < num_batches:
-        for xs, _y in loader:
-            model([x.to(dev) for x in xs])
-            used += 1
-            if used >= num_batches:
-                break
-    for bn, m in zip(bns, momenta):
-        bn.momentum = m
-    model.train(was_training)
+    try:
+        while used < num_batches:
+            for xs, _y in loader:
+                model([x.to(dev) for x in xs])
+                used += 1
+                if used >= num_batches:
+                    break
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    for bn in bns:
+        a = acc.get(id(bn))
+        if not a or a[0] < 2:
+            continue
+        n, s1, s2 = a
+        mean = s1 / n
+        var = (s2 / n - mean * mean).clamp_min(0) * (n / (n - 1))
+        bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
+        bn.running_var.copy_(var.to(bn.running_var.dtype))
+        if bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.add_(used)
     return used
 
 

@@ -88,3 +88,28 @@ def test_validation_split_is_stratified_and_disjoint(tiny_data):
     assert len(tr) + len(va) == len(entries) and len(va) == 7
     assert sorted(e.label for e in va) == list(range(7))
     assert split_validation(entries, 0.25, seed=0)[1] == va
+
+
+def test_precise_bn_uses_population_statistics():
+    """Batches of unequal sizes and different means: the running statistics are the population's
+    (as exact batching after SGS feeds one BN groups of different sizes)."""
+    import torch
+    from torch import nn
+
+    from atfr_analysis.train import precise_bn
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm3d(2)
+
+        def forward(self, xs):
+            return self.bn(xs[0])
+
+    g = torch.Generator().manual_seed(0)
+    batches = [([torch.randn(n, 2, 3, 2, 2, generator=g) * s + m], None) for n, s, m in ((1, 1.0, 5.0), (4, 2.0, -1.0), (2, 0.5, 0.0))]
+    m = M()
+    assert precise_bn(m, batches, 3) == 3
+    x = torch.cat([b[0][0] for b in batches]).transpose(0, 1).reshape(2, -1).double()
+    assert torch.allclose(m.bn.running_mean.double(), x.mean(1), atol=1e-6)
+    assert torch.allclose(m.bn.running_var.double(), x.var(1, unbiased=True), atol=1e-5)
