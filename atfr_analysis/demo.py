@@ -351,10 +351,10 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
         "Two checkpoints of the same backbone, trained on the train split of the demo data set",
         f"(`atfr_analysis.data.synthetic`, seed {DEMO['seed']}, {DEMO['frames']} frames, {DEMO['size']} px high; "
         f"{DEMO['clips_per_class_train']} clips per class; the dataset",
-        "card is `DATASET_CARD.md` beside this file). Same two-stage recipe for both: stage 1 trains",
-        "`slow_tiny` from scratch (`slow_tiny_stage1.pyth`, shipped too); stage 2 fine-tunes it with the same",
-        "settings, once as it is (`slow_tiny`) and once with the SGS layer inserted after res2",
-        "(`slow_tiny_atfr`). PySlowFast checkpoint format (`model_state` + a `cfg` YAML record), weights",
+        "card is `DATASET_CARD.md` beside this file). Stage 1 trains `slow_tiny` from scratch",
+        "(`slow_tiny_stage1.pyth`, shipped too); stage 2 fine-tunes it as it is (`slow_tiny`, the baseline);",
+        "the ATFR model (`slow_tiny_atfr`) is the baseline with the SGS layer inserted after res2, fine-tuned;",
+        "each stage's exact settings are its training command below. PySlowFast checkpoint format (`model_state` + a `cfg` YAML record), weights",
         "stored in fp16 where they fit and loaded back to fp32. The train split is",
         "`atfr_analysis.demo.demo_data(root, train=True)` (the commands below name it where it was written);",
         "the validation top-1 is measured on the centre view of the videos the trainer held out of it",
@@ -428,9 +428,17 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
                 + ("; BatchNorm statistics frozen (eval mode) while training" if tr.get("freeze_bn") else "")
             )
             clamp = tr.get("sgs_grad_clamp")
-            lines.append(
-                f"- SGS backward: {'official (untouched)' if not clamp else f'gradient into the SGS embedding clamped to [-{clamp:g}, {clamp:g}] (`--sgs-grad-clamp`; the forward is the official one)'}"
-            )
+            if clamp is None:
+                how = "official (untouched)"
+            elif clamp == 0:
+                how = ("no gradient into the SGS embedding (`--sgs-grad-clamp 0`): the embedding keeps its official "
+                       "initialisation, the frames get their gradient through the bins' aggregation; the forward is the official one")
+            else:
+                how = f"gradient into the SGS embedding clamped to [-{clamp:g}, {clamp:g}] (`--sgs-grad-clamp`; the forward is the official one)"
+            lines.append(f"- SGS backward: {how}")
+            if tr.get("precise_bn_first"):
+                lines.append(f"- BatchNorm statistics recomputed before the first step over {tr['precise_bn_first']} training "
+                             "batches (`--precise-bn-first`, population statistics), after SGS was inserted")
         lines.append("")
     if test_numbers:
         n = test_numbers

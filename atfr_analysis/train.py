@@ -93,7 +93,9 @@ class TrainConfig:
     max_failed_fraction: float = 0.1
     #: SGS models: clamp each element of the gradient that reaches the SGS embedding (the output of
     #: its BatchNorm1d) to [-c, c]. The official backward (default: None, untouched) scales like
-    #: 2B / max(Delta) and explodes on near-still clips; this tames it without changing the forward
+    #: 2B / max(Delta) and explodes on near-still clips; this tames it without changing the forward.
+    #: 0 stops that gradient: the embedding keeps its weights (the frames still get their gradient
+    #: through the bins' aggregation)
     sgs_grad_clamp: float | None = None
     #: from scratch only: make the temporal kernels (every Conv3d whose temporal size is > 1) of
     #: this fraction of each layer's output channels zero-sum over time at initialisation, so
@@ -345,7 +347,7 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
         val = read_video_list(cfg.val_data, data_root=cfg.data_root, labels=label_map)
     if held_out:
         val = (val or []) + held_out
-    hooks = _sgs_grad_clamp_hooks(model, cfg.sgs_grad_clamp) if cfg.sgs_grad_clamp else []
+    hooks = _sgs_grad_clamp_hooks(model, cfg.sgs_grad_clamp) if cfg.sgs_grad_clamp is not None else []
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -465,12 +467,12 @@ def _sgs_grad_clamp_hooks(model: nn.Module, clamp: float) -> list:
     into the embedding to [-clamp, clamp] (the forward is unchanged). Returns the hook handles."""
     from atfr_analysis.sgs import SimilarityGuidedSampling
 
-    if clamp <= 0:
-        raise InputError(f"--sgs-grad-clamp must be > 0, got {clamp}")
+    if clamp < 0:
+        raise InputError(f"--sgs-grad-clamp must be >= 0, got {clamp}")
 
     def hook(_mod, _inp, out):
         if out.requires_grad:
-            out.register_hook(lambda g: g.clamp(-clamp, clamp))
+            out.register_hook(lambda g: g.clamp(-clamp, clamp) if clamp > 0 else torch.zeros_like(g))
 
     handles = [m.bn.register_forward_hook(hook) for m in model.modules() if isinstance(m, SimilarityGuidedSampling)]
     if not handles:

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         val: Optional[Path] = typer.Option(None, "--val", help="list evaluated (centre view) after each epoch"),
         val_fraction: float = typer.Option(0.0, "--val-fraction", help="hold out this fraction of --data (stratified, seeded) as a validation split"),
         max_failed_fraction: float = typer.Option(0.1, "--max-failed-fraction", help="undecodable videos are recorded and skipped; stop only when more than this fraction fails"),
-        sgs_grad_clamp: Optional[float] = typer.Option(None, "--sgs-grad-clamp", help="SGS models: clamp the gradient into the SGS embedding to [-c, c] (default: the official backward)"),
+        sgs_grad_clamp: Optional[float] = typer.Option(None, "--sgs-grad-clamp", help="SGS models: clamp the gradient into the SGS embedding to [-c, c]; 0 stops it (the embedding keeps its weights); default: the official backward"),
         epochs: int = typer.Option(30, "--epochs"),
         batch_size: int = typer.Option(16, "--batch-size"),
         lr: float = typer.Option(0.1, "--lr", help="base learning rate at batch size 64 (scaled linearly)"),

@@ -113,3 +113,22 @@ def test_precise_bn_uses_population_statistics():
     x = torch.cat([b[0][0] for b in batches]).transpose(0, 1).reshape(2, -1).double()
     assert torch.allclose(m.bn.running_mean.double(), x.mean(1), atol=1e-6)
     assert torch.allclose(m.bn.running_var.double(), x.var(1, unbiased=True), atol=1e-5)
+
+
+def test_sgs_grad_clamp_zero_stops_the_embedding_gradient_only():
+    import torch
+
+    from atfr_analysis.train import _sgs_grad_clamp_hooks
+
+    torch.manual_seed(0)
+    m = build_model("slow_tiny_atfr", num_classes=7)
+    m.set_batching("exact")
+    hooks = _sgs_grad_clamp_hooks(m, 0.0)
+    x = torch.randn(2, 3, 16, 64, 64)
+    m([x]).sum().backward()
+    for h in hooks:
+        h.remove()
+    sgs = [(n, p) for n, p in m.named_parameters() if "ts_layer" in n]  # the SGS embedding: MLP and BN1d
+    assert sgs and all(p.grad is None or float(p.grad.abs().max()) == 0.0 for _, p in sgs), [n for n, _ in sgs]
+    stem = next(p for n, p in m.named_parameters() if n.startswith("s1"))
+    assert stem.grad is not None and float(stem.grad.abs().max()) > 0
