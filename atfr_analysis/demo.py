@@ -400,6 +400,9 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
                 "- validation top-1 per epoch (%): " + ", ".join(f"{v:.1f}" for v in rec["val_acc"])
                 + (f" ({rec['val_videos']} held-out videos)" if rec.get("val_videos") else "")
             )
+        elif "val_split" in rec:
+            lines.append("- validation: none (trained without `--val-fraction`; a stage that starts from a checkpoint "
+                         "trained on the whole train split has no unseen part of it to validate on)")
         else:
             lines.append("- validation: none recorded (trained before the trainer held out a validation split)")
         if "failed_videos" in rec:
