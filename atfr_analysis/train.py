@@ -7,6 +7,12 @@ code (cross-entropy only: SGS adds no loss). Training clips: a random temporal w
 flip, PySlowFast's normalisation. Checkpoints are PySlowFast's format (``model_state`` plus a
 ``cfg`` YAML record of the model, its config and the training command), loadable with
 ``weights_only=True``.
+
+Every listed video is decoded once before the first step: the ones that cannot be decoded are
+recorded (path and reason, ``failed_videos`` / ``failed`` in the record) and skipped, and training
+stops with a one-line error only when more than ``max_failed_fraction`` of the list fails.
+``val_fraction`` holds out a stratified part of the list as a validation split (never trained on,
+its centre-view top-1 recorded per epoch), so a recipe is measured without touching a test split.
 """
 from __future__ import annotations
 
@@ -29,7 +35,14 @@ from atfr_analysis.errors import InputError
 from atfr_analysis.models import build_model
 from atfr_analysis.models.registry import get_entry
 
-__all__ = ["TrainConfig", "TrainResult", "train", "make_record", "cosine_lr", "precise_bn", "recalibrate_bn"]
+__all__ = [
+    "TrainConfig", "TrainResult", "TrainDataError", "train", "make_record", "cosine_lr", "precise_bn",
+    "recalibrate_bn", "split_validation", "probe_videos", "temporal_difference_init",
+]
+
+
+class TrainDataError(InputError):
+    """The training list cannot be trained on (too many undecodable videos, an empty split)."""
 
 
 @dataclass
@@ -71,6 +84,30 @@ class TrainConfig:
     #: keep BatchNorm layers in eval mode (running statistics frozen, as mmaction2's norm_eval):
     #: with exact batching the groups after SGS can be a single clip, too few for batch statistics
     freeze_bn: bool = False
+    #: hold out this fraction of the training list (stratified by label, drawn with ``seed``) as a
+    #: validation split, evaluated on the centre view after each epoch; the held-out videos are
+    #: not trained on. 0 = off (``val_data`` is another way to validate)
+    val_fraction: float = 0.0
+    #: videos that cannot be decoded are recorded (path and reason, in the checkpoint's record)
+    #: and skipped; training stops with an error only when more than this fraction of the list fails
+    max_failed_fraction: float = 0.1
+    #: SGS models: clamp each element of the gradient that reaches the SGS embedding (the output of
+    #: its BatchNorm1d) to [-c, c]. The official backward (default: None, untouched) scales like
+    #: 2B / max(Delta) and explodes on near-still clips; this tames it without changing the forward.
+    #: 0 stops that gradient: the embedding keeps its weights (the frames still get their gradient
+    #: through the bins' aggregation)
+    sgs_grad_clamp: float | None = None
+    #: from scratch only: make the temporal kernels (every Conv3d whose temporal size is > 1) of
+    #: this fraction of each layer's output channels zero-sum over time at initialisation, so
+    #: that those channels start as temporal-difference detectors (they see only what changes
+    #: between frames; frame-to-frame changes of real footage are a few % of the pixel range and
+    #: a randomly initialised kernel is dominated by appearance). 0 = the model's own init
+    temporal_diff_init: float = 0.0
+    #: before the first step (after ``init_from``), recompute the BatchNorm statistics over this
+    #: many training batches (precise BN): inserting SGS into a trained baseline changes the
+    #: statistics of everything after it (each bin aggregates several frames), and with
+    #: ``freeze_bn`` the stale ones stay. 0 = off
+    precise_bn_first: int = 0
     fp16_checkpoint: bool = False
     quiet: bool = False
 
@@ -86,6 +123,7 @@ class TrainResult:
     val_acc: list[float]
     first_loss: float
     last_loss: float
+    failed: int = 0  # undecodable videos skipped
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
@@ -192,6 +230,45 @@ class TrainClips(torch.utils.data.Dataset):
         return pack_pathways(clip, spec), self.entries[i].label
 
 
+def split_validation(entries, fraction: float, seed: int = 0):
+    """``(train, val)``: a stratified hold-out of ``fraction`` of each label's videos (at least one
+    per label when ``fraction > 0`` and the label has two or more), drawn with ``seed``; both keep
+    the list's order."""
+    if not 0.0 <= fraction < 1.0:
+        raise InputError(f"the validation fraction must be in [0, 1), got {fraction}")
+    if fraction == 0:
+        return list(entries), []
+    rng = random.Random(seed)
+    by_label: dict[int, list[int]] = {}
+    for i, e in enumerate(entries):
+        by_label.setdefault(int(e.label), []).append(i)
+    held: set[int] = set()
+    for label in sorted(by_label):
+        idx = by_label[label]
+        k = min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
+        held.update(rng.sample(idx, k))
+    return [e for i, e in enumerate(entries) if i not in held], [e for i, e in enumerate(entries) if i in held]
+
+
+def probe_videos(entries, cache: dict | None = None):
+    """Decode every video once: ``(ok, failed)``, ``failed`` a list of ``{"path", "reason"}``. The
+    decoded frames of the good ones go into ``cache`` (keyed by their position in ``ok``)."""
+    from atfr_analysis.data import DataError
+    from atfr_analysis.data.video import decode_video
+
+    ok, failed = [], []
+    for e in entries:
+        try:
+            frames, fps = decode_video(e.path)
+        except (DataError, OSError, RuntimeError, ValueError) as exc:
+            failed.append({"path": str(e.path), "reason": " ".join(str(exc).split())})
+            continue
+        if cache is not None:
+            cache[len(ok)] = (frames, fps)
+        ok.append(e)
+    return ok, failed
+
+
 def _collate(batch):
     paths = list(zip(*[b[0] for b in batch]))
     return [torch.stack(p) for p in paths], torch.tensor([b[1] for b in batch])
@@ -217,17 +294,40 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
     _seed_all(cfg.seed)
     dev = resolve_device(cfg.device)
     label_map = read_label_map(cfg.labels) if cfg.labels else None
+    if not 0.0 <= cfg.max_failed_fraction <= 1.0:
+        raise InputError(f"--max-failed-fraction must be in [0, 1], got {cfg.max_failed_fraction}")
     entries = read_video_list(cfg.data, data_root=cfg.data_root, labels=label_map)
     ncls = len(label_map) if label_map else max(e.label for e in entries) + 1
     model = build_model(cfg.model, num_classes=ncls, **cfg.model_overrides)
     spec = model.spec
     crop = cfg.crop or spec.train_crop
-    ds = TrainClips(entries, spec, crop, cfg.scale_jitter, cache=cfg.cache and cfg.workers == 0, seed=cfg.seed)
+    use_cache = cfg.cache and cfg.workers == 0
+    frames_cache: dict = {}
+    listed = len(entries)
+    entries, failed = probe_videos(entries, frames_cache if use_cache else None)
+    if len(failed) > cfg.max_failed_fraction * listed or not entries:
+        raise TrainDataError(
+            f"{len(failed)} of {listed} training videos cannot be decoded (more than --max-failed-fraction "
+            f"{cfg.max_failed_fraction:g}); first: {failed[0]['path']}: {failed[0]['reason']}"
+        )
+    if failed and not cfg.quiet:
+        print(f"warning: skipping {len(failed)} of {listed} training videos that cannot be decoded "
+              f"(first: {failed[0]['path']}: {failed[0]['reason']})", file=sys.stderr)
+    held_out: list = []
+    if cfg.val_fraction:
+        train_entries, held_out = split_validation(entries, cfg.val_fraction, cfg.seed)
+        keep = {id(e): i for i, e in enumerate(entries)}
+        frames_cache = {j: frames_cache[keep[id(e)]] for j, e in enumerate(train_entries) if keep[id(e)] in frames_cache}
+        entries = train_entries
+    ds = TrainClips(entries, spec, crop, cfg.scale_jitter, cache=use_cache, seed=cfg.seed)
+    ds._frames.update(frames_cache)
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(ds) > cfg.batch_size,
         num_workers=cfg.workers, collate_fn=_collate, generator=gen,
     )
+    if cfg.temporal_diff_init:
+        temporal_difference_init(model, cfg.temporal_diff_init)
     if cfg.init_from:
         from atfr_analysis.checkpoint import load_checkpoint, load_state_into
 
@@ -235,6 +335,8 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
     if model.sgs_layer_names():
         model.set_batching(cfg.batching)
     model.to(dev)
+    if cfg.precise_bn_first:
+        precise_bn(model, loader, cfg.precise_bn_first, dev)
     lr = cfg.lr * cfg.batch_size / 64
     opt = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=lr, momentum=cfg.momentum, nesterov=True)
     steps_per_epoch = len(loader)
@@ -243,6 +345,9 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
     val = None
     if cfg.val_data:
         val = read_video_list(cfg.val_data, data_root=cfg.data_root, labels=label_map)
+    if held_out:
+        val = (val or []) + held_out
+    hooks = _sgs_grad_clamp_hooks(model, cfg.sgs_grad_clamp) if cfg.sgs_grad_clamp is not None else []
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -308,6 +413,8 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
                 )
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
+    for h in hooks:
+        h.remove()
     if cfg.precise_bn:
         precise_bn(model, loader, cfg.precise_bn, dev)
     seconds = time.perf_counter() - t0
@@ -322,6 +429,12 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
             "final_train_loss": losses[-1] if losses else None,
             "final_train_acc": accs[-1] if accs else None,
             "val_acc": val_accs,
+            "val_videos": len(val) if val is not None else 0,
+            "val_split": {"fraction": cfg.val_fraction, "videos": len(held_out), "seed": cfg.seed} if held_out else None,
+            "videos_listed": listed,
+            "videos_trained": len(entries),
+            "failed_videos": len(failed),
+            "failed": failed[:20],
             "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
             "class_names": sorted(label_map, key=label_map.get) if label_map else None,
             "torch": torch.__version__,
@@ -329,32 +442,93 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
     )
     model.cpu()
     path = save_checkpoint(out, model, record, epoch=len(losses), half=cfg.fp16_checkpoint)
-    return TrainResult(path, len(losses), step, seconds, losses, accs, val_accs, first_loss or float("nan"), losses[-1] if losses else float("nan"))
+    return TrainResult(path, len(losses), step, seconds, losses, accs, val_accs, first_loss or float("nan"), losses[-1] if losses else float("nan"), len(failed))
+
+
+@torch.no_grad()
+def temporal_difference_init(model: nn.Module, fraction: float) -> int:
+    """Make the temporal kernel of the first ``fraction`` of the output channels of every Conv3d
+    with a temporal extent > 1 zero-sum over time (its mean over the temporal taps subtracted), so
+    that those channels respond only to change between frames. Returns the number of layers."""
+    if not 0.0 < fraction <= 1.0:
+        raise InputError(f"the temporal-difference fraction must be in (0, 1], got {fraction}")
+    n = 0
+    for m in model.modules():
+        if isinstance(m, nn.Conv3d) and m.kernel_size[0] > 1:
+            k = int(round(fraction * m.out_channels))
+            w = m.weight[:k]
+            w -= w.mean(dim=2, keepdim=True)
+            n += 1
+    return n
+
+
+def _sgs_grad_clamp_hooks(model: nn.Module, clamp: float) -> list:
+    """Forward hooks on every SGS layer's embedding BatchNorm that clamp the gradient flowing back
+    into the embedding to [-clamp, clamp] (the forward is unchanged). Returns the hook handles."""
+    from atfr_analysis.sgs import SimilarityGuidedSampling
+
+    if clamp < 0:
+        raise InputError(f"--sgs-grad-clamp must be >= 0, got {clamp}")
+
+    def hook(_mod, _inp, out):
+        if out.requires_grad:
+            out.register_hook(lambda g: g.clamp(-clamp, clamp) if clamp > 0 else torch.zeros_like(g))
+
+    handles = [m.bn.register_forward_hook(hook) for m in model.modules() if isinstance(m, SimilarityGuidedSampling)]
+    if not handles:
+        raise InputError("--sgs-grad-clamp needs a model with an SGS layer (an _atfr model)")
+    return handles
 
 
 @torch.no_grad()
 def precise_bn(model: nn.Module, loader, num_batches: int, dev: torch.device | str = "cpu") -> int:
-    """Recompute every BatchNorm's running statistics as the exact average of its batch statistics
-    over ``num_batches`` training batches (PySlowFast's precise BN): the running averages kept
-    during training lag behind the weights, which hurts a model whose activations moved a lot (SGS
-    training does). Returns the number of batches used."""
+    """Recompute every BatchNorm's running statistics over ``num_batches`` training batches
+    (PySlowFast's precise BN): the running averages kept during training lag behind the weights,
+    and inserting SGS into a trained model changes the statistics of everything after it.
+
+    The statistics are those of the population: the sum and the sum of squares of every BN's input
+    over all the samples seen (the forward itself normalises with batch statistics, as in
+    training). With exact batching an SGS model runs each group of clips of one B' on its own, so
+    an average of per-call statistics would weight a one-clip group like a full batch and miss the
+    variance between groups; the population statistics do neither. Returns the batches used."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average
+    acc: dict[int, list] = {}
+
+    def pre_hook(mod, inp):
+        x = inp[0].detach()
+        dims = [d for d in range(x.dim()) if d != 1]
+        n = x.numel() // max(x.shape[1], 1)
+        a = acc.setdefault(id(mod), [0, 0.0, 0.0])
+        a[0] += n
+        a[1] = a[1] + x.sum(dim=dims, dtype=torch.float64)
+        a[2] = a[2] + x.double().pow(2).sum(dim=dims)
+
+    handles = [bn.register_forward_pre_hook(pre_hook) for bn in bns]
     was_training = model.training
     model.train()
     used = 0
-    while used < num_batches:
-        for xs, _y in loader:
-            model([x.to(dev) for x in xs])
-            used += 1
-            if used >= num_batches:
-                break
-    for bn, m in zip(bns, momenta):
-        bn.momentum = m
-    model.train(was_training)
+    try:
+        while used < num_batches:
+            for xs, _y in loader:
+                model([x.to(dev) for x in xs])
+                used += 1
+                if used >= num_batches:
+                    break
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    for bn in bns:
+        a = acc.get(id(bn))
+        if not a or a[0] < 2:
+            continue
+        n, s1, s2 = a
+        mean = s1 / n
+        var = (s2 / n - mean * mean).clamp_min(0) * (n / (n - 1))
+        bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
+        bn.running_var.copy_(var.to(bn.running_var.dtype))
+        if bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.add_(used)
     return used
 
 

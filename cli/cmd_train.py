@@ -17,6 +17,9 @@ def register(app: typer.Typer) -> None:
         labels: Optional[Path] = typer.Option(None, "--labels", help="label map (JSON or one name per line)"),
         data_root: Optional[Path] = typer.Option(None, "--data-root", help="prefix for the list's paths (default: the list's folder)"),
         val: Optional[Path] = typer.Option(None, "--val", help="list evaluated (centre view) after each epoch"),
+        val_fraction: float = typer.Option(0.0, "--val-fraction", help="hold out this fraction of --data (stratified, seeded) as a validation split"),
+        max_failed_fraction: float = typer.Option(0.1, "--max-failed-fraction", help="undecodable videos are recorded and skipped; stop only when more than this fraction fails"),
+        sgs_grad_clamp: Optional[float] = typer.Option(None, "--sgs-grad-clamp", help="SGS models: clamp the gradient into the SGS embedding to [-c, c]; 0 stops it (the embedding keeps its weights); default: the official backward"),
         epochs: int = typer.Option(30, "--epochs"),
         batch_size: int = typer.Option(16, "--batch-size"),
         lr: float = typer.Option(0.1, "--lr", help="base learning rate at batch size 64 (scaled linearly)"),
@@ -28,6 +31,8 @@ def register(app: typer.Typer) -> None:
         batching: str = typer.Option("exact", "--batching", help="SGS models: exact (each clip at its own B') or padded (official)"),
         init_from: Optional[Path] = typer.Option(None, "--init-from", help="start from a checkpoint (a baseline's, for an _atfr model: only SGS weights may be missing)"),
         freeze_bn: bool = typer.Option(False, "--freeze-bn", help="keep BatchNorm statistics frozen (eval mode) while training"),
+        temporal_diff_init: float = typer.Option(0.0, "--temporal-diff-init", help="from scratch: this fraction of each temporal conv's output channels starts as a zero-sum (temporal-difference) kernel"),
+        precise_bn_first: int = typer.Option(0, "--precise-bn-first", help="before training (after --init-from), recompute BN statistics over this many batches"),
         frames: Optional[int] = typer.Option(None, "--frames", help="clip frames (default: the model's)"),
         workers: int = typer.Option(0, "--workers"),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
@@ -52,12 +57,15 @@ def register(app: typer.Typer) -> None:
             crop=crop, clip_grad=clip_grad, precise_bn=precise_bn, batching=batching,
             init_from=str(init_from) if init_from else None, freeze_bn=freeze_bn, workers=workers, device=device, seed=seed, fp16_checkpoint=fp16,
             max_steps=max_steps, quiet=quiet, val_data=str(val) if val else None, model_overrides=overrides,
+            val_fraction=val_fraction, max_failed_fraction=max_failed_fraction, sgs_grad_clamp=sgs_grad_clamp,
+            temporal_diff_init=temporal_diff_init, precise_bn_first=precise_bn_first,
         )
         r = train(cfg, out, command=["atfr"] + sys.argv[1:])
         typer.echo(
             f"wrote {r.checkpoint}: {r.epochs} epochs, {r.steps} steps, {r.seconds:.0f} s; "
             f"loss {r.first_loss:.3f} -> {r.last_loss:.3f}; train top-1 {r.train_acc[-1]:.1f}%"
             + (f"; val top-1 {r.val_acc[-1]:.1f}%" if r.val_acc else "")
+            + (f"; skipped {r.failed} undecodable videos" if r.failed else "")
         )
 
     @app.command("demo")

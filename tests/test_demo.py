@@ -50,3 +50,41 @@ def test_demo_reproduces_committed_numbers(tmp_path):
             assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     main(["table", str(runs / "slow_tiny"), str(runs / "slow_tiny_atfr"), "--out", str(tmp_path / "table")])
     assert (tmp_path / "table" / "paper_table.csv").is_file()
+
+
+def _readme_demo_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## The demo (`atfr demo`)")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else len(text)]
+
+
+def test_readme_demo_numbers_come_from_demo_numbers_json():
+    """Every measured number of README.md's demo section is the generated block of
+    reports/demo/demo_numbers.json (`atfr demo` writes it to reports/demo/readme_section.md)."""
+    import re
+
+    from atfr_analysis.demo import README_BEGIN, README_END, readme_section
+
+    committed = json.loads((ROOT / "reports" / "demo" / "demo_numbers.json").read_text())
+    section = _readme_demo_section()
+    assert README_BEGIN in section and README_END in section, "README's demo section lacks the generated block"
+    block = section[section.index(README_BEGIN) : section.index(README_END) + len(README_END)] + "\n"
+    assert block == readme_section(committed)
+    assert (ROOT / "reports" / "demo" / "readme_section.md").read_text() == block
+    # no other measured number in the section: no percentage, no GFLOPs-like or correlation-like decimal
+    rest = section.replace(block.rstrip("\n"), "")
+    stray = re.findall(r"\d+(?:\.\d+)?\s*%|\b\d\.\d{3}\b|\btop-1 of \d", rest)
+    assert not stray, f"numbers in README's demo section outside the generated block: {stray}"
+
+
+def test_demo_checks_follow_the_acceptance():
+    from atfr_analysis.demo import demo_checks
+
+    committed = json.loads((ROOT / "reports" / "demo" / "demo_numbers.json").read_text())
+    assert committed["checks"] == demo_checks(committed)
+    n = dict(committed, top1_baseline=80.0, top1_atfr=77.9, reduction_pct=40.0,
+             per_class_top1_baseline={c: 50.0 for c in committed["per_class_top1_baseline"]})
+    got = demo_checks(n)
+    assert got["ATFR top-1 within 2 points of the baseline"] is False
+    assert got["GFLOPs x views reduction >= 40%"] is True and got["baseline top-1 >= 75%"] is True

@@ -39,3 +39,96 @@ def test_cosine_schedule():
     assert cosine_lr(10, 100, 1.0, 10) == pytest.approx(1.0)
     assert cosine_lr(55, 100, 1.0, 10) == pytest.approx(0.5)
     assert cosine_lr(100, 100, 1.0, 10) == pytest.approx(0.0, abs=1e-12)
+
+
+def _list_with_bad_video(tiny_data, tmp_path, bad: int):
+    lines = (tiny_data / "train.csv").read_text().splitlines()
+    for k in range(bad):
+        (tmp_path / f"broken{k}.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"not a video" * 50)
+        lines.append(f"{tmp_path / f'broken{k}.mp4'} 3")
+    lst = tmp_path / "with_bad.csv"
+    lst.write_text("\n".join(lines) + "\n")
+    return lst
+
+
+def test_undecodable_videos_are_recorded_and_skipped(tiny_data, tmp_path):
+    """Issue 14 item 7: one undecodable video of 8 is skipped and counted in the checkpoint's record."""
+    lst = _list_with_bad_video(tiny_data, tmp_path, 1)
+    cfg = TrainConfig(
+        model="slow_tiny", data=str(lst), labels=str(tiny_data / "labels.json"), data_root=str(tiny_data),
+        epochs=1, batch_size=4, crop=64, max_steps=1, max_failed_fraction=0.2, seed=0, quiet=True,
+    )
+    r = train(cfg, tmp_path / "m.pyth")
+    assert r.failed == 1
+    rec = load_checkpoint(r.checkpoint).cfg["ATFR_ANALYSIS"]
+    assert rec["failed_videos"] == 1 and rec["videos_listed"] == 8 and rec["videos_trained"] == 7
+    assert rec["failed"][0]["path"].endswith("broken0.mp4") and rec["failed"][0]["reason"]
+
+
+def test_too_many_undecodable_videos_stop_with_one_line(tiny_data, tmp_path, capsys):
+    """Above --max-failed-fraction: a one-line error (exit 2) before any training step."""
+    from atfr_cli.main import main
+
+    lst = _list_with_bad_video(tiny_data, tmp_path, 2)  # 2 of 9 > 0.1
+    with pytest.raises(SystemExit) as e:
+        main(["train", "slow_tiny", "--data", str(lst), "--labels", str(tiny_data / "labels.json"),
+              "--data-root", str(tiny_data), "--out", str(tmp_path / "m.pyth"), "--epochs", "1", "--quiet"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: 2 of 9 training videos cannot be decoded"), err
+    assert not (tmp_path / "m.pyth").exists()
+
+
+def test_validation_split_is_stratified_and_disjoint(tiny_data):
+    from atfr_analysis.data.datasets import read_video_list
+    from atfr_analysis.train import split_validation
+
+    entries = read_video_list(str(tiny_data / "train.csv"), data_root=str(tiny_data)) * 4  # 4 per label
+    tr, va = split_validation(entries, 0.25, seed=0)
+    assert len(tr) + len(va) == len(entries) and len(va) == 7
+    assert sorted(e.label for e in va) == list(range(7))
+    assert split_validation(entries, 0.25, seed=0)[1] == va
+
+
+def test_precise_bn_uses_population_statistics():
+    """Batches of unequal sizes and different means: the running statistics are the population's
+    (as exact batching after SGS feeds one BN groups of different sizes)."""
+    import torch
+    from torch import nn
+
+    from atfr_analysis.train import precise_bn
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm3d(2)
+
+        def forward(self, xs):
+            return self.bn(xs[0])
+
+    g = torch.Generator().manual_seed(0)
+    batches = [([torch.randn(n, 2, 3, 2, 2, generator=g) * s + m], None) for n, s, m in ((1, 1.0, 5.0), (4, 2.0, -1.0), (2, 0.5, 0.0))]
+    m = M()
+    assert precise_bn(m, batches, 3) == 3
+    x = torch.cat([b[0][0] for b in batches]).transpose(0, 1).reshape(2, -1).double()
+    assert torch.allclose(m.bn.running_mean.double(), x.mean(1), atol=1e-6)
+    assert torch.allclose(m.bn.running_var.double(), x.var(1, unbiased=True), atol=1e-5)
+
+
+def test_sgs_grad_clamp_zero_stops_the_embedding_gradient_only():
+    import torch
+
+    from atfr_analysis.train import _sgs_grad_clamp_hooks
+
+    torch.manual_seed(0)
+    m = build_model("slow_tiny_atfr", num_classes=7)
+    m.set_batching("exact")
+    hooks = _sgs_grad_clamp_hooks(m, 0.0)
+    x = torch.randn(2, 3, 16, 64, 64)
+    m([x]).sum().backward()
+    for h in hooks:
+        h.remove()
+    sgs = [(n, p) for n, p in m.named_parameters() if "ts_layer" in n]  # the SGS embedding: MLP and BN1d
+    assert sgs and all(p.grad is None or float(p.grad.abs().max()) == 0.0 for _, p in sgs), [n for n, _ in sgs]
+    stem = next(p for n, p in m.named_parameters() if n.startswith("s1"))
+    assert stem.grad is not None and float(stem.grad.abs().max()) > 0
