@@ -48,17 +48,6 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def _sgs_available() -> bool:
-    try:
-        from atfr_analysis.sgs import SimilarityGuidedSampling  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_sgs = pytest.mark.skipif(not _sgs_available(), reason="atfr_analysis.sgs.SimilarityGuidedSampling not available")
-
-
 # ------------------------------------------------------------------------------- fixtures
 def _family_fixtures() -> list[Path]:
     if not FIXTURES.is_dir():
@@ -135,8 +124,6 @@ def _model_args(fx: dict) -> tuple[str, dict]:
 
 def _build_from_fixture(fx: dict):
     name, ov = _model_args(fx)
-    if name.endswith("_atfr") and not _sgs_available():
-        pytest.skip("atfr_analysis.sgs.SimilarityGuidedSampling not available")
     torch.manual_seed(0)
     return build_model(name, **ov)
 
@@ -200,7 +187,6 @@ def test_fixture_fvcore(path, key):
 
 
 @pytest.mark.slow
-@needs_sgs
 @pytest.mark.parametrize("path", [p for p in _FIXTURES if _is_atfr(_load(p))] or [_NO_FIXTURES], ids=lambda p: p.stem if p else "none")
 def test_fixture_atfr_forward_shapes(path):
     fx = _load(path)
@@ -261,8 +247,6 @@ def test_registry_names_and_configs():
     ],
 )
 def test_input_spec(name, frames, sampling_rate, alpha, label):
-    if name.endswith("_atfr") and not _sgs_available():
-        pytest.skip("atfr_analysis.sgs.SimilarityGuidedSampling not available")
     spec = build_model(name).spec
     assert spec.frames == frames and spec.sampling_rate == sampling_rate and spec.alpha == alpha
     assert (spec.train_crop, spec.test_crop) == (224, 256)
@@ -398,7 +382,6 @@ def _mixed_batch(spec, crop: int, frames=None) -> list[torch.Tensor]:
     return [torch.cat([r, s], 0) for r, s in zip(rand, static)]
 
 
-@needs_sgs
 @pytest.mark.parametrize("name", BASELINES)
 def test_baseline_checkpoint_loads_into_atfr(name):
     torch.manual_seed(0)
@@ -416,7 +399,6 @@ def test_baseline_checkpoint_loads_into_atfr(name):
     assert all(k.startswith(tuple(p + "." for p in prefixes)) for k in ts_keys)
 
 
-@needs_sgs
 @pytest.mark.parametrize("name,frames", [("resnet3d_18_atfr", 16), ("slowfast_4x16_r50_atfr", 32), ("slow_8x8_r50_atfr", 8)])
 def test_atfr_forward_split_and_batching(name, frames):
     torch.manual_seed(0)
@@ -444,7 +426,6 @@ def test_atfr_forward_split_and_batching(name, frames):
     torch.testing.assert_close(exact, singles, rtol=0, atol=1e-5)
 
 
-@needs_sgs
 @pytest.mark.parametrize("name", ["resnet3d_18", "slowfast_4x16_r50"])
 def test_atfr_pre_is_baseline_res2_before_relu(name):
     torch.manual_seed(0)
@@ -462,7 +443,6 @@ def test_atfr_pre_is_baseline_res2_before_relu(name):
 
 
 @pytest.mark.slow
-@needs_sgs
 @pytest.mark.parametrize("name", ["slowfast_4x16_r50_atfr", "resnet3d_50_atfr"])
 def test_atfr_forward_default_input(name):
     torch.manual_seed(0)

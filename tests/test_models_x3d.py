@@ -217,20 +217,9 @@ def test_baseline_forward_eval_and_train():
 
 
 # ------------------------------------------------------------------------------------ ATFR
-def _sgs_available() -> bool:
-    try:
-        from atfr_analysis.sgs import SimilarityGuidedSampling  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_sgs = pytest.mark.skipif(not _sgs_available(), reason="atfr_analysis.sgs.SimilarityGuidedSampling not available")
-
 STAGES = {"res2": "s2.ts_layer", "stem": "s1.ts_layer"}
 
 
-@needs_sgs
 @pytest.mark.parametrize(
     "name, stage", [(n, "res2") for n in BASE_NAMES] + [("x3d_s", "stem"), ("x3d_xl", "stem")]
 )
@@ -255,7 +244,6 @@ def test_atfr_keys_and_baseline_checkpoint(name, stage):
     assert min(keys.index(k) for k in ts_keys) > last_host
 
 
-@needs_sgs
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_atfr_forward_split(stage):
     torch.manual_seed(0)
@@ -291,7 +279,6 @@ def _diverse_clips(frames: int, size: int, seed: int = 2) -> torch.Tensor:
     return torch.cat(clips).contiguous()
 
 
-@needs_sgs
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_atfr_exact_batching_matches_batch_of_one(stage):
     torch.manual_seed(0)
