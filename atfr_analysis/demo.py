@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from atfr_analysis.errors import EnvironmentFailure
+
 __all__ = [
     "DEMO", "ACCEPTANCE", "run_demo", "DemoResult", "demo_data", "checkpoint_path", "known_answer",
     "demo_checks", "readme_section", "write_model_card",
@@ -189,7 +191,7 @@ def run_demo(out: str | Path = "reports/demo", cache: str | Path | None = None, 
     cache = Path(cache) if cache else default_cache()
     for m in (DEMO["baseline"], DEMO["atfr"]):
         if not checkpoint_path(m).is_file():
-            raise FileNotFoundError(f"shipped checkpoint missing: {checkpoint_path(m)} (reinstall the package)")
+            raise EnvironmentFailure(f"shipped checkpoint missing: {checkpoint_path(m)} (reinstall the package)")
     data = demo_data(cache / "data", train=False, quiet=quiet)
     runs = cache / "runs"
     logs = {}

@@ -56,7 +56,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
 from atfr_analysis.data import DataError
+from atfr_analysis.errors import InputError
 
 __all__ = [
     "CLASSES",
@@ -83,14 +85,14 @@ _MAX_TRIES = 64
 
 def _check_class(class_name: str) -> None:
     if class_name not in CLASSES:
-        raise ValueError(f"unknown class {class_name!r}; classes: {', '.join(CLASSES)}")
+        raise InputError(f"unknown class {class_name!r}; classes: {', '.join(CLASSES)}")
 
 
 def source_offsets(class_name: str, frames: int) -> list[int]:
     """Offset (from the window start) of the source frame that output frame ``i`` shows."""
     _check_class(class_name)
     if frames < 1:
-        raise ValueError(f"frames must be >= 1, got {frames}")
+        raise InputError(f"frames must be >= 1, got {frames}")
     t = range(frames)
     return {
         "still": [0 for _ in t],
@@ -298,13 +300,13 @@ def make_dataset(
     for c in classes:
         _check_class(c)
     if len(set(classes)) != len(classes) or not classes:
-        raise ValueError(f"classes must be distinct and non-empty, got {classes}")
+        raise InputError(f"classes must be distinct and non-empty, got {classes}")
     if frames < 1 or size < 16:
-        raise ValueError(f"need frames >= 1 and size >= 16, got frames={frames} size={size}")
+        raise InputError(f"need frames >= 1 and size >= 16, got frames={frames} size={size}")
     if clips_per_class_train < 0 or clips_per_class_test < 0:
-        raise ValueError("clip counts must be >= 0")
+        raise InputError("clip counts must be >= 0")
     if not 0 < train_fraction < 1:
-        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+        raise InputError(f"train_fraction must be in (0, 1), got {train_fraction}")
     out_h = int(size) + int(size) % 2
     out_w = int(width) if width is not None else 2 * int(round(out_h * 4 / 3 / 2))
     out_w += out_w % 2
@@ -313,7 +315,7 @@ def make_dataset(
     videos = sample_videos()
     unknown = [s for s in sources if s not in videos]
     if unknown:
-        raise ValueError(f"unknown source {unknown[0]!r}; sources: {', '.join(videos)}")
+        raise InputError(f"unknown source {unknown[0]!r}; sources: {', '.join(videos)}")
     # which sources can host each (split, class): checked from the headers, before any decoding
     from atfr_analysis.data.video import probe
 
