@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
         )
         facts = r.video.to_dict()
         facts.pop("seconds")
+        facts.pop("path")
         rows = []
         for v in r.views:
             d = v.to_dict()
@@ -61,35 +62,30 @@ def register(app: typer.Typer) -> None:
 
 
 def _frames_text(frames: list[int]) -> str:
-    if len(frames) <= 8:
+    if len(frames) <= 6:
         return ",".join(map(str, frames))
-    return ",".join(map(str, frames[:4])) + ",...," + ",".join(map(str, frames[-2:]))
+    return ",".join(map(str, frames[:3])) + ",...," + ",".join(map(str, frames[-2:]))
 
 
 def _print_table(video: Path, model: str, r) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+    """A plain fixed-width table (readable in a log and in a narrow terminal)."""
     f = r.video
     p = f.protocol
-    console = Console()
-    console.print(
-        f"[bold]{video}[/]  {f.width}x{f.height}, {f.num_frames} frames at {f.fps:.3f} fps; rule: {f.rule}"
-        f" ({'pts windows' if f.rule == 'window' else 'full decode'}); {f.decoded} frames decoded",
-        highlight=False,
+    rule = "pts windows" if f.rule == "window" else "full decode"
+    typer.echo(
+        f"{video}: {f.width}x{f.height}, {f.num_frames} frames at {f.fps:.3f} fps; {rule}; {f.decoded} frames decoded"
     )
-    console.print(
-        f"{model}: {p.views} clips x {p.crops} crops, short side {p.short_side}, crop {p.crop}", highlight=False
-    )
-    t = Table()
-    for col in ("view", "clip", "crop", "frames", "resized", "crop box", "mean", "std", "status"):
-        t.add_column(col, justify="left" if col in ("frames", "status", "crop box") else "right")
+    typer.echo(f"{model}: {p.views} clips x {p.crops} crops, short side {p.short_side}, crop {p.crop}")
+    head = ("view", "clip", "pos", "frames", "resized", "crop box", "mean", "std", "status")
+    rows = []
     for v in r.views:
         cs = v.checksum or {}
-        t.add_row(
+        rows.append((
             str(v.view), str(v.temporal_index), str(v.spatial_idx), _frames_text(v.frames),
             "x".join(map(str, v.resized_hw or [])), ",".join(map(str, v.crop_box or [])),
             f"{cs['mean']:.6f}" if cs else "-", f"{cs['std']:.6f}" if cs else "-",
             "ok" if v.ok else f"failed: {v.error}",
-        )
-    console.print(t)
+        ))
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head[:-1])]
+    for row in (head, *rows):
+        typer.echo("  ".join(c.rjust(w) if i in (0, 1, 2, 6, 7) else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) + "  " + row[-1])

@@ -20,7 +20,7 @@ Spatial (PySlowFast ``transform.random_short_side_scale_jitter`` with min = max 
 the short side already is ``S``), then a ``crop x crop`` square is taken at one end, the centre or
 the other end of the long side (PySlowFast's ``spatial_idx`` 0, 1, 2; with one crop, the centre:
 ``spatial_idx`` 1). 3 crops: ``S = crop =`` the test crop; 1 crop: ``S`` is the first train jitter
-scale and ``crop`` the 1-crop test size (``atfr_analysis.data.views.test_protocol``).
+scale and ``crop`` the 1-crop test size (``atfr_analysis.data.views.view_protocol``).
 
 Normalisation: ``(x / 255 - 0.45) / 0.225`` per channel. PySlowFast normalises before resizing;
 bilinear interpolation is an affine combination with weights summing to 1, so the order changes

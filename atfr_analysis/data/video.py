@@ -422,6 +422,9 @@ class VideoReader:
         self._pts: list[int] | None = None
         self._pts_error: str | None = None
         self._rotation: int | None = None
+        self._stop_dts: int | None = None  # no packet past this dts is decoded (a truncated stream)
+        self._decode_errors: list[str] = []
+        self.packets_read = 0
         self._decoded = 0
         self._start()
 
@@ -440,21 +443,35 @@ class VideoReader:
     # ------------------------------------------------------------------ index
     def frame_pts(self) -> list[int]:
         """Every frame's pts (ascending: presentation order), from the packets of the stream
-        (one demux pass, nothing decoded); packets without pts or marked discard are left out. A
-        demux failure (a truncated file) ends the list there (``index_error``)."""
+        (one demux pass, nothing decoded); packets without pts or marked discard are left out.
+
+        When the packets stop short of the header's frame count (a truncated file whose index
+        survived; or a demux failure, ``index_error``), the frames after the cut cannot be named:
+        a missing packet may sit anywhere after the last one read in presentation order. Only the
+        frames whose pts do not exceed the largest dts read before the last packet are kept (a
+        missing packet's pts is at least its dts, which is larger); decoding then sends no packet
+        beyond that dts (the last packet read may be cut short).
+        """
         if self._pts is None:
             import av
 
-            pts: list[int] = []
+            packets: list[tuple[int, int | None]] = []
             with av.open(str(self.path), mode="r") as c:
                 st = c.streams.video[0]
                 try:
                     for p in c.demux(st):
                         if p.pts is not None and p.size and not p.is_discard:
-                            pts.append(int(p.pts))
+                            packets.append((int(p.pts), None if p.dts is None else int(p.dts)))
                 except (av.FFmpegError, OSError, ValueError) as e:
-                    self._pts_error = _ffmpeg_reason(e, f"reading packets failed after {len(pts)}")
-            self._pts = sorted(set(pts))
+                    self._pts_error = _ffmpeg_reason(e, f"reading packets failed after {len(packets)}")
+            self.packets_read = len(packets)
+            short = self.header_frames and len(packets) < self.header_frames - count_tolerance(self.header_frames)
+            if (self._pts_error is not None or short) and packets:
+                dts = [d for _p, d in packets[:-1] if d is not None]
+                limit = max(dts) if dts else None
+                self._stop_dts = limit
+                packets = [pd for pd in packets if limit is not None and pd[0] <= limit]
+            self._pts = sorted({p for p, _d in packets})
         return self._pts
 
     @property
@@ -467,6 +484,8 @@ class VideoReader:
         """Whether the packets cover the header's frame count (within ``count_tolerance``)."""
         n = len(self.frame_pts())
         if self._pts_error is not None:
+            return False
+        if self._stop_dts is not None:
             return False
         return not self.header_frames or n >= self.header_frames - count_tolerance(self.header_frames)
 
@@ -541,8 +560,10 @@ class VideoReader:
                     break
             return first_seen
 
+        self._decode_errors = []
         for run in runs:
             first, last = run[0], run[-1]
+            before = len(self._decode_errors)
             try:
                 ahead = first - self._last - 1  # frames to decode before the run without a seek
                 if ahead < 0 or (gap is not None and ahead > gap):
@@ -554,8 +575,10 @@ class VideoReader:
                         decode_to(last)
                 else:
                     decode_to(last)
-            except av.FFmpegError as e:
-                errors.append(_ffmpeg_reason(e, f"decoding failed after frame {self._last}"))
+            except av.FFmpegError as e:  # a failed seek
+                self._decode_errors.append(_ffmpeg_reason(e, "seeking failed"))
+            if len(self._decode_errors) > before:
+                errors.append(f"{self._decode_errors[-1]} (frames {first}..{last} wanted)")
                 self._reopen()
         rot = self._rotation or 0
         return FrameRead(out, self._decoded, errors, rot, bool(apply_rotation and rot), seeks)
@@ -564,8 +587,31 @@ class VideoReader:
         c = self._container
         st = c.streams.video[0]
         c.seek(pts, backward=True, any_frame=False, stream=st)
-        self._frames = c.decode(st)
+        self._frames = self._decode()
         self._last = -(1 << 62)  # unknown until a frame comes
+
+    def _decode(self):
+        """Decoded frames from the current position: packets up to ``_stop_dts``, then the frames
+        the decoder still holds. A decoding failure is recorded in ``_decode_errors`` and ends
+        the stream there (after the frames already complete)."""
+        import av
+
+        c = self._container
+        st = c.streams.video[0]
+        cc = st.codec_context
+        try:
+            for packet in c.demux(st):
+                if self._stop_dts is not None and packet.size and packet.dts is not None and packet.dts > self._stop_dts:
+                    break
+                yield from packet.decode()
+            else:
+                return  # the demuxer's last (empty) packet flushed the decoder
+        except av.FFmpegError as e:
+            self._decode_errors.append(_ffmpeg_reason(e, "decoding failed"))
+        try:
+            yield from cc.decode(None)  # flush: the frames already complete
+        except av.FFmpegError:
+            pass
 
     def _reopen(self) -> None:
         """A fresh container positioned at the first frame (after a failure or a late seek)."""
@@ -578,5 +624,5 @@ class VideoReader:
         if self.thread_type:
             st.codec_context.thread_type = self.thread_type
             st.codec_context.thread_count = self.thread_count
-        self._frames = self._container.decode(st)
+        self._frames = self._decode()
         self._last = -1  # index of the last frame the decoder gave

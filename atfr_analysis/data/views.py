@@ -18,7 +18,7 @@ Frames are named by their index in a full decode's presentation order (their ran
 
 Spatial rule: the short side is scaled to ``short_side`` (bilinear), then a ``crop x crop`` square
 is cut at PySlowFast's ``spatial_idx`` (3 crops: 0, 1, 2 along the long side; 1 crop: the centre).
-``test_protocol`` gives the defaults: 3 crops: short side = crop = the test crop; 1 crop:
+``view_protocol`` gives the defaults: 3 crops: short side = crop = the test crop; 1 crop:
 PySlowFast's 1-crop rule (short side = ``DATA.TRAIN_JITTER_SCALES[0]``, crop = the 1-crop
 ``DATA.TEST_CROP_SIZE``; X3D-S: 182 and 160).
 
@@ -73,7 +73,7 @@ __all__ = [
     "VideoFacts",
     "SampledViews",
     "model_spec",
-    "test_protocol",
+    "view_protocol",
     "sample_views",
 ]
 
@@ -138,7 +138,7 @@ def model_spec(model: Any) -> tuple[InputSpec, str | None]:
     return spec, family
 
 
-def test_protocol(
+def view_protocol(
     model: Any,
     views: int | None = None,
     crops: int | None = None,
@@ -403,7 +403,7 @@ def sample_views(
 
     ``model``: a registry name, a model of the zoo or an ``InputSpec`` (frames, sampling rate,
     SlowFast's alpha; with a bare spec and 1 crop, give ``short_side`` and ``crop``).
-    ``views``/``crops``/``short_side``/``crop``: the protocol (``test_protocol`` fills the
+    ``views``/``crops``/``short_side``/``crop``: the protocol (``view_protocol`` fills the
     defaults). ``dtype``: ``torch.float32`` (normalised with ``mean``/``std``) or ``torch.uint8``
     (not normalised: ``transforms.normalize_views`` on the device). ``checksums``: compute each
     view's ``{mean, std}`` of its normalised input. ``apply_rotation``: turn the frames by their
@@ -418,7 +418,7 @@ def sample_views(
     if dtype not in (torch.float32, torch.uint8):
         raise InputError(f"dtype must be torch.float32 or torch.uint8, got {dtype}")
     spec, _family = model_spec(model)
-    protocol = test_protocol(model, views, crops, short_side, crop)
+    protocol = view_protocol(model, views, crops, short_side, crop)
     positions = crop_positions(protocol.crops)
     t0 = time.perf_counter()
     prep = _Prepare(path, protocol.short_side, dtype)
