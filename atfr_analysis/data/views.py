@@ -188,7 +188,8 @@ class ViewInfo:
 
     ``view = temporal_index * crops + spatial_index``; ``spatial_idx`` is PySlowFast's crop
     position (0 = start of the long side, 1 = centre, 2 = end); ``frames`` the source frame indices
-    of the fastest pathway (full-decode presentation order); ``slow_frames`` those of SlowFast's
+    of the fastest pathway (full-decode presentation order; empty for a failed view whose window
+    runs past the end of a truncated stream); ``slow_frames`` those of SlowFast's
     slow pathway (``slow_positions`` of ``frames``); ``resized_hw`` the frame size after the
     short-side scale; ``crop_box`` ``[y0, x0, y1, x1]`` in it (end exclusive); ``checksum``
     ``{mean, std}`` (float64, population std) of the normalised view ``[3, T, crop, crop]``
@@ -335,7 +336,9 @@ def _window_clips(reader, spec: InputSpec, protocol: ViewProtocol, target_fps: f
         frames = [first + int(p) for p in window_positions(k, w.size, t)]
         clip = _Clip(w.temporal_index, frames, window, w.start, w.end)
         if not after and not complete:
-            # the window runs past the packets that exist: its frame count K is not known
+            # the window runs past the frames that can be named: its frame count K, and so its
+            # frames, are not known (none are listed)
+            clip.frames = []
             clip.error = "its window reaches past the end of the stream" + _short_stream(len(pts), n, reader.index_error)
         clips.append(clip)
     return clips
