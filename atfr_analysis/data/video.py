@@ -5,6 +5,14 @@ Decoding is sequential from the first frame and stops after the last frame asked
 frames asked for are converted to RGB (every frame up to the last one must still be decoded, as
 inter-coded frames depend on each other).
 
+Selective decoding (``VideoReader``): one demux pass (no decoding) lists every frame's pts in
+presentation order, so that a frame is named by its index in a full decode; ``VideoReader.read``
+then decodes only the runs of frames asked for, seeking to the key frame before each run.
+
+Rotation: a display matrix (side data on the decoded frames) or a ``rotate`` stream tag is read
+as ``rotation``, the counter-clockwise degrees (0, 90, 180 or 270) by which a player turns the
+frames. Frames are returned as decoded (as PySlowFast does) unless ``apply_rotation=True``.
+
 Every failure raises a ``VideoError`` (a ``DataError``) whose one-line message reads
 ``cannot decode video: <path>: <reason>``:
 
@@ -19,14 +27,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 import torch
 
 from atfr_analysis.data import EmptyVideoError, VideoDecodeError, VideoNotFoundError
 
-__all__ = ["VideoInfo", "DecodedVideo", "FrameSet", "probe", "decode_video", "read_frames", "DEFAULT_THREAD_TYPE"]
+__all__ = [
+    "VideoInfo",
+    "DecodedVideo",
+    "FrameSet",
+    "FrameRead",
+    "VideoReader",
+    "probe",
+    "decode_video",
+    "read_frames",
+    "frame_rotation",
+    "rotate_frame",
+    "DEFAULT_THREAD_TYPE",
+]
 
 #: FFmpeg's decoder threading used by default ("AUTO": frame and slice threads, as many as cores)
 DEFAULT_THREAD_TYPE = "AUTO"
@@ -72,6 +92,10 @@ class FrameSet:
     num_decoded: int
     eof: bool
     info: VideoInfo
+    #: counter-clockwise degrees a player turns the frames (0 when untagged); see ``frame_rotation``
+    rotation: int = 0
+    #: whether ``frames`` were turned by ``rotation`` (``apply_rotation=True``)
+    rotated: bool = False
 
 
 def _check_file(path: Path) -> None:
@@ -149,6 +173,32 @@ def _info(path: Path, container, count: bool = False) -> VideoInfo:
     )
 
 
+def frame_rotation(frame, stream=None) -> int:
+    """Counter-clockwise degrees (0, 90, 180 or 270, rounded to a quarter turn) by which a player
+    turns ``frame``: its display matrix (PyAV's ``VideoFrame.rotation``), else the stream's
+    ``rotate`` tag (clockwise degrees, as FFmpeg writes it), else 0."""
+    deg = 0.0
+    try:
+        deg = float(frame.rotation or 0)
+    except (AttributeError, TypeError, ValueError):
+        deg = 0.0
+    if not deg and stream is not None:
+        for k, v in (stream.metadata or {}).items():
+            if k.lower() == "rotate":
+                try:
+                    deg = -float(v)
+                except ValueError:
+                    pass
+                break
+    return int(round(deg / 90.0)) % 4 * 90
+
+
+def rotate_frame(arr: np.ndarray, rotation: int) -> np.ndarray:
+    """``[H, W, 3]`` frame turned counter-clockwise by ``rotation`` degrees (a multiple of 90)."""
+    k = (int(rotation) // 90) % 4
+    return np.ascontiguousarray(np.rot90(arr, k)) if k else arr
+
+
 def probe(path: str | Path, count: bool = False) -> VideoInfo:
     """Frames, fps, width, height and duration (s) of ``path``'s first video stream, without decoding.
 
@@ -180,6 +230,7 @@ def read_frames(
     thread_count: int = 0,
     stack: bool = True,
     check_count: bool = True,
+    apply_rotation: bool = False,
 ) -> FrameSet:
     """Decode ``path`` from its first frame and keep the frames asked for.
 
@@ -197,6 +248,10 @@ def read_frames(
     frame needed, or has no frame at all; and, with ``check_count``, when the stream ends clearly
     short of the frame count its header lists (a truncated file whose index survived; the
     tolerance, ``count_tolerance``, allows for the frames an edit list may drop).
+
+    ``rotation`` of the result is the first frame's (see ``frame_rotation``); with
+    ``apply_rotation`` every kept frame is turned by it before ``size``/``transform`` apply (then
+    ``size`` is the turned frame's).
     """
     import av
 
@@ -206,8 +261,9 @@ def read_frames(
     index: list[int] = []
     n = 0
     eof = False
+    rotation = None
     to_rgb = {"format": "rgb24"}
-    if size is not None:
+    if size is not None and not apply_rotation:
         to_rgb.update(width=int(size[0]), height=int(size[1]), interpolation="AREA")
     try:
         info = _info(path, container)
@@ -233,8 +289,14 @@ def read_frames(
             return FrameSet(_stack(kept, stack), index, info.fps, 0, False, info)
         try:
             for frame in container.decode(st):
+                if rotation is None:
+                    rotation = frame_rotation(frame, st)
                 if (n in wanted) if wanted is not None else n >= start:
                     arr = frame.to_ndarray(**to_rgb)
+                    if apply_rotation and rotation:
+                        arr = rotate_frame(arr, rotation)
+                    if apply_rotation and size is not None:
+                        arr = _resize_area(arr, size)
                     kept.append(transform(arr) if transform is not None else torch.from_numpy(arr))
                     index.append(n)
                 n += 1
@@ -256,7 +318,19 @@ def read_frames(
         frames = _stack(kept, stack)
     except RuntimeError as e:  # frames of different sizes
         raise VideoDecodeError(path, f"frame size changes within the stream ({e})") from None
-    return FrameSet(frames, index, info.fps, n, eof, info)
+    rot = rotation or 0
+    return FrameSet(frames, index, info.fps, n, eof, info, rot, bool(apply_rotation and rot))
+
+
+def _resize_area(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An RGB frame resized by swscale (area), as ``read_frames(size=...)`` does while converting."""
+    import av
+
+    w, h = int(size[0]), int(size[1])
+    if arr.shape[1] == w and arr.shape[0] == h:
+        return arr
+    f = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+    return f.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
 
 
 def count_tolerance(header_frames: int) -> int:
@@ -295,3 +369,260 @@ def decode_video(
     if not frames:
         raise EmptyVideoError(path, f"no frame at or after {start} (the video has {fs.num_decoded})")
     return DecodedVideo(torch.stack(frames), fs.fps)
+
+
+# ----------------------------------------------------------------------------- selective decoding
+@dataclass
+class FrameRead:
+    """What ``VideoReader.read`` got: ``frames[k]`` is (the transform of) source frame ``k``.
+
+    ``decoded`` counts every frame decoded (those only decoded to reach a wanted one included);
+    ``errors`` holds one line per run of frames whose decoding failed (the frames of that run
+    after the failure are absent); ``rotation`` is the first decoded frame's.
+    """
+
+    frames: dict[int, Any]
+    decoded: int
+    errors: list[str]
+    rotation: int
+    rotated: bool
+    seeks: int
+
+
+class VideoReader:
+    """An open video for selective decoding (a context manager; ``close()`` when done).
+
+    ``info`` (``VideoInfo``), ``header_frames`` (the stream's frame count, 0 when unknown),
+    ``duration`` (the stream's duration in ``time_base`` units, ``None`` when unknown: PySlowFast
+    then decodes the whole video), ``frame_pts()`` (every frame's pts in presentation order, from
+    one demux pass: no decoding) and ``read(indices)``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        thread_type: str | None = DEFAULT_THREAD_TYPE,
+        thread_count: int = 0,
+    ) -> None:
+        self.path = Path(path)
+        self.thread_type = thread_type
+        self.thread_count = int(thread_count)
+        self._container = _open(self.path)
+        try:
+            self.info = _info(self.path, self._container)
+            if self.info.fps <= 0:
+                raise VideoDecodeError(self.path, "unknown frame rate")
+        except BaseException:
+            self._container.close()
+            raise
+        st = self._container.streams.video[0]
+        self.header_frames = int(st.frames or 0)
+        self.duration = int(st.duration) if st.duration is not None else None
+        self.time_base = st.time_base
+        self._pts: list[int] | None = None
+        self._pts_error: str | None = None
+        self._rotation: int | None = None
+        self._stop_dts: int | None = None  # no packet past this dts is decoded (a truncated stream)
+        self._decode_errors: list[str] = []
+        self.packets_read = 0
+        self._decoded = 0
+        self._start()
+
+    # ------------------------------------------------------------------ context manager
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ index
+    def frame_pts(self) -> list[int]:
+        """Every frame's pts (ascending: presentation order), from the packets of the stream
+        (one demux pass, nothing decoded); packets without pts or marked discard are left out.
+
+        When the packets stop short of the header's frame count (a truncated file whose index
+        survived; or a demux failure, ``index_error``), the frames after the cut cannot be named:
+        a missing packet may sit anywhere after the last one read in presentation order. Only the
+        frames whose pts do not exceed the largest dts read before the last packet are kept (a
+        missing packet's pts is at least its dts, which is larger); decoding then sends no packet
+        beyond that dts (the last packet read may be cut short).
+        """
+        if self._pts is None:
+            import av
+
+            packets: list[tuple[int, int | None]] = []
+            with av.open(str(self.path), mode="r") as c:
+                st = c.streams.video[0]
+                try:
+                    for p in c.demux(st):
+                        if p.pts is not None and p.size and not p.is_discard:
+                            packets.append((int(p.pts), None if p.dts is None else int(p.dts)))
+                except (av.FFmpegError, OSError, ValueError) as e:
+                    self._pts_error = _ffmpeg_reason(e, f"reading packets failed after {len(packets)}")
+            self.packets_read = len(packets)
+            short = self.header_frames and len(packets) < self.header_frames - count_tolerance(self.header_frames)
+            if (self._pts_error is not None or short) and packets:
+                dts = [d for _p, d in packets[:-1] if d is not None]
+                limit = max(dts) if dts else None
+                self._stop_dts = limit
+                packets = [pd for pd in packets if limit is not None and pd[0] <= limit]
+            self._pts = sorted({p for p, _d in packets})
+        return self._pts
+
+    @property
+    def index_error(self) -> str | None:
+        """Why the demux pass stopped early (``None`` when it reached the end)."""
+        self.frame_pts()
+        return self._pts_error
+
+    def index_complete(self) -> bool:
+        """Whether the packets cover the header's frame count (within ``count_tolerance``)."""
+        n = len(self.frame_pts())
+        if self._pts_error is not None:
+            return False
+        if self._stop_dts is not None:
+            return False
+        return not self.header_frames or n >= self.header_frames - count_tolerance(self.header_frames)
+
+    def keyframe_interval(self) -> int | None:
+        """The longest distance between key frames in the container's index (``None``: no index)."""
+        st = self._container.streams.video[0]
+        try:
+            entries = st.index_entries
+            keys = [i for i, e in enumerate(entries) if e.is_keyframe]
+        except Exception:  # noqa: BLE001 - an index PyAV cannot read: decode sequentially
+            return None
+        if len(keys) < 2:
+            return None if not keys else max(1, len(entries))
+        return max(b - a for a, b in zip(keys, keys[1:]))
+
+    # ------------------------------------------------------------------ decoding
+    def read(
+        self,
+        indices: Iterable[int],
+        transform: Callable[[np.ndarray], Any] | None = None,
+        apply_rotation: bool = False,
+        max_gap: int | None = None,
+    ) -> FrameRead:
+        """Decode the frames ``indices`` (source indices into ``frame_pts()``) and nothing past the
+        last of them; ``transform`` maps each (uint8 ``[H, W, 3]`` RGB, turned by the rotation with
+        ``apply_rotation``) as it is decoded.
+
+        Wanted frames at most ``max_gap`` apart (default: the index's key-frame interval; no index:
+        no seeking) are decoded in one run; a run that starts further on than that seeks to the key
+        frame at or before its first frame (and decodes from the start when a seek lands too late).
+        A decoding failure ends its run; the frames of later runs are still tried.
+        """
+        import av
+
+        pts = self.frame_pts()
+        at = {p: k for k, p in enumerate(pts)}
+        wanted = sorted({int(i) for i in indices})
+        if wanted and (wanted[0] < 0 or wanted[-1] >= len(pts)):
+            raise ValueError(f"frame indices must lie in [0, {len(pts)}), got {wanted[0]}..{wanted[-1]}")
+        gap = self.keyframe_interval() if max_gap is None else max_gap
+        runs: list[list[int]] = []
+        for k in wanted:
+            if runs and (gap is None or k - runs[-1][-1] <= gap):
+                runs[-1].append(k)
+            else:
+                runs.append([k])
+        want = set(wanted)
+        out: dict[int, Any] = {}
+        errors: list[str] = []
+        self._decoded = 0
+        seeks = 0
+
+        def decode_to(last: int) -> int | None:
+            """Continue the decoder up to frame ``last``; the index of the first frame it gave."""
+            first_seen = None
+            for frame in self._frames:
+                self._decoded += 1
+                if self._rotation is None:
+                    self._rotation = frame_rotation(frame, self._container.streams.video[0])
+                k = at.get(frame.pts) if frame.pts is not None else None
+                if k is None:
+                    continue
+                self._last = k
+                if first_seen is None:
+                    first_seen = k
+                if k in want and k not in out:
+                    arr = frame.to_ndarray(format="rgb24")
+                    if apply_rotation:
+                        arr = rotate_frame(arr, self._rotation)
+                    out[k] = transform(arr) if transform is not None else torch.from_numpy(arr)
+                if k >= last:
+                    break
+            return first_seen
+
+        self._decode_errors = []
+        for run in runs:
+            first, last = run[0], run[-1]
+            before = len(self._decode_errors)
+            try:
+                ahead = first - self._last - 1  # frames to decode before the run without a seek
+                if ahead < 0 or (gap is not None and ahead > gap):
+                    self._seek(pts[first])
+                    seeks += 1
+                    seen = decode_to(last)
+                    if first not in out and (seen is None or seen > first):  # the seek landed too late
+                        self._reopen()
+                        decode_to(last)
+                else:
+                    decode_to(last)
+            except av.FFmpegError as e:  # a failed seek
+                self._decode_errors.append(_ffmpeg_reason(e, "seeking failed"))
+            if len(self._decode_errors) > before:
+                errors.append(f"{self._decode_errors[-1]} (frames {first}..{last} wanted)")
+                self._reopen()
+        rot = self._rotation or 0
+        return FrameRead(out, self._decoded, errors, rot, bool(apply_rotation and rot), seeks)
+
+    def _seek(self, pts: int) -> None:
+        c = self._container
+        st = c.streams.video[0]
+        c.seek(pts, backward=True, any_frame=False, stream=st)
+        self._frames = self._decode()
+        self._last = -(1 << 62)  # unknown until a frame comes
+
+    def _decode(self):
+        """Decoded frames from the current position: packets up to ``_stop_dts``, then the frames
+        the decoder still holds. A decoding failure is recorded in ``_decode_errors`` and ends
+        the stream there (after the frames already complete)."""
+        import av
+
+        c = self._container
+        st = c.streams.video[0]
+        cc = st.codec_context
+        try:
+            for packet in c.demux(st):
+                if self._stop_dts is not None and packet.size and packet.dts is not None and packet.dts > self._stop_dts:
+                    break
+                yield from packet.decode()
+            else:
+                return  # the demuxer's last (empty) packet flushed the decoder
+        except av.FFmpegError as e:
+            self._decode_errors.append(_ffmpeg_reason(e, "decoding failed"))
+        try:
+            yield from cc.decode(None)  # flush: the frames already complete
+        except av.FFmpegError:
+            pass
+
+    def _reopen(self) -> None:
+        """A fresh container positioned at the first frame (after a failure or a late seek)."""
+        self.close()
+        self._container = _open(self.path)
+        self._start()
+
+    def _start(self) -> None:
+        st = self._container.streams.video[0]
+        if self.thread_type:
+            st.codec_context.thread_type = self.thread_type
+            st.codec_context.thread_count = self.thread_count
+        self._frames = self._decode()
+        self._last = -1  # index of the last frame the decoder gave
