@@ -35,7 +35,8 @@ def print_module_table(s, out: Console = console) -> None:
     """The ``--depth`` table (rows of ``atfr_analysis.flops.table.module_table``)."""
     atfr = s.static_gmacs is not None
     t = Table(title=f"per module, depth {s.depth} (GMACs; a module includes its submodules)")
-    t.add_column("module")
+    width = max((2 * r["depth"] + (9 if r["own"] else len(r["module"].rsplit(".", 1)[-1])) for r in s.modules), default=6)
+    t.add_column("module", no_wrap=True, min_width=min(width, 40))
     t.add_column("#params", justify="right")
     t.add_column("conv_fc", justify="right")
     t.add_column("fvcore", justify="right")
@@ -45,16 +46,21 @@ def print_module_table(s, out: Console = console) -> None:
         t.add_column("vs no SGS", justify="right")
     total = s.modules[0]["macs"] if s.modules else 0
     for r in s.modules:
+        name = r["module"]
+        if r["own"]:
+            name = "(own ops)"
+        elif r["depth"] > 1:
+            name = name.rsplit(".", 1)[-1]  # a tree: the name below its parent's row
         row = [
-            "  " * r["depth"] + r["module"],
+            "  " * r["depth"] + name,
             _fmt_params(r["params"]),
-            f"{r['macs'] / 1e9:.4f}",
-            f"{r['macs_fvcore'] / 1e9:.4f}",
+            f"{r['macs'] / 1e9:.3f}",
+            f"{r['macs_fvcore'] / 1e9:.3f}",
             f"{100 * r['macs'] / total:.1f}%" if total else "-",
         ]
         if atfr:
             st = r["static_macs"]
-            row.append("-" if st is None else f"{st / 1e9:.4f}")
+            row.append("-" if st is None else f"{st / 1e9:.3f}")
             row.append("-" if not st else f"{100 * (r['macs'] / st - 1):+.1f}%")
         t.add_row(*row)
     out.print(t)

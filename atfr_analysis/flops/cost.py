@@ -87,6 +87,8 @@ def _renamed(fc: FlopCount, prefix_from: str, prefix_to: str) -> FlopCount:
         for k, v in d.items():
             if k == "":
                 out[""] = out.get("", 0) + v
+            elif k == prefix_from and not prefix_to:
+                continue  # the wrapper's root ("") already holds everything, ops outside the module too
             elif k == prefix_from or k.startswith(prefix_from + "."):
                 rest = k[len(prefix_from) + 1:]
                 new = ".".join(p for p in (prefix_to, rest) if p)

@@ -87,9 +87,8 @@ def module_table(fc: FlopCount, model: nn.Module, depth: int, static: FlopCount 
         rest_p = params.get(name, 0) - sum(params.get(k, 0) for k in kids)
         if rest or rest_fv or rest_p:
             s = None
-            if st is not None:
-                s_total = static_of(name) or 0
-                s = s_total - sum(st.get(k, 0) for k in kids)
+            if st is not None and static_of(name) is not None:
+                s = static_of(name) - sum(st.get(k, 0) for k in kids)
             add(name, d + 1, leaf=True, own=True, macs=rest, macs_fv=rest_fv, static_macs=s, nparams=rest_p)
 
     visit("", 0)
