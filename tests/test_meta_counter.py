@@ -125,3 +125,17 @@ def test_unsupported_operator_is_refused_and_counted_with_fvcore():
     ref = count_flops(m, xs)
     assert (got.count_conv_fc, got.count_fvcore) == (ref.count_conv_fc, ref.count_fvcore)
     assert cm.stats["fallbacks"] == 1
+
+
+def test_inference_mode_and_autocast_count_the_same():
+    """Without autograd, composite operators (linear, batch_norm, conv3d) reach the counter
+    undecomposed: it counts what they decompose into, so the counts do not change."""
+    model = build_model("x3d_xs_atfr").eval()
+    shapes = _shapes(model, 64)
+    ref = CostModel(model, shapes).cost((2,))
+    with torch.inference_mode():
+        got = CostModel(model, shapes).cost((2,))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = CostModel(build_model("x3d_xs_atfr").eval().to(torch.bfloat16), shapes).cost((2,))
+    _same(got, ref)
+    _same(bf16, ref)

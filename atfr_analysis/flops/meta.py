@@ -76,6 +76,7 @@ _REFUSED = {
     aten.grid_sampler_2d,
     aten.grid_sampler,
 }
+_KNOWN = _MATMUL | _CONV | set(_BN) | _REFUSED
 _REFUSED_MODULES = (nn.GroupNorm, nn.LayerNorm, nn.AdaptiveAvgPool2d, nn.Upsample)
 # not arithmetic (or not counted by convention): left out of ``unsupported_ops``
 _DATA_OPS = {
@@ -127,8 +128,15 @@ class _Counter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
         packet = func._overloadpacket
+        if packet not in _KNOWN:
+            # a composite operator reaches the mode undecomposed where autograd is off (inference
+            # mode: aten.linear, aten.batch_norm, aten.conv3d): count what it decomposes into
+            with self:
+                r = func.decompose(*args, **kwargs)
+            if r is not NotImplemented:
+                return r
+        out = func(*args, **kwargs)
         owner = self.stack[-1]
         if packet in _MATMUL or packet in _CONV:
             flops = self.registry[packet](*args, **kwargs, out_val=out)
