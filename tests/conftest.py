@@ -20,3 +20,12 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared fixtures not found at {SHARED}")
     return SHARED
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cost_cache(tmp_path_factory):
+    """The CLI keeps counted costs in the user cache: tests use a private one, never the home folder."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ATFR_CACHE_DIR", str(tmp_path_factory.mktemp("atfr-cache")))
+    yield
+    mp.undo()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -88,13 +88,6 @@ class FlopCount:
         )
 
 
-def _quiet_fvcore():
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=DeprecationWarning)
-    from fvcore.nn import FlopCountAnalysis  # noqa: WPS433
-
-    return FlopCountAnalysis
-
-
 @torch.no_grad()
 def count_flops(model: nn.Module, inputs: Any) -> FlopCount:
     """Trace ``model(inputs)`` once with fvcore and return both conventions.
@@ -103,7 +96,8 @@ def count_flops(model: nn.Module, inputs: Any) -> FlopCount:
     pathway tensors). The model is counted in its current mode; put it in ``eval()`` first for
     the conventions of the paper (BN in eval mode).
     """
-    FlopCountAnalysis = _quiet_fvcore()
+    # importing the package installed the filter of fvcore's torch.jit.script warning
+    from fvcore.nn import FlopCountAnalysis
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fca = FlopCountAnalysis(model, (inputs,))
@@ -132,8 +126,3 @@ def count_flopcounter(model: nn.Module, inputs: Any) -> int:
     if flops % 2:
         raise AssertionError(f"FlopCounterMode returned an odd flop count {flops}")
     return flops // 2
-
-
-def gmacs_of(model: nn.Module, inputs: Sequence[torch.Tensor]) -> float:
-    """Shortcut: conv_fc GMACs of one trace."""
-    return count_flops(model, inputs).gmacs

@@ -1,6 +1,7 @@
 """FLOP summaries of registry models: what ``atfr flops`` and ``atfr models`` print."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -8,10 +9,12 @@ import torch
 
 from atfr_analysis.errors import InputError
 from atfr_analysis.flops.cost import CostModel, static_model
+from atfr_analysis.errors import InputError
+from atfr_analysis.flops.table import module_table
 from atfr_analysis.models import build_model, make_inputs
 from atfr_analysis.models.base import VideoModel
 
-__all__ = ["FlopSummary", "model_flops", "parse_bins", "param_count"]
+__all__ = ["FlopSummary", "model_flops", "model_row", "parse_bins", "param_count"]
 
 
 def param_count(model: torch.nn.Module) -> int:
@@ -36,6 +39,9 @@ class FlopSummary:
     static_gmacs: float | None = None  # ATFR: the backbone without SGS
     static_gmacs_fvcore: float | None = None
     curve: list[dict] = field(default_factory=list)
+    modules: list[dict] = field(default_factory=list)  # --depth: the module table (see flops.table)
+    depth: int | None = None
+    backend: str = "meta"
 
     @property
     def gmacs_x_views(self) -> float:
@@ -66,6 +72,10 @@ class FlopSummary:
             )
         if self.curve:
             d["curve"] = self.curve
+        if self.depth is not None:
+            d["depth"] = self.depth
+            d["modules"] = self.modules
+        d["counter"] = self.backend
         return d
 
 
@@ -111,10 +121,24 @@ def model_flops(
     bins: str | Sequence[int] | None = None,
     curve: bool = False,
     model: VideoModel | None = None,
+    depth: int | None = None,
+    backend: str = "meta",
+    cache=None,
 ) -> FlopSummary:
-    """Count a registry model at its default (or the given) input, batch 1, one view."""
+    """Count a registry model at its default (or the given) input, batch 1, one view.
+
+    Without ``model``, the model is built on the ``meta`` device for the meta backend (no weights
+    initialised: only shapes matter). ``depth``: also the per-module table down to that depth
+    (``modules``). ``cache``: a ``CostCache`` for the totals (the tables are counted each time).
+    """
+    if depth is not None and depth < 0:
+        raise InputError(f"--depth must be >= 0, got {depth}")
     if model is None:
-        model = build_model(name, num_classes=num_classes)
+        if backend == "meta":
+            with torch.device("meta"):
+                model = build_model(name, num_classes=num_classes)
+        else:
+            model = build_model(name, num_classes=num_classes)
     model.eval()
     spec = model.spec.with_frames(frames)
     s = crop or spec.test_crop
@@ -122,7 +146,7 @@ def model_flops(
         raise InputError(f"--crop must be positive, got {s}")
     xs = make_inputs(spec, s)
     shapes = [tuple(x.shape) for x in xs]
-    cost = CostModel(model, shapes)
+    cost = CostModel(model, shapes, backend=backend, cache=cache)
     nviews = views if views is not None else spec.num_views * spec.num_crops
     layer_names = model.sgs_layer_names()
     common = dict(
@@ -132,6 +156,8 @@ def model_flops(
         num_classes=num_classes,
         params=param_count(model),
         views=nviews,
+        depth=depth,
+        backend=backend,
     )
     if not layer_names:
         if bins is not None:
@@ -143,13 +169,15 @@ def model_flops(
             stages=c.stages(),
             unsupported_ops=c.unsupported_ops,
             uncalled_modules=c.uncalled_modules,
+            modules=module_table(c, model, depth) if depth is not None else [],
             **common,
         )
     sig = parse_bins(bins, layer_names) if isinstance(bins, str) or bins is None else list(bins)
     if sig is None:
         sig = cost.num_bins  # no --bins: every bin active (the most a clip can cost)
     c = cost.cost(sig)
-    base = CostModel(static_model(model).eval(), shapes).static()
+    static_net = static_model(model).eval()
+    base = CostModel(static_net, shapes, backend=backend, cache=cache).static()
     out = FlopSummary(
         gmacs=c.gmacs,
         gmacs_fvcore=c.gmacs_fvcore,
@@ -160,6 +188,7 @@ def model_flops(
         num_bins=dict(zip(layer_names, cost.num_bins)),
         static_gmacs=base.gmacs,
         static_gmacs_fvcore=base.gmacs_fvcore,
+        modules=module_table(c, model, depth, static=base) if depth is not None else [],
         **common,
     )
     if curve:
@@ -168,3 +197,27 @@ def model_flops(
             for sg, g, gf in cost.curve()
         ]
     return out
+
+
+def model_row(name: str, cache=None) -> dict:
+    """One row of ``atfr models``: params (M), default input, GMACs at the test crop (conv_fc;
+    ``_atfr``: every bin active). Served whole from ``cache`` when it holds the row (keyed by the
+    model's name, config and the package's code), else counted on the ``meta`` device."""
+    from atfr_analysis.flops.cache import code_fingerprint
+    from atfr_analysis.flops.cost import backend_version
+    from atfr_analysis.models.registry import get_config
+
+    cfg = get_config(name)
+    key = {"model": name, "config": dataclasses.asdict(cfg), "code": code_fingerprint(), "part": "models_row",
+           "signature": [], "backend": "meta", "counter": backend_version("meta")}
+    if cache is not None:
+        hit = cache.get(key)
+        if hit is not None:
+            return dict(hit)
+    with torch.device("meta"):
+        m = build_model(name)
+    s = model_flops(name, model=m, cache=cache)
+    row = {"model": name, "params_m": param_count(m) / 1e6, "input": m.spec.label(), "gmacs": s.gmacs}
+    if cache is not None:
+        cache.put(key, row)
+    return row

@@ -1,0 +1,189 @@
+"""``atfr models`` (the zoo with params and GFLOPs) and ``atfr flops MODEL`` (both conventions, the
+per-stage split or, with ``--depth N``, the per-module table; ATFR what-ifs with ``--bins``).
+
+Both count on the ``meta`` device (nothing computed) and keep their totals in the user cost cache
+(``$ATFR_CACHE_DIR``, default ``$XDG_CACHE_HOME/atfr-analysis`` or ``~/.cache/atfr-analysis``;
+``--no-cache`` to bypass it).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _cache(enabled: bool):
+    if not enabled:
+        return None
+    from atfr_analysis.flops.cache import CostCache
+
+    return CostCache.user()
+
+
+def _fmt_params(n: int) -> str:
+    return "" if not n else (f"{n / 1e6:.2f}M" if n >= 1e6 else (f"{n / 1e3:.1f}K" if n >= 1e3 else str(n)))
+
+
+def print_module_table(s, out: Console = console) -> None:
+    """The ``--depth`` table (rows of ``atfr_analysis.flops.table.module_table``)."""
+    atfr = s.static_gmacs is not None
+    t = Table(title=f"per module, depth {s.depth} (GMACs; a module includes its submodules)")
+    width = max((2 * r["depth"] + (9 if r["own"] else len(r["module"].rsplit(".", 1)[-1])) for r in s.modules), default=6)
+    t.add_column("module", no_wrap=True, min_width=min(width, 40))
+    t.add_column("#params", justify="right")
+    t.add_column("conv_fc", justify="right")
+    t.add_column("fvcore", justify="right")
+    t.add_column("share", justify="right")
+    if atfr:
+        t.add_column("no SGS", justify="right")
+        t.add_column("vs no SGS", justify="right")
+    total = s.modules[0]["macs"] if s.modules else 0
+    for r in s.modules:
+        name = r["module"]
+        if r["own"]:
+            name = "(own ops)"
+        elif r["depth"] > 1:
+            name = name.rsplit(".", 1)[-1]  # a tree: the name below its parent's row
+        row = [
+            "  " * r["depth"] + name,
+            _fmt_params(r["params"]),
+            f"{r['macs'] / 1e9:.3f}",
+            f"{r['macs_fvcore'] / 1e9:.3f}",
+            f"{100 * r['macs'] / total:.1f}%" if total else "-",
+        ]
+        if atfr:
+            st = r["static_macs"]
+            row.append("-" if st is None else f"{st / 1e9:.3f}")
+            row.append("-" if not st else f"{100 * (r['macs'] / st - 1):+.1f}%")
+        t.add_row(*row)
+    out.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("models")
+    def models_cmd(
+        pattern: str = typer.Argument("*", help="shell-style filter, e.g. 'x3d*'"),
+        flops: bool = typer.Option(True, "--flops/--no-flops", help="count GFLOPs at the test crop"),
+        json_out: bool = typer.Option(False, "--json", help="print JSON"),
+        cache: bool = typer.Option(True, "--cache/--no-cache", help="use the user cost cache"),
+    ) -> None:
+        """List the model zoo: name, params (M), default frames x crop, GFLOPs at the test crop."""
+        import torch
+        from rich.progress import Progress
+
+        from atfr_analysis.errors import InputError
+        from atfr_analysis.flops.summary import model_row, param_count
+        from atfr_analysis.models import build_model, list_models
+
+        names = list_models(pattern)
+        if not names:
+            raise InputError(f"no model matches {pattern!r}; models: {', '.join(list_models())}")
+        store = _cache(cache)
+        rows = []
+        with Progress(console=err_console, transient=True, disable=json_out or not err_console.is_terminal) as bar:
+            task = bar.add_task("counting the zoo on the meta device", total=len(names))
+            for name in names:
+                bar.update(task, description=name)
+                if flops:
+                    rows.append(model_row(name, cache=store))
+                else:
+                    with torch.device("meta"):
+                        m = build_model(name)
+                    rows.append({"model": name, "params_m": param_count(m) / 1e6, "input": m.spec.label(), "gmacs": None})
+                bar.advance(task)
+        if json_out:
+            print(json.dumps(rows, indent=1))
+            return
+        t = Table(title="atfr model zoo (GFLOPs = GMACs, conv_fc convention, 1 view; _atfr: all bins active)")
+        for col in ("model", "params (M)", "frames x crop", "GFLOPs"):
+            t.add_column(col, justify="left" if col == "model" else "right")
+        for r in rows:
+            t.add_row(r["model"], f"{r['params_m']:.2f}", r["input"], "-" if r["gmacs"] is None else f"{r['gmacs']:.2f}")
+        console.print(t)
+
+    @app.command("flops")
+    def flops_cmd(
+        model: str = typer.Argument(..., help="registry name (see `atfr models`)"),
+        frames: Optional[int] = typer.Option(None, "--frames", help="clip frames (fast pathway for SlowFast)"),
+        crop: Optional[int] = typer.Option(None, "--crop", help="spatial size (default: the model's test crop)"),
+        classes: int = typer.Option(400, "--classes", help="number of classes"),
+        views: Optional[int] = typer.Option(None, "--views", help="views per video (default: the config's views x crops)"),
+        bins: Optional[str] = typer.Option(
+            None, "--bins", help="ATFR what-if: active bins per SGS layer, 'LAYER=B,...' or 'B1,B2' (slow,fast)"
+        ),
+        depth: Optional[int] = typer.Option(
+            None, "--depth", help="per-module table down to this depth (0 = the model; 1 = stages), instead of the stage split"
+        ),
+        curve: bool = typer.Option(False, "--curve", help="ATFR: GMACs over every B' (plotted with --plot)"),
+        plot: Optional[Path] = typer.Option(None, "--plot", help="with --curve: write the curve as a PNG"),
+        counter: str = typer.Option("meta", "--counter", help="counting backend: meta (nothing computed) or fvcore (the reference trace)"),
+        cache: bool = typer.Option(True, "--cache/--no-cache", help="use the user cost cache"),
+        json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+    ) -> None:
+        """GMACs of a model (batch 1, one view) in both counting conventions, with a per-stage split."""
+        from atfr_analysis.errors import InputError
+        from atfr_analysis.flops.cost import BACKENDS
+        from atfr_analysis.flops.summary import model_flops
+
+        for opt, v in (("--frames", frames), ("--crop", crop), ("--classes", classes), ("--views", views)):
+            if v is not None and v <= 0:
+                raise InputError(f"{opt} must be a positive integer, got {v}")
+        if depth is not None and depth < 0:
+            raise InputError(f"--depth must be >= 0, got {depth}")
+        if counter not in BACKENDS:
+            raise InputError(f"--counter must be one of {', '.join(BACKENDS)}, got {counter!r}")
+        s = model_flops(
+            model, frames=frames, crop=crop, num_classes=classes, views=views, bins=bins,
+            curve=curve or bool(plot), depth=depth, backend=counter, cache=_cache(cache),
+        )
+        if plot:
+            if not s.curve:
+                raise InputError("--plot needs an _atfr model")
+            from atfr_analysis.flops.plots import plot_cost_curve
+
+            plot_cost_curve(s, plot)
+        if json_out:
+            print(json.dumps(s.to_dict(), indent=1))
+            return
+        console.print(f"[bold]{s.model}[/]  input {'+'.join(map(str, s.frames))}x{s.crop}x{s.crop}, batch 1, {s.num_classes} classes")
+        console.print(f"params           {s.params:,} ({s.params / 1e6:.2f} M)")
+        if s.bins is not None:
+            console.print("active bins      " + ", ".join(f"{k}={v}/{s.num_bins[k]}" for k, v in s.bins.items()))
+        console.print(f"GMACs conv_fc    {s.gmacs:.4f}   (paper / PySlowFast 'GFLOPs': conv + linear, 1 MAC = 1)")
+        console.print(f"GMACs fvcore     {s.gmacs_fvcore:.4f}   (fvcore default: BatchNorm included)")
+        console.print(f"x {s.views} views      {s.gmacs_x_views:.2f} GMACs")
+        if s.static_gmacs is not None:
+            red = 100 * (1 - s.gmacs / s.static_gmacs)
+            console.print(f"static backbone  {s.static_gmacs:.4f} GMACs without SGS (reduction {red:+.1f}%)")
+        if s.depth is not None:
+            print_module_table(s)
+        else:
+            t = Table(title="per stage (conv_fc GMACs)")
+            t.add_column("stage")
+            t.add_column("GMACs", justify="right")
+            t.add_column("share", justify="right")
+            for k, v in s.stages.items():
+                t.add_row(k, f"{v:.4f}", f"{100 * v / s.gmacs:.1f}%" if s.gmacs else "-")
+            console.print(t)
+        if s.unsupported_ops:
+            console.print("not counted (no flop formula): " + ", ".join(f"{k} x{v}" for k, v in sorted(s.unsupported_ops.items())))
+        if s.uncalled_modules:
+            console.print("uncalled modules: " + ", ".join(s.uncalled_modules))
+        if s.curve:
+            t = Table(title="cost curve over active bins")
+            for name in s.bins:
+                t.add_column(f"B' {name}", justify="right")
+            t.add_column("GMACs", justify="right")
+            t.add_column("vs static", justify="right")
+            for pt in s.curve:
+                t.add_row(*[str(v) for v in pt["bins"].values()], f"{pt['gmacs']:.4f}", f"{100 * pt['gmacs'] / s.static_gmacs:.1f}%")
+            console.print(t)
+        if plot:
+            console.print(f"curve plot: {plot}")
