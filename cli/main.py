@@ -189,7 +189,8 @@ def _register_optional_commands() -> None:
     """Commands that live in their own modules (added as they are written)."""
     import importlib
 
-    for mod in ("atfr_cli.cmd_profile", "atfr_cli.cmd_report", "atfr_cli.cmd_export", "atfr_cli.cmd_train", "atfr_cli.cmd_bench"):
+    for mod in ("atfr_cli.cmd_profile", "atfr_cli.cmd_report", "atfr_cli.cmd_export", "atfr_cli.cmd_train", "atfr_cli.cmd_bench",
+                "atfr_cli.cmd_explain"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:
