@@ -180,3 +180,40 @@ def test_demo_command_writes_the_three_explains(capsys, tmp_path):
             for v in res["views"]:
                 steps = v["layers"][0]["steps"]
                 assert all(len({s["bin"] for s in steps[i:i + 4]}) == 1 for i in range(0, FRAMES, 4))
+
+
+@pytest.mark.slow
+def test_slowfast_both_pathways_and_their_frames(tmp_path):
+    """SlowFast: one SGS layer per pathway; the slow layer's steps are the fast clip's frames at
+    linspace(0, T-1, T/alpha); a still stretch of the fast clip shares one bin away from the
+    frames the stem's temporal kernel mixes with the moving part or the clip's end."""
+    from atfr_analysis.analysis.explain import ViewClips, explain_model, thumbnails_of
+    from atfr_analysis.data.transforms import pack_pathways
+    from atfr_analysis.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("slowfast_4x16_r50_atfr", num_classes=5)
+    spec = model.spec
+    t = spec.clip_frames
+    fast = torch.rand(1, 3, t, 64, 64)
+    fast[:, :, t // 2:] = fast[:, :, t // 2:t // 2 + 1]  # the second half still
+    src = list(range(100, 100 + 2 * t, 2))
+    clips = ViewClips(pack_pathways(fast, spec), [src], {"temporal_index": [0], "spatial_index": [0], "crop_position": [1]},
+                      {"num_frames": 300, "fps": 30.0})
+    res = explain_model(model, clips)
+    slow, fastl = res["layers"]
+    assert (slow["pathway"], fastl["pathway"]) == (0, 1)
+    assert (slow["feature_frames"], fastl["feature_frames"]) == (t // spec.alpha, t)
+    pos = torch.linspace(0, t - 1, t // spec.alpha).long().tolist()
+    v = res["views"][0]
+    ls, lf = v["layers"]
+    assert [s["clip_positions"] for s in ls["steps"]] == [[q] for q in pos]
+    assert [s["source_frames"] for s in ls["steps"]] == [[src[q]] for q in pos]
+    assert [s["source_frames"] for s in lf["steps"]] == [[f] for f in src]
+    lo, hi = fastl["temporal_reach"]
+    assert lo < 0 < hi  # the fast stem's temporal kernel mixes neighbouring frames
+    inner = [s["bin"] for s in lf["steps"][t // 2 + hi: t - hi]]
+    assert len(inner) > 1 and len(set(inner)) == 1
+    assert v["signature"] == [ls["active_bins"], lf["active_bins"]]
+    png = plot_explain(res, tmp_path / "sf.png", thumbnails=thumbnails_of(clips, 0))
+    assert png.stat().st_size > 0

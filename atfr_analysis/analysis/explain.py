@@ -125,6 +125,25 @@ def _pathway_positions(spec, p: int, t_fast: int) -> list[int]:
     return torch.linspace(0, t_fast - 1, t).long().tolist()
 
 
+def _temporal_reach(model, xs: list[torch.Tensor], feats: list[torch.Tensor], pathways: list[int]) -> list:
+    """Measured, per SGS layer: which of its steps a change of one input frame of its own pathway
+    reaches, as ``[lo, hi]`` offsets in steps from the frame's step (``[0, 0]``: nothing mixes
+    frames before SGS). The middle frame is perturbed; a step counts as reached when its
+    feature moves by more than 1e-4 of the feature's largest magnitude."""
+    out = []
+    for i, p in enumerate(pathways):
+        t_in = int(xs[p].shape[2])
+        m = t_in // 2
+        ys = [x.clone() for x in xs]
+        ys[p][:, :, m] += 1.0
+        f0, f1 = feats[i], model.forward_pre(ys)[i]
+        stride = t_in // int(f0.shape[2])
+        moved = (f1 - f0).abs().amax(dim=(0, 1, 3, 4)) > 1e-4 * float(f0.detach().abs().max())
+        steps = moved.nonzero().flatten().tolist()
+        out.append([steps[0] - m // stride, steps[-1] - m // stride] if steps else None)
+    return out
+
+
 def _f(x: torch.Tensor | float) -> float:
     return float(x)
 
@@ -231,7 +250,11 @@ def explain_model(model, clips: ViewClips, detail_view: int | None = None) -> di
                     "distance": layer.distance,
                     "feature_shape": list(f.shape[1:]),
                 })
-            layer_info = layer_info or info
+            if layer_info is None:
+                reach = _temporal_reach(model, xs, feats, [li["pathway"] for li in info])
+                for li, r in zip(info, reach):
+                    li["temporal_reach"] = r
+                layer_info = info
             sig = tuple(d["active_bins"] for d in per_layer)
             g = cost.gmacs(sig)[0]
             m = clips.meta
@@ -259,7 +282,10 @@ def explain_model(model, clips: ViewClips, detail_view: int | None = None) -> di
             "SGS runs at the feature's temporal resolution: step t of a layer stands for its pathway's input "
             "frames t*temporal_stride .. (t+1)*temporal_stride-1 (clip_positions, positions in the fast clip; "
             "the slow pathway of SlowFast takes the fast frames at linspace(0, T-1, T/alpha)); source_frames are "
-            "those positions' frame numbers in the video. bin: the bin of the step's largest kernel weight "
+            "those positions' frame numbers in the video. temporal_reach (measured by perturbing one input frame): "
+            "the steps [t+lo, t+hi] that frame t of the layer's own pathway reaches through the layers before SGS "
+            "(temporal convolutions mix neighbouring frames; in SlowFast the lateral connections also bring the "
+            "other pathway in). bin: the bin of the step's largest kernel weight "
             "(bins ordered by distance to the clip's mean embedding, not by time); the step with the largest "
             "distance sits on the last bin's upper edge with weight ~1e-7 and is reported in that bin"
         ),

@@ -15,19 +15,17 @@ __all__ = ["plot_explain", "bin_colours"]
 
 
 def bin_colours(num_bins: int) -> list:
-    """One colour per bin index (qualitative up to 20 bins, else sampled from a wide map)."""
+    """One colour per bin index: qualitative, so that neighbouring bins differ (``tab10`` up to 10
+    bins, else ``tab20``'s dark shades then its light ones, cycled past 20 bins; the figure also
+    prints every bin's number)."""
     import matplotlib
 
     if num_bins <= 10:
         cmap = matplotlib.colormaps["tab10"]
         return [cmap(i) for i in range(num_bins)]
-    if num_bins <= 20:
-        cmap = matplotlib.colormaps["tab20"]
-        # the dark shade of every pair first, then the light ones: neighbours stay distinct
-        order = list(range(0, 20, 2)) + list(range(1, 20, 2))
-        return [cmap(order[i]) for i in range(num_bins)]
-    cmap = matplotlib.colormaps["turbo"]
-    return [cmap(i / max(num_bins - 1, 1)) for i in range(num_bins)]
+    cmap = matplotlib.colormaps["tab20"]
+    order = list(range(0, 20, 2)) + list(range(1, 20, 2))
+    return [cmap(order[i % 20]) for i in range(num_bins)]
 
 
 def _short(name: str) -> str:
