@@ -136,6 +136,8 @@ def test_figure_is_byte_reproducible(tmp_path, videos):
         (["VIDEO", "--checkpoint", CKPT, "--model", MODEL, "--view", "3"], "view 3 is out of range"),
         (["VIDEO", "--checkpoint", CKPT, "--model", MODEL, "--view", "-1"], "view must be >= 0"),
         (["VIDEO", "--checkpoint", checkpoint_path(DEMO["baseline"]), "--model", DEMO["baseline"]], "no SGS layer"),
+        (["VIDEO", "--checkpoint", CKPT, "--model", MODEL, "--crops", "2"], "crops must be 1 or 3"),
+        (["VIDEO", "--checkpoint", CKPT, "--model", MODEL, "--views", "0"], "views must be a positive integer"),
         (["VIDEO"], "needs a VIDEO, --checkpoint and --model"),
     ],
 )

@@ -77,6 +77,13 @@ class ExplainConfig:
             v = getattr(self, name)
             if v is not None and int(v) < 1:
                 raise InputError(f"{name} must be a positive integer, got {v}")
+        if self.crops is not None:
+            from atfr_analysis.data.transforms import crop_positions
+
+            try:
+                crop_positions(int(self.crops))
+            except ValueError as e:
+                raise InputError(str(e)) from None
         if self.view is not None and int(self.view) < 0:
             raise InputError(f"view must be >= 0, got {self.view}")
 
