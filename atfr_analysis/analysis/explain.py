@@ -26,7 +26,6 @@ slow pathway of SlowFast the fast frames at ``linspace(0, T - 1, T / alpha)`` (P
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -208,9 +207,10 @@ def _explain_layer(layer, feat: torch.Tensor, positions: list[int], src: list[in
 
 
 @torch.no_grad()
-def explain_model(model, clips: ViewClips, detail_view: int | None = None) -> dict:
+def explain_model(model, clips: ViewClips, detail_view: int | None = None, cost=None) -> dict:
     """The explanation (a JSON-ready dict) of ``clips`` through an ATFR ``model`` (set to eval
-    mode here; its training flag is restored afterwards)."""
+    mode here; its training flag is restored afterwards). ``cost``: a ``CostModel`` of this model
+    at the clips' input size to reuse (its cache), else one is built."""
     from atfr_analysis.flops.cost import CostModel
 
     if not model.is_atfr:
@@ -226,7 +226,9 @@ def explain_model(model, clips: ViewClips, detail_view: int | None = None) -> di
     was_training = model.training
     model.eval()
     try:
-        cost = CostModel(model, [tuple(p.shape[1:]) for p in clips.pathways])
+        shapes = [(1,) + tuple(p.shape[1:]) for p in clips.pathways]
+        if cost is None or cost.model is not model or list(cost.input_shapes) != shapes:
+            cost = CostModel(model, shapes)
         full = tuple(cost.num_bins)
         gmacs_full = cost.gmacs(full)[0]
         out_views = []
@@ -366,17 +368,24 @@ def write_demo_explains(out_dir: str | Path = "reports/demo", cache: str | Path 
     data set, through the shipped ``slow_tiny_atfr`` checkpoint (CPU, a few seconds). Paths in
     the JSON are relative (package checkpoint, data-set clip), so the files are reproducible."""
     from atfr_analysis.demo import DEMO, checkpoint_path, default_cache, demo_data
+    from atfr_analysis.flops.cost import CostModel
 
     cache = Path(cache) if cache else default_cache()
     data = demo_data(cache / "data", train=False)
-    written = []
+    name, ckpt = DEMO["atfr"], checkpoint_path(DEMO["atfr"])
+    written, model, cost = [], None, None
     for c in classes:
         rel = Path("test") / c / f"{c}_000.mp4"
-        cfg = ExplainConfig(checkpoint_path(DEMO["atfr"]), DEMO["atfr"], data / rel)
-        labels = {
-            "checkpoint": f"atfr_analysis/checkpoints/{checkpoint_path(DEMO['atfr']).name}",
-            "video": f"<demo data set>/{rel.as_posix()}",
-        }
-        _res, j, p = run_explain(cfg, Path(out_dir) / f"explain_{c}", labels)
+        cfg = ExplainConfig(ckpt, name, data / rel)
+        if model is None:
+            model, clips = _load(cfg)
+        else:
+            clips = load_view_clips(cfg.video, model.spec, cfg.views, cfg.crops)
+        if cost is None:
+            cost = CostModel(model, [(1,) + tuple(p.shape[1:]) for p in clips.pathways])
+        res = explain_model(model, clips, cfg.view, cost=cost)
+        res["checkpoint"] = f"atfr_analysis/checkpoints/{ckpt.name}"
+        res["video"]["path"] = f"<demo data set>/{rel.as_posix()}"
+        j, p = write_explain(res, Path(out_dir) / f"explain_{c}", thumbnails=thumbnails_of(clips, res["detail_view"]))
         written += [j, p]
     return written

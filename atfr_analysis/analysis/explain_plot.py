@@ -28,10 +28,6 @@ def bin_colours(num_bins: int) -> list:
     return [cmap(order[i % 20]) for i in range(num_bins)]
 
 
-def _short(name: str) -> str:
-    return name
-
-
 def plot_explain(result: dict, path: str | Path, thumbnails=None, dpi: int = 100) -> Path:
     """Draw ``result`` (``explain_model``'s dict) into the PNG ``path``; ``thumbnails``: the
     detailed view's frames ``[T, S, S, 3]`` in ``[0, 1]`` (``None``: cells without images)."""
@@ -90,7 +86,7 @@ def plot_explain(result: dict, path: str | Path, thumbnails=None, dpi: int = 100
                                        edgecolor="0.3", lw=0.5))
                 ax.text(q + 0.5, y0 + row_h / 2, "-" if b is None else str(b), ha="center", va="center",
                         fontsize=8, color="white" if b is not None else "black", fontweight="bold")
-        ax.text(-0.08, y0 + row_h / 2, f"bin @ {_short(lay['name'])}", ha="right", va="center", fontsize=8)
+        ax.text(-0.08, y0 + row_h / 2, f"bin @ {lay['name']}", ha="right", va="center", fontsize=8)
     ax.set_xlim(0, t)
     ax.set_ylim(-nl * row_h - 0.02, 1.25)  # square thumbnails: the axis is per_frame * strip_units high
     ax.axis("off")
