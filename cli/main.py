@@ -95,8 +95,8 @@ def _register_optional_commands() -> None:
     import importlib
 
     for mod in (
-        "atfr_cli.cmd_flops", "atfr_cli.cmd_profile", "atfr_cli.cmd_views", "atfr_cli.cmd_report", "atfr_cli.cmd_export",
-        "atfr_cli.cmd_train", "atfr_cli.cmd_bench",
+        "atfr_cli.cmd_flops", "atfr_cli.cmd_profile", "atfr_cli.cmd_views", "atfr_cli.cmd_explain", "atfr_cli.cmd_report",
+        "atfr_cli.cmd_export", "atfr_cli.cmd_train", "atfr_cli.cmd_bench",
     ):
         try:
             m = importlib.import_module(mod)
