@@ -214,6 +214,9 @@ def run_demo(out: str | Path = "reports/demo", cache: str | Path | None = None, 
     write_paper_table(table, out, stem="baseline_vs_atfr")
     sources = _profile_sources(checkpoint_path(DEMO["atfr"]), DEMO["atfr"], atfr.attrs["meta"]["class_names"])
     sources.to_csv(out / "sources.csv", index=False)
+    from atfr_analysis.analysis.explain import write_demo_explains
+
+    write_demo_explains(out, cache)  # what SGS merges in a still, a slow-motion and a normal clip
 
     layer = atfr.attrs["meta"]["sgs_layers"] and next(iter(atfr.attrs["meta"]["sgs_layers"]))
     pc = per_class(atfr, baseline=base)
@@ -315,6 +318,14 @@ def _write_index(out: Path, n: dict, checks: dict, sources: pd.DataFrame, table:
         "## The raw source clips at natural speed (ATFR model, 10 views each)",
         "",
         markdown_table(sources, floatfmt=".3f"),
+        "",
+        "## What SGS merges (`atfr explain`)",
+        "",
+        "Each frame's distance, its bin and the bins' spans over the views, for one still, one",
+        "slow-motion and one normal clip: [still](explain_still.png), [slow_4x](explain_slow_4x.png),",
+        "[normal](explain_normal.png) (and the JSON beside each figure).",
+        "",
+        "![atfr explain on the slow_4x clip](explain_slow_4x.png)",
         "",
         "The full per-class report with plots: [report.md](report.md).",
         "",
