@@ -34,17 +34,24 @@ def fvcore_counter(model, shapes: list[tuple[int, ...]]) -> Counter:
     """The reference: ``CostModel``, which traces each new part with fvcore (pre traced here)."""
     from atfr_analysis.flops.cost import CostModel
 
-    cm = CostModel(model, shapes)
+    cm = CostModel(model, shapes, backend="fvcore")
     cm.num_bins  # traces the part before SGS: the per-model set-up, not a per-signature cost
     return cm
 
 
-def new_counter_factory() -> CounterFactory | None:
-    """The counter compared with fvcore's trace in ``cold_signatures`` (None: not available yet).
+def meta_counter(model, shapes: list[tuple[int, ...]]) -> Counter:
+    """The new counter: ``CostModel(backend="meta")``, which counts each part on the ``meta``
+    device without computing anything (pre counted here, as for fvcore)."""
+    from atfr_analysis.flops.cost import CostModel
 
-    The meta-device counter of ``atfr_analysis.flops`` plugs in here: return a factory
-    ``(model, shapes) -> object with .gmacs(signature) -> (conv_fc, fvcore)``."""
-    return None
+    cm = CostModel(model, shapes, backend="meta")
+    cm.num_bins
+    return cm
+
+
+def new_counter_factory() -> CounterFactory | None:
+    """The counter compared with fvcore's trace in ``cold_signatures``: the meta-device counter."""
+    return meta_counter
 
 
 def signatures(w: Workload) -> tuple[list[Signature], float]:
