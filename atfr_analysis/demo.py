@@ -15,6 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -214,8 +215,6 @@ def run_demo(out: str | Path = "reports/demo", cache: str | Path | None = None, 
     write_paper_table(table, out, stem="baseline_vs_atfr")
     sources = _profile_sources(checkpoint_path(DEMO["atfr"]), DEMO["atfr"], atfr.attrs["meta"]["class_names"])
     sources.to_csv(out / "sources.csv", index=False)
-    from atfr_analysis.analysis.explain import write_demo_explains
-
     write_demo_explains(out, cache)  # what SGS merges in a still, a slow-motion and a normal clip
 
     layer = atfr.attrs["meta"]["sgs_layers"] and next(iter(atfr.attrs["meta"]["sgs_layers"]))
@@ -468,3 +467,38 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
         ]
     path.write_text("\n".join(lines))
     return path
+
+
+#: the demo clips `atfr explain --demo` shows (one test clip of each of these classes)
+EXPLAIN_CLASSES = ("still", "slow_4x", "normal")
+
+
+def write_demo_explains(out_dir: str | Path = "reports/demo", cache: str | Path | None = None,
+                        classes: Sequence[str] = EXPLAIN_CLASSES) -> list[Path]:
+    """``explain_<class>.json/.png`` for the first test clip of each of ``classes`` of the demo
+    data set, through the shipped ``slow_tiny_atfr`` checkpoint (CPU, a few seconds). Paths in
+    the JSON are relative (package checkpoint, data-set clip), so the files are reproducible."""
+    from atfr_analysis.analysis.explain import (
+        ExplainConfig, explain_model, load_model_and_views, load_view_clips, thumbnails_of, write_explain,
+    )
+    from atfr_analysis.flops.cost import CostModel
+
+    cache = Path(cache) if cache else default_cache()
+    data = demo_data(cache / "data", train=False)
+    name, ckpt = DEMO["atfr"], checkpoint_path(DEMO["atfr"])
+    written, model, cost = [], None, None
+    for c in classes:
+        rel = Path("test") / c / f"{c}_000.mp4"
+        cfg = ExplainConfig(ckpt, name, data / rel)
+        if model is None:
+            model, clips = load_model_and_views(cfg)
+        else:
+            clips = load_view_clips(cfg.video, model.spec, cfg.views, cfg.crops)
+        if cost is None:
+            cost = CostModel(model, [(1,) + tuple(p.shape[1:]) for p in clips.pathways])
+        res = explain_model(model, clips, cfg.view, cost=cost)
+        res["checkpoint"] = f"atfr_analysis/checkpoints/{ckpt.name}"
+        res["video"]["path"] = f"<demo data set>/{rel.as_posix()}"
+        j, p = write_explain(res, Path(out_dir) / f"explain_{c}", thumbnails=thumbnails_of(clips, res["detail_view"]))
+        written += [j, p]
+    return written

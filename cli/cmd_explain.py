@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
         demo: bool = typer.Option(False, "--demo", help="explain the demo's still, slow_4x and normal clips into --out (default reports/demo)"),
     ) -> None:
         """Per view and SGS layer: each frame's distance, its bin, the active bins B', the view's GMACs."""
-        from atfr_analysis.analysis.explain import ExplainConfig, run_explain, write_demo_explains
+        from atfr_analysis.analysis.explain import ExplainConfig, run_explain
+        from atfr_analysis.demo import write_demo_explains
         from atfr_analysis.errors import InputError
 
         if demo:

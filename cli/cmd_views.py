@@ -32,10 +32,11 @@ def register(app: typer.Typer) -> None:
         reason, says so on stderr and exits 0; a video of which no view decodes is an error (exit 2).
         """
         from atfr_analysis.data.views import sample_views
+        from atfr_analysis.errors import InputError
 
         for opt, v in (("--views", views), ("--crops", crops), ("--short-side", short_side), ("--crop", crop)):
             if v is not None and v <= 0:
-                raise ValueError(f"{opt} must be a positive integer, got {v}")
+                raise InputError(f"{opt} must be a positive integer, got {v}")
         r = sample_views(
             video, model, views, crops, short_side, crop, checksums=checksums, apply_rotation=apply_rotation
         )

@@ -35,25 +35,20 @@ import torch
 from atfr_analysis.errors import InputError
 
 __all__ = [
+    "load_model_and_views",
     "ExplainConfig",
     "ViewClips",
     "load_view_clips",
     "explain_model",
     "explain_video",
     "write_explain",
-    "write_demo_explains",
     "run_explain",
     "thumbnails_of",
-    "DEMO_CLASSES",
     "SCHEMA",
 ]
 
 #: identifies the JSON layout
 SCHEMA = "atfr-explain/1"
-#: the demo's explained clips (one test clip of each class of the demo data set)
-DEMO_CLASSES = ("still", "slow_4x", "normal")
-
-
 @dataclass(frozen=True)
 class ExplainConfig:
     """What to explain.
@@ -304,7 +299,7 @@ def explain_model(model, clips: ViewClips, detail_view: int | None = None, cost=
     }
 
 
-def _load(cfg: ExplainConfig):
+def load_model_and_views(cfg: ExplainConfig):
     """(model, clips) of a config; one-line errors for an unknown model, a missing file, a
     baseline model."""
     from atfr_analysis.loading import load_model_from_checkpoint
@@ -324,7 +319,7 @@ def _load(cfg: ExplainConfig):
 def explain_video(cfg: ExplainConfig, labels: dict | None = None) -> tuple[dict, ViewClips]:
     """Load the checkpoint into ``cfg.model``, sample the video's views and explain them.
     ``labels``: what the JSON calls the ``checkpoint`` and ``video`` (default: their paths)."""
-    model, clips = _load(cfg)
+    model, clips = load_model_and_views(cfg)
     out = explain_model(model, clips, cfg.view)
     labels = labels or {}
     out["checkpoint"] = str(labels.get("checkpoint", cfg.checkpoint))
@@ -360,32 +355,3 @@ def run_explain(cfg: ExplainConfig, out: str | Path, labels: dict | None = None)
     res, clips = explain_video(cfg, labels)
     j, p = write_explain(res, out, thumbnails=thumbnails_of(clips, res["detail_view"]))
     return res, j, p
-
-
-def write_demo_explains(out_dir: str | Path = "reports/demo", cache: str | Path | None = None,
-                        classes: Sequence[str] = DEMO_CLASSES) -> list[Path]:
-    """``explain_<class>.json/.png`` for the first test clip of each of ``classes`` of the demo
-    data set, through the shipped ``slow_tiny_atfr`` checkpoint (CPU, a few seconds). Paths in
-    the JSON are relative (package checkpoint, data-set clip), so the files are reproducible."""
-    from atfr_analysis.demo import DEMO, checkpoint_path, default_cache, demo_data
-    from atfr_analysis.flops.cost import CostModel
-
-    cache = Path(cache) if cache else default_cache()
-    data = demo_data(cache / "data", train=False)
-    name, ckpt = DEMO["atfr"], checkpoint_path(DEMO["atfr"])
-    written, model, cost = [], None, None
-    for c in classes:
-        rel = Path("test") / c / f"{c}_000.mp4"
-        cfg = ExplainConfig(ckpt, name, data / rel)
-        if model is None:
-            model, clips = _load(cfg)
-        else:
-            clips = load_view_clips(cfg.video, model.spec, cfg.views, cfg.crops)
-        if cost is None:
-            cost = CostModel(model, [(1,) + tuple(p.shape[1:]) for p in clips.pathways])
-        res = explain_model(model, clips, cfg.view, cost=cost)
-        res["checkpoint"] = f"atfr_analysis/checkpoints/{ckpt.name}"
-        res["video"]["path"] = f"<demo data set>/{rel.as_posix()}"
-        j, p = write_explain(res, Path(out_dir) / f"explain_{c}", thumbnails=thumbnails_of(clips, res["detail_view"]))
-        written += [j, p]
-    return written
