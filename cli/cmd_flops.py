@@ -67,6 +67,8 @@ def print_module_table(s, out: Console = console) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    _register_counters(app)
+
     @app.command("models")
     def models_cmd(
         pattern: str = typer.Argument("*", help="shell-style filter, e.g. 'x3d*'"),
@@ -187,3 +189,38 @@ def register(app: typer.Typer) -> None:
             console.print(t)
         if plot:
             console.print(f"curve plot: {plot}")
+
+
+def _register_counters(app: typer.Typer) -> None:
+    @app.command("counters")
+    def counters_cmd(
+        n: int = typer.Option(20, "--n", help="random signatures per model"),
+        models: Optional[str] = typer.Option(None, "--models", help="name[:classes],... (default: SlowFast 4x16, SSv2 SlowFast 16x8, X3D-XL ATFR)"),
+        threads: Optional[int] = typer.Option(None, "--threads", help="torch threads"),
+        out: Optional[Path] = typer.Option(None, "--out", help="write the results as JSON (e.g. reports/counters.json)"),
+    ) -> None:
+        """The meta-device counter against fvcore's trace on random signatures: equal counts, cold seconds per signature."""
+        import torch
+
+        from atfr_analysis.errors import InputError
+        from atfr_analysis.flops.compare import DEFAULT_MODELS, compare_backends
+
+        if n < 1:
+            raise InputError(f"--n must be >= 1, got {n}")
+        if threads:
+            torch.set_num_threads(threads)
+        items = [(m, int(c or 400)) for m, _, c in (s.partition(":") for s in models.split(","))] if models else list(DEFAULT_MODELS)
+        results = []
+        for name, classes in items:
+            r = compare_backends(name, classes, n=n)
+            results.append(r)
+            s = r["seconds_per_signature"]
+            typer.echo(
+                f"{name}: {r['signatures']} signatures, identical: {r['equal']}; s/signature median "
+                f"fvcore {s['fvcore']['median']:.3f}, meta {s['meta']['median']:.3f} (x{r['speedup_median']}); "
+                f"warm-up {r['warmup_s']}"
+            )
+        if out:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=1) + "\n")
+            typer.echo(f"wrote {out}")

@@ -48,7 +48,7 @@ RANDOM_SIGNATURE_MODELS = [("slowfast_4x16_r50_atfr", 400), ("slowfast_16x8_r50_
 @pytest.mark.parametrize("name,classes", RANDOM_SIGNATURE_MODELS)
 def test_meta_equals_fvcore_on_random_signatures(name, classes):
     """A few random signatures per model here (fvcore costs 1-2 s each); the full 20 each are in
-    ``python -m atfr_analysis.flops.compare`` (reports its timings)."""
+    ``atfr counters`` (reports its timings)."""
     model = build_model(name, num_classes=classes).eval()
     shapes = _shapes(model)
     meta = CostModel(model, shapes)

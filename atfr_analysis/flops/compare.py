@@ -1,6 +1,6 @@
 """The meta counter against fvcore on random signatures: equality and the cold cost per signature.
 
-``python -m atfr_analysis.flops.compare [--n 20] [--models a,b,c] [--json out.json]`` counts ``n``
+``atfr counters [--n 20] [--models a,b,c] [--out reports/counters.json]`` counts ``n``
 random signatures of each model with both backends (each in a process already warm: the first
 call's one-time set-up of either backend is timed apart, as ``warmup_s``) and prints, per model,
 whether every count is identical in both conventions and the seconds per new signature of each
@@ -8,7 +8,6 @@ backend (median and mean; a new signature counts its post part and any SGS case 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
@@ -67,34 +66,3 @@ def compare_backends(name: str, num_classes: int = 400, n: int = 20, seed: int =
     out["speedup_median"] = round(med["fvcore"]["median"] / med["meta"]["median"], 2)
     out["speedup_mean"] = round(med["fvcore"]["mean"] / med["meta"]["mean"], 2)
     return out
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=20)
-    ap.add_argument("--models", default=",".join(f"{m}:{c}" for m, c in DEFAULT_MODELS),
-                    help="name[:classes],... (default: the three of the acceptance)")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--json", default=None, help="write the results to this file")
-    args = ap.parse_args(argv)
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    results = []
-    for item in args.models.split(","):
-        name, _, classes = item.partition(":")
-        r = compare_backends(name, int(classes or 400), n=args.n)
-        results.append(r)
-        s = r["seconds_per_signature"]
-        print(f"{name}: {r['signatures']} signatures, identical: {r['equal']}; s/signature median "
-              f"fvcore {s['fvcore']['median']:.3f}, meta {s['meta']['median']:.3f} (x{r['speedup_median']}); "
-              f"mean fvcore {s['fvcore']['mean']:.3f}, meta {s['meta']['mean']:.3f} (x{r['speedup_mean']}); "
-              f"warm-up {r['warmup_s']}", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
