@@ -27,6 +27,9 @@ def register(app: typer.Typer) -> None:
         skip_missing: bool = typer.Option(False, "--skip-missing", help="Kinetics annotation CSV: skip the rows whose file is missing (counted in run.json) instead of refusing the list"),
         views: Optional[int] = typer.Option(None, "--views", help="temporal clips per video (default: the model config's, 10 for Kinetics models)"),
         crops: Optional[int] = typer.Option(None, "--crops", help="spatial crops per clip: 3 or 1 (default: the model config's)"),
+        short_side: Optional[int] = typer.Option(None, "--short-side", help="scale each frame's short side to S (default: the model's protocol: 3 crops: the test crop; 1 crop: PySlowFast's 1-crop rule, X3D-S 182)"),
+        crop: Optional[int] = typer.Option(None, "--crop", help="square crop size C of each view (default: the model's protocol: 3 crops: the test crop; 1 crop: PySlowFast's 1-crop test size, X3D-S 160); the GMACs follow it"),
+        apply_rotation: bool = typer.Option(False, "--apply-rotation", help="turn frames by their rotation metadata (default: as decoded, as PySlowFast; rotated videos are counted in the summary)"),
         batching: str = typer.Option("exact", "--batching", help="exact (per-clip results) or padded (official)"),
         batch_size: int = typer.Option(8, "--batch-size", help="views per forward pass"),
         workers: int = typer.Option(0, "--workers", help="DataLoader decoding workers"),
@@ -46,7 +49,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = ProfileConfig(
             checkpoint, model, data, out, data_root=data_root, labels=labels, class_subset=class_subset, skip_missing=skip_missing,
-            views=views, crops=crops, batching=batching, batch_size=batch_size, workers=workers, device=device,
+            views=views, crops=crops, short_side=short_side, crop=crop, apply_rotation=apply_rotation, batching=batching, batch_size=batch_size, workers=workers, device=device,
             precision=precision, resume=resume, retry_failed=retry_failed, shard=shard, allow_missing=allow_missing,
             max_failed_fraction=max_failed_fraction, quiet=quiet, flush_every=flush_every,
         )
@@ -60,6 +63,8 @@ def register(app: typer.Typer) -> None:
         if not (summary.distributed and summary.shard[0] != 0):  # under torchrun, rank 0 prints the summary
             for line in summary.lines():
                 typer.echo(line)
+            if summary.rotation_warning():
+                typer.echo(f"warning: {summary.rotation_warning()}", err=True)
             if summary.verdict():
                 typer.echo(f"error: {summary.verdict()}", err=True)
         if summary.exit_code:

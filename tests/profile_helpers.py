@@ -129,7 +129,7 @@ def broken_files(folder: Path) -> dict[str, Path]:
 FAILURE_REASONS = {
     "missing": "no such file",
     "truncated": "cannot open",
-    "truncated_indexed": "truncated",
+    "truncated_indexed": "stream ends after",  # partial: the views past the cut
     "text": "cannot open",
     "zero_frames": "no video stream",
 }

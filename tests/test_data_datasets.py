@@ -18,8 +18,6 @@ from atfr_analysis.data.datasets import (
     read_video_list,
 )
 from atfr_analysis.data.samples import sample_videos
-from atfr_analysis.data.transforms import make_views
-from atfr_analysis.data.video import decode_video
 from atfr_analysis.models.base import InputSpec
 
 TINY = InputSpec(frames=(8,), train_crop=32, test_crop=32, sampling_rate=4)
@@ -294,15 +292,18 @@ def carphone():
     return sample_videos()["carphone_pristine"]
 
 
-def test_load_views_equals_make_views(carphone):
+def test_load_views_equals_sample_views(carphone):
+    """``load_views`` is ``sample_views`` (PySlowFast's PyAV test path) in the profiler's shape."""
+    from atfr_analysis.data.views import sample_views
+
     pathways, meta, facts = load_views(carphone, TINY_SF, views=4, crops=3)
-    frames, fps = decode_video(carphone)
-    ref, ref_meta = make_views(frames, fps, TINY_SF, views=4, crops=3)
+    ref = sample_views(carphone, TINY_SF, views=4, crops=3, checksums=False)
     assert [tuple(p.shape) for p in pathways] == [(12, 3, 2, 32, 32), (12, 3, 8, 32, 32)]
-    for a, b in zip(pathways, ref):
+    for a, b in zip(pathways, ref.pathways):
         assert torch.equal(a, b)
-    assert meta == ref_meta
-    assert facts["num_frames"] == 120 and facts["decoded"] <= 120
+    assert meta == ref.meta() and meta["frame_indices"][5] == ref.views[5].frames
+    assert facts["num_frames"] == 120 and facts["decoded"] <= 120 and not facts["partial"]
+    assert facts["protocol"] == {"views": 4, "crops": 3, "short_side": 32, "crop": 32}
 
 
 def test_view_dataset_ok_and_failed_items(tmp_path, carphone):

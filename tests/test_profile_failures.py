@@ -88,12 +88,14 @@ def test_undecodable_videos_become_failed_rows_and_the_run_goes_on(ckpt, broken,
     lst = write_list(tmp_path / "mixed.csv", paths, labels=[0, 1, 1, 1, 1, 1, 3])
     out = tmp_path / "run"
     code, stdout, err = run_cli(capsys, *profile_args(ckpt, lst, out, "--views", 2, "--flush-every", 2))
-    assert code == 3, err  # partial failure: 5 of 7 failed
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and err.startswith("error: 5 of 7 videos failed")
-    assert "2 ok, 5 failed" in stdout and "failed:" in stdout and "more failed videos" in stdout
+    assert code == 3, err  # partial failure: 4 of 7 failed
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and err.startswith("error: 4 of 7 videos failed")
+    assert "3 ok, 4 failed" in stdout and "failed:" in stdout and "more failed videos" in stdout
     # the failures counted by reason, in the summary and in the error line
-    counted = "5 failed: 2 x cannot open, 1 x no such file, 1 x no video stream, 1 x truncated or corrupt"
+    counted = "4 failed: 2 x cannot open, 1 x no such file, 1 x no video stream"
     assert counted in stdout, stdout
+    # the truncated file whose index survived is partial: its first view decodes, its second not
+    assert "1 partial video: 1 views failed" in stdout, stdout
     assert "2 x cannot open, 1 x no such file" in err
 
     log = atfr_analysis.load_run(out)
@@ -106,6 +108,12 @@ def test_undecodable_videos_become_failed_rows_and_the_run_goes_on(ckpt, broken,
             assert (rows["status"] == "ok").all() and rows["error"].isna().all()
             assert rows[f"bins.{LAYER}"].notna().all() and (rows["gmacs"] > 0).all()
             continue
+        if name == "truncated_indexed":  # partial: the view inside the decodable part is profiled
+            assert rows["status"].tolist() == ["ok", "failed"] and rows["view"].tolist() == [0, 1]
+            assert rows["gmacs"].iloc[0] > 0 and pd.isna(rows["error"].iloc[0])
+            assert "stream ends after 114 of the 250 frames" in rows["error"].iloc[1]
+            assert rows["frame_indices"].iloc[1] is None and rows["frame_start"].iloc[1] == -1
+            continue
         assert (rows["status"] == "failed").all(), name
         err_text = rows["error"].iloc[0]
         assert FAILURE_REASONS[name] in err_text and str(paths[vid]) in err_text, (name, err_text)
@@ -113,10 +121,13 @@ def test_undecodable_videos_become_failed_rows_and_the_run_goes_on(ckpt, broken,
         assert rows[f"bins.{LAYER}"].isna().all() and rows["gmacs"].isna().all()
         assert rows["top5_ids"].isna().all() and (rows["frame_start"] == -1).all()
     vt = load_videos(out)
-    assert vt["status"].tolist() == ["ok", "failed", "failed", "failed", "failed", "failed", "ok"]
-    assert vt.loc[vt["status"] == "failed", "views_ok"].eq(0).all()
+    assert vt["status"].tolist() == ["ok", "failed", "failed", "failed", "ok", "failed", "ok"]
+    assert vt["partial"].tolist() == [False, False, False, False, True, False, False]
+    assert vt["views_ok"].tolist() == [2, 0, 0, 0, 1, 0, 2]
+    assert "stream ends after 114" in vt["error"].iloc[4]
     meta = log.attrs["meta"]["summary"]
-    assert meta["videos_ok"] == 2 and meta["videos_failed"] == 5 and meta["complete"]
+    assert meta["videos_ok"] == 3 and meta["videos_failed"] == 4 and meta["complete"]
+    assert meta["videos_partial"] == 1 and meta["views_failed"] == 1
     # top-1 over the ok videos only
     assert meta["top1"] is not None
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -328,77 +327,89 @@ def read_folder(
 
 
 # ----------------------------------------------------------------------------- views
+def _protocol_args(model, crops, short_side, crop):
+    """``(short_side, crop)`` for ``sample_views``. A bare ``InputSpec`` knows no model family, so
+    its 1-crop rule is unknown: it scales the short side to the crop (given or the test crop), as
+    before the 1-crop rule existed. Models and registry names get ``view_protocol``'s defaults."""
+    if isinstance(model, InputSpec) and (crops if crops is not None else model.num_crops) == 1:
+        if short_side is None or crop is None:
+            s = short_side if short_side is not None else crop if crop is not None else model.test_crop
+            return int(s), int(crop) if crop is not None else int(s)
+    return short_side, crop
+
+
 def load_views(
     path: str | Path,
-    spec: InputSpec,
+    spec: Any,
     views: int | None = None,
     crops: int | None = None,
     crop: int | None = None,
     thread_type: str | None = "AUTO",
     thread_count: int = 0,
+    *,
+    short_side: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    apply_rotation: bool = False,
+    checksums: bool = False,
 ) -> tuple[list[torch.Tensor], dict[str, list], dict[str, Any]]:
-    """Decode ``path`` once and build its ``views x crops`` test views.
+    """The ``views x crops`` test views of ``path`` as PySlowFast's PyAV test path takes them
+    (``atfr_analysis.data.views.sample_views``: only the frames the views need are decoded).
 
-    Returns the pathway tensors ``[V * Cr, 3, T_p, S, S]`` (float32), per-view metadata lists (see
-    ``transforms.views_from_frames``) and facts about the video (``num_frames``, ``fps``, ``width``,
-    ``height``, ``decoded``: frames decoded, ``decode_s``: decoding with the per-frame resize and
-    normalisation, ``transform_s``: cropping into views).
+    ``spec``: an ``InputSpec``, a model of the zoo or a registry name; ``short_side``/``crop``:
+    the scale and crop (``None``: the model's protocol, ``view_protocol``; a bare ``InputSpec``
+    with 1 crop scales to the crop). ``dtype``: float32 (normalised) or uint8 (to be normalised on
+    the device with ``transforms.normalize_views``).
 
-    The frame count comes from the container header when it has one, and decoding stops after the
-    last frame a view needs (the views of PySlowFast's protocol on the fully decoded video); when
-    the stream ends before the header's count, the views are recomputed on the true count. Without
-    a count in the header (Matroska/WebM), the whole video is decoded first.
+    Returns the pathway tensors ``[V_ok, 3, T_p, crop, crop]`` of the views that decoded, their
+    metadata lists in row order (``SampledViews.meta``: ``view``, ``temporal_index``,
+    ``spatial_index``, ``crop_position``, ``frame_start``, ``frame_end``, ``clip_start``,
+    ``clip_end``, ``frame_indices``, ``resized_hw``, ``crop_box``; plus ``checksum`` with
+    ``checksums``) and facts about the video: ``num_frames``, ``fps``, ``width``, ``height``,
+    ``decoded``, ``decode_s``, ``transform_s``, ``rotation``, ``rotated``, ``partial``, ``error``,
+    ``failed_views`` (``[(view, reason)]`` of the views that did not decode), ``protocol``
+    (``{views, crops, short_side, crop}``). Raises ``VideoError`` when no view decodes.
     """
-    from atfr_analysis.data import EmptyVideoError
-    from atfr_analysis.data.transforms import prepare_frame, view_indices, views_from_frames
-    from atfr_analysis.data.video import read_frames
+    from atfr_analysis.data.views import sample_views
 
-    views = spec.num_views if views is None else views
-    crops = spec.num_crops if crops is None else crops
-    crop = spec.test_crop if crop is None else int(crop)
-    t0 = time.perf_counter()
-
-    def resize(arr):
-        return prepare_frame(arr, crop)
-
-    def needed(n: int, fps: float) -> list[int]:
-        return sorted({i for tv in view_indices(n, fps, spec, views) for i in tv.indices.tolist()})
-
-    def plan(info) -> list[int] | None:  # from the header, once the file is open
-        if info.frames_known and info.frames > 0:
-            return needed(info.frames, info.fps)
-        return None  # no count in the header: decode everything
-
-    kw = dict(thread_type=thread_type, thread_count=thread_count, transform=resize)
-    fs = read_frames(path, plan, **kw)
-    info, fps = fs.info, fs.fps
-    n = info.frames if info.frames_known and info.frames > 0 else fs.num_decoded
-    if fs.eof and fs.num_decoded < n:  # the header overstated the count: redo on the true one
-        n = fs.num_decoded
-        want = needed(n, fps)
-        if not set(want) <= set(fs.index):
-            fs = read_frames(path, want, **kw)
-    if n == 0 or len(fs.index) == 0:
-        raise EmptyVideoError(path, "zero frames")
-    t1 = time.perf_counter()
-    pathways, meta = views_from_frames(fs.frames, fs.index, n, fps, spec, views, crops, crop)
-    t2 = time.perf_counter()
+    short_side, crop = _protocol_args(spec, crops, short_side, crop)
+    got = sample_views(
+        path, spec, views, crops, short_side, crop, dtype=dtype, checksums=checksums,
+        apply_rotation=apply_rotation, thread_type=thread_type, thread_count=thread_count,
+    )
+    meta = got.meta()
+    if checksums:
+        meta["checksum"] = [v.checksum for v in got.ok_views]
+    v = got.video
     facts = {
-        "num_frames": n,
-        "fps": fps,
-        "width": info.width,
-        "height": info.height,
-        "decoded": fs.num_decoded,
-        "decode_s": t1 - t0,
-        "transform_s": t2 - t1,
+        "num_frames": v.num_frames,
+        "fps": v.fps,
+        "width": v.width,
+        "height": v.height,
+        "decoded": v.decoded,
+        "decode_s": v.seconds.get("decode"),
+        "transform_s": v.seconds.get("views", 0.0) + v.seconds.get("checksum", 0.0),
+        "rotation": v.rotation,
+        "rotated": v.rotated,
+        "partial": v.partial,
+        "error": v.error,
+        "failed_views": [(x.view, x.error) for x in got.views if not x.ok],
+        "protocol": v.protocol.to_dict(),
     }
-    return pathways, meta, facts
+    return got.pathways, meta, facts
+
+
+#: the video facts of ``load_views`` an item of ``ViewDataset`` carries (``None`` when failed)
+_ITEM_FACTS = ("num_frames", "fps", "decode_s", "transform_s", "rotation", "rotated", "partial", "failed_views", "protocol")
 
 
 class ViewDataset(torch.utils.data.Dataset):
-    """One item per video with all its test views (PySlowFast's ``views x crops`` protocol).
+    """One item per video with all its test views (PySlowFast's ``views x crops`` protocol, as
+    ``load_views`` / ``sample_views`` take them).
 
-    ``crop`` defaults to ``spec.test_crop``. An item is a dict:
+    ``spec``: an ``InputSpec``, a model of the zoo or a registry name (the 1-crop rule needs the
+    model's family; a bare spec scales to the crop). ``short_side``/``crop``: the protocol's scale
+    and crop (``None``: the model's). ``dtype``: float32 (normalised) or uint8 (a quarter of the
+    memory, normalised on the device by the consumer). An item is a dict:
 
     ``index``, ``video_id``, ``path``, ``label``, ``class_name``
         the entry;
@@ -406,15 +417,17 @@ class ViewDataset(torch.utils.data.Dataset):
         ``'ok'`` and ``None``, or ``'failed'`` and a one-line reason (the item is returned, never
         raised);
     ``pathways``
-        list of float32 tensors ``[views * crops, 3, T_p, S, S]`` (one per pathway, slow first), or
-        ``None`` when failed;
+        list of tensors ``[V_ok, 3, T_p, S, S]`` (one per pathway, slow first) of the views that
+        decoded (all ``views * crops`` unless the video is partial), or ``None`` when failed;
     ``views``
-        per-view metadata lists, in view order ``view = temporal_index * crops + spatial_index``:
-        ``view``, ``temporal_index``, ``spatial_index`` (0 .. crops-1), ``crop_position``
+        per-view metadata lists of those views, in row order: ``view`` (``temporal_index * crops
+        + spatial_index``), ``temporal_index``, ``spatial_index`` (0 .. crops-1), ``crop_position``
         (PySlowFast's spatial_idx: 0, 1 = centre, 2), ``frame_start``, ``frame_end`` (first and last
-        sampled frame), ``clip_start``, ``clip_end`` (PySlowFast's float window), ``frame_indices``;
+        sampled frame), ``clip_start``, ``clip_end`` (PySlowFast's float window),
+        ``frame_indices`` (fastest pathway), ``resized_hw``, ``crop_box`` (``[y0, x0, y1, x1]``);
         ``None`` when failed;
-    ``num_frames``, ``fps``, ``decode_s``, ``transform_s``
+    ``num_frames``, ``fps``, ``decode_s``, ``transform_s``, ``rotation``, ``rotated``, ``partial``,
+    ``failed_views`` (``[(view, reason)]``), ``protocol``
         facts about the video (``None`` when failed).
 
     Use ``collate_videos`` as the ``DataLoader``'s ``collate_fn`` (batches stay lists of items).
@@ -425,23 +438,29 @@ class ViewDataset(torch.utils.data.Dataset):
     def __init__(
         self,
         entries: Sequence[VideoEntry],
-        spec: InputSpec,
+        spec: Any,
         views: int | None = None,
         crops: int | None = None,
         crop: int | None = None,
         thread_type: str | None = "AUTO",
         thread_count: int = 0,
+        *,
+        short_side: int | None = None,
+        dtype: torch.dtype = torch.float32,
+        apply_rotation: bool = False,
     ) -> None:
-        from atfr_analysis.data.transforms import crop_positions
+        from atfr_analysis.data.views import view_protocol
 
         self.entries = list(entries)
         self.spec = spec
-        self.views = spec.num_views if views is None else int(views)
-        self.crops = spec.num_crops if crops is None else int(crops)
-        self.crop = spec.test_crop if crop is None else int(crop)
-        if self.views < 1:
-            raise InputError(f"views must be >= 1, got {self.views}")
-        crop_positions(self.crops)  # 1 or 3
+        s, c = _protocol_args(spec, crops, short_side, crop)
+        self.protocol = view_protocol(spec, views, crops, s, c)  # checked here, once
+        self.views, self.crops = self.protocol.views, self.protocol.crops
+        self.short_side, self.crop = self.protocol.short_side, self.protocol.crop
+        if dtype not in (torch.float32, torch.uint8):
+            raise InputError(f"dtype must be torch.float32 or torch.uint8, got {dtype}")
+        self.dtype = dtype
+        self.apply_rotation = bool(apply_rotation)
         self.thread_type = thread_type
         self.thread_count = thread_count
 
@@ -460,28 +479,21 @@ class ViewDataset(torch.utils.data.Dataset):
             "error": None,
             "pathways": None,
             "views": None,
-            "num_frames": None,
-            "fps": None,
-            "decode_s": None,
-            "transform_s": None,
         }
+        item.update({k: None for k in _ITEM_FACTS})
         try:
             pathways, meta, facts = load_views(
-                e.path, self.spec, self.views, self.crops, self.crop, self.thread_type, self.thread_count
+                e.path, self.spec, self.views, self.crops, self.crop, self.thread_type, self.thread_count,
+                short_side=self.short_side, dtype=self.dtype, apply_rotation=self.apply_rotation,
             )
         except DataError as err:
             item.update(status="failed", error=str(err))
         except Exception as err:  # noqa: BLE001 - a broken video must not stop the run
             item.update(status="failed", error=_one_line(f"{type(err).__name__}: {err} ({e.path})"))
         else:
-            item.update(
-                pathways=pathways,
-                views=meta,
-                num_frames=facts["num_frames"],
-                fps=facts["fps"],
-                decode_s=facts["decode_s"],
-                transform_s=facts["transform_s"],
-            )
+            item.update(pathways=pathways, views=meta, **{k: facts[k] for k in _ITEM_FACTS})
+            if facts["partial"] and facts["error"]:
+                item["error"] = _one_line(str(facts["error"]))
         return item
 
 

@@ -34,7 +34,11 @@ class ProfileConfig:
     under ``data_root``) or a folder of class folders; ``labels``: a label map, which must name
     exactly the head's classes unless ``class_subset`` gives the head output of each of its
     entries (``"0,5,7"``, a file of indices, or a sequence). Each video gives ``views x crops``
-    rows (PySlowFast's test protocol; ``None``: the model config's). Decoding runs in ``workers``
+    rows (PySlowFast's test protocol; ``None``: the model config's); each view's frames are scaled
+to ``short_side`` and cropped to ``crop`` (``None``: the model's protocol, see
+``atfr_analysis.data.views.view_protocol``: 3 crops: both the test crop; 1 crop: PySlowFast's
+1-crop rule, X3D-S 182 and 160). Frames are used as decoded (PySlowFast); ``apply_rotation``
+turns them by their rotation metadata. Decoding runs in ``workers``
     DataLoader processes, inference on ``device`` in batches of ``batch_size`` views
     (``batching="exact"``: every view's result as if alone; ``"padded"``: the official code's
     padding), in ``precision`` (bf16/fp16 on CUDA only). Parts are flushed every ``flush_every``
@@ -61,6 +65,9 @@ class ProfileConfig:
     skip_missing: bool = False
     views: int | None = None
     crops: int | None = None
+    short_side: int | None = None
+    crop: int | None = None
+    apply_rotation: bool = False
     batching: str = "exact"
     batch_size: int = 8
     workers: int = 0
@@ -89,6 +96,12 @@ class ProfileConfig:
             _int_at_least("--views", self.views, 1)
         if self.crops is not None and self.crops not in CROPS:
             raise InputError(f"--crops must be 1 or 3, got {self.crops}")
+        if self.short_side is not None:
+            _int_at_least("--short-side", self.short_side, 1)
+        if self.crop is not None:
+            _int_at_least("--crop", self.crop, 1)
+        if self.short_side is not None and self.crop is not None and self.crop > self.short_side:
+            raise InputError(f"--crop {self.crop} is larger than --short-side {self.short_side}")
         if self.batching not in BATCHING_MODES:
             raise InputError(f"--batching must be one of {', '.join(BATCHING_MODES)}, got {self.batching!r}")
         if self.precision not in PRECISIONS:

@@ -21,8 +21,8 @@ __all__ = ["RESUME_KEYS", "run_meta", "fingerprint", "versions", "now", "open_ru
 
 #: settings that must agree between a run and its resumption (and between the shards of a run)
 RESUME_KEYS = (
-    "model", "checkpoint_sha256", "num_classes", "class_subset", "frames", "sampling_rate", "crop", "views",
-    "crops", "batching", "precision", "data_fingerprint",
+    "model", "checkpoint_sha256", "num_classes", "class_subset", "frames", "sampling_rate", "short_side", "crop",
+    "views", "crops", "apply_rotation", "batching", "precision", "data_fingerprint",
 )
 
 CONVENTIONS = {
@@ -101,9 +101,12 @@ def run_meta(cfg, model, classes, entries, device: torch.device) -> dict[str, An
         "frames": list(spec.frames),
         "sampling_rate": spec.sampling_rate,
         "alpha": spec.alpha,
+        "short_side": model.short_side,
         "crop": model.crop,
         "views": model.views,
         "crops": model.crops,
+        "protocol": {"views": model.views, "crops": model.crops, "short_side": model.short_side, "crop": model.crop},
+        "apply_rotation": bool(cfg.apply_rotation),
         "batching": cfg.batching,
         "batch_size": cfg.batch_size,
         "precision": cfg.precision,

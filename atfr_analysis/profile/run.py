@@ -23,10 +23,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
+from atfr_analysis.data import _one_line
+from atfr_analysis.data.transforms import normalize_views
 from atfr_analysis.errors import InputError
 from atfr_analysis.flops.cost import CostModel, static_model
 from atfr_analysis.loading import load_model_from_checkpoint
@@ -86,6 +88,17 @@ def _placement(cfg: ProfileConfig) -> _Placement:
 
 
 @dataclass(frozen=True)
+class _CheckpointFacts:
+    """What ``run.json`` records of the checkpoint read (its tensors are not kept)."""
+
+    facts: dict
+    format: str
+
+    def describe(self) -> str:
+        return self.format
+
+
+@dataclass(frozen=True)
 class _Model:
     """The loaded model, the test protocol it runs at, and its costs that do not depend on the videos."""
 
@@ -94,6 +107,7 @@ class _Model:
     load_info: dict
     views: int
     crops: int
+    short_side: int
     crop: int
     shapes: list
     cost: CostModel | None = None
@@ -112,15 +126,19 @@ class _Model:
 
 def _load_model(cfg: ProfileConfig) -> _Model:
     """The checkpoint into ``cfg.model``, before any video is read."""
+    from atfr_analysis.data.views import view_protocol
+
     net, ckpt, info = load_model_from_checkpoint(cfg.checkpoint, cfg.model, cfg.allow_missing)
-    spec = net.spec
-    crop = spec.test_crop
+    ckpt = _CheckpointFacts(ckpt.facts, ckpt.describe())  # the weights are in net: keep no second copy
+    proto = view_protocol(net, cfg.views, cfg.crops, cfg.short_side, cfg.crop)
     return _Model(
         net, ckpt, info,
-        views=spec.num_views if cfg.views is None else int(cfg.views),
-        crops=spec.num_crops if cfg.crops is None else int(cfg.crops),
-        crop=crop,
-        shapes=[(1, 3, t, crop, crop) for t in spec.frames],
+        views=proto.views,
+        crops=proto.crops,
+        short_side=proto.short_side,
+        crop=proto.crop,
+        # the costs follow the crop the views really have
+        shapes=[(1, 3, t, proto.crop, proto.crop) for t in net.spec.frames],
     )
 
 
@@ -207,16 +225,33 @@ class _PartWriter:
         self.last = time.monotonic()
 
 
-def _loader(todo, model: _Model, workers: int, dev: torch.device):
+def ffmpeg_threads(workers: int, env: Mapping[str, str] | None = None, cores: int | None = None) -> int:
+    """FFmpeg decoder threads per decoding process: this local rank's share of the node's cores
+    (``LOCAL_WORLD_SIZE`` ranks on the node, torchrun's variable), split over its ``workers``
+    loader processes. 0 (FFmpeg's choice: every core) for a lone process without workers."""
+    env = os.environ if env is None else env
+    try:
+        local = max(1, int(env.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if local == 1 and workers == 0:
+        return 0
+    return max(1, cores // local // max(1, workers))
+
+
+def _loader(todo, model: _Model, cfg: ProfileConfig, dev: torch.device):
     from atfr_analysis.data.datasets import ViewDataset, collate_videos
 
-    # FFmpeg's own threads: all cores in the main process, a share of them per loader worker
-    threads = 0 if workers == 0 else max(1, (os.cpu_count() or 1) // workers)
-    ds = ViewDataset(todo, model.net.spec, views=model.views, crops=model.crops, crop=model.crop,
-                     thread_type="AUTO", thread_count=threads)
+    workers = cfg.workers
+    # views travel as uint8 (a quarter of float32's bytes) and are normalised on the device
+    ds = ViewDataset(todo, model.net, views=model.views, crops=model.crops, crop=model.crop,
+                     short_side=model.short_side, dtype=torch.uint8, apply_rotation=cfg.apply_rotation,
+                     thread_type="AUTO", thread_count=ffmpeg_threads(workers))
     return torch.utils.data.DataLoader(
         ds, batch_size=1, shuffle=False, num_workers=workers, collate_fn=collate_videos,
-        # an item holds every view of a video (30 x 3 x T x S x S floats): keep few in flight
+        # an item holds every view of a video (30 x 3 x T x S x S bytes): keep few in flight
         prefetch_factor=2 if workers > 0 else None,
         pin_memory=dev.type == "cuda",
     )
@@ -245,7 +280,7 @@ def _profile_videos(cfg: ProfileConfig, out: Path, model: _Model, classes: Class
         views_per_video=model.views * model.crops,
     ) as bar:
         try:
-            for items in _loader(todo, model, cfg.workers, dev):
+            for items in _loader(todo, model, cfg, dev):
                 for item in items:
                     view_rows, video_row = infer.video(item, todo[item["index"]], model.views * model.crops, model.crops)
                     writer.add(view_rows, video_row)
@@ -270,23 +305,32 @@ class _Inference:
     autocast: Any
 
     def video(self, item: dict, entry, nviews: int, crops: int) -> tuple[list[dict], dict]:
+        """The views rows (in view order; a partial video's views that did not decode are
+        ``failed`` rows with their reason) and the videos row."""
         video = video_facts(entry, item)
         if item["status"] != "ok":
             err = item.get("error") or "unknown error"
             return failed_view_rows(video, err, self.layers, nviews, crops), video_row(video, None, err)
-        pathways = item["pathways"]
-        if pathways[0].shape[0] != nviews:  # pragma: no cover - the data layer's contract
-            raise RuntimeError(f"{entry.path}: {pathways[0].shape[0]} views decoded, {nviews} expected")
+        pathways, meta = item["pathways"], item["views"]
+        failed = dict(item.get("failed_views") or [])
+        if pathways[0].shape[0] + len(failed) != nviews:  # pragma: no cover - the data layer's contract
+            raise RuntimeError(f"{entry.path}: {pathways[0].shape[0]} + {len(failed)} views, {nviews} expected")
         results, scores = self.views(pathways)
-        rows = [view_row(video, v, crops, self.layers, meta=item["views"], result=r) for v, r in enumerate(results)]
-        return rows, video_row(video, scores)
+        rows = [
+            view_row(video, v, crops, self.layers, meta=meta, meta_row=r, result=res)
+            for r, (v, res) in enumerate(zip(meta["view"], results))
+        ]
+        rows += [view_row(video, v, crops, self.layers, error=_one_line(err)) for v, err in failed.items()]
+        rows.sort(key=lambda row: row["view"])
+        return rows, video_row(video, scores, item.get("error") if failed else None)
 
     def views(self, pathways) -> tuple[list[dict], torch.Tensor]:
         """Per-view results and the ``[n, K]`` scores (restricted to the run's classes)."""
         n = pathways[0].shape[0]
         scores, bins, gm, gf, ge = [], [], [], [], []
         for s in range(0, n, self.batch_size):
-            chunk = [p[s : s + self.batch_size].to(self.device, non_blocking=True) for p in pathways]
+            # uint8 views to the device (non-blocking from pinned memory), normalised there
+            chunk = normalize_views([p[s : s + self.batch_size] for p in pathways], device=self.device, non_blocking=True)
             if self.autocast is not None:
                 with self.autocast:
                     r = self.profiler.run(chunk)

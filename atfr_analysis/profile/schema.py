@@ -99,6 +99,9 @@ VIEWS: tuple[Column, ...] = (
     Column("spatial_index", "int64", "view"),
     Column("frame_start", "int64", "view", missing=-1),
     Column("frame_end", "int64", "view", missing=-1),
+    Column("frame_indices", None, "view", arrow="list<int64>"),
+    Column("resized_hw", None, "view", arrow="list<int64>"),
+    Column("crop_box", None, "view", arrow="list<int64>"),
     Column("status", None, "row"),
     Column("error", "object", "row"),
     BINS,
@@ -117,6 +120,8 @@ VIDEOS: tuple[Column, ...] = (
     Column("class_name", None, "video"),
     Column("status", None, "row"),
     Column("error", None, "row"),
+    Column("rotation", "Int64", "video"),
+    Column("partial", "bool", "video", missing=False),
     Column("views_ok", "int64", "row", missing=0),
     Column("scores_sum", None, "row", arrow="list<float32>"),
     Column("top1_id", "int64", "row", missing=-1),
@@ -171,7 +176,8 @@ def video_facts(entry: Any, item: Mapping[str, Any] | None = None) -> dict[str, 
         if hasattr(entry, c.name):
             v = getattr(entry, c.name)
         else:
-            v = item.get(c.name, c.missing)
+            v = item.get(c.name)
+            v = c.missing if v is None else v
         out[c.name] = _plain(c, v)
     return out
 
@@ -224,10 +230,12 @@ def _view_key(view: int, crops: int) -> dict[str, int]:
 def view_row(
     video: Mapping[str, Any], view: int, crops: int, layers: Sequence[str], *,
     meta: Mapping[str, Sequence[Any]] | None = None, result: Mapping[str, Any] | None = None,
-    error: str | None = None,
+    error: str | None = None, meta_row: int | None = None,
 ) -> dict[str, Any]:
-    """One views row: ``ok`` with the data layer's per-view ``meta`` (lists indexed by view) and
-    the model's ``result`` for it; ``failed`` with ``error`` when ``result`` is ``None``."""
+    """One views row: ``ok`` with the data layer's per-view ``meta`` (lists indexed by
+    ``meta_row``, default ``view``: a partial video's lists hold only the views that decoded)
+    and the model's ``result`` for it; ``failed`` with ``error`` when ``result`` is ``None``."""
+    at = view if meta_row is None else meta_row
     ok = result is not None
     key = _view_key(view, crops)
     row: dict[str, Any] = {}
@@ -236,7 +244,7 @@ def view_row(
             row[c.name] = video.get(c.name, c.missing)
         elif c.source == "view":
             if ok and meta is not None and c.name in meta:
-                v = meta[c.name][view]
+                v = meta[c.name][at]
                 row[c.name] = int(v) if c.dtype == "int64" else v
             else:
                 row[c.name] = key.get(c.name, c.missing)
@@ -255,13 +263,14 @@ def failed_view_rows(video: Mapping[str, Any], error: str, layers: Sequence[str]
 
 def video_row(video: Mapping[str, Any], view_scores: torch.Tensor | None, error: str | None = None) -> dict[str, Any]:
     """The videos row: ``ok`` with the ``[n, K]`` softmax of its profiled views (summed as
-    PySlowFast's TestMeter does), ``failed`` with ``error`` when ``view_scores`` is ``None``."""
+    PySlowFast's TestMeter does; ``error``: why some views failed, a partial video), ``failed``
+    with ``error`` when ``view_scores`` is ``None``."""
     row = {c.name: video.get(c.name, c.missing) for c in VIDEOS if c.source == "video"}
     if view_scores is None or len(view_scores) == 0:
         return row | {"status": "failed", "error": error, "views_ok": 0, "scores_sum": None, "top1_id": -1}
     acc = sum_view_scores(view_scores)
     return row | {
-        "status": "ok", "error": None, "views_ok": int(view_scores.shape[0]),
+        "status": "ok", "error": error, "views_ok": int(view_scores.shape[0]),
         "scores_sum": acc.tolist(), "top1_id": int(ranked_classes(acc.numpy()[None], 1)[0, 0]),
     }
 

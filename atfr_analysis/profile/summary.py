@@ -76,6 +76,11 @@ class RunSummary:
     max_failed_fraction: float = 0.0  # failed / logged videos above which the run is a partial failure
     mean_class_acc: float | None = None  # video-level mean class accuracy (%), mmaction2's default metric
     checkpoint_format: str | None = None  # which checkpoint format was read (Checkpoint.describe())
+    protocol: dict[str, int] | None = None  # views, crops, short_side, crop (run.json)
+    videos_partial: int = 0  # ok videos some of whose views failed (partial files)
+    views_failed: int = 0  # failed views rows of ok (partial) videos
+    videos_rotated: int = 0  # videos with rotation metadata
+    rotation_applied: bool = False  # --apply-rotation
 
     @property
     def complete(self) -> bool:
@@ -112,6 +117,16 @@ class RunSummary:
             )
         return None
 
+    def rotation_warning(self) -> str | None:
+        """The run's one warning about rotated videos (``None`` when there are none)."""
+        if not self.videos_rotated:
+            return None
+        n = self.videos_rotated
+        what = f"{n} video{'s' if n > 1 else ''} carr{'y' if n > 1 else 'ies'} rotation metadata (column 'rotation')"
+        if self.rotation_applied:
+            return f"{what}; their frames were turned upright (--apply-rotation)"
+        return f"{what}; their frames were used as decoded, as PySlowFast does (--apply-rotation turns them)"
+
     def lines(self) -> list[str]:
         i, n = self.shard
         head = f"run: {self.run_dir}"
@@ -128,6 +143,16 @@ class RunSummary:
         if self.views_per_video:
             s += f" ({self.views_per_video} views per video)"
         out.append(s)
+        if self.protocol:
+            p = self.protocol
+            out.append(f"views: {p['views']} x {p['crops']} per video, short side {p['short_side']}, crop {p['crop']}")
+        if self.videos_partial:
+            out.append(
+                f"  {self.videos_partial} partial video{'s' if self.videos_partial > 1 else ''}: "
+                f"{self.views_failed} views failed (their frames do not decode), the others profiled"
+            )
+        if self.videos_rotated:
+            out.append(f"  warning: {self.rotation_warning()}")
         if self.videos_failed:
             out.append(f"  {self.videos_failed} failed: {self.reasons_text()}")
         for path, err in self.failures[:_SHOW_FAILURES]:
@@ -205,6 +230,11 @@ def summarize(
     layers = bins_layers(okv.columns)
     bins = {l: float(okv[bins_column(l)].astype(float).mean()) for l in layers} if len(okv) else {}
     failed = vids[vids["status"] != "ok"]
+    partial = ok[ok["partial"].astype(bool)] if "partial" in ok else ok.iloc[:0]
+    ok_ids = set(ok["video_id"])
+    views_failed = int(((views["status"] != "ok") & views["video_id"].isin(ok_ids)).sum())
+    rotated = int((vids["rotation"].fillna(0).astype(int) != 0).sum()) if "rotation" in vids else 0
+    proto = meta.get("protocol")
     reasons = Counter(failure_reason(e, p) for p, e in zip(failed["path"], failed["error"]))
     return RunSummary(
         run_dir=run_dir,
@@ -227,4 +257,9 @@ def summarize(
         failures=[(str(p), str(e)) for p, e in zip(failed["path"].head(_SHOW_FAILURES), failed["error"].head(_SHOW_FAILURES))],
         failure_reasons=dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
         max_failed_fraction=float(max_failed_fraction),
+        protocol=dict(proto) if proto else None,
+        videos_partial=int(len(partial)),
+        views_failed=views_failed,
+        videos_rotated=rotated,
+        rotation_applied=bool(meta.get("apply_rotation", False)),
     )
