@@ -40,6 +40,7 @@ def register(app: typer.Typer) -> None:
         shard: Optional[str] = typer.Option(None, "--shard", help="i/n: profile the videos at list positions k with k % n == i (job arrays; torchrun sets it from RANK/WORLD_SIZE)"),
         allow_missing: Optional[str] = typer.Option(None, "--allow-missing", help="'sgs': baseline weights into an _atfr model"),
         max_failed_fraction: float = typer.Option(0.0, "--max-failed-fraction", help="share of the logged videos allowed to fail (0..1) before the run exits with status 3; a run where every video failed exits with 4"),
+        cross_check: int = typer.Option(0, "--cross-check", help="count the first K signatures met again with fvcore (the reference counter) and record the comparison in run.json"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress display (for logs); the summary is still printed"),
         flush_every: int = typer.Option(16, "--flush-every", help="write a part file every N videos (and every 30 s)", hidden=True),
     ) -> None:
@@ -51,7 +52,7 @@ def register(app: typer.Typer) -> None:
             checkpoint, model, data, out, data_root=data_root, labels=labels, class_subset=class_subset, skip_missing=skip_missing,
             views=views, crops=crops, short_side=short_side, crop=crop, apply_rotation=apply_rotation, batching=batching, batch_size=batch_size, workers=workers, device=device,
             precision=precision, resume=resume, retry_failed=retry_failed, shard=shard, allow_missing=allow_missing,
-            max_failed_fraction=max_failed_fraction, quiet=quiet, flush_every=flush_every,
+            max_failed_fraction=max_failed_fraction, cross_check=cross_check, quiet=quiet, flush_every=flush_every,
         )
         try:
             summary = run_profile(cfg)

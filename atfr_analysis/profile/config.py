@@ -50,7 +50,8 @@ turns them by their rotation metadata. Decoding runs in ``workers``
     failed ones); ``shard="i/n"`` (or torchrun's ``RANK``/``WORLD_SIZE``) profiles every n-th
     video from the i-th. ``max_failed_fraction``: the share of failed videos (of those logged)
     above which the run ends as a partial failure (exit status 3; all failed is always status 4).
-    ``stop_after`` stops after that many videos of this call (tests of resumption);
+    ``cross_check``: count the first K signatures met again with fvcore (the reference counter)
+    and record the comparison in ``run.json`` (``costs``). ``stop_after`` stops after that many videos of this call (tests of resumption);
     ``command``: the command line recorded in ``run.json`` (default: the equivalent
     ``atfr profile`` line of this config).
     """
@@ -82,6 +83,7 @@ turns them by their rotation metadata. Decoding runs in ``workers``
     flush_every: int = 16
     flush_seconds: float = 30.0
     stop_after: int | None = None
+    cross_check: int = 0
     command: Sequence[str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -121,6 +123,7 @@ turns them by their rotation metadata. Decoding runs in ``workers``
             raise InputError(f"flush_seconds must be > 0, got {self.flush_seconds!r}")
         if self.stop_after is not None:
             _int_at_least("stop_after", self.stop_after, 0)
+        _int_at_least("cross_check", self.cross_check, 0)
         if not isinstance(self.model, str) or not self.model:
             raise InputError(f"--model must be a registry name, got {self.model!r}")
         if not (isinstance(self.device, str) and (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"))):

@@ -177,6 +177,13 @@ def note_resumed(out: Path, logged: int, retried: int) -> None:
     write_meta(out, m)
 
 
+def note_costs(out: Path, shard: str, info: dict) -> None:
+    """``run.json``'s ``costs[shard]``: how the last call of that shard counted its GMACs."""
+    m = read_meta(out)
+    m.setdefault("costs", {})[shard] = info
+    write_meta(out, m)
+
+
 def stamp_end(out: Path, summary: dict) -> None:
     """The end time and the closing summary into ``run.json``."""
     m = read_meta(out)

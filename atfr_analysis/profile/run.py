@@ -37,7 +37,7 @@ from atfr_analysis.profile.classes import ClassSet, check_label_map, class_set
 from atfr_analysis.profile.config import ProfileConfig
 from atfr_analysis.profile.instrument import Profiler
 from atfr_analysis.profile.log import failed_video_ids, write_parts
-from atfr_analysis.profile.meta import note_resumed, open_run, run_meta, stamp_end
+from atfr_analysis.profile.meta import note_costs, note_resumed, open_run, run_meta, stamp_end
 from atfr_analysis.profile.summary import RunSummary, summarize
 from atfr_analysis.runtime import Shard, resolve_device, resolve_shard, sigterm_as_interrupt
 
@@ -64,10 +64,11 @@ def run_profile(cfg: ProfileConfig) -> RunSummary:
     place = _placement(cfg)
     model = _load_model(cfg)
     classes, entries = _read_classes_and_videos(cfg, model.head_classes)
-    model = _with_costs(model)
     out = Path(cfg.out)
+    model = _with_costs(model, out)
     todo, skipped = _open_folder(cfg, out, run_meta(cfg, model, classes, entries, place.device), entries, place.shard)
     processed, loop_s = _profile_videos(cfg, out, model, classes, todo, place, skipped)
+    _record_costs(cfg, out, model, place.shard)
     return _finish(cfg, out, place.shard, time.perf_counter() - t0, processed=processed, skipped=skipped, loop_s=loop_s)
 
 
@@ -162,25 +163,26 @@ def _read_classes_and_videos(cfg: ProfileConfig, head: int):
     return class_set(label_map, entries, head, cfg.class_subset), entries
 
 
-_STATIC_CACHE: dict[tuple, tuple[float, float]] = {}
+#: the run folder's cost cache (hidden: the folder check before run.json exists ignores it)
+RUN_COST_CACHE = ".cache"
 
 
-def _static_cost(net, shapes) -> tuple[float, float]:
-    """GMACs (conv_fc, fvcore) of the same backbone without SGS at the same input, cached per process."""
-    key = (net.model_name, repr(net.config), tuple(map(tuple, shapes)))
-    hit = _STATIC_CACHE.get(key)
-    if hit is None:
-        base = static_model(net).eval() if net.sgs_layer_names() else net
-        fc = CostModel(base, shapes).static()
-        hit = _STATIC_CACHE[key] = (fc.gmacs, fc.gmacs_fvcore)
-    return hit
+def _static_cost(net, shapes, cache) -> tuple[float, float]:
+    """GMACs (conv_fc, fvcore) of the same backbone without SGS at the same input (cached on disk)."""
+    base = static_model(net).eval() if net.sgs_layer_names() else net
+    return CostModel(base, shapes, cache=cache).static_gmacs()
 
 
-def _with_costs(model: _Model) -> _Model:
-    """The static backbone's cost and the model's cost cache, at the test input."""
+def _with_costs(model: _Model, out: Path) -> _Model:
+    """The static backbone's cost and the model's cost model, at the test input. Counts are kept
+    in the run folder and the user cache (``flops.cache``): a resumed run, every shard and every
+    torchrun rank count each signature once."""
+    from atfr_analysis.flops.cache import CostCache
+
     model.net.eval()
-    static, static_fvcore = _static_cost(model.net, model.shapes)
-    cost = CostModel(model.net, model.shapes)
+    cache = CostCache.user(out / RUN_COST_CACHE)
+    static, static_fvcore = _static_cost(model.net, model.shapes, cache)
+    cost = CostModel(model.net, model.shapes, cache=cache)
     num_bins = dict(zip(model.layers, cost.num_bins)) if model.layers else {}
     return dataclasses.replace(model, cost=cost, static_gmacs=static, static_gmacs_fvcore=static_fvcore, num_bins=num_bins)
 
@@ -343,6 +345,16 @@ class _Inference:
             ge += r["gmacs_executed"]
         scores_t = self.classes.restrict(torch.cat(scores).float())  # [n, K] softmax, on the host
         return view_results(scores_t, torch.cat(bins), gm, gf, ge, self.layers), scores_t
+
+
+def _record_costs(cfg: ProfileConfig, out: Path, model: _Model, shard: Shard) -> None:
+    """How this call counted its costs (counted vs read from the cache), and with ``cross_check``
+    the first K signatures counted again with fvcore, into ``run.json`` (``costs``, per shard)."""
+    cost = model.cost
+    info = {"backend": cost.backend, "stats": dict(cost.stats), "cache": dict(cost.cache.stats) if cost.cache else None}
+    if cfg.cross_check:
+        info["cross_check"] = cost.cross_check(cfg.cross_check)
+    note_costs(out, f"{shard.index}/{shard.count}", info)
 
 
 def _finish(cfg: ProfileConfig, out: Path, shard: Shard, elapsed: float, **this_call) -> RunSummary:
