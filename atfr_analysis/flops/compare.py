@@ -11,7 +11,6 @@ backend (median and mean; a new signature counts its post part and any SGS case 
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 import statistics
