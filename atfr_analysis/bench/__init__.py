@@ -48,22 +48,18 @@ Modules, one job each: ``config`` (``BenchConfig``, result keys), ``inputs`` (mo
 clips), ``clips``, ``costs`` (signatures, cost cache, fvcore traces, cold counting), ``exactness``,
 ``modes`` (the timed modes and the overhead), ``phases`` (where the time goes), ``decoding``,
 ``timing`` (medians, rotating rounds, A B B A), ``throughput`` (the profile loop), ``memory``,
-``forward`` (the only calls into other packages' internals), ``run`` (``run_bench``), ``suite`` (the
+``forward`` (the ATFR forward split into its parts), ``run`` (``run_bench``), ``suite`` (the
 prepared GPU run, ``atfr bench --suite gpu``) and ``report`` (summary, JSON, Markdown). The command
 line is ``atfr bench`` (``cli/cmd_bench.py``).
 """
 from __future__ import annotations
 
-import warnings
-
-warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=DeprecationWarning)
-
-from atfr_analysis.bench.clips import CLIP_KINDS, CLIP_MIX, build_clips  # noqa: E402
-from atfr_analysis.bench.config import CPU_CROP, DEFAULT_MODEL, RESULT_KEYS, BenchConfig, parse_workers  # noqa: E402
-from atfr_analysis.bench.phases import efficiency_analysis  # noqa: E402
-from atfr_analysis.bench.report import dumps, format_summary, load_result, write_report  # noqa: E402
-from atfr_analysis.bench.run import run_bench  # noqa: E402
-from atfr_analysis.bench.timing import auto_reps  # noqa: E402
+from atfr_analysis.bench.clips import CLIP_KINDS, CLIP_MIX, build_clips
+from atfr_analysis.bench.config import CPU_CROP, DEFAULT_MODEL, RESULT_KEYS, BenchConfig, parse_workers
+from atfr_analysis.bench.phases import efficiency_analysis
+from atfr_analysis.bench.report import dumps, format_summary, load_result, write_report
+from atfr_analysis.bench.run import run_bench
+from atfr_analysis.bench.timing import auto_reps
 
 __all__ = [
     "BenchConfig",
