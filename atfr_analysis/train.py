@@ -285,7 +285,7 @@ def _param_groups(model: nn.Module, wd: float):
 
 def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` and write a checkpoint to ``out``."""
-    from atfr_analysis.data.datasets import read_label_map, read_video_list
+    from atfr_analysis.data.datasets import loader_context, read_label_map, read_video_list
     from atfr_analysis.runtime import resolve_device
 
     if cfg.epochs < 1 or cfg.batch_size < 1:
@@ -324,7 +324,7 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(ds) > cfg.batch_size,
-        num_workers=cfg.workers, collate_fn=_collate, generator=gen,
+        num_workers=cfg.workers, collate_fn=_collate, generator=gen, multiprocessing_context=loader_context(cfg.workers),
     )
     if cfg.temporal_diff_init:
         temporal_difference_init(model, cfg.temporal_diff_init)

@@ -17,7 +17,7 @@ __all__ = ["bench_decoding"]
 def bench_decoding(cfg: BenchConfig, spec, crop: int, data_entries=None, log=None) -> dict[str, Any]:
     """Videos per second of the PyAV pipeline (``ViewDataset`` + ``DataLoader``, the model's test
     views) with each worker count of ``cfg.decode_workers``."""
-    from atfr_analysis.data.datasets import VideoEntry, ViewDataset, collate_videos
+    from atfr_analysis.data.datasets import VideoEntry, ViewDataset, collate_videos, loader_context
     from atfr_analysis.data.samples import sample_videos
 
     log = log or (lambda msg: None)
@@ -41,7 +41,7 @@ def bench_decoding(cfg: BenchConfig, spec, crop: int, data_entries=None, log=Non
     for w in cfg.decode_workers:
         loader = torch.utils.data.DataLoader(
             ds, batch_size=1, shuffle=False, num_workers=w, collate_fn=collate_videos,
-            persistent_workers=w > 0, prefetch_factor=4 if w > 0 else None,
+            persistent_workers=w > 0, prefetch_factor=4 if w > 0 else None, multiprocessing_context=loader_context(w),
         )
 
         def one_pass(loader=loader) -> tuple[float, int]:

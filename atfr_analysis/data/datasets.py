@@ -455,6 +455,7 @@ class ViewDataset(torch.utils.data.Dataset):
         self.spec = spec
         s, c = _protocol_args(spec, crops, short_side, crop)
         self.protocol = view_protocol(spec, views, crops, s, c)  # checked here, once
+        self.spec = getattr(spec, "spec", spec)  # the protocol is fixed: workers need the InputSpec only
         self.views, self.crops = self.protocol.views, self.protocol.crops
         self.short_side, self.crop = self.protocol.short_side, self.protocol.crop
         if dtype not in (torch.float32, torch.uint8):
@@ -500,3 +501,15 @@ class ViewDataset(torch.utils.data.Dataset):
 def collate_videos(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``DataLoader`` collate function of ``ViewDataset``: the items as they are, in a list."""
     return list(batch)
+
+
+def loader_context(workers: int):
+    """The multiprocessing context of the decoding workers: ``forkserver`` (a fresh process forks
+    them), never a fork of this process. A fork of a process whose threads (FFmpeg's frame
+    threads, exact batching's pool, BLAS) hold a lock at that moment can hang in the child: seen
+    here as a DataLoader worker stuck in PyAV's decode."""
+    if workers <= 0:
+        return None
+    import multiprocessing
+
+    return multiprocessing.get_context("forkserver")

@@ -244,7 +244,7 @@ def ffmpeg_threads(workers: int, env: Mapping[str, str] | None = None, cores: in
 
 
 def _loader(todo, model: _Model, cfg: ProfileConfig, dev: torch.device):
-    from atfr_analysis.data.datasets import ViewDataset, collate_videos
+    from atfr_analysis.data.datasets import ViewDataset, collate_videos, loader_context
 
     workers = cfg.workers
     # views travel as uint8 (a quarter of float32's bytes) and are normalised on the device
@@ -255,7 +255,7 @@ def _loader(todo, model: _Model, cfg: ProfileConfig, dev: torch.device):
         ds, batch_size=1, shuffle=False, num_workers=workers, collate_fn=collate_videos,
         # an item holds every view of a video (30 x 3 x T x S x S bytes): keep few in flight
         prefetch_factor=2 if workers > 0 else None,
-        pin_memory=dev.type == "cuda",
+        pin_memory=dev.type == "cuda", multiprocessing_context=loader_context(workers),
     )
 
 
