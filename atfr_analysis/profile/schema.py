@@ -308,6 +308,8 @@ def mean_class_accuracy(correct, labels) -> float:
 # ----------------------------------------------------------------------------- frames and Parquet
 def _cast(df: pd.DataFrame, cols: Sequence[Column]) -> pd.DataFrame:
     for c in cols:
+        if c.arrow and df[c.name].dtype != object:  # a list column the rows did not give: nulls, not NaN
+            df[c.name] = pd.Series([None] * len(df), index=df.index, dtype=object)
         if c.dtype is not None:
             df[c.name] = df[c.name].astype(c.dtype)
     return df
