@@ -4,6 +4,7 @@ read and without writing anything; never a traceback."""
 import os
 import pickle
 
+import pandas as pd
 import pytest
 import torch
 

@@ -86,6 +86,19 @@ class CostCache:
     def __post_init__(self) -> None:
         self.dirs = [Path(d) for d in self.dirs if d is not None]
         self._readonly: set[Path] = set()
+        self._held: dict[Path, list] = {}
+
+    def defer(self, base: str | Path) -> None:
+        """Keep what would be written into ``base`` in memory until :meth:`release` (a run folder
+        that is not known yet to be this run's: nothing is written into a folder it refuses)."""
+        self._held.setdefault(Path(base), [])
+
+    def release(self) -> None:
+        """Write what :meth:`defer` held, and write into those folders from now on."""
+        held, self._held = self._held, {}
+        for base, items in held.items():
+            for key, value in items:
+                self._write(base, key, value)
 
     @classmethod
     def user(cls, run_dir: str | Path | None = None) -> "CostCache":
@@ -108,6 +121,9 @@ class CostCache:
 
     def _write(self, base: Path, key: dict, value: Any) -> None:
         if base in self._readonly:
+            return
+        if base in self._held:
+            self._held[base].append((key, value))
             return
         path = self._path(base, key)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")

@@ -67,6 +67,7 @@ def run_profile(cfg: ProfileConfig) -> RunSummary:
     out = Path(cfg.out)
     model = _with_costs(model, out)
     todo, skipped = _open_folder(cfg, out, run_meta(cfg, model, classes, entries, place.device), entries, place.shard)
+    model.cost.cache.release()
     processed, loop_s = _profile_videos(cfg, out, model, classes, todo, place, skipped)
     _record_costs(cfg, out, model, place.shard)
     return _finish(cfg, out, place.shard, time.perf_counter() - t0, processed=processed, skipped=skipped, loop_s=loop_s)
@@ -181,6 +182,7 @@ def _with_costs(model: _Model, out: Path) -> _Model:
 
     model.net.eval()
     cache = CostCache.user(out / RUN_COST_CACHE)
+    cache.defer(out / RUN_COST_CACHE)  # written once the folder is opened as this run's
     static, static_fvcore = _static_cost(model.net, model.shapes, cache)
     cost = CostModel(model.net, model.shapes, cache=cache)
     num_bins = dict(zip(model.layers, cost.num_bins)) if model.layers else {}
