@@ -168,7 +168,7 @@ def test_scale_figures_cold_counting_throughput_memory(result, tmp_path):
     path = tmp_path / "b.md"
     bench.write_report(result, path, "cmd")
     text = path.read_text()
-    assert "Cold-signature counting" in text and "not plugged in" in text
+    assert "Cold-signature counting" in text and "new counter" in text and "same GMACs: True" in text
     assert "profile loop, 0 worker(s)" in text and "Peak memory of the bench process" in text
 
 

@@ -81,7 +81,7 @@ def _scale_blocks(r: dict) -> list[list[str]]:
         fv, new = cold["fvcore"], cold.get("new")
         lines.append(
             f"Cold-signature counting ({cold['signatures']} signatures new to the counter): fvcore "
-            f"{_f(fv['s_per_signature'], 3)} s/signature (set-up {_f(fv['setup_s'], 2)} s), new counter "
+            f"{_f(fv['s_per_signature'], 3)} s/signature (set-up {_f(fv['setup_s'], 2)} s), new counter (meta device) "
             + (f"{_f(new['s_per_signature'], 4)} s/signature (set-up {_f(new['setup_s'], 2)} s), ratio "
                f"{_f(cold['ratio'], 1)}x, same GMACs: {cold['equal']}" if new else "not plugged in (no figure), ratio -")
             + "."
