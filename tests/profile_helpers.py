@@ -81,11 +81,13 @@ def frozen_and_moving(folder: Path, n: int = 32) -> tuple[Path, Path]:
     return frozen, moving
 
 
-def faststart_copy(src: Path, dst: Path) -> Path:
-    """Remux ``src`` with its index (moov) first, so that a truncated copy still opens."""
+def remux(src: Path, dst: Path, fmt: str | None = None, faststart: bool = False) -> Path:
+    """A stream copy of ``src`` into another container (no re-encoding); ``faststart``: the
+    index (moov) first."""
     import av
 
-    with av.open(str(src)) as i, av.open(str(dst), "w", format="mp4", options={"movflags": "faststart"}) as o:
+    opts = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(src)) as i, av.open(str(dst), "w", format=fmt, options=opts) as o:
         ins = i.streams.video[0]
         outs = o.add_stream_from_template(ins)
         for p in i.demux(ins):
@@ -94,6 +96,11 @@ def faststart_copy(src: Path, dst: Path) -> Path:
             p.stream = outs
             o.mux(p)
     return dst
+
+
+def faststart_copy(src: Path, dst: Path) -> Path:
+    """Remux ``src`` with its index (moov) first, so that a truncated copy still opens."""
+    return remux(src, dst, fmt="mp4", faststart=True)
 
 
 def broken_files(folder: Path) -> dict[str, Path]:

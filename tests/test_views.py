@@ -21,6 +21,7 @@ from atfr_analysis.data.video import VideoReader, decode_video
 from atfr_analysis.data.views import sample_views, view_protocol
 from atfr_analysis.models.base import InputSpec
 from atfr_cli.main import main
+from profile_helpers import remux
 
 X3D_S = InputSpec(frames=(13,), train_crop=160, test_crop=182, sampling_rate=6)
 
@@ -28,22 +29,6 @@ X3D_S = InputSpec(frames=(13,), train_crop=160, test_crop=182, sampling_rate=6)
 @pytest.fixture(scope="module")
 def videos():
     return sample_videos()
-
-
-def _remux(src: Path, dst: Path, fmt: str | None = None, faststart: bool = False) -> Path:
-    """A stream copy of ``src`` into another container (no re-encoding)."""
-    import av
-
-    opts = {"movflags": "faststart"} if faststart else {}
-    with av.open(str(src)) as i, av.open(str(dst), "w", format=fmt, options=opts) as o:
-        ins = i.streams.video[0]
-        outs = o.add_stream_from_template(ins)
-        for p in i.demux(ins):
-            if p.dts is None:
-                continue
-            p.stream = outs
-            o.mux(p)
-    return dst
 
 
 def _old_pipeline(frames_u8: torch.Tensor, frame_ids: list[int], short_side: int, crop: int, spatial_idx: int):
@@ -57,7 +42,7 @@ def _old_pipeline(frames_u8: torch.Tensor, frame_ids: list[int], short_side: int
 
 # ----------------------------------------------------------------------------- rules
 def test_no_duration_falls_back_to_the_full_decode(tmp_path, videos):
-    mkv = _remux(videos["bikes"], tmp_path / "bikes.mkv", fmt="matroska")
+    mkv = remux(videos["bikes"], tmp_path / "bikes.mkv", fmt="matroska")
     with VideoReader(mkv) as r:
         assert r.duration is None and r.header_frames == 0  # PyAV reports no duration
     got = sample_views(mkv, X3D_S, views=10, crops=3)
@@ -132,7 +117,7 @@ def _truncated(src: Path, tmp_path: Path, packets: int) -> Path:
     """A copy of ``src`` with its index first, cut after ``packets`` packets (in file order)."""
     import av
 
-    fs = _remux(src, tmp_path / "faststart.mp4", fmt="mp4", faststart=True)
+    fs = remux(src, tmp_path / "faststart.mp4", fmt="mp4", faststart=True)
     with av.open(str(fs)) as c:
         pos = sorted(p.pos for p in c.demux(c.streams.video[0]) if p.pos is not None and p.size)
     cut = tmp_path / f"cut{packets}.mp4"

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from atfr_analysis.data.views import sample_views, view_protocol
-from atfr_cli.main import main
+from profile_helpers import run_cli
 
 TOL = 1e-3  # README: checksum mean / std, absolute
 FIXTURE = "fixtures/pyslowfast_views"
@@ -177,14 +177,6 @@ def test_one_crop_protocol_defaults():
 
 
 # ----------------------------------------------------------------------------- the CLI
-def _cli(capsys, *args):
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _cli_cases():
@@ -209,7 +201,7 @@ def test_atfr_views_json_reproduces_fixture(fixture, capsys, setting, video):
         assert (st["short_side"], st["crop"]) == (182, 160)
     else:
         args += ["--short-side", str(st["short_side"]), "--crop", str(st["crop"])]
-    code, out, err = _cli(capsys, *args)
+    code, out, err = run_cli(capsys, *args)
     assert code == 0, err
     doc = json.loads(out)
     assert doc["rule"] == "window" and doc["partial"] is False
@@ -222,7 +214,7 @@ def test_atfr_views_json_reproduces_fixture(fixture, capsys, setting, video):
 def test_atfr_views_table_and_errors(fixture, capsys, tmp_path):
     root, data = fixture
     video = root / data["videos"]["carphone_short40.mp4"]["file"]
-    code, out, err = _cli(capsys, "views", str(video), "--model", "x3d_s", "--crops", "1")
+    code, out, err = run_cli(capsys, "views", str(video), "--model", "x3d_s", "--crops", "1")
     assert code == 0, err
     assert "short side 182, crop 160" in out
     want = _expected(data, "x3d_s_10x1_2020frames", "carphone_short40.mp4")[0]
@@ -234,7 +226,7 @@ def test_atfr_views_table_and_errors(fixture, capsys, tmp_path):
         (["views", str(video), "--model", "x3d_s", "--views", "0"], "--views must be a positive integer"),
         (["views", str(video), "--model", "x3d_s", "--short-side", "100", "--crop", "150"], "larger than the short side"),
     ):
-        code, out, err = _cli(capsys, *args)
+        code, out, err = run_cli(capsys, *args)
         assert code == 2, (args, err)
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], (args, err)
