@@ -30,23 +30,22 @@ class Counter(Protocol):
 CounterFactory = Callable[[Any, list[tuple[int, ...]]], Counter]
 
 
-def fvcore_counter(model, shapes: list[tuple[int, ...]]) -> Counter:
-    """The reference: ``CostModel``, which traces each new part with fvcore (pre traced here)."""
-    from atfr_analysis.flops.cost import CostModel
+def _counter(backend: str, doc: str) -> CounterFactory:
+    def make(model, shapes: list[tuple[int, ...]]) -> Counter:
+        from atfr_analysis.flops.cost import CostModel
 
-    cm = CostModel(model, shapes, backend="fvcore")
-    cm.num_bins  # traces the part before SGS: the per-model set-up, not a per-signature cost
-    return cm
+        cm = CostModel(model, shapes, backend=backend)
+        cm.num_bins  # counts the part before SGS: the per-model set-up, not a per-signature cost
+        return cm
+
+    make.__doc__ = doc
+    return make
 
 
-def meta_counter(model, shapes: list[tuple[int, ...]]) -> Counter:
-    """The new counter: ``CostModel(backend="meta")``, which counts each part on the ``meta``
-    device without computing anything (pre counted here, as for fvcore)."""
-    from atfr_analysis.flops.cost import CostModel
-
-    cm = CostModel(model, shapes, backend="meta")
-    cm.num_bins
-    return cm
+#: the reference: ``CostModel`` tracing each new part with fvcore
+fvcore_counter = _counter("fvcore", "The reference: CostModel(backend='fvcore'), which traces each new part with fvcore.")
+#: the new counter: ``CostModel`` counting each part on the ``meta`` device, computing nothing
+meta_counter = _counter("meta", "The new counter: CostModel(backend='meta'), which counts each part on the meta device.")
 
 
 def new_counter_factory() -> CounterFactory | None:
