@@ -51,7 +51,8 @@ def register(app: typer.Typer) -> None:
         cudnn_benchmark: bool = typer.Option(True, "--cudnn-benchmark/--no-cudnn-benchmark", help="cuDNN autotuning (CUDA)"),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads"),
         profile_ops: int = typer.Option(0, "--profile-ops", help="add the top N operators of an exact and a baseline pass"),
-        profile_videos: Optional[int] = typer.Option(None, "--profile-videos", help="profile throughput: sample videos profiled (default: cpu 2, cuda 4)"),
+        profile_videos: Optional[int] = typer.Option(None, "--profile-videos", help="profile throughput: sample videos profiled (default: cpu 5, cuda 8; the first is the steady state's warm-up)"),
+        profile_batch_size: Optional[int] = typer.Option(None, "--profile-batch-size", help="profile throughput: views per batch (default: the profile's default on the device)"),
         profile_views: Optional[int] = typer.Option(None, "--profile-views", help="profile throughput: temporal views per video (default: the model's)"),
         profile_crops: Optional[int] = typer.Option(None, "--profile-crops", help="profile throughput: spatial crops, 1 or 3 (default: cpu 1, cuda the model's)"),
         profile_workers: Optional[str] = typer.Option(None, "--profile-workers", help="a profile run per loader worker count, comma-separated (default: cpu 0,1, cuda 0,4; '' skips)"),
@@ -95,7 +96,7 @@ def register(app: typer.Typer) -> None:
             reps=reps, min_time=min_time, warmup=warmup, trace_clips=trace_clips, check_clips=check_clips,
             decode_videos=decode_videos, decode_workers=bench.parse_workers(decode_workers), decode_reps=decode_reps,
             cuda_graphs=cuda_graphs, cudnn_benchmark=cudnn_benchmark, threads=threads,
-            profile_ops=profile_ops, seed=seed, quiet=quiet, profile_videos=profile_videos, profile_views=profile_views,
+            profile_ops=profile_ops, seed=seed, quiet=quiet, profile_videos=profile_videos, profile_batch_size=profile_batch_size, profile_views=profile_views,
             profile_crops=profile_crops,
             profile_workers=None if profile_workers is None else bench.parse_workers(profile_workers, "--profile-workers"),
         )

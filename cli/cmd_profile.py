@@ -31,8 +31,8 @@ def register(app: typer.Typer) -> None:
         crop: Optional[int] = typer.Option(None, "--crop", help="square crop size C of each view (default: the model's protocol: 3 crops: the test crop; 1 crop: PySlowFast's 1-crop test size, X3D-S 160); the GMACs follow it"),
         apply_rotation: bool = typer.Option(False, "--apply-rotation", help="turn frames by their rotation metadata (default: as decoded, as PySlowFast; rotated videos are counted in the summary)"),
         batching: str = typer.Option("exact", "--batching", help="exact (per-clip results) or padded (official)"),
-        batch_size: int = typer.Option(8, "--batch-size", help="views per forward pass"),
-        workers: int = typer.Option(0, "--workers", help="DataLoader decoding workers"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="views per forward pass (default: 8 on CUDA, 1 on the CPU, where bench measures larger batches as no faster)"),
+        workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader decoding processes (default: on CUDA this rank's cores less one, at most 8; on the CPU 1 with two cores or more)"),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
         precision: str = typer.Option("fp32", "--precision", help="fp32, or on CUDA bf16/fp16 (GMACs do not change)"),
         resume: bool = typer.Option(False, "--resume", help="continue the run in --out: videos already logged are skipped"),
@@ -41,6 +41,8 @@ def register(app: typer.Typer) -> None:
         allow_missing: Optional[str] = typer.Option(None, "--allow-missing", help="'sgs': baseline weights into an _atfr model"),
         max_failed_fraction: float = typer.Option(0.0, "--max-failed-fraction", help="share of the logged videos allowed to fail (0..1) before the run exits with status 3; a run where every video failed exits with 4"),
         cross_check: int = typer.Option(0, "--cross-check", help="count the first K signatures met again with fvcore (the reference counter) and record the comparison in run.json"),
+        cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", help="CUDA: exact batching replays one CUDA graph per signature and group size"),
+        cudnn_benchmark: bool = typer.Option(True, "--cudnn-benchmark/--no-cudnn-benchmark", help="CUDA: cuDNN autotuning of the convolutions"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress display (for logs); the summary is still printed"),
         flush_every: int = typer.Option(16, "--flush-every", help="write a part file every N videos (and every 30 s)", hidden=True),
     ) -> None:
@@ -52,7 +54,7 @@ def register(app: typer.Typer) -> None:
             checkpoint, model, data, out, data_root=data_root, labels=labels, class_subset=class_subset, skip_missing=skip_missing,
             views=views, crops=crops, short_side=short_side, crop=crop, apply_rotation=apply_rotation, batching=batching, batch_size=batch_size, workers=workers, device=device,
             precision=precision, resume=resume, retry_failed=retry_failed, shard=shard, allow_missing=allow_missing,
-            max_failed_fraction=max_failed_fraction, cross_check=cross_check, quiet=quiet, flush_every=flush_every,
+            max_failed_fraction=max_failed_fraction, cross_check=cross_check, cuda_graphs=cuda_graphs, cudnn_benchmark=cudnn_benchmark, quiet=quiet, flush_every=flush_every,
         )
         try:
             summary = run_profile(cfg)

@@ -15,7 +15,7 @@ pytest.importorskip("av")
 TINY = dict(
     model="x3d_xs_atfr", device="cpu", crop=32, clips=4, batch_size=2, reps=1, warmup=1, trace_clips=1,
     check_clips=2, decode_videos=1, decode_workers=(0, 1), decode_names=("carphone_pristine",), quiet=True,
-    profile_videos=1, profile_views=1, profile_crops=1, profile_workers=(0,),
+    profile_videos=2, profile_views=2, profile_crops=1, profile_workers=(0,),
 )
 
 
@@ -160,9 +160,18 @@ def test_scale_figures_cold_counting_throughput_memory(result, tmp_path):
     assert cold["new"] is not None and cold["equal"] is True and cold["ratio"] > 0
     tp = result["profile_throughput"]
     (run,) = tp["runs"].values()
-    assert run["error"] is None and run["processed"] == 1 and run["videos_per_s"] > 0 and run["efficiency"] > 0
+    assert run["error"] is None and run["processed"] == 2 and run["videos_per_s"] > 0 and run["efficiency"] > 0
+    # the steady state spans the videos after the first
+    assert run["steady_videos"] == 1 and run["steady_videos_per_s"] > 0 and run["efficiency_steady"] > 0
     assert run["peak_rss_mib"] > 0 and tp["split"]["decode_s_per_video"] > 0
-    assert set(tp["split"]["parts_s_per_video"]) == {"transfer", "pre", "sgs", "post", "bookkeeping"}
+    sp = tp["split"]
+    assert set(sp["parts_s_per_video"]) == {"transfer", "pre", "sgs", "post", "bookkeeping"}
+    # every batch of a video is counted (2 views in batches of 1 here): the parts add up to the per-video sums
+    assert tp["batch_size"] == 1 and tp["batch_size_default"] is True and len(sp["model_s"]) == 2
+    assert sum(sp["parts_s_per_video"].values()) == pytest.approx(sum(sp["model_s"]) / 2)
+    assert sp["steady_bound_s_per_video"] == max(sp["decode_s"][1], sp["model_s"][1])
+    bs = result["batch_sizes"]
+    assert bs["sizes"] == [1, 2] and all(v > 0 for v in bs["s_per_clip"].values()) and bs["fastest"] in (1, 2)
     mem = result["memory"]
     assert mem["peak_rss_mib"] >= max(mem["peak_rss_mib_after"].values()) > 0 and mem["cuda_max_allocated_mib"] is None
     path = tmp_path / "b.md"
@@ -170,6 +179,7 @@ def test_scale_figures_cold_counting_throughput_memory(result, tmp_path):
     text = path.read_text()
     assert "Cold-signature counting" in text and "new counter" in text and "same GMACs: True" in text
     assert "profile loop, 0 worker(s)" in text and "Peak memory of the bench process" in text
+    assert "steady state over 1 video(s)" in text and "Batch sizes (exact forward" in text
 
 
 def test_cold_signatures_take_any_counter():
@@ -207,3 +217,16 @@ def test_gpu_suite_smoke_runs_on_cpu(tmp_path):
     assert md.read_text().count("<!-- bench:") == 2
     with pytest.raises(ValueError, match="CUDA device"):
         run_suite("gpu", device="cpu")
+
+
+def test_steady_state_rates_leave_the_first_video_out():
+    from atfr_analysis.bench.throughput import _rates, _steady_bound
+
+    split = {"decode_s": [9.0, 1.0, 1.0, 1.0], "model_s": [2.0, 2.0, 2.0, 2.0]}
+    assert _steady_bound(split) == 2.0  # model-bound once the first (slow) decode is left out
+    # 4 videos logged at 10, 12, 14, 16 s from the first: 2 s per video in the steady state
+    r = _rates({"processed": 4, "loop_s": 16.0, "video_done_s": [0.0, 2.0, 4.0, 6.0]}, 3.0, 3.0, 2.0)
+    assert r["videos_per_s"] == 0.25 and r["efficiency"] == 0.75
+    assert r["steady_videos"] == 3 and r["steady_videos_per_s"] == 0.5 and r["efficiency_steady"] == 1.0
+    one = _rates({"processed": 1, "loop_s": 4.0, "video_done_s": [0.0]}, 2.0, 2.0, None)
+    assert one["efficiency_steady"] is None and one["steady_videos"] == 0

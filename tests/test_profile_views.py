@@ -16,7 +16,7 @@ import atfr_analysis
 from atfr_analysis.errors import InputError
 from atfr_analysis.profile.config import ProfileConfig
 from atfr_analysis.profile.log import load_videos
-from atfr_analysis.profile.run import ffmpeg_threads
+from atfr_analysis.tuning import ffmpeg_threads
 from profile_helpers import MODEL, assert_one_line_error, make_checkpoint, run_cli, torch_threads, write_list
 
 

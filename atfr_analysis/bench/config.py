@@ -83,7 +83,8 @@ class BenchConfig:
     cuda_graphs: bool | None = None  # exact batching with CUDA graphs (cuda default: on)
     cudnn_benchmark: bool = True
     threads: int | None = None  # torch intra-op threads (default: torch's)
-    profile_videos: int | None = None  # profile throughput: sample videos profiled (cpu 2, cuda 4)
+    profile_videos: int | None = None  # profile throughput: sample videos profiled (cpu 5, cuda 8; the first is the warm-up)
+    profile_batch_size: int | None = None  # profile throughput: views per batch (default: the profile's for the device)
     profile_views: int | None = None  # temporal views per video (default: the model's)
     profile_crops: int | None = None  # spatial crops per view (cpu 1, cuda the model's)
     profile_workers: tuple[int, ...] | None = None  # a profile run per loader worker count (cpu 0,1; cuda 0,4); () skips
@@ -110,7 +111,7 @@ class BenchConfig:
         if c.cuda_graphs is None:
             c.cuda_graphs = cuda
         if c.profile_videos is None:
-            c.profile_videos = 4 if cuda else 2
+            c.profile_videos = 8 if cuda else 5
         if c.profile_crops is None and not cuda:
             c.profile_crops = 1
         if c.profile_workers is None:
@@ -124,7 +125,7 @@ class BenchConfig:
         if self.precision != "fp32" and dev.type != "cuda":
             raise InputError("--precision bf16/fp16 is offered on CUDA only")
         for name in ("batch_size", "clips", "reps", "min_reps", "max_reps", "decode_videos", "decode_reps",
-                     "profile_videos", "profile_views"):
+                     "profile_videos", "profile_views", "profile_batch_size"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise InputError(f"{name} must be >= 1, got {v}")

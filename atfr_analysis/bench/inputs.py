@@ -11,6 +11,7 @@ from atfr_analysis.bench.clips import build_clips, clips_from_data, mix_descript
 from atfr_analysis.bench.config import CPU_CROP, DEFAULT_MODEL, BenchConfig
 from atfr_analysis.bench.timing import autocast
 from atfr_analysis.errors import InputError
+from atfr_analysis.tuning import configure_inference
 
 __all__ = ["Workload", "resolve_inputs", "load_model", "baseline_of", "prepare"]
 
@@ -157,7 +158,8 @@ def prepare(cfg: BenchConfig, dev: torch.device) -> Workload:
     base.to(dev)
     bs = cfg.batch_size
     batches = [[p[i : i + bs].to(dev) for p in xs_all] for i in range(0, cfg.clips, bs)]
-    model.exact_cuda_graphs = bool(cfg.cuda_graphs and dev.type == "cuda")
+    # the same CUDA settings as ``atfr profile`` (cuDNN autotuning, CUDA graphs)
+    configure_inference(model, dev, cuda_graphs=bool(cfg.cuda_graphs), cudnn_benchmark=cfg.cudnn_benchmark)
     model.reset_post_graphs()
     return Workload(
         model=model, base=base, dev=dev, precision=cfg.precision, crop=crop, xs_all=xs_all, recs=recs,

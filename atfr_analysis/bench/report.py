@@ -87,27 +87,43 @@ def _scale_blocks(r: dict) -> list[list[str]]:
             + "."
         )
         blocks.append(lines)
+    bs = r.get("batch_sizes")
+    if bs:
+        per = ", ".join(f"{b} {_f(bs['s_per_clip'][str(b)] * 1e3, 1)} ms" for b in bs["sizes"])
+        vs = ", ".join(f"{b} {_f(bs['vs_largest'][str(b)], 2)}x" for b in bs["sizes"])
+        blocks.append([
+            f"Batch sizes (exact forward, seconds per clip, median of {bs['rounds']} rounds): {per}; "
+            f"speed against batch {bs['sizes'][-1]}: {vs}; fastest: batch {bs['fastest']}."
+        ])
     tp = r.get("profile_throughput")
     if tp and not tp.get("skipped"):
         lines = []
         blocks.append(lines)
         sp = tp["split"]
         parts = ", ".join(f"{k} {_f(v, 3)}" for k, v in sp["parts_s_per_video"].items())
+        batch_note = " (the profile's default here)" if tp.get("batch_size_default") else ""
         lines.append(
             f"Profile throughput (`profile()`, {tp['videos']} sample video(s) x {tp['views']} view(s) x "
-            f"{tp['crops']} crop(s) at {tp['crop']} px, batch {tp['batch_size']}): seconds per video decode "
+            f"{tp['crops']} crop(s) at {tp['crop']} px, batch {tp['batch_size']}{batch_note}): seconds per video decode "
             f"{_f(sp['decode_s_per_video'], 3)}, model {_f(sp['model_s_per_video'], 3)} ({parts}); new-signature "
             f"counting on first sight {_f(sp['counting_s_per_video'], 3)}; bound by {tp['bound_by']}. Each run is a fresh "
-            "process: its loop also pays first-use costs (fvcore's first traces, every signature new to its cache)."
+            "process: its whole loop also pays first-use costs (the first video's); the steady state runs from the "
+            "first video logged to the last, against max(decode, model) of those videos"
+            + (f" ({_f(sp['steady_bound_s_per_video'], 3)} s per video)" if sp.get("steady_bound_s_per_video") else "")
+            + "."
         )
         for w, run in tp["runs"].items():
             if run.get("error"):
                 lines.append(f"- profile loop, {w} worker(s): {run['error']}")
                 continue
+            steady = (
+                f"; steady state over {run['steady_videos']} video(s): {_f(run['steady_videos_per_s'], 3)} videos/s, "
+                f"efficiency {_f(run['efficiency_steady'], 3)}" if run.get("efficiency_steady") is not None else ""
+            )
             lines.append(
                 f"- profile loop, {w} worker(s): {_f(run['videos_per_s'], 3)} videos/s, efficiency "
-                f"{_f(run['efficiency'], 3)} of max(decode, model) (with counting {_f(run['efficiency_with_counting'], 3)}); "
-                f"peak RSS {_f(run['peak_rss_mib'], 0)} MiB (loader workers {_f(run['loader_workers_peak_rss_mib'], 0)} MiB)"
+                f"{_f(run['efficiency'], 3)} of max(decode, model) (with counting {_f(run['efficiency_with_counting'], 3)})"
+                f"{steady}; peak RSS {_f(run['peak_rss_mib'], 0)} MiB (loader workers {_f(run['loader_workers_peak_rss_mib'], 0)} MiB)"
                 + (f", CUDA peak {_f(run['cuda_max_allocated_mib'], 0)} MiB" if run.get("cuda_max_allocated_mib") else "")
             )
     mem = r.get("memory")

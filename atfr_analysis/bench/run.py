@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from atfr_analysis.bench.batchsizes import batch_sizes
 from atfr_analysis.bench.config import BenchConfig
 from atfr_analysis.bench.costs import CounterFactory, bins_distribution, measure_costs, new_counter_factory
 from atfr_analysis.bench.decoding import bench_decoding
@@ -54,8 +55,6 @@ def _configure(cfg: BenchConfig) -> tuple[BenchConfig, torch.device]:
     cfg = resolve_inputs(cfg)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = bool(cfg.cudnn_benchmark)
     return cfg, dev
 
 
@@ -115,12 +114,15 @@ def run_bench(
     if graphs is not None and graphs.error:
         w.notes.append(f"CUDA graphs failed and were turned off: {graphs.error}")
         check["cuda_graphs_error"] = graphs.error
+    by_batch = phase("batch_sizes", batch_sizes, w, cfg.batch_size, None, 1, cfg.min_time / 2, 3, cfg.max_reps)
+    log("seconds per clip by batch size: " + ", ".join(f"{b}: {v:.4f}" for b, v in by_batch["s_per_clip"].items()))
     phases = phase("phases", _phases, w, costs, timed["reps"], cfg.profile_ops)
     log(f"decoding {cfg.decode_videos} video(s) with {', '.join(map(str, cfg.decode_workers))} worker(s)")
     decoding = phase("decoding", bench_decoding, cfg, w.spec, w.crop, w.data_entries, log)
     throughput = phase("profile_throughput", profile_throughput, w, cfg, log)
     result = _result(cfg, w, costs, bins, check, timed, phases, decoding, load0, command)
     result["profile_throughput"] = throughput
+    result["batch_sizes"] = by_batch
     result["memory"] = mem.result()
     result["elapsed_s"] = time.perf_counter() - t_start
     log(f"done in {result['elapsed_s']:.0f} s")

@@ -4,6 +4,7 @@ video's time into decode, transfer, pre, SGS, post and bookkeeping, against max(
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -16,7 +17,7 @@ import torch
 from atfr_analysis.bench.config import BenchConfig
 from atfr_analysis.bench.forward import post_exact, sgs_layers
 from atfr_analysis.bench.inputs import Workload
-from atfr_analysis.bench.timing import Laps, median
+from atfr_analysis.bench.timing import Laps
 
 __all__ = ["profile_throughput", "PARTS"]
 
@@ -30,8 +31,22 @@ def _video_list(cfg: BenchConfig, folder: Path) -> tuple[Path, list]:
 
     videos = sample_videos()
     names = list(cfg.decode_names or videos)
+    files = []
+    for i in range(cfg.profile_videos):
+        src = videos[names[i % len(names)]]
+        if i < len(names):
+            files.append(src)
+            continue
+        # a list names each file once: a video profiled again is a link of its own
+        dst = folder / "again" / f"{i:03d}-{src.name}"
+        dst.parent.mkdir(exist_ok=True)
+        try:
+            dst.symlink_to(src)
+        except OSError:  # pragma: no cover - no symlinks here
+            shutil.copyfile(src, dst)
+        files.append(dst)
     path = folder / "videos.txt"
-    path.write_text("".join(f"{videos[names[i % len(names)]]} 0\n" for i in range(cfg.profile_videos)))
+    path.write_text("".join(f"{f} 0\n" for f in files))
     return path, read_video_list(path)
 
 
@@ -49,15 +64,20 @@ def _checkpoint(w: Workload, cfg: BenchConfig, folder: Path) -> str:
 def _child(args_path: str) -> None:
     """In the child process: one ``profile()`` run; its summary and peak memory as JSON."""
     from atfr_analysis.bench.memory import own_peak_rss_mib, peak_rss_mib
-    from atfr_analysis.profile.run import profile
+    from atfr_analysis.profile.config import ProfileConfig
+    from atfr_analysis.profile.run import run_profile
 
     args = json.loads(Path(args_path).read_text())
     threads = args.pop("threads")
     if threads:
         torch.set_num_threads(int(threads))
     result_path = Path(args.pop("result"))
-    summary = profile(**args, quiet=True, command=["atfr", "bench"])
+    done: list[float] = []  # when each video was logged
+    cfg = ProfileConfig(args.pop("checkpoint"), args.pop("model"), args.pop("data"), args.pop("out"), **args,
+                        quiet=True, command=["atfr", "bench"])
+    summary = run_profile(cfg, on_video=lambda row: done.append(time.perf_counter()))
     out = summary.to_dict()
+    out["video_done_s"] = [t - done[0] for t in done] if done else []
     out["peak_rss_mib"] = own_peak_rss_mib()
     out["loader_workers_peak_rss_mib"] = peak_rss_mib(children=True)
     if torch.cuda.is_available() and str(args["device"]).startswith("cuda"):
@@ -84,14 +104,17 @@ def _run_profile(args: dict, folder: Path, tag: str, timeout_s: float) -> dict[s
     return out
 
 
-def _split(w: Workload, cfg: BenchConfig, entries, views: int, crops: int) -> dict[str, Any]:
-    """Seconds per video of decoding (0 workers, the profile's dataset settings) and of each part
-    of the profile's batch (``PARTS``), the cost cache cold (first pass) and warm (second pass)."""
+def _split(w: Workload, entries, proto, batch_size: int) -> dict[str, Any]:
+    """Seconds per video of decoding (0 workers, the profile's dataset settings: its protocol,
+    uint8 views) and of each part of the profile's batch (``PARTS``: uint8 to the device and
+    normalised there, as the profile does), the cost cache cold (first pass) and warm (second)."""
     from atfr_analysis.data.datasets import ViewDataset
+    from atfr_analysis.data.transforms import normalize_views
     from atfr_analysis.profile.instrument import Profiler
 
     spec, dev, model = w.spec, w.dev, w.model
-    ds = ViewDataset(entries, spec, views=views, crops=crops, crop=spec.test_crop, thread_type="AUTO", thread_count=0)
+    ds = ViewDataset(entries, spec, views=proto.views, crops=proto.crops, crop=proto.crop, short_side=proto.short_side,
+                     dtype=torch.uint8, thread_type="AUTO", thread_count=0)
     decode_s, items = [], []
     for i in range(len(entries)):
         t0 = time.perf_counter()
@@ -106,14 +129,16 @@ def _split(w: Workload, cfg: BenchConfig, entries, views: int, crops: int) -> di
     shapes = [(1,) + tuple(p.shape[1:]) for p in items[0]]
     prof.cost_model([torch.empty(s, device="meta") for s in shapes]).num_bins  # the profile's set-up
     model.set_batching("exact")
-    passes = []
+    passes, per_video = [], []
     for _ in ("cold", "warm"):
         tot = {k: 0.0 for k in PARTS}
+        per_video = []
         for pathways in items:
-            for s in range(0, pathways[0].shape[0], cfg.batch_size):
+            video_s = 0.0
+            for s in range(0, pathways[0].shape[0], batch_size):
                 laps = Laps(dev)
                 with torch.no_grad(), w.amp():
-                    xs = [p[s : s + cfg.batch_size].to(dev, non_blocking=True) for p in pathways]
+                    xs = normalize_views([p[s : s + batch_size] for p in pathways], device=dev, non_blocking=True)
                     laps.lap()
                     feats = model.forward_pre(xs)
                     laps.lap()
@@ -124,74 +149,113 @@ def _split(w: Workload, cfg: BenchConfig, entries, views: int, crops: int) -> di
                     laps.lap()
                     prof.frame(prof.record(prof.cost_model(xs), scores, sig))
                     laps.lap()
-                for k, dt in zip(PARTS, laps.seconds()):
+                for k, dt in zip(PARTS, laps.seconds()):  # every batch of the video
                     tot[k] += dt
+                    video_s += dt
+            per_video.append(video_s)
         passes.append({k: v / len(items) for k, v in tot.items()})
     cold, warm = passes
     return {
-        "decode_s_per_video": median(decode_s),
+        "decode_s_per_video": sum(decode_s) / len(decode_s),
         "parts_s_per_video": warm,
         "model_s_per_video": sum(warm.values()),
         "counting_s_per_video": max(0.0, cold["bookkeeping"] - warm["bookkeeping"]),
         "cold_parts_s_per_video": cold,
+        "decode_s": decode_s,
+        "model_s": per_video,
+        "means": "seconds per video are means over the videos (the profile's loop seconds per video are a mean)",
     }
 
 
 def profile_throughput(w: Workload, cfg: BenchConfig, log=None) -> dict[str, Any]:
     """``profile()`` on ``cfg.profile_videos`` sample videos with each of ``cfg.profile_workers``
-    loader workers (videos/s of its loop, peak memory), the per-video split and the efficiency
-    max(decode, model) / loop seconds per video."""
+    loader workers (videos/s of its loop, peak memory), at the batch size the profile takes by
+    default on this device (``--profile-batch-size`` to choose), the per-video split and the
+    efficiency max(decode, model) / loop seconds per video: over the whole loop (first-use costs
+    included) and in the steady state (from the first video logged to the last)."""
+    from atfr_analysis.data.views import view_protocol
+    from atfr_analysis.tuning import default_batch_size
+
     log = log or (lambda msg: None)
     if not cfg.profile_workers:
         return {"skipped": True}
     if cfg.frames is not None and not cfg.checkpoint:
         return {"skipped": True, "reason": "--frames changes the model: profile() builds the registry's model"}
-    spec = w.spec
-    views = spec.num_views if cfg.profile_views is None else cfg.profile_views
-    crops = spec.num_crops if cfg.profile_crops is None else cfg.profile_crops
+    proto = view_protocol(w.model, cfg.profile_views, cfg.profile_crops)
+    batch = cfg.profile_batch_size or default_batch_size(w.dev)
     with tempfile.TemporaryDirectory(prefix="atfr-bench-") as tmp:
         folder = Path(tmp)
         data, entries = _video_list(cfg, folder)
-        split = _split(w, cfg, entries, views, crops)
+        split = _split(w, entries, proto, batch)
         log(f"profile split: decode {split['decode_s_per_video']:.2f} s, model {split['model_s_per_video']:.2f} s per video")
         args = {
             "checkpoint": _checkpoint(w, cfg, folder), "model": w.model.model_name, "data": str(data),
-            "views": views, "crops": crops, "batch_size": cfg.batch_size, "device": str(w.dev),
+            "views": proto.views, "crops": proto.crops, "batch_size": batch, "device": str(w.dev),
             "precision": cfg.precision, "threads": cfg.threads,
         }
+        bound = max(split["decode_s_per_video"], split["model_s_per_video"])
+        bound_counting = max(split["decode_s_per_video"], split["model_s_per_video"] + split["counting_s_per_video"])
+        split["steady_bound_s_per_video"] = _steady_bound(split)
         runs: dict[str, Any] = {}
         for nw in cfg.profile_workers:
             r = _run_profile(dict(args, workers=nw), folder, f"w{nw}", cfg.profile_timeout)
             if "error" not in r:
-                r["videos_per_s"] = r["processed"] / r["loop_s"] if r["loop_s"] > 0 else None
-                loop_per_video = r["loop_s"] / r["processed"]
-                bound = max(split["decode_s_per_video"], split["model_s_per_video"])
-                bound_counting = max(split["decode_s_per_video"], split["model_s_per_video"] + split["counting_s_per_video"])
-                r["efficiency"] = bound / loop_per_video
-                r["efficiency_with_counting"] = bound_counting / loop_per_video
-                log(f"profile loop, {nw} worker(s): {r['videos_per_s']:.3f} videos/s, efficiency {r['efficiency']:.3f}, "
-                    f"peak RSS {r['peak_rss_mib']:.0f} MiB")
+                r.update(_rates(r, bound, bound_counting, split["steady_bound_s_per_video"]))
+                log(f"profile loop, {nw} worker(s): {r['videos_per_s']:.3f} videos/s, efficiency {r['efficiency']:.3f} "
+                    f"(steady state {_g(r['efficiency_steady'])}), peak RSS {r['peak_rss_mib']:.0f} MiB")
             else:
                 log(f"profile loop, {nw} worker(s): {r['error']}")
             runs[str(nw)] = {k: r.get(k) for k in (
-                "videos_per_s", "efficiency", "efficiency_with_counting", "loop_s", "processed", "elapsed_s",
-                "process_wall_s", "peak_rss_mib", "loader_workers_peak_rss_mib", "cuda_max_allocated_mib", "error",
+                "videos_per_s", "efficiency", "efficiency_with_counting", "steady_videos_per_s", "efficiency_steady",
+                "steady_videos", "loop_s", "processed", "elapsed_s", "process_wall_s", "peak_rss_mib",
+                "loader_workers_peak_rss_mib", "cuda_max_allocated_mib", "error",
             )}
     return {
         "videos": cfg.profile_videos,
-        "views": views,
-        "crops": crops,
-        "crop": spec.test_crop,
-        "batch_size": cfg.batch_size,
+        "views": proto.views,
+        "crops": proto.crops,
+        "crop": proto.crop,
+        "short_side": proto.short_side,
+        "batch_size": batch,
+        "batch_size_default": cfg.profile_batch_size is None,
         "split": split,
         "bound": "max(decode, model)" if split["decode_s_per_video"] > 0 else None,
         "bound_by": "decode" if split["decode_s_per_video"] >= split["model_s_per_video"] else "model",
         "runs": runs,
-        "method": "profile() (the atfr profile loop: decode in the loader, transfer, forward with exact batching, "
-        "GMACs look-ups, rows, parquet parts) in a child process per worker count, its loop seconds; the "
-        "split measured in the bench process on the same videos (decoding with 0 workers; each batch's parts "
-        "synchronised; bookkeeping = Profiler.record + frame, warm cache; counting = the cold pass's extra "
-        "bookkeeping, new signatures counted with fvcore); efficiency = max(decode, model) / loop seconds per video; "
-        "a short run in a fresh process: its loop also pays first-use costs (fvcore's first traces, every "
-        "signature new to its cost cache); peak RSS of a run: VmHWM of its own process image",
+        "method": "profile() (the atfr profile loop: decode in the loader, uint8 views to the device and normalised "
+        "there, forward with exact batching, GMACs look-ups, rows, parquet parts) in a child process per worker "
+        "count, at the profile's batch size; the split measured in the bench process on the same videos (decoding "
+        "with 0 workers; each batch's parts synchronised; bookkeeping = Profiler.record + frame, warm cache; "
+        "counting = the cold pass's extra bookkeeping, new signatures counted); efficiency = max(decode, model) / "
+        "loop seconds per video; steady state: from the first video logged to the last (the first video's "
+        "first-use costs left out), against max(decode, model) of those videos; peak RSS of a run: VmHWM of its own process image",
     }
+
+
+def _g(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _steady_bound(split: dict) -> float | None:
+    """max(decode, model) per video over the videos the steady state spans (all but the first)."""
+    d, m = split["decode_s"][1:], split["model_s"][1:]
+    if not d or not m:
+        return None
+    return max(sum(d) / len(d), sum(m) / len(m))
+
+
+def _rates(r: dict, bound: float, bound_counting: float, steady_bound: float | None) -> dict[str, Any]:
+    """Videos per second and efficiencies of one profile run: whole loop and steady state."""
+    out: dict[str, Any] = {"videos_per_s": r["processed"] / r["loop_s"] if r["loop_s"] > 0 else None}
+    per_video = r["loop_s"] / r["processed"]
+    out["efficiency"] = bound / per_video
+    out["efficiency_with_counting"] = bound_counting / per_video
+    done = r.get("video_done_s") or []
+    out["steady_videos"] = max(0, len(done) - 1)
+    if len(done) >= 2 and done[-1] > 0:
+        steady = done[-1] / (len(done) - 1)
+        out["steady_videos_per_s"] = 1.0 / steady
+        out["efficiency_steady"] = steady_bound / steady if steady_bound else None
+    else:
+        out["steady_videos_per_s"] = out["efficiency_steady"] = None
+    return out

@@ -39,7 +39,9 @@ to ``short_side`` and cropped to ``crop`` (``None``: the model's protocol, see
 ``atfr_analysis.data.views.view_protocol``: 3 crops: both the test crop; 1 crop: PySlowFast's
 1-crop rule, X3D-S 182 and 160). Frames are used as decoded (PySlowFast); ``apply_rotation``
 turns them by their rotation metadata. Decoding runs in ``workers``
-    DataLoader processes, inference on ``device`` in batches of ``batch_size`` views
+    DataLoader processes, inference on ``device`` in batches of ``batch_size`` views (``None``:
+    the device's defaults of :mod:`atfr_analysis.tuning`, resolved by :meth:`for_device` when the
+    run starts; ``cuda_graphs`` and ``cudnn_benchmark`` apply on CUDA)
     (``batching="exact"``: every view's result as if alone; ``"padded"``: the official code's
     padding), in ``precision`` (bf16/fp16 on CUDA only). Parts are flushed every ``flush_every``
     videos or ``flush_seconds`` seconds. ``skip_missing``: rows of a Kinetics annotation CSV whose
@@ -70,8 +72,8 @@ turns them by their rotation metadata. Decoding runs in ``workers``
     crop: int | None = None
     apply_rotation: bool = False
     batching: str = "exact"
-    batch_size: int = 8
-    workers: int = 0
+    batch_size: int | None = None
+    workers: int | None = None
     device: str = "auto"
     precision: str = "fp32"
     resume: bool = False
@@ -84,6 +86,8 @@ turns them by their rotation metadata. Decoding runs in ``workers``
     flush_seconds: float = 30.0
     stop_after: int | None = None
     cross_check: int = 0
+    cuda_graphs: bool = True
+    cudnn_benchmark: bool = True
     command: Sequence[str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -91,8 +95,10 @@ turns them by their rotation metadata. Decoding runs in ``workers``
 
     def validate(self) -> "ProfileConfig":
         """Check every value (one-line ``InputError``); ``class_subset`` becomes a tuple of ints."""
-        _int_at_least("--batch-size", self.batch_size, 1)
-        _int_at_least("--workers", self.workers, 0)
+        if self.batch_size is not None:
+            _int_at_least("--batch-size", self.batch_size, 1)
+        if self.workers is not None:
+            _int_at_least("--workers", self.workers, 0)
         _int_at_least("flush_every", self.flush_every, 1)
         if self.views is not None:
             _int_at_least("--views", self.views, 1)
@@ -133,6 +139,16 @@ turns them by their rotation metadata. Decoding runs in ``workers``
         self.class_subset = parse_class_subset(self.class_subset)
         return self
 
+    def for_device(self, device) -> "ProfileConfig":
+        """A copy with the batch size and loader workers that were left to the device filled in
+        (``tuning.default_batch_size`` / ``default_workers``); what was asked for stays."""
+        from atfr_analysis.tuning import default_batch_size, default_workers
+
+        return self.replace(
+            batch_size=default_batch_size(device) if self.batch_size is None else self.batch_size,
+            workers=default_workers(device) if self.workers is None else self.workers,
+        )
+
     def replace(self, **changes) -> "ProfileConfig":
         """A copy with ``changes`` (checked again)."""
         return dataclasses.replace(self, **changes)
@@ -146,9 +162,12 @@ turns them by their rotation metadata. Decoding runs in ``workers``
             if f.name in _NOT_OPTIONS:
                 continue
             v = getattr(self, f.name)
-            if v == f.default or v is None or v is False:
+            if v == f.default or v is None:
                 continue
             flag = "--" + f.name.replace("_", "-")
+            if v is False:  # a switch that is on by default
+                cmd.append("--no-" + flag[2:])
+                continue
             if f.name == "class_subset":
                 v = ",".join(map(str, v))
             cmd += [flag] if v is True else [flag, str(v)]

@@ -125,6 +125,8 @@ def run_meta(cfg, model, classes, entries, device: torch.device) -> dict[str, An
         "versions": versions(),
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "workers": cfg.workers,
+        "cuda_graphs": bool(cfg.cuda_graphs) if device.type == "cuda" else None,
+        "cudnn_benchmark": bool(cfg.cudnn_benchmark) if device.type == "cuda" else None,
         "command": list(cfg.command) if cfg.command is not None else cfg.command_line(),
         "argv": list(sys.argv),
         "start_time": now(),

@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable
 
 import torch
 
@@ -40,6 +40,7 @@ from atfr_analysis.profile.log import failed_video_ids, write_parts
 from atfr_analysis.profile.meta import note_costs, note_resumed, open_run, run_meta, stamp_end
 from atfr_analysis.profile.summary import RunSummary, summarize
 from atfr_analysis.runtime import Shard, resolve_device, resolve_shard, sigterm_as_interrupt
+from atfr_analysis.tuning import HeapRelease, configure_inference, ffmpeg_threads
 
 __all__ = ["profile", "run_profile", "ProfileConfig", "RunSummary", "summarize"]
 
@@ -58,17 +59,21 @@ def profile(checkpoint: str | Path | ProfileConfig, model: str | None = None, da
     return run_profile(ProfileConfig(checkpoint, model, data, out, **opts))
 
 
-def run_profile(cfg: ProfileConfig) -> RunSummary:
-    """Profile ``cfg.checkpoint`` on the videos of ``cfg.data`` into ``cfg.out``."""
+def run_profile(cfg: ProfileConfig, on_video: Callable[[dict], None] | None = None) -> RunSummary:
+    """Profile ``cfg.checkpoint`` on the videos of ``cfg.data`` into ``cfg.out``.
+
+    ``on_video``: called with each video's row once the video is logged (progress displays,
+    ``atfr bench``'s steady-state throughput)."""
     t0 = time.perf_counter()
     place = _placement(cfg)
+    cfg = cfg.for_device(place.device)  # batch size and workers left to the device
     model = _load_model(cfg)
     classes, entries = _read_classes_and_videos(cfg, model.head_classes)
     out = Path(cfg.out)
     model = _with_costs(model, out)
     todo, skipped = _open_folder(cfg, out, run_meta(cfg, model, classes, entries, place.device), entries, place.shard)
     model.cost.cache.release()
-    processed, loop_s = _profile_videos(cfg, out, model, classes, todo, place, skipped)
+    processed, loop_s = _profile_videos(cfg, out, model, classes, todo, place, skipped, on_video)
     _record_costs(cfg, out, model, place.shard)
     return _finish(cfg, out, place.shard, time.perf_counter() - t0, processed=processed, skipped=skipped, loop_s=loop_s)
 
@@ -229,22 +234,6 @@ class _PartWriter:
         self.last = time.monotonic()
 
 
-def ffmpeg_threads(workers: int, env: Mapping[str, str] | None = None, cores: int | None = None) -> int:
-    """FFmpeg decoder threads per decoding process: this local rank's share of the node's cores
-    (``LOCAL_WORLD_SIZE`` ranks on the node, torchrun's variable), split over its ``workers``
-    loader processes. 0 (FFmpeg's choice: every core) for a lone process without workers."""
-    env = os.environ if env is None else env
-    try:
-        local = max(1, int(env.get("LOCAL_WORLD_SIZE", "1")))
-    except ValueError:
-        local = 1
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if local == 1 and workers == 0:
-        return 0
-    return max(1, cores // local // max(1, workers))
-
-
 def _loader(todo, model: _Model, cfg: ProfileConfig, dev: torch.device):
     from atfr_analysis.data.datasets import ViewDataset, collate_videos, loader_context
 
@@ -261,12 +250,15 @@ def _loader(todo, model: _Model, cfg: ProfileConfig, dev: torch.device):
     )
 
 
-def _profile_videos(cfg: ProfileConfig, out: Path, model: _Model, classes: ClassSet, todo, place: _Placement, skipped: int):
+def _profile_videos(cfg: ProfileConfig, out: Path, model: _Model, classes: ClassSet, todo, place: _Placement, skipped: int,
+                    on_video: Callable[[dict], None] | None = None):
     """Decode and profile ``todo``, writing parts as it goes; (videos profiled, seconds)."""
     from atfr_analysis.profile.progress import ProfileProgress
 
     net, dev, shard = model.net, place.device, place.shard
     net.to(dev)
+    configure_inference(net, dev, cuda_graphs=cfg.cuda_graphs, cudnn_benchmark=cfg.cudnn_benchmark)
+    heap = HeapRelease(dev)
     profiler = Profiler(net, batching=cfg.batching)
     profiler.use_cost_model(model.shapes, model.cost)  # the cost cache built above
     autocast = (
@@ -290,6 +282,10 @@ def _profile_videos(cfg: ProfileConfig, out: Path, model: _Model, classes: Class
                     writer.add(view_rows, video_row)
                     processed += 1
                     bar.update(video_row, view_rows)
+                    if on_video is not None:
+                        on_video(video_row)
+                items = item = None  # drop the decoded views before the heap is trimmed
+                heap.after_video()
                 if cfg.stop_after is not None and processed >= cfg.stop_after:
                     break
         finally:

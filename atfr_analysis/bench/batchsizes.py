@@ -1,0 +1,57 @@
+"""Seconds per clip of the exact forward by batch size: the measurement behind the profile's
+default batch size on each device (``atfr_analysis.tuning.default_batch_size``).
+
+The bench's clips run in batches of 1, 2, 4, ... up to the bench's batch size, every size timed in
+the same rounds (their order rotating, ``timing.timed_rounds``), medians over the rounds."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from atfr_analysis.bench.inputs import Workload
+from atfr_analysis.bench.timing import median, timed_rounds
+
+__all__ = ["batch_sizes", "sizes_up_to"]
+
+
+def sizes_up_to(batch_size: int) -> list[int]:
+    """1, 2, 4, ... below ``batch_size``, and ``batch_size`` itself."""
+    out, b = [], 1
+    while b < batch_size:
+        out.append(b)
+        b *= 2
+    return out + [batch_size]
+
+
+def batch_sizes(w: Workload, batch_size: int, reps: int, warmup: int, min_time: float, min_reps: int, max_reps: int) -> dict[str, Any]:
+    """Median seconds per clip of a pass over the bench's clips at each batch size (exact batching)."""
+    model = w.model
+    n = w.n
+
+    def pass_at(b: int) -> Callable[[], None]:
+        batches = [[p[i : i + b] for p in w.xs_all] for i in range(0, n, b)]
+        batches = [[x.to(w.dev) for x in xs] for xs in batches]
+
+        def run() -> None:
+            model.set_batching("exact")
+            with torch.no_grad(), w.amp():
+                for xs in batches:
+                    model(xs)
+        return run
+
+    sizes = sizes_up_to(batch_size)
+    times = timed_rounds({str(b): pass_at(b) for b in sizes}, reps, warmup, w.dev, min_time, min_reps, max_reps)
+    per_clip = {b: median(times[str(b)]) / n for b in sizes}
+    best = min(per_clip, key=per_clip.get)
+    return {
+        "sizes": sizes,
+        "s_per_clip": {str(b): per_clip[b] for b in sizes},
+        "vs_largest": {str(b): per_clip[batch_size] / per_clip[b] for b in sizes},
+        "fastest": best,
+        "rounds": len(times[str(sizes[0])]),
+        "clips": n,
+        "method": "a pass over the bench's clips with exact batching at each batch size, the sizes timed in "
+        "the same rounds (order rotating), median over rounds / clips; vs_largest = seconds per clip at the "
+        "bench's batch size over those at this size (above 1: faster than the largest batch)",
+    }
