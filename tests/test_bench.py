@@ -180,6 +180,7 @@ def test_scale_figures_cold_counting_throughput_memory(result, tmp_path):
     assert "Cold-signature counting" in text and "new counter" in text and "same GMACs: True" in text
     assert "profile loop, 0 worker(s)" in text and "Peak memory of the bench process" in text
     assert "steady state over 1 video(s)" in text and "Batch sizes (exact forward" in text
+    assert "(the CPU bound)" in text and sp["cores"] >= 1 and len(sp["model_cpu_s"]) == 2
 
 
 def test_cold_signatures_take_any_counter():
@@ -230,3 +231,14 @@ def test_steady_state_rates_leave_the_first_video_out():
     assert r["steady_videos"] == 3 and r["steady_videos_per_s"] == 0.5 and r["efficiency_steady"] == 1.0
     one = _rates({"processed": 1, "loop_s": 4.0, "video_done_s": [0.0]}, 2.0, 2.0, None)
     assert one["efficiency_steady"] is None and one["steady_videos"] == 0
+
+
+def test_cpu_bound_is_the_cores_share_of_decode_and_model_cpu_time():
+    from atfr_analysis.bench.throughput import _cpu_bound, _rates
+
+    # decode 1 CPU-s and the model 3 CPU-s per video (2 threads): on 2 cores at least 2 s per video,
+    # above max(decode, model) = 1.5 s wall
+    split = {"decode_cpu_s": [5.0, 1.0, 1.0], "model_cpu_s": [3.0, 3.0, 3.0], "cores": 2}
+    assert _cpu_bound(split) == 2.0 and _cpu_bound({"decode_cpu_s": [1.0], "model_cpu_s": [1.0], "cores": 2}) is None
+    r = _rates({"processed": 3, "loop_s": 6.0, "video_done_s": [0.0, 2.5, 5.0]}, 1.5, 1.5, 1.5, 2.0)
+    assert r["efficiency_steady"] == 0.6 and r["efficiency_steady_cpu_bound"] == 0.8

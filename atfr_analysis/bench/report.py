@@ -106,11 +106,18 @@ def _scale_blocks(r: dict) -> list[list[str]]:
             f"Profile throughput (`profile()`, {tp['videos']} sample video(s) x {tp['views']} view(s) x "
             f"{tp['crops']} crop(s) at {tp['crop']} px, batch {tp['batch_size']}{batch_note}): seconds per video decode "
             f"{_f(sp['decode_s_per_video'], 3)}, model {_f(sp['model_s_per_video'], 3)} ({parts}); new-signature "
-            f"counting on first sight {_f(sp['counting_s_per_video'], 3)}; bound by {tp['bound_by']}. Each run is a fresh "
-            "process: its whole loop also pays first-use costs (the first video's); the steady state runs from the "
-            "first video logged to the last, against max(decode, model) of those videos"
+            f"counting on first sight {_f(sp['counting_s_per_video'], 3)} (the runs then read these counts from their cost "
+            f"cache, as a long run's later videos do); bound by {tp['bound_by']}. Each run is a fresh process: its whole "
+            "loop also pays first-use costs (the first video's); the steady state runs from the first video logged to "
+            "the last, against max(decode, model) of those videos"
             + (f" ({_f(sp['steady_bound_s_per_video'], 3)} s per video)" if sp.get("steady_bound_s_per_video") else "")
             + "."
+            + (f" CPU time per video: decode {_f(sum(sp['decode_cpu_s']) / len(sp['decode_cpu_s']), 3)} s, model "
+               f"{_f(sum(sp['model_cpu_s']) / len(sp['model_cpu_s']), 3)} s; on {sp['cores']} core(s) overlapping them takes "
+               f"at least {_f(sp['cpu_bound_s_per_video'], 3)} s per video (the CPU bound)"
+               + (": above max(decode, model), so decoding and the model compete for the cores and max(decode, model) "
+                  "is out of reach" if (sp['cpu_bound_s_per_video'] or 0) > (sp.get('steady_bound_s_per_video') or 0) else "")
+               + "." if sp.get("cpu_bound_s_per_video") else "")
         )
         for w, run in tp["runs"].items():
             if run.get("error"):
@@ -118,7 +125,9 @@ def _scale_blocks(r: dict) -> list[list[str]]:
                 continue
             steady = (
                 f"; steady state over {run['steady_videos']} video(s): {_f(run['steady_videos_per_s'], 3)} videos/s, "
-                f"efficiency {_f(run['efficiency_steady'], 3)}" if run.get("efficiency_steady") is not None else ""
+                f"efficiency {_f(run['efficiency_steady'], 3)}"
+                + (f" (against the CPU bound {_f(run['efficiency_steady_cpu_bound'], 3)})" if run.get("efficiency_steady_cpu_bound") else "")
+                if run.get("efficiency_steady") is not None else ""
             )
             lines.append(
                 f"- profile loop, {w} worker(s): {_f(run['videos_per_s'], 3)} videos/s, efficiency "

@@ -4,6 +4,7 @@ video's time into decode, transfer, pre, SGS, post and bookkeeping, against max(
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -92,7 +93,9 @@ def _run_profile(args: dict, folder: Path, tag: str, timeout_s: float) -> dict[s
     code = "import sys; from atfr_analysis.bench.throughput import _child; _child(sys.argv[1])"
     t0 = time.perf_counter()
     try:
-        p = subprocess.run([sys.executable, "-c", code, str(args_path)], capture_output=True, text=True, timeout=timeout_s)
+        # the user cost cache of the runs: the one the split filled
+        env = dict(os.environ, ATFR_CACHE_DIR=str(folder / "cost-cache"))
+        p = subprocess.run([sys.executable, "-c", code, str(args_path)], capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"the profile run took over {timeout_s:.0f} s"}
     wall = time.perf_counter() - t0
@@ -104,22 +107,27 @@ def _run_profile(args: dict, folder: Path, tag: str, timeout_s: float) -> dict[s
     return out
 
 
-def _split(w: Workload, entries, proto, batch_size: int) -> dict[str, Any]:
+def _split(w: Workload, entries, proto, batch_size: int, cache_dir: Path) -> dict[str, Any]:
     """Seconds per video of decoding (0 workers, the profile's dataset settings: its protocol,
     uint8 views) and of each part of the profile's batch (``PARTS``: uint8 to the device and
-    normalised there, as the profile does), the cost cache cold (first pass) and warm (second)."""
+    normalised there, as the profile does), the cost cache cold (first pass) and warm (second).
+    The counts land in ``cache_dir``, the profile runs' user cache: their loops meet the signatures
+    of these videos counted, as a long run does after its first videos."""
     from atfr_analysis.data.datasets import ViewDataset
     from atfr_analysis.data.transforms import normalize_views
+    from atfr_analysis.flops.cache import CostCache
+    from atfr_analysis.flops.cost import CostModel
     from atfr_analysis.profile.instrument import Profiler
 
     spec, dev, model = w.spec, w.dev, w.model
     ds = ViewDataset(entries, spec, views=proto.views, crops=proto.crops, crop=proto.crop, short_side=proto.short_side,
                      dtype=torch.uint8, thread_type="AUTO", thread_count=0)
-    decode_s, items = [], []
+    decode_s, decode_cpu, items = [], [], []
     for i in range(len(entries)):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         item = ds[i]
         decode_s.append(time.perf_counter() - t0)
+        decode_cpu.append(time.process_time() - c0)  # every thread of the process (FFmpeg's too)
         if item["status"] != "ok":
             from atfr_analysis.errors import InputError
 
@@ -127,14 +135,15 @@ def _split(w: Workload, entries, proto, batch_size: int) -> dict[str, Any]:
         items.append(item["pathways"])
     prof = Profiler(model, batching="exact")
     shapes = [(1,) + tuple(p.shape[1:]) for p in items[0]]
+    prof.use_cost_model(shapes, CostModel(model, shapes, cache=CostCache(dirs=[cache_dir])))
     prof.cost_model([torch.empty(s, device="meta") for s in shapes]).num_bins  # the profile's set-up
     model.set_batching("exact")
     passes, per_video = [], []
     for _ in ("cold", "warm"):
         tot = {k: 0.0 for k in PARTS}
-        per_video = []
+        per_video, model_cpu = [], []
         for pathways in items:
-            video_s = 0.0
+            video_s, c0 = 0.0, time.process_time()
             for s in range(0, pathways[0].shape[0], batch_size):
                 laps = Laps(dev)
                 with torch.no_grad(), w.amp():
@@ -153,6 +162,7 @@ def _split(w: Workload, entries, proto, batch_size: int) -> dict[str, Any]:
                     tot[k] += dt
                     video_s += dt
             per_video.append(video_s)
+            model_cpu.append(time.process_time() - c0)
         passes.append({k: v / len(items) for k, v in tot.items()})
     cold, warm = passes
     return {
@@ -163,6 +173,9 @@ def _split(w: Workload, entries, proto, batch_size: int) -> dict[str, Any]:
         "cold_parts_s_per_video": cold,
         "decode_s": decode_s,
         "model_s": per_video,
+        "decode_cpu_s": decode_cpu,
+        "model_cpu_s": model_cpu,
+        "cores": _cores(),
         "means": "seconds per video are means over the videos (the profile's loop seconds per video are a mean)",
     }
 
@@ -186,7 +199,7 @@ def profile_throughput(w: Workload, cfg: BenchConfig, log=None) -> dict[str, Any
     with tempfile.TemporaryDirectory(prefix="atfr-bench-") as tmp:
         folder = Path(tmp)
         data, entries = _video_list(cfg, folder)
-        split = _split(w, entries, proto, batch)
+        split = _split(w, entries, proto, batch, folder / "cost-cache")
         log(f"profile split: decode {split['decode_s_per_video']:.2f} s, model {split['model_s_per_video']:.2f} s per video")
         args = {
             "checkpoint": _checkpoint(w, cfg, folder), "model": w.model.model_name, "data": str(data),
@@ -196,17 +209,19 @@ def profile_throughput(w: Workload, cfg: BenchConfig, log=None) -> dict[str, Any
         bound = max(split["decode_s_per_video"], split["model_s_per_video"])
         bound_counting = max(split["decode_s_per_video"], split["model_s_per_video"] + split["counting_s_per_video"])
         split["steady_bound_s_per_video"] = _steady_bound(split)
+        split["cpu_bound_s_per_video"] = _cpu_bound(split)
         runs: dict[str, Any] = {}
         for nw in cfg.profile_workers:
             r = _run_profile(dict(args, workers=nw), folder, f"w{nw}", cfg.profile_timeout)
             if "error" not in r:
-                r.update(_rates(r, bound, bound_counting, split["steady_bound_s_per_video"]))
+                r.update(_rates(r, bound, bound_counting, split["steady_bound_s_per_video"], split["cpu_bound_s_per_video"]))
                 log(f"profile loop, {nw} worker(s): {r['videos_per_s']:.3f} videos/s, efficiency {r['efficiency']:.3f} "
                     f"(steady state {_g(r['efficiency_steady'])}), peak RSS {r['peak_rss_mib']:.0f} MiB")
             else:
                 log(f"profile loop, {nw} worker(s): {r['error']}")
             runs[str(nw)] = {k: r.get(k) for k in (
                 "videos_per_s", "efficiency", "efficiency_with_counting", "steady_videos_per_s", "efficiency_steady",
+                "efficiency_steady_cpu_bound",
                 "steady_videos", "loop_s", "processed", "elapsed_s", "process_wall_s", "peak_rss_mib",
                 "loader_workers_peak_rss_mib", "cuda_max_allocated_mib", "error",
             )}
@@ -226,7 +241,9 @@ def profile_throughput(w: Workload, cfg: BenchConfig, log=None) -> dict[str, Any
         "there, forward with exact batching, GMACs look-ups, rows, parquet parts) in a child process per worker "
         "count, at the profile's batch size; the split measured in the bench process on the same videos (decoding "
         "with 0 workers; each batch's parts synchronised; bookkeeping = Profiler.record + frame, warm cache; "
-        "counting = the cold pass's extra bookkeeping, new signatures counted); efficiency = max(decode, model) / "
+        "counting = the cold pass's extra bookkeeping, new signatures counted; the runs read those counts from "
+        "their user cost cache, as a long run's later videos do); CPU bound: (decode + model CPU seconds) / cores "
+        "(process CPU time, every thread), what overlapping them on this machine's cores can reach at best; efficiency = max(decode, model) / "
         "loop seconds per video; steady state: from the first video logged to the last (the first video's "
         "first-use costs left out), against max(decode, model) of those videos; peak RSS of a run: VmHWM of its own process image",
     }
@@ -236,15 +253,34 @@ def _g(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _mean(xs) -> float:
+    return sum(xs) / len(xs)
+
+
 def _steady_bound(split: dict) -> float | None:
     """max(decode, model) per video over the videos the steady state spans (all but the first)."""
     d, m = split["decode_s"][1:], split["model_s"][1:]
     if not d or not m:
         return None
-    return max(sum(d) / len(d), sum(m) / len(m))
+    return max(_mean(d), _mean(m))
 
 
-def _rates(r: dict, bound: float, bound_counting: float, steady_bound: float | None) -> dict[str, Any]:
+def _cpu_bound(split: dict) -> float | None:
+    """The least seconds per video the machine's cores allow when decoding and the model overlap:
+    (decode CPU seconds + model CPU seconds) / cores, over the steady state's videos. Where it
+    exceeds max(decode, model), the two compete for the cores and max(decode, model) cannot be
+    reached by overlapping them."""
+    d, m = split.get("decode_cpu_s", [])[1:], split.get("model_cpu_s", [])[1:]
+    if not d or not m:
+        return None
+    return (_mean(d) + _mean(m)) / max(1, split.get("cores") or 1)
+
+
+def _rates(r: dict, bound: float, bound_counting: float, steady_bound: float | None, cpu_bound: float | None = None) -> dict[str, Any]:
     """Videos per second and efficiencies of one profile run: whole loop and steady state."""
     out: dict[str, Any] = {"videos_per_s": r["processed"] / r["loop_s"] if r["loop_s"] > 0 else None}
     per_video = r["loop_s"] / r["processed"]
@@ -256,6 +292,9 @@ def _rates(r: dict, bound: float, bound_counting: float, steady_bound: float | N
         steady = done[-1] / (len(done) - 1)
         out["steady_videos_per_s"] = 1.0 / steady
         out["efficiency_steady"] = steady_bound / steady if steady_bound else None
+        if cpu_bound:
+            out["efficiency_steady_cpu_bound"] = max(steady_bound or 0.0, cpu_bound) / steady
     else:
         out["steady_videos_per_s"] = out["efficiency_steady"] = None
+    out.setdefault("efficiency_steady_cpu_bound", None)
     return out
