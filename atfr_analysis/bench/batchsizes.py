@@ -1,8 +1,11 @@
-"""Seconds per clip of the exact forward by batch size: the measurement behind the profile's
-default batch size on each device (``atfr_analysis.tuning.default_batch_size``).
+"""Seconds per clip of the exact forward by batch size, at the crop the profile runs at: the
+measurement behind the profile's default batch size on each device
+(``atfr_analysis.tuning.default_batch_size``).
 
-The bench's clips run in batches of 1, 2, 4, ... up to the bench's batch size, every size timed in
-the same rounds (their order rotating, ``timing.timed_rounds``), medians over the rounds."""
+Clips made like the bench's (re-timed sample footage, ``bench.clips``) at the profile's crop (the
+bench's own crop is often reduced on the CPU, and which batch size is fastest depends on the
+size) run in batches of 1, 2, 4, ... up to the bench's batch size, every size timed in the same
+rounds (their order rotating, ``timing.timed_rounds``), medians over the rounds."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -24,13 +27,22 @@ def sizes_up_to(batch_size: int) -> list[int]:
     return out + [batch_size]
 
 
-def batch_sizes(w: Workload, batch_size: int, reps: int, warmup: int, min_time: float, min_reps: int, max_reps: int) -> dict[str, Any]:
-    """Median seconds per clip of a pass over the bench's clips at each batch size (exact batching)."""
+def batch_sizes(
+    w: Workload, batch_size: int, crop: int, reps: int | None, warmup: int, min_time: float, min_reps: int, max_reps: int,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Median seconds per clip of a pass over ``batch_size`` clips at ``crop`` at each batch size
+    (exact batching)."""
+    from atfr_analysis.bench.clips import build_clips
+    from atfr_analysis.data.transforms import pack_pathways
+
     model = w.model
-    n = w.n
+    n = batch_size
+    xs_all = w.xs_all if crop == w.crop and w.n >= n else pack_pathways(build_clips(w.spec, crop, n, seed)[0], w.spec)
+    xs_all = [p[:n] for p in xs_all]
 
     def pass_at(b: int) -> Callable[[], None]:
-        batches = [[p[i : i + b] for p in w.xs_all] for i in range(0, n, b)]
+        batches = [[p[i : i + b] for p in xs_all] for i in range(0, n, b)]
         batches = [[x.to(w.dev) for x in xs] for xs in batches]
 
         def run() -> None:
@@ -51,7 +63,8 @@ def batch_sizes(w: Workload, batch_size: int, reps: int, warmup: int, min_time: 
         "fastest": best,
         "rounds": len(times[str(sizes[0])]),
         "clips": n,
-        "method": "a pass over the bench's clips with exact batching at each batch size, the sizes timed in "
+        "crop": crop,
+        "method": "a pass over clips made like the bench's, at the profile's crop, with exact batching at each batch size, the sizes timed in "
         "the same rounds (order rotating), median over rounds / clips; vs_largest = seconds per clip at the "
         "bench's batch size over those at this size (above 1: faster than the largest batch)",
     }

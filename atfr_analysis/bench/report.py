@@ -92,7 +92,8 @@ def _scale_blocks(r: dict) -> list[list[str]]:
         per = ", ".join(f"{b} {_f(bs['s_per_clip'][str(b)] * 1e3, 1)} ms" for b in bs["sizes"])
         vs = ", ".join(f"{b} {_f(bs['vs_largest'][str(b)], 2)}x" for b in bs["sizes"])
         blocks.append([
-            f"Batch sizes (exact forward, seconds per clip, median of {bs['rounds']} rounds): {per}; "
+            f"Batch sizes (exact forward at the profile's crop {bs.get('crop', '-')} px, seconds per clip, median of "
+            f"{bs['rounds']} rounds): {per}; "
             f"speed against batch {bs['sizes'][-1]}: {vs}; fastest: batch {bs['fastest']}."
         ])
     tp = r.get("profile_throughput")

@@ -114,7 +114,8 @@ def run_bench(
     if graphs is not None and graphs.error:
         w.notes.append(f"CUDA graphs failed and were turned off: {graphs.error}")
         check["cuda_graphs_error"] = graphs.error
-    by_batch = phase("batch_sizes", batch_sizes, w, cfg.batch_size, None, 1, cfg.min_time / 2, 3, cfg.max_reps)
+    by_batch = phase("batch_sizes", batch_sizes, w, cfg.batch_size, _profile_crop(w, cfg), None, 1, cfg.min_time / 2, 3,
+                     cfg.max_reps, cfg.seed)
     log("seconds per clip by batch size: " + ", ".join(f"{b}: {v:.4f}" for b, v in by_batch["s_per_clip"].items()))
     phases = phase("phases", _phases, w, costs, timed["reps"], cfg.profile_ops)
     log(f"decoding {cfg.decode_videos} video(s) with {', '.join(map(str, cfg.decode_workers))} worker(s)")
@@ -127,6 +128,13 @@ def run_bench(
     result["elapsed_s"] = time.perf_counter() - t_start
     log(f"done in {result['elapsed_s']:.0f} s")
     return result
+
+
+def _profile_crop(w: Workload, cfg: BenchConfig) -> int:
+    """The crop of the profile runs (the model's protocol for the bench's views and crops)."""
+    from atfr_analysis.data.views import view_protocol
+
+    return view_protocol(w.model, cfg.profile_views, cfg.profile_crops).crop
 
 
 class _Phases:
