@@ -13,6 +13,12 @@ One home for the choices that make a run fast and lean, so that what ``bench`` m
   or more (decoding overlaps the forward), else none.
 - ``ffmpeg_threads(workers)``: FFmpeg's decoder threads per decoding process, a share of the local
   rank's cores (torchrun's ``LOCAL_WORLD_SIZE``), never the whole node's count per rank.
+- ``decoder_niceness(device)``: on the CPU the decoding processes share the cores with the
+  model's intra-op threads; a decoder that preempts one of them stalls the whole parallel operator
+  (the other threads wait for it). The loader workers therefore run at a lower priority there
+  (niceness ``DECODER_NICENESS_CPU``): they take the cores the model leaves idle, and the model
+  wins when both want one. On CUDA (the model waits on the device) they keep the normal priority.
+  ``lower_priority`` is the workers' init function.
 - ``configure_inference(model, device)``: cuDNN autotuning and CUDA-graph replay of exact
   batching on CUDA (both on by default, as in ``bench``; nothing changes on the CPU).
 - ``HeapRelease``: on the CPU, glibc keeps memory freed by PyTorch's worker threads in per-thread
@@ -32,12 +38,14 @@ import torch
 
 __all__ = [
     "default_batch_size", "default_workers", "local_cores", "ffmpeg_threads", "configure_inference",
-    "HeapRelease", "CUDA_BATCH_SIZE", "CPU_BATCH_SIZE", "MAX_CUDA_WORKERS",
+    "HeapRelease", "CUDA_BATCH_SIZE", "CPU_BATCH_SIZE", "MAX_CUDA_WORKERS", "decoder_niceness", "lower_priority",
+    "DECODER_NICENESS_CPU",
 ]
 
 CUDA_BATCH_SIZE = 8
 CPU_BATCH_SIZE = 1
 MAX_CUDA_WORKERS = 8
+DECODER_NICENESS_CPU = 10
 
 
 def _local_ranks(env: Mapping[str, str]) -> int:
@@ -80,6 +88,21 @@ def ffmpeg_threads(workers: int, env: Mapping[str, str] | None = None, cores: in
     if _local_ranks(env) == 1 and workers == 0:
         return 0
     return max(1, local_cores(env, cores) // max(1, workers))
+
+
+def decoder_niceness(device: torch.device | str) -> int:
+    """How much lower the loader workers' priority is (``os.nice`` increment; 0: unchanged)."""
+    return DECODER_NICENESS_CPU if torch.device(device).type == "cpu" else 0
+
+
+def lower_priority(niceness: int, worker_id: int = 0) -> None:
+    """A loader worker's init function (``functools.partial(lower_priority, n)``): its own
+    priority lowered by ``niceness``; where that is refused, the worker runs on unchanged."""
+    if niceness > 0 and hasattr(os, "nice"):
+        try:
+            os.nice(niceness)
+        except OSError:  # pragma: no cover - a platform that refuses it
+            pass
 
 
 def configure_inference(model, device: torch.device | str, cuda_graphs: bool = True, cudnn_benchmark: bool = True) -> dict:

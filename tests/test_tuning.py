@@ -58,3 +58,26 @@ def test_normalisation_on_the_device_is_in_place_and_bit_identical():
     # another device than the host's: mean and std go there too (this failed for CUDA before)
     (y,) = normalize_views([x], device="meta")
     assert y.device.type == "meta" and y.dtype == torch.float32 and y.shape == x.shape
+
+
+def test_decoders_yield_to_the_model_on_the_cpu_only():
+    import functools
+    import multiprocessing as mp
+    import pickle
+
+    from atfr_analysis.tuning import DECODER_NICENESS_CPU, decoder_niceness, lower_priority
+
+    assert decoder_niceness("cpu") == DECODER_NICENESS_CPU > 0 and decoder_niceness("cuda") == 0
+    init = pickle.loads(pickle.dumps(functools.partial(lower_priority, 3)))  # a forkserver worker gets it pickled
+    ctx = mp.get_context("forkserver")
+    with ctx.Pool(1) as pool:
+        before, after = pool.apply(_niceness_after, (init,))
+    assert after == before + 3
+
+
+def _niceness_after(init):
+    import os
+
+    before = os.nice(0)
+    init(0)
+    return before, os.nice(0)

@@ -17,6 +17,7 @@ than the head), the run folder (a run with other settings, or results present wi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import datetime as _dt
 import os
 import time
@@ -40,7 +41,7 @@ from atfr_analysis.profile.log import failed_video_ids, write_parts
 from atfr_analysis.profile.meta import note_costs, note_resumed, open_run, run_meta, stamp_end
 from atfr_analysis.profile.summary import RunSummary, summarize
 from atfr_analysis.runtime import Shard, resolve_device, resolve_shard, sigterm_as_interrupt
-from atfr_analysis.tuning import HeapRelease, configure_inference, ffmpeg_threads
+from atfr_analysis.tuning import HeapRelease, configure_inference, decoder_niceness, ffmpeg_threads, lower_priority
 
 __all__ = ["profile", "run_profile", "ProfileConfig", "RunSummary", "summarize"]
 
@@ -247,6 +248,8 @@ def _loader(todo, model: _Model, cfg: ProfileConfig, dev: torch.device):
         # an item holds every view of a video (30 x 3 x T x S x S bytes): keep few in flight
         prefetch_factor=2 if workers > 0 else None,
         pin_memory=dev.type == "cuda", multiprocessing_context=loader_context(workers),
+        # on the CPU the decoders yield to the model's threads (tuning.decoder_niceness)
+        worker_init_fn=functools.partial(lower_priority, decoder_niceness(dev)) if workers > 0 else None,
     )
 
 
