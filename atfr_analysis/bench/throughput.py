@@ -18,7 +18,7 @@ import torch
 from atfr_analysis.bench.config import BenchConfig
 from atfr_analysis.bench.forward import post_exact, sgs_layers
 from atfr_analysis.bench.inputs import Workload
-from atfr_analysis.bench.timing import Laps
+from atfr_analysis.bench.timing import Laps, autocast
 
 __all__ = ["profile_throughput", "PARTS"]
 
@@ -63,7 +63,8 @@ def _checkpoint(w: Workload, cfg: BenchConfig, folder: Path) -> str:
 
 
 def _child(args_path: str) -> None:
-    """In the child process: one ``profile()`` run; its summary and peak memory as JSON."""
+    """In the child process: one ``profile()`` run (its summary and peak memory), or with
+    ``split`` the per-video split of the same videos, as JSON."""
     from atfr_analysis.bench.memory import own_peak_rss_mib, peak_rss_mib
     from atfr_analysis.profile.config import ProfileConfig
     from atfr_analysis.profile.run import run_profile
@@ -73,6 +74,9 @@ def _child(args_path: str) -> None:
     if threads:
         torch.set_num_threads(int(threads))
     result_path = Path(args.pop("result"))
+    if args.pop("split", False):
+        result_path.write_text(json.dumps(_split_child(args)))
+        return
     done: list[float] = []  # when each video was logged
     cfg = ProfileConfig(args.pop("checkpoint"), args.pop("model"), args.pop("data"), args.pop("out"), **args,
                         quiet=True, command=["atfr", "bench"])
@@ -84,6 +88,22 @@ def _child(args_path: str) -> None:
     if torch.cuda.is_available() and str(args["device"]).startswith("cuda"):
         out["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
     result_path.write_text(json.dumps(out))
+
+
+def _split_child(args: dict) -> dict[str, Any]:
+    """The split in a fresh process of its own, like the profile runs it is compared with (the
+    bench process, after its other phases, can run the same model at another speed)."""
+    from atfr_analysis.data.datasets import read_video_list
+    from atfr_analysis.data.views import view_protocol
+    from atfr_analysis.loading import load_model_from_checkpoint
+    from atfr_analysis.tuning import configure_inference
+
+    dev = torch.device(args["device"])
+    model = load_model_from_checkpoint(args["checkpoint"], args["model"])[0].eval().to(dev)
+    configure_inference(model, dev)
+    proto = view_protocol(model, args["views"], args["crops"])
+    entries = read_video_list(args["data"])
+    return _split(model, dev, args["precision"], entries, proto, args["batch_size"], Path(args["cache_dir"]))
 
 
 def _run_profile(args: dict, folder: Path, tag: str, timeout_s: float) -> dict[str, Any]:
@@ -107,7 +127,7 @@ def _run_profile(args: dict, folder: Path, tag: str, timeout_s: float) -> dict[s
     return out
 
 
-def _split(w: Workload, entries, proto, batch_size: int, cache_dir: Path) -> dict[str, Any]:
+def _split(model, dev: torch.device, precision: str, entries, proto, batch_size: int, cache_dir: Path) -> dict[str, Any]:
     """Seconds per video of decoding (0 workers, the profile's dataset settings: its protocol,
     uint8 views) and of each part of the profile's batch (``PARTS``: uint8 to the device and
     normalised there, as the profile does), the cost cache cold (first pass) and warm (second).
@@ -119,7 +139,7 @@ def _split(w: Workload, entries, proto, batch_size: int, cache_dir: Path) -> dic
     from atfr_analysis.flops.cost import CostModel
     from atfr_analysis.profile.instrument import Profiler
 
-    spec, dev, model = w.spec, w.dev, w.model
+    spec = model.spec
     ds = ViewDataset(entries, spec, views=proto.views, crops=proto.crops, crop=proto.crop, short_side=proto.short_side,
                      dtype=torch.uint8, thread_type="AUTO", thread_count=0)
     decode_s, decode_cpu, items = [], [], []
@@ -146,7 +166,7 @@ def _split(w: Workload, entries, proto, batch_size: int, cache_dir: Path) -> dic
             video_s, c0 = 0.0, time.process_time()
             for s in range(0, pathways[0].shape[0], batch_size):
                 laps = Laps(dev)
-                with torch.no_grad(), w.amp():
+                with torch.no_grad(), autocast(dev, precision):
                     xs = normalize_views([p[s : s + batch_size] for p in pathways], device=dev, non_blocking=True)
                     laps.lap()
                     feats = model.forward_pre(xs)
@@ -198,14 +218,17 @@ def profile_throughput(w: Workload, cfg: BenchConfig, log=None) -> dict[str, Any
     batch = cfg.profile_batch_size or default_batch_size(w.dev)
     with tempfile.TemporaryDirectory(prefix="atfr-bench-") as tmp:
         folder = Path(tmp)
-        data, entries = _video_list(cfg, folder)
-        split = _split(w, entries, proto, batch, folder / "cost-cache")
-        log(f"profile split: decode {split['decode_s_per_video']:.2f} s, model {split['model_s_per_video']:.2f} s per video")
+        data, _entries = _video_list(cfg, folder)
         args = {
             "checkpoint": _checkpoint(w, cfg, folder), "model": w.model.model_name, "data": str(data),
             "views": proto.views, "crops": proto.crops, "batch_size": batch, "device": str(w.dev),
             "precision": cfg.precision, "threads": cfg.threads,
         }
+        split = _run_profile(dict(args, split=True, cache_dir=str(folder / "cost-cache")), folder, "split", cfg.profile_timeout)
+        if "error" in split:
+            log(f"profile split: {split['error']}")
+            return {"skipped": True, "reason": split["error"].replace("profile run", "split")}
+        log(f"profile split: decode {split['decode_s_per_video']:.2f} s, model {split['model_s_per_video']:.2f} s per video")
         bound = max(split["decode_s_per_video"], split["model_s_per_video"])
         bound_counting = max(split["decode_s_per_video"], split["model_s_per_video"] + split["counting_s_per_video"])
         split["steady_bound_s_per_video"] = _steady_bound(split)
@@ -239,7 +262,7 @@ def profile_throughput(w: Workload, cfg: BenchConfig, log=None) -> dict[str, Any
         "runs": runs,
         "method": "profile() (the atfr profile loop: decode in the loader, uint8 views to the device and normalised "
         "there, forward with exact batching, GMACs look-ups, rows, parquet parts) in a child process per worker "
-        "count, at the profile's batch size; the split measured in the bench process on the same videos (decoding "
+        "count, at the profile's batch size; the split measured in a fresh process of its own on the same videos (decoding "
         "with 0 workers; each batch's parts synchronised; bookkeeping = Profiler.record + frame, warm cache; "
         "counting = the cold pass's extra bookkeeping, new signatures counted; the runs read those counts from "
         "their user cost cache, as a long run's later videos do); CPU bound: (decode + model CPU seconds) / cores "
