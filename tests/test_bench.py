@@ -172,6 +172,7 @@ def test_scale_figures_cold_counting_throughput_memory(result, tmp_path):
     assert sp["steady_bound_s_per_video"] == max(sp["decode_s"][1], sp["model_s"][1])
     bs = result["batch_sizes"]
     assert bs["sizes"] == [1, 2] and all(v > 0 for v in bs["s_per_clip"].values()) and bs["fastest"] in (1, 2)
+    assert bs["padded_s_per_clip"] > 0 and bs["speedup_exact_vs_padded"] > 0
     mem = result["memory"]
     assert mem["peak_rss_mib"] >= max(mem["peak_rss_mib_after"].values()) > 0 and mem["cuda_max_allocated_mib"] is None
     path = tmp_path / "b.md"

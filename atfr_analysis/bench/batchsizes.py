@@ -5,7 +5,9 @@ measurement behind the profile's default batch size on each device
 Clips made like the bench's (re-timed sample footage, ``bench.clips``) at the profile's crop (the
 bench's own crop is often reduced on the CPU, and which batch size is fastest depends on the
 size) run in batches of 1, 2, 4, ... up to the bench's batch size, every size timed in the same
-rounds (their order rotating, ``timing.timed_rounds``), medians over the rounds."""
+rounds (their order rotating, ``timing.timed_rounds``), medians over the rounds. Padded batching
+at the bench's batch size is timed in the same rounds: exact against padded at the profile's crop
+(the bench's main figure is at its own crop)."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -41,30 +43,37 @@ def batch_sizes(
     xs_all = w.xs_all if crop == w.crop and w.n >= n else pack_pathways(build_clips(w.spec, crop, n, seed)[0], w.spec)
     xs_all = [p[:n] for p in xs_all]
 
-    def pass_at(b: int) -> Callable[[], None]:
+    def pass_at(b: int, batching: str = "exact") -> Callable[[], None]:
         batches = [[p[i : i + b] for p in xs_all] for i in range(0, n, b)]
         batches = [[x.to(w.dev) for x in xs] for xs in batches]
 
         def run() -> None:
-            model.set_batching("exact")
+            model.set_batching(batching)
             with torch.no_grad(), w.amp():
                 for xs in batches:
                     model(xs)
         return run
 
     sizes = sizes_up_to(batch_size)
-    times = timed_rounds({str(b): pass_at(b) for b in sizes}, reps, warmup, w.dev, min_time, min_reps, max_reps)
+    fns = {str(b): pass_at(b) for b in sizes}
+    fns["padded"] = pass_at(batch_size, "padded")
+    times = timed_rounds(fns, reps, warmup, w.dev, min_time, min_reps, max_reps)
+    model.set_batching("exact")
     per_clip = {b: median(times[str(b)]) / n for b in sizes}
+    padded = median(times["padded"]) / n
     best = min(per_clip, key=per_clip.get)
     return {
         "sizes": sizes,
         "s_per_clip": {str(b): per_clip[b] for b in sizes},
         "vs_largest": {str(b): per_clip[batch_size] / per_clip[b] for b in sizes},
         "fastest": best,
+        "padded_s_per_clip": padded,
+        "speedup_exact_vs_padded": padded / per_clip[batch_size],
         "rounds": len(times[str(sizes[0])]),
         "clips": n,
         "crop": crop,
         "method": "a pass over clips made like the bench's, at the profile's crop, with exact batching at each batch size, the sizes timed in "
         "the same rounds (order rotating), median over rounds / clips; vs_largest = seconds per clip at the "
-        "bench's batch size over those at this size (above 1: faster than the largest batch)",
+        "bench's batch size over those at this size (above 1: faster than the largest batch); padded: padded batching "
+        "at the bench's batch size in the same rounds, speedup_exact_vs_padded = its seconds over exact's at that size",
     }

@@ -94,7 +94,10 @@ def _scale_blocks(r: dict) -> list[list[str]]:
         blocks.append([
             f"Batch sizes (exact forward at the profile's crop {bs.get('crop', '-')} px, seconds per clip, median of "
             f"{bs['rounds']} rounds): {per}; "
-            f"speed against batch {bs['sizes'][-1]}: {vs}; fastest: batch {bs['fastest']}."
+            f"speed against batch {bs['sizes'][-1]}: {vs}; fastest: batch {bs['fastest']}"
+            + (f"; padded batching at batch {bs['sizes'][-1]} {_f(bs['padded_s_per_clip'] * 1e3, 1)} ms, exact vs padded "
+               f"{_f(bs['speedup_exact_vs_padded'], 3)}" if bs.get("padded_s_per_clip") else "")
+            + "."
         ])
     tp = r.get("profile_throughput")
     if tp and not tp.get("skipped"):
