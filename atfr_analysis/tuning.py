@@ -5,12 +5,14 @@ One home for the choices that make a run fast and lean, so that what ``bench`` m
 
 - ``default_batch_size(device)``: views per forward pass when none is asked for. On CUDA 8
   (PySlowFast's test batch per GPU). On the CPU 1: ``atfr bench`` measures the exact forward's
-  seconds per view by batch size (its "batch sizes" line) and on the CPU larger batches are not
-  faster (slower for X3D), while every extra view in a batch holds its activations at once (a
-  SlowFast 4x16 batch of 8 at 256 takes about 0.7 GB more than one view).
+  seconds per clip by batch size at the profile's crop (its "batch sizes" line), and on the CPU
+  larger batches were not faster there (slower, for SlowFast 4x16 at 256 and X3D-S at 160), while
+  every extra view in a batch holds its activations at once (the profile's peak memory).
 - ``default_workers(device)``: DataLoader decoding processes: on CUDA this local rank's share of the
-  node's cores less one for the main process, at most 8; on the CPU one when there are two cores
-  or more (decoding overlaps the forward), else none.
+  node's cores less one for the main process, at most 8; on the CPU none: there decoding and the
+  model share the same cores, and ``atfr bench``'s profile runs measured a loader worker as
+  slower than none on a 2-core machine (the decode and model CPU seconds exceed what the cores
+  can overlap: the bench's "CPU bound").
 - ``ffmpeg_threads(workers)``: FFmpeg's decoder threads per decoding process, a share of the local
   rank's cores (torchrun's ``LOCAL_WORLD_SIZE``), never the whole node's count per rank.
 - ``decoder_niceness(device)``: on the CPU the decoding processes share the cores with the
@@ -77,7 +79,7 @@ def default_workers(device: torch.device | str, env: Mapping[str, str] | None = 
     mine = local_cores(env, cores)
     if torch.device(device).type == "cuda":
         return max(1, min(MAX_CUDA_WORKERS, mine - 1))
-    return 1 if mine >= 2 else 0
+    return 0
 
 
 def ffmpeg_threads(workers: int, env: Mapping[str, str] | None = None, cores: int | None = None) -> int:

@@ -12,7 +12,7 @@ from atfr_analysis.tuning import (
 
 def test_default_batch_size_and_workers_follow_the_device_and_the_local_rank():
     assert default_batch_size("cpu") == CPU_BATCH_SIZE == 1 and default_batch_size(torch.device("cuda:1")) == CUDA_BATCH_SIZE
-    assert default_workers("cpu", {}, cores=2) == 1 and default_workers("cpu", {}, cores=1) == 0
+    assert default_workers("cpu", {}, cores=2) == 0 and default_workers("cpu", {}, cores=64) == 0
     assert default_workers("cuda", {}, cores=16) == 8  # at most 8
     assert default_workers("cuda", {"LOCAL_WORLD_SIZE": "8"}, cores=16) == 1  # 2 cores a rank, one for the main process
     assert default_workers("cuda", {"LOCAL_WORLD_SIZE": "4"}, cores=16) == 3
