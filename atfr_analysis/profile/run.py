@@ -17,8 +17,8 @@ than the head), the run folder (a run with other settings, or results present wi
 from __future__ import annotations
 
 import dataclasses
-import functools
 import datetime as _dt
+import functools
 import os
 import time
 import uuid
