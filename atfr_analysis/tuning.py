@@ -5,9 +5,10 @@ One home for the choices that make a run fast and lean, so that what ``bench`` m
 
 - ``default_batch_size(device)``: views per forward pass when none is asked for. On CUDA 8
   (PySlowFast's test batch per GPU). On the CPU 1: ``atfr bench`` measures the exact forward's
-  seconds per clip by batch size at the profile's crop (its "batch sizes" line), and on the CPU
-  larger batches were not faster there (slower, for SlowFast 4x16 at 256 and X3D-S at 160), while
-  every extra view in a batch holds its activations at once (the profile's peak memory).
+  seconds per clip by batch size at the profile's crop (its "batch sizes" line): on the CPU batch 1
+  was the fastest or within a few per cent of it (SlowFast 4x16 at 256, X3D-S at 160) and batch 8
+  the slowest, while every extra view in a batch holds its activations at once (the profile's
+  peak memory).
 - ``default_workers(device)``: DataLoader decoding processes: on CUDA this local rank's share of the
   node's cores less one for the main process, at most 8; on the CPU none: there decoding and the
   model share the same cores, and ``atfr bench``'s profile runs measured a loader worker as

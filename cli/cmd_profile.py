@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         crop: Optional[int] = typer.Option(None, "--crop", help="square crop size C of each view (default: the model's protocol: 3 crops: the test crop; 1 crop: PySlowFast's 1-crop test size, X3D-S 160); the GMACs follow it"),
         apply_rotation: bool = typer.Option(False, "--apply-rotation", help="turn frames by their rotation metadata (default: as decoded, as PySlowFast; rotated videos are counted in the summary)"),
         batching: str = typer.Option("exact", "--batching", help="exact (per-clip results) or padded (official)"),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="views per forward pass (default: 8 on CUDA, 1 on the CPU, where bench measures larger batches as no faster)"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="views per forward pass (default: 8 on CUDA, 1 on the CPU, where bench measures batch 1 as fast as any)"),
         workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader decoding processes (default: on CUDA this rank's cores less one, at most 8; on the CPU 0: decoding and the model share the cores)"),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
         precision: str = typer.Option("fp32", "--precision", help="fp32, or on CUDA bf16/fp16 (GMACs do not change)"),
