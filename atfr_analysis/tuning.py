@@ -40,7 +40,7 @@ from typing import Mapping
 import torch
 
 __all__ = [
-    "default_batch_size", "default_workers", "local_cores", "ffmpeg_threads", "configure_inference",
+    "default_batch_size", "default_workers", "local_cores", "affinity_cores", "ffmpeg_threads", "configure_inference",
     "HeapRelease", "CUDA_BATCH_SIZE", "CPU_BATCH_SIZE", "MAX_CUDA_WORKERS", "decoder_niceness", "lower_priority",
     "DECODER_NICENESS_CPU",
 ]
@@ -58,7 +58,8 @@ def _local_ranks(env: Mapping[str, str]) -> int:
         return 1
 
 
-def _cores() -> int:
+def affinity_cores() -> int:
+    """The cores this process may run on (its affinity set; the CPU count where there is none)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -66,7 +67,7 @@ def local_cores(env: Mapping[str, str] | None = None, cores: int | None = None) 
     """This process's share of the cores it may run on: the node's (its affinity set) divided
     among torchrun's ``LOCAL_WORLD_SIZE`` ranks on the node; at least 1."""
     env = os.environ if env is None else env
-    cores = _cores() if cores is None else cores
+    cores = affinity_cores() if cores is None else cores
     return max(1, cores // _local_ranks(env))
 
 

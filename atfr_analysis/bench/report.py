@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from atfr_analysis.bench.config import RESULT_KEYS
+from atfr_analysis.bench.throughput import steady_cpu_seconds
 from atfr_analysis.errors import InputError
 
 __all__ = ["format_summary", "write_report", "dumps", "load_result", "section_key", "REPORT_HEAD"]
@@ -106,6 +107,7 @@ def _scale_blocks(r: dict) -> list[list[str]]:
         sp = tp["split"]
         parts = ", ".join(f"{k} {_f(v, 3)}" for k, v in sp["parts_s_per_video"].items())
         batch_note = " (the profile's default here)" if tp.get("batch_size_default") else ""
+        cpu = steady_cpu_seconds(sp)
         lines.append(
             f"Profile throughput (`profile()`, {tp['videos']} sample video(s) x {tp['views']} view(s) x "
             f"{tp['crops']} crop(s) at {tp['crop']} px, batch {tp['batch_size']}{batch_note}): seconds per video decode "
@@ -116,12 +118,11 @@ def _scale_blocks(r: dict) -> list[list[str]]:
             "the last, against max(decode, model) of those videos"
             + (f" ({_f(sp['steady_bound_s_per_video'], 3)} s per video)" if sp.get("steady_bound_s_per_video") else "")
             + "."
-            + (f" CPU time per video: decode {_f(sum(sp['decode_cpu_s']) / len(sp['decode_cpu_s']), 3)} s, model "
-               f"{_f(sum(sp['model_cpu_s']) / len(sp['model_cpu_s']), 3)} s; on {sp['cores']} core(s) overlapping them takes "
+            + (f" CPU time per video over those videos: decode {_f(cpu[0], 3)} s, model {_f(cpu[1], 3)} s; on {sp['cores']} core(s) overlapping them takes "
                f"at least {_f(sp['cpu_bound_s_per_video'], 3)} s per video (the CPU bound)"
                + (": above max(decode, model), so decoding and the model compete for the cores and max(decode, model) "
                   "is out of reach" if (sp['cpu_bound_s_per_video'] or 0) > (sp.get('steady_bound_s_per_video') or 0) else "")
-               + "." if sp.get("cpu_bound_s_per_video") else "")
+               + "." if cpu and sp.get("cpu_bound_s_per_video") else "")
         )
         for w, run in tp["runs"].items():
             if run.get("error"):

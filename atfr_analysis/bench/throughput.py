@@ -19,15 +19,15 @@ from atfr_analysis.bench.config import BenchConfig
 from atfr_analysis.bench.forward import post_exact, sgs_layers
 from atfr_analysis.bench.inputs import Workload
 from atfr_analysis.bench.timing import Laps, autocast
+from atfr_analysis.tuning import affinity_cores
 
-__all__ = ["profile_throughput", "PARTS"]
+__all__ = ["profile_throughput", "steady_cpu_seconds", "PARTS"]
 
 #: the parts of one batch of views in the profile loop, in order
 PARTS = ("transfer", "pre", "sgs", "post", "bookkeeping")
 
 
-def _video_list(cfg: BenchConfig, folder: Path) -> tuple[Path, list]:
-    from atfr_analysis.data.datasets import read_video_list
+def _video_list(cfg: BenchConfig, folder: Path) -> Path:
     from atfr_analysis.data.samples import sample_videos
 
     videos = sample_videos()
@@ -48,7 +48,7 @@ def _video_list(cfg: BenchConfig, folder: Path) -> tuple[Path, list]:
         files.append(dst)
     path = folder / "videos.txt"
     path.write_text("".join(f"{f} 0\n" for f in files))
-    return path, read_video_list(path)
+    return path
 
 
 def _checkpoint(w: Workload, cfg: BenchConfig, folder: Path) -> str:
@@ -106,7 +106,7 @@ def _split_child(args: dict) -> dict[str, Any]:
     return _split(model, dev, args["precision"], entries, proto, args["batch_size"], Path(args["cache_dir"]))
 
 
-def _run_profile(args: dict, folder: Path, tag: str, timeout_s: float) -> dict[str, Any]:
+def _run_profile(args: dict, folder: Path, tag: str, timeout_s: float, what: str = "the profile run") -> dict[str, Any]:
     args = dict(args, out=str(folder / f"run-{tag}"), result=str(folder / f"result-{tag}.json"))
     args_path = folder / f"args-{tag}.json"
     args_path.write_text(json.dumps(args))
@@ -117,11 +117,11 @@ def _run_profile(args: dict, folder: Path, tag: str, timeout_s: float) -> dict[s
         env = dict(os.environ, ATFR_CACHE_DIR=str(folder / "cost-cache"))
         p = subprocess.run([sys.executable, "-c", code, str(args_path)], capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
-        return {"error": f"the profile run took over {timeout_s:.0f} s"}
+        return {"error": f"{what} took over {timeout_s:.0f} s"}
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]
-        return {"error": f"the profile run failed (exit {p.returncode}): {tail[0]}"}
+        return {"error": f"{what} failed (exit {p.returncode}): {tail[0]}"}
     out = json.loads(Path(args["result"]).read_text())
     out["process_wall_s"] = wall
     return out
@@ -158,7 +158,7 @@ def _split(model, dev: torch.device, precision: str, entries, proto, batch_size:
     prof.use_cost_model(shapes, CostModel(model, shapes, cache=CostCache(dirs=[cache_dir])))
     prof.cost_model([torch.empty(s, device="meta") for s in shapes]).num_bins  # the profile's set-up
     model.set_batching("exact")
-    passes, per_video = [], []
+    passes = []
     for _ in ("cold", "warm"):
         tot = {k: 0.0 for k in PARTS}
         per_video, model_cpu = [], []
@@ -195,7 +195,7 @@ def _split(model, dev: torch.device, precision: str, entries, proto, batch_size:
         "model_s": per_video,
         "decode_cpu_s": decode_cpu,
         "model_cpu_s": model_cpu,
-        "cores": _cores(),
+        "cores": affinity_cores(),
         "means": "seconds per video are means over the videos (the profile's loop seconds per video are a mean)",
     }
 
@@ -218,16 +218,17 @@ def profile_throughput(w: Workload, cfg: BenchConfig, log=None) -> dict[str, Any
     batch = cfg.profile_batch_size or default_batch_size(w.dev)
     with tempfile.TemporaryDirectory(prefix="atfr-bench-") as tmp:
         folder = Path(tmp)
-        data, _entries = _video_list(cfg, folder)
+        data = _video_list(cfg, folder)
         args = {
             "checkpoint": _checkpoint(w, cfg, folder), "model": w.model.model_name, "data": str(data),
             "views": proto.views, "crops": proto.crops, "batch_size": batch, "device": str(w.dev),
             "precision": cfg.precision, "threads": cfg.threads,
         }
-        split = _run_profile(dict(args, split=True, cache_dir=str(folder / "cost-cache")), folder, "split", cfg.profile_timeout)
+        split = _run_profile(dict(args, split=True, cache_dir=str(folder / "cost-cache")), folder, "split",
+                             cfg.profile_timeout, what="the split")
         if "error" in split:
             log(f"profile split: {split['error']}")
-            return {"skipped": True, "reason": split["error"].replace("profile run", "split")}
+            return {"skipped": True, "reason": split["error"]}
         log(f"profile split: decode {split['decode_s_per_video']:.2f} s, model {split['model_s_per_video']:.2f} s per video")
         bound = max(split["decode_s_per_video"], split["model_s_per_video"])
         bound_counting = max(split["decode_s_per_video"], split["model_s_per_video"] + split["counting_s_per_video"])
@@ -276,10 +277,6 @@ def _g(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def _mean(xs) -> float:
     return sum(xs) / len(xs)
 
@@ -292,15 +289,22 @@ def _steady_bound(split: dict) -> float | None:
     return max(_mean(d), _mean(m))
 
 
+def steady_cpu_seconds(split: dict) -> tuple[float, float] | None:
+    """Mean CPU seconds per video of decoding and of the model over the steady state's videos
+    (all but the first); None without them."""
+    d, m = split.get("decode_cpu_s", [])[1:], split.get("model_cpu_s", [])[1:]
+    if not d or not m:
+        return None
+    return _mean(d), _mean(m)
+
+
 def _cpu_bound(split: dict) -> float | None:
     """The least seconds per video the machine's cores allow when decoding and the model overlap:
     (decode CPU seconds + model CPU seconds) / cores, over the steady state's videos. Where it
     exceeds max(decode, model), the two compete for the cores and max(decode, model) cannot be
     reached by overlapping them."""
-    d, m = split.get("decode_cpu_s", [])[1:], split.get("model_cpu_s", [])[1:]
-    if not d or not m:
-        return None
-    return (_mean(d) + _mean(m)) / max(1, split.get("cores") or 1)
+    cpu = steady_cpu_seconds(split)
+    return None if cpu is None else sum(cpu) / max(1, split.get("cores") or 1)
 
 
 def _rates(r: dict, bound: float, bound_counting: float, steady_bound: float | None, cpu_bound: float | None = None) -> dict[str, Any]:
