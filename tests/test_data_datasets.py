@@ -330,7 +330,11 @@ def test_view_dataset_ok_and_failed_items(tmp_path, carphone):
 def test_view_dataset_in_a_dataloader_with_a_worker(tmp_path, carphone):
     entries = [VideoEntry(0, tmp_path / "missing.mp4", 0, "x"), VideoEntry(1, carphone, 0, "x")]
     ds = ViewDataset(entries, TINY, views=1, crops=1, thread_type=None)
-    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1, collate_fn=collate_videos)
+    # the workers' context the profile uses: a fork of this threaded test process can hang in the child
+    from atfr_analysis.data.datasets import loader_context
+
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1, collate_fn=collate_videos,
+                                         multiprocessing_context=loader_context(1))
     items = [it for batch in loader for it in batch]
     assert [it["status"] for it in items] == ["failed", "ok"]
     assert tuple(items[1]["pathways"][0].shape) == (1, 3, 8, 32, 32)
