@@ -10,7 +10,11 @@ Formats read (``Checkpoint.format`` says which one a file was):
     a ``torch.save`` plain state dict, or a dict with ``state_dict``;
 ``"caffe2"``
     PySlowFast's Caffe2-converted ``.pkl`` files (a Python 2 pickle of ``{"blobs": {name:
-    array}}``), see ``atfr_analysis.caffe2``: blob names are mapped onto state-dict keys.
+    array}}``), see ``atfr_analysis.caffe2``: blob names are mapped onto state-dict keys;
+``"pytorchvideo"``
+    PyTorchVideo's model-zoo ``.pyth`` (``model_state`` in PyTorchVideo's ``blocks.N`` layout, or
+    that state dict alone, with or without a ``model.`` prefix), see ``atfr_analysis.pytorchvideo``:
+    keys are mapped onto ours, models the zoo lacks are refused by name.
 
 ``torch.save`` files go through ``torch.load(..., weights_only=True)``; any other pickle through a
 restricted unpickler that admits numpy arrays and plain containers only. A file that needs
@@ -62,7 +66,7 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     cfg: dict | None = None  # the parsed PySlowFast cfg (or our own record), when present
     meta: dict[str, Any] = field(default_factory=dict)  # epoch etc.
-    format: str = "pyslowfast"  # which format was read: "pyslowfast", "state_dict" or "caffe2"
+    format: str = "pyslowfast"  # which format was read: "pyslowfast", "state_dict", "caffe2" or "pytorchvideo"
 
     @property
     def facts(self) -> dict[str, Any]:
@@ -76,6 +80,10 @@ class Checkpoint:
                 f"caffe2 (PySlowFast's Caffe2-converted .pkl: {len(self.state_dict)} weight blobs mapped onto "
                 f"state-dict keys, {len(skipped)} training-state blobs skipped)"
             )
+        if self.format == "pytorchvideo":
+            from atfr_analysis.pytorchvideo import describe
+
+            return describe(self.meta)
         if self.format == "pyslowfast":
             return "pyslowfast (torch.save dict with model_state" + (", cfg)" if self.cfg else ")")
         return "state_dict (torch.save state dict)"
@@ -263,6 +271,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: {first[:200]}") from None
     state, cfg, meta = _unwrap_state(obj, path)
+    from atfr_analysis.pytorchvideo import is_pytorchvideo_state
+
+    if is_pytorchvideo_state(state):
+        return _load_pytorchvideo(path, state, meta)
     fmt = "pyslowfast" if isinstance(obj, Mapping) and "model_state" in obj else "state_dict"
     return Checkpoint(path=path, state_dict=state, cfg=cfg, meta=meta, format=fmt)
 
@@ -279,6 +291,18 @@ def _load_caffe2(path: Path) -> Checkpoint:
         raise CheckpointError(f"cannot read checkpoint {path} (not a torch.save file; as a Caffe2 .pkl: {e})") from None
     meta = {"epoch": -1, "caffe2_blobs": len(blobs), "caffe2_skipped": skipped}
     return Checkpoint(path=path, state_dict=state, cfg=None, meta=meta, format="caffe2")
+
+
+def _load_pytorchvideo(path: Path, state: dict, meta: dict) -> Checkpoint:
+    from atfr_analysis.pytorchvideo import PyTorchVideoError, pytorchvideo_state_dict
+
+    try:
+        ours, layout, info = pytorchvideo_state_dict(state)
+    except PyTorchVideoError as e:
+        raise CheckpointError(f"cannot use checkpoint {path} (PyTorchVideo layout): {e}") from None
+    meta = {**meta, "pytorchvideo_layout": layout, "pytorchvideo_source": info["source"]}
+    meta["pytorchvideo_identity_norms"] = info["identity_norms"]
+    return Checkpoint(path=path, state_dict=ours, cfg=None, meta=meta, format="pytorchvideo")
 
 
 def _preview(keys: list[str], n: int = 3) -> str:

@@ -25,7 +25,8 @@ def load_model_from_checkpoint(checkpoint: str | Path, model_name: str, allow_mi
     Raises a one-line ``CheckpointError`` when the file needs arbitrary unpickling, when its
     PySlowFast cfg disagrees with the model (arch, frames, sampling rate, alpha, crop sizes,
     classes), or when keys are missing, unexpected or shape-mismatched (``allow_missing="sgs"``
-    lets exactly the SGS parameters be missing).
+    lets exactly the SGS parameters be missing). A PyTorchVideo checkpoint must be of the model's
+    architecture (``pytorchvideo.check_fits``: errors name PyTorchVideo's keys).
     """
     get_entry(model_name)  # unknown name: one-line error before reading anything
     with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
@@ -36,5 +37,11 @@ def load_model_from_checkpoint(checkpoint: str | Path, model_name: str, allow_mi
     problems = check_cfg(ckpt.facts, model)
     if problems:
         raise CheckpointError(f"checkpoint cfg does not match --model {model_name}: " + "; ".join(problems))
+    if ckpt.format == "pytorchvideo":
+        from atfr_analysis.pytorchvideo import check_fits
+
+        problems = check_fits(model_name, model, ckpt.state_dict, ckpt.meta)
+        if problems:
+            raise CheckpointError(f"checkpoint does not fit --model {model_name}: " + "; ".join(problems))
     info = load_state_into(model, ckpt.state_dict, allow_missing=allow_missing)
     return model, ckpt, info
