@@ -53,23 +53,23 @@ mis-shaped tensor; the load itself stays ``checkpoint.load_state_into``'s (stric
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 
 __all__ = [
-    "PyTorchVideoError",
-    "PtvLayout",
     "IDENTITY_NORM",
-    "is_pytorchvideo_state",
-    "strip_prefix",
-    "identify",
-    "ptv_key_to_ours",
-    "our_key_to_ptv",
-    "pytorchvideo_state_dict",
+    "PtvLayout",
+    "PyTorchVideoError",
     "check_fits",
     "describe",
+    "identify",
+    "is_pytorchvideo_state",
+    "our_key_to_ptv",
+    "ptv_key_to_ours",
+    "pytorchvideo_state_dict",
+    "strip_prefix",
 ]
 
 _PREFIX = "model."
@@ -166,7 +166,7 @@ def ptv_key_to_ours(key: str, head_block: int) -> str | None:
     return None
 
 
-def our_key_to_ptv(key: str, layout: "PtvLayout") -> str | None:
+def our_key_to_ptv(key: str, layout: PtvLayout) -> str | None:
     """PyTorchVideo's key of our ``key`` in ``layout`` (the inverse of ``ptv_key_to_ours``)."""
     inv = {name: {v: k for k, v in table.items()} for name, table in
            (("res", _X3D_RES if layout.x3d else _RES), ("fuse", _FUSE), ("head", _HEAD),
@@ -204,7 +204,7 @@ class PtvLayout:
     x3d: bool
 
     def accepts(self, model_name: str) -> bool:
-        base = model_name[: -len("_atfr")] if model_name.endswith("_atfr") else model_name
+        base = model_name.removesuffix("_atfr")
         return base in self.models
 
 
@@ -253,7 +253,10 @@ def identify(state: Mapping[str, torch.Tensor]) -> PtvLayout:
     depths = _depths(keys, None)
     if "blocks.0.conv.conv_t.weight" in shapes:
         width = shapes["blocks.0.conv.conv_t.weight"][0]
-        names = {(3, 5, 11, 7): ("x3d_xs/x3d_s/x3d_m", ("x3d_xs", "x3d_s", "x3d_m")), (5, 10, 25, 15): ("x3d_l", ("x3d_l",))}
+        names = {
+            (3, 5, 11, 7): ("x3d_xs/x3d_s/x3d_m", ("x3d_xs", "x3d_s", "x3d_m")),
+            (5, 10, 25, 15): ("x3d_l", ("x3d_l",)),
+        }
         if width != 24 or depths not in names:
             raise PyTorchVideoError(
                 f"a PyTorchVideo X3D with stem width {width} and {'/'.join(map(str, depths))} blocks per stage "
@@ -274,7 +277,8 @@ def _identify_resnet(shapes, depths, head: int) -> PtvLayout:
             "model zoo (slow_r50: 3/4/6/3)"
         )
     if len(stem) == 5 and stem[2] != 1:
-        raise PyTorchVideoError(f"PyTorchVideo's i3d_r50 (stem kernel {stem[2]}x{stem[3]}x{stem[4]}) is not in the model zoo")
+        kernel = "x".join(map(str, stem[2:]))
+        raise PyTorchVideoError(f"PyTorchVideo's i3d_r50 (stem kernel {kernel}) is not in the model zoo")
     if len(res4) == 5 and res4[2] == 1:
         raise PyTorchVideoError("PyTorchVideo's c2d_r50 (no temporal kernels in res4/res5) is not in the model zoo")
     return PtvLayout("slow_r50", ("slow_8x8_r50",), 1, head, False)
@@ -291,7 +295,8 @@ def _identify_slowfast(keys, shapes, head: int) -> PtvLayout:
             "(slowfast_r50 only)"
         )
     if len(fuse) != 5 or fuse[2] != 7:
-        raise PyTorchVideoError(f"a PyTorchVideo SlowFast R50 with fusion kernel {fuse[2:3]} is not in the model zoo (7)")
+        kernel = fuse[2] if len(fuse) == 5 else "?"
+        raise PyTorchVideoError(f"a PyTorchVideo SlowFast R50 with fusion kernel {kernel} is not in the model zoo (7)")
     return PtvLayout("slowfast_r50", ("slowfast_8x8_r50",), 2, head, False)
 
 
@@ -335,7 +340,8 @@ def pytorchvideo_state_dict(state: Mapping[str, torch.Tensor]):
     if unknown:
         more = f" (+{len(unknown) - 3} more)" if len(unknown) > 3 else ""
         raise PyTorchVideoError(
-            f"{len(unknown)} key(s) follow no rule of PyTorchVideo's {layout.ptv_name} layout: {', '.join(unknown[:3])}{more}"
+            f"{len(unknown)} key(s) follow no rule of PyTorchVideo's {layout.ptv_name} layout: "
+            f"{', '.join(unknown[:3])}{more}"
         )
     counters = any(k.endswith("num_batches_tracked") for k in out)
     added = _identity_norms(out, counters) if layout.x3d else []
@@ -348,8 +354,9 @@ def check_fits(model_name: str, model: torch.nn.Module, state: Mapping[str, torc
     ``load_state_into``'s to allow or refuse)."""
     layout: PtvLayout = meta["pytorchvideo_layout"]
     if not layout.accepts(model_name):
-        return [f"it is PyTorchVideo's {layout.ptv_name}, which loads into {', '.join(layout.models)} "
-                f"(or their _atfr variants), not {model_name}"]
+        models = ", ".join(layout.models)
+        what = f"it is PyTorchVideo's {layout.ptv_name}, which loads into {models} (or _atfr variants)"
+        return [f"{what}, not {model_name}"]
     source: Mapping[str, str] = meta["pytorchvideo_source"]
     own = model.state_dict()
     missing = [our_key_to_ptv(k, layout) or k for k in own if k not in state and "ts_layer." not in k]

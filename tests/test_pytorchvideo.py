@@ -31,7 +31,8 @@ from atfr_analysis.pytorchvideo import (
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "pytorchvideo_forward"
 PATHS = sorted(FIXTURES.glob("*.pt")) if FIXTURES.is_dir() else []
 PUBLIC = {"x3d_xs", "x3d_s", "slow_r50", "slowfast_r50"}
-HEAVY = {"slow_r50", "slowfast_r50"}  # 224 px R50s: one forward each, a few seconds on 2 cores
+#: over a few seconds on 2 cores (one forward each); X3D-XS stays in the fast run
+SLOW = {"x3d_s", "slow_r50", "slowfast_r50"}
 SOFTMAX_TOL = 1e-5  # the README's: per clip, relative to the clip's largest probability
 LOGITS_TOL = 1e-4
 
@@ -101,7 +102,7 @@ def test_public_fixtures_present():
 
 
 def _marks(p: Path):
-    return pytest.param(p, marks=pytest.mark.slow, id=p.stem) if p.stem in HEAVY else pytest.param(p, id=p.stem)
+    return pytest.param(p, marks=pytest.mark.slow, id=p.stem) if p.stem in SLOW else pytest.param(p, id=p.stem)
 
 
 @pytest.mark.parametrize("path", [_marks(p) for p in PATHS])
@@ -169,8 +170,23 @@ def test_x3d_res2_shortcut_equals_its_conv_bit_for_bit(tmp_path):
         assert torch.equal(bn.bias - bn.running_mean * scale, torch.zeros_like(scale))
 
 
+@pytest.mark.slow
+def test_fixture_check_sees_the_shortcut_norm(tmp_path, monkeypatch):
+    """Negative control: PySlowFast's function (a real norm on that shortcut, with the recipe's
+    statistics) instead of PyTorchVideo's is far outside the tolerance."""
+    import atfr_analysis.pytorchvideo as ptv
+
+    real_norm = {"weight": 1.1, "bias": 0.1, "running_mean": 0.1, "running_var": 0.7}
+    monkeypatch.setattr(ptv, "IDENTITY_NORM", real_norm)
+    p_err, l_err = run_fixture(tmp_path, "x3d_xs")
+    assert l_err > 100 * LOGITS_TOL and p_err > SOFTMAX_TOL
+
+
 # ----------------------------------------------------------------------------- variants
-@pytest.mark.parametrize("wrap,prefix", [("model_state", ""), ("bare", ""), ("model_state", "model."), ("bare", "model.")])
+VARIANTS = [("model_state", ""), ("bare", ""), ("model_state", "model."), ("bare", "model.")]
+
+
+@pytest.mark.parametrize("wrap,prefix", VARIANTS)
 def test_layout_variants_load(tmp_path, wrap, prefix):
     fx = _fixture("x3d_xs")
     path = write_ptv(tmp_path / "x.pyth", ptv_state(fx), wrap=wrap, prefix=prefix)
@@ -291,19 +307,18 @@ def test_load_checkpoint_generic_path(tmp_path):
 # ----------------------------------------------------------------------------- the CLI
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["x3d_xs", "x3d_s_atfr"])
-def test_profile_cli_on_real_footage(tmp_path, model):
+def test_profile_cli_on_real_footage(tmp_path, capsys, model):
     from profile_helpers import run_cli, sample_list
 
     name = "x3d_s" if model.startswith("x3d_s") else "x3d_xs"
     ckpt = write_ptv(tmp_path / f"{name}.pyth", ptv_state(_fixture(name)))
     data = sample_list(tmp_path / "list.csv", names=("bikes",))
     out = tmp_path / "run"
-    args = ["profile", str(ckpt), "--model", model, "--data", str(data), "--out", str(out), "--device", "cpu"]
-    args += ["--views", "1", "--crops", "1"]
-    if model.endswith("_atfr"):
-        args += ["--allow-missing", "sgs"]
-    res = run_cli(args)
-    assert res.returncode == 0, res.stderr or res.stdout
+    args = ["profile", ckpt, "--model", model, "--data", data, "--out", out, "--device", "cpu", "--views", "1"]
+    args += ["--crops", "1", "--workers", "0"] + (["--allow-missing", "sgs"] if model.endswith("_atfr") else [])
+    code, stdout, err = run_cli(capsys, *args)
+    assert code == 0, err
     meta = json.loads((out / "run.json").read_text())
-    assert meta["checkpoint_format"].startswith("pytorchvideo")
-    assert "pytorchvideo" in res.stdout + res.stderr
+    assert meta["checkpoint_format"].startswith("pytorchvideo (PyTorchVideo model-zoo .pyth of x3d_xs/x3d_s/x3d_m")
+    assert meta["summary"]["videos_ok"] == 1
+    assert "checkpoint: pytorchvideo" in stdout + err
