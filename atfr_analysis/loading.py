@@ -5,11 +5,17 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from atfr_analysis.checkpoint import CheckpointError, check_cfg, load_checkpoint, load_state_into
+from atfr_analysis.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    check_cfg,
+    load_checkpoint,
+    load_state_into,
+)
 from atfr_analysis.models import build_model
 from atfr_analysis.models.registry import get_entry
 
-__all__ = ["load_model_from_checkpoint"]
+__all__ = ["load_into", "load_model_from_checkpoint"]
 
 #: the head size assumed when a checkpoint does not say (Kinetics-400)
 DEFAULT_NUM_CLASSES = 400
@@ -34,6 +40,15 @@ def load_model_from_checkpoint(checkpoint: str | Path, model_name: str, allow_mi
         ckpt = load_checkpoint(checkpoint)
     ncls = ckpt.num_classes() or DEFAULT_NUM_CLASSES
     model = build_model(model_name, num_classes=ncls)
+    info = load_into(model, model_name, ckpt, allow_missing)
+    return model, ckpt, info
+
+
+def load_into(model, model_name: str, ckpt: Checkpoint, allow_missing: str | None = None) -> dict:
+    """Load a read checkpoint (any format ``load_checkpoint`` reads) into a built ``model_name``:
+    its PySlowFast cfg checked, a PyTorchVideo file's architecture and keys checked in its own
+    names, then ``load_state_into`` (strict). Returns ``load_state_into``'s report; one-line
+    ``CheckpointError`` on any mismatch. For callers that build the model themselves (training)."""
     problems = check_cfg(ckpt.facts, model)
     if problems:
         raise CheckpointError(f"checkpoint cfg does not match --model {model_name}: " + "; ".join(problems))
@@ -43,5 +58,4 @@ def load_model_from_checkpoint(checkpoint: str | Path, model_name: str, allow_mi
         problems = check_fits(model_name, model, ckpt.state_dict, ckpt.meta)
         if problems:
             raise CheckpointError(f"checkpoint does not fit --model {model_name}: " + "; ".join(problems))
-    info = load_state_into(model, ckpt.state_dict, allow_missing=allow_missing)
-    return model, ckpt, info
+    return load_state_into(model, ckpt.state_dict, allow_missing=allow_missing)

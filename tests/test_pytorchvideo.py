@@ -295,15 +295,18 @@ def test_zoo_names_exist():
 
 
 def test_load_checkpoint_generic_path(tmp_path):
-    """``load_checkpoint`` + ``load_state_into`` (what ``train --init-from`` uses) take the file too."""
+    """A model built by the caller (training's ``--init-from``): ``loading.load_into`` checks and loads
+    a read PyTorchVideo file; plain ``load_checkpoint`` + ``load_state_into`` take it too."""
     from atfr_analysis.checkpoint import load_state_into
+    from atfr_analysis.loading import load_into
     from atfr_analysis.models import build_model
 
     path = write_ptv(tmp_path / "s.pyth", ptv_state(_fixture("x3d_s")))
     ck = load_checkpoint(path)
-    model = build_model("x3d_s_atfr")
-    info = load_state_into(model, ck.state_dict, allow_missing="sgs")
-    assert info["missing"]
+    assert load_into(build_model("x3d_s_atfr"), "x3d_s_atfr", ck, allow_missing="sgs")["missing"]
+    assert load_state_into(build_model("x3d_s_atfr"), ck.state_dict, allow_missing="sgs")["missing"]
+    with pytest.raises(CheckpointError, match="it is PyTorchVideo's x3d_xs/x3d_s/x3d_m"):
+        load_into(build_model("slow_8x8_r50"), "slow_8x8_r50", ck)
 
 
 # ----------------------------------------------------------------------------- the CLI
