@@ -285,6 +285,17 @@ def test_x3d_s_into_atfr_needs_allow_missing(tmp_path):
     assert ck.num_classes() == 400
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["slow_r50", "slowfast_r50"])
+def test_resnets_into_atfr_variants(tmp_path, name):
+    fx = _fixture(name)
+    state = {k: torch.full(tuple(s), 0.5) for k, s in zip(fx["keys"], fx["shapes"])}
+    path = write_ptv(tmp_path / "r.pyth", state)
+    model, _, info = load_model_from_checkpoint(path, fx["model"] + "_atfr", allow_missing="sgs")
+    assert info["missing"] and all("ts_layer." in k for k in info["missing"])
+    assert torch.equal(model.head.projection.bias, torch.full((400,), 0.5))
+
+
 def test_zoo_names_exist():
     names = set(list_models())
     for m in ("x3d_xs", "x3d_s", "x3d_m", "x3d_l", "slow_8x8_r50", "slowfast_8x8_r50"):
@@ -326,6 +337,7 @@ def test_profile_cli_on_real_footage(tmp_path, capsys, model):
     meta = json.loads((out / "run.json").read_text())
     assert meta["checkpoint_format"].startswith("pytorchvideo (PyTorchVideo model-zoo .pyth of x3d_xs/x3d_s/x3d_m")
     assert meta["summary"]["videos_ok"] == 1
+    assert meta["summary"]["checkpoint_format"] == meta["checkpoint_format"]
     assert "checkpoint: pytorchvideo" in stdout + err
 
 
