@@ -98,14 +98,18 @@ IDENTITY_NORM = {"weight": 1.0, "bias": 0.0, "running_mean": 0.0, "running_var":
 
 # ----------------------------------------------------------------------------- names
 #: module paths renamed per place (PyTorchVideo -> ours); parameter names are kept
-_STEM = {"conv": "conv", "norm": "bn", "conv.conv_t": "conv_xy", "conv.conv_xy": "conv"}
+_R_STEM = {"conv": "conv", "norm": "bn"}
+_X3D_STEM = {"conv.conv_t": "conv_xy", "conv.conv_xy": "conv", "norm": "bn"}  # PyTorchVideo's names swapped
+_STEM = {**_R_STEM, **_X3D_STEM}  # as a forward rule the two never collide
 _RES = {
     "branch1_conv": "branch1",
     "branch1_norm": "branch1_bn",
     **{f"branch2.conv_{x}": f"branch2.{x}" for x in "abc"},
     **{f"branch2.norm_{x}": f"branch2.{x}_bn" for x in "abc"},
 }
-_X3D_RES = {  # squeeze-excitation inside norm_b: the norm, then the SE's two convs
+#: X3D: squeeze-excitation inside norm_b (the norm, then the SE's two convs); in the inverse,
+#: ``norm_b.0`` replaces the ResNets' ``norm_b`` (later entries win)
+_X3D_RES = {
     **_RES,
     "branch2.norm_b.0": "branch2.b_bn",
     "branch2.norm_b.1.block.0": "branch2.se.fc1",
@@ -113,8 +117,6 @@ _X3D_RES = {  # squeeze-excitation inside norm_b: the norm, then the SE's two co
 }
 _FUSE = {"conv_fast_to_slow": "conv_f2s", "norm": "bn"}
 _HEAD = {"proj": "projection", "pool.pre_conv": "conv_5", "pool.pre_norm": "conv_5_bn", "pool.post_conv": "lin_5"}
-_X3D_STEM = {k: v for k, v in _STEM.items() if "." in k or k == "norm"}
-_R_STEM = {"conv": "conv", "norm": "bn"}
 
 _PARAM = r"(?P<mod>.+)\.(?P<param>weight|bias|running_mean|running_var|num_batches_tracked)"
 _PATHWAY = r"(?:multipathway_blocks\.(?P<p>\d+)\.)?"
