@@ -373,3 +373,14 @@ def test_other_x3d_sizes_round_trip(tmp_path, model):
     for k, v in src.items():
         if "s2.pathway0_res0.branch1_bn." not in k:
             assert torch.equal(got[k], v), k
+
+
+def test_cli_refusal_is_one_line_exit_2(tmp_path, capsys):
+    from profile_helpers import assert_one_line_error, run_cli, sample_list
+
+    fx = _fixture("slowfast_r50")
+    ckpt = write_ptv(tmp_path / "r101.pyth", _slowfast_r101_table())
+    data = sample_list(tmp_path / "list.csv", names=("bikes",))
+    code, _, err = run_cli(capsys, "profile", ckpt, "--model", fx["model"], "--data", data, "--out", tmp_path / "run")
+    assert_one_line_error(code, err, "PyTorchVideo's SlowFast R101", "not in the model zoo")
+    assert not (tmp_path / "run" / "run.json").exists()
