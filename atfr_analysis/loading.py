@@ -15,7 +15,9 @@ __all__ = ["load_model_from_checkpoint"]
 DEFAULT_NUM_CLASSES = 400
 
 
-def load_model_from_checkpoint(checkpoint: str | Path, model_name: str, allow_missing: str | None = None):
+def load_model_from_checkpoint(
+    checkpoint: str | Path, model_name: str, allow_missing: str | None = None, allow_nonfinite_weights: bool = False
+):
     """Build ``model_name`` to fit ``checkpoint`` (class count from its head) and load it strictly.
 
     Returns ``(model, checkpoint, info)``: the model (on the CPU, in train mode as built), the
@@ -24,8 +26,9 @@ def load_model_from_checkpoint(checkpoint: str | Path, model_name: str, allow_mi
 
     Raises a one-line ``CheckpointError`` when the file needs arbitrary unpickling, when its
     PySlowFast cfg disagrees with the model (arch, frames, sampling rate, alpha, crop sizes,
-    classes), or when keys are missing, unexpected or shape-mismatched (``allow_missing="sgs"``
-    lets exactly the SGS parameters be missing).
+    classes), when keys are missing, unexpected or shape-mismatched (``allow_missing="sgs"``
+    lets exactly the SGS parameters be missing), or when a weight holds NaN or inf (unless
+    ``allow_nonfinite_weights``: ``info["nonfinite"]`` then names those tensors).
     """
     get_entry(model_name)  # unknown name: one-line error before reading anything
     with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
@@ -36,5 +39,5 @@ def load_model_from_checkpoint(checkpoint: str | Path, model_name: str, allow_mi
     problems = check_cfg(ckpt.facts, model)
     if problems:
         raise CheckpointError(f"checkpoint cfg does not match --model {model_name}: " + "; ".join(problems))
-    info = load_state_into(model, ckpt.state_dict, allow_missing=allow_missing)
+    info = load_state_into(model, ckpt.state_dict, allow_missing=allow_missing, allow_nonfinite_weights=allow_nonfinite_weights)
     return model, ckpt, info
