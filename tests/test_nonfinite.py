@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import math
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from profile_helpers import assert_one_line_error, run_cli, sample_list, torch_threads
 
 import atfr_analysis
-from atfr_analysis.checkpoint import NonFiniteWeightsError, check_finite_weights, load_checkpoint
+from atfr_analysis.checkpoint import (
+    NonFiniteWeightsError,
+    check_finite_weights,
+    load_checkpoint,
+)
 from atfr_analysis.demo import DEMO, checkpoint_path
 from atfr_analysis.errors import AtfrError, InputError, NonFiniteError
 from atfr_analysis.loading import load_model_from_checkpoint
@@ -26,7 +32,6 @@ from atfr_analysis.profile.log import load_videos, read_meta
 from atfr_analysis.profile.schema import NONFINITE_SCORES
 from atfr_analysis.profile.summary import EXIT_NONE_PROFILED
 from atfr_analysis.sgs import SimilarityGuidedSampling
-from profile_helpers import assert_one_line_error, run_cli, sample_list, torch_threads
 
 BASE, ATFR = DEMO["baseline"], DEMO["atfr"]  # slow_tiny, slow_tiny_atfr
 SGS = "s2.ts_layer"  # the SGS layer of slow_tiny_atfr
@@ -38,7 +43,7 @@ SGS_MLP = f"{SGS}.fc.0.weight"
 VIDEOS = ("bikes", "carphone_pristine")
 
 
-def poisoned(tmp_path, model: str, key: str, value: float = math.nan, where=(0,)) -> "Path":  # noqa: F821
+def poisoned(tmp_path, model: str, key: str, value: float = math.nan, where=(0,)) -> Path:
     """The shipped checkpoint of ``model`` with ``value`` written into ``key`` at the flat
     positions ``where`` (same format: PySlowFast dict, fp16 storage, cfg)."""
     obj = torch.load(checkpoint_path(model), map_location="cpu", weights_only=True)
@@ -224,7 +229,7 @@ def test_sgs_layer_given_nonfinite_features(bad):
     torch.manual_seed(0)
     layer = SimilarityGuidedSampling(8, num_bins=4).eval()
     x = torch.randn(2, 8, 6, 3, 3)
-    ok_out, _mask, ok_bins = layer(x, return_bins=True)
+    _out, _mask, ok_bins = layer(x, return_bins=True)
     assert (ok_bins >= 1).all()
     x[1, 3, 2, 1, 1] = bad
     with pytest.raises(NonFiniteError, match=r"an SGS layer: \d+ of its 12 frame distances are NaN or inf; its input"):
