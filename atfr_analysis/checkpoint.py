@@ -306,7 +306,8 @@ def check_finite_weights(state: Mapping[str, torch.Tensor], allow: bool = False)
         nan = int(torch.isnan(v).sum())
         inf = int(torch.isinf(v).sum())
         what = " and ".join(s for s in (f"{nan} NaN" if nan else "", f"{inf} inf" if inf else "") if s)
-        more = f"; {len(bad) - 1} more tensors too ({_preview(bad[1:], 2)})" if len(bad) > 1 else ""
+        others = len(bad) - 1
+        more = f"; {others} more tensor{'s' if others > 1 else ''} too ({_preview(bad[1:], 2)})" if others else ""
         raise NonFiniteWeightsError(
             f"checkpoint holds non-finite weights: {bad[0]} has {what} of its {v.numel()} values{more} "
             "(a diverged training?); pass --allow-nonfinite-weights (allow_nonfinite_weights=True) to load it anyway"

@@ -39,5 +39,7 @@ def load_model_from_checkpoint(
     problems = check_cfg(ckpt.facts, model)
     if problems:
         raise CheckpointError(f"checkpoint cfg does not match --model {model_name}: " + "; ".join(problems))
-    info = load_state_into(model, ckpt.state_dict, allow_missing=allow_missing, allow_nonfinite_weights=allow_nonfinite_weights)
+    info = load_state_into(
+        model, ckpt.state_dict, allow_missing=allow_missing, allow_nonfinite_weights=allow_nonfinite_weights
+    )
     return model, ckpt, info

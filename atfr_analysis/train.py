@@ -117,12 +117,14 @@ class TrainConfig:
         for name, v, low, high, open_low in (
             ("--epochs", self.epochs, 1, inf, False), ("--batch-size", self.batch_size, 1, inf, False),
             ("--lr", self.lr, 0, inf, True), ("momentum", self.momentum, 0, 1, False),
-            ("--weight-decay", self.weight_decay, 0, inf, False), ("--warmup-epochs", self.warmup_epochs, 0, inf, False),
+            ("--weight-decay", self.weight_decay, 0, inf, False),
+            ("--warmup-epochs", self.warmup_epochs, 0, inf, False),
             ("--clip-grad", self.clip_grad, 0, inf, True), ("--sgs-grad-clamp", self.sgs_grad_clamp, 0, inf, False),
             ("--val-fraction", self.val_fraction, 0, 1, False),
             ("--max-failed-fraction", self.max_failed_fraction, 0, 1, False),
             ("--temporal-diff-init", self.temporal_diff_init, 0, 1, False), ("--workers", self.workers, 0, inf, False),
-            ("--precise-bn", self.precise_bn, 0, inf, False), ("--precise-bn-first", self.precise_bn_first, 0, inf, False),
+            ("--precise-bn", self.precise_bn, 0, inf, False),
+            ("--precise-bn-first", self.precise_bn_first, 0, inf, False),
             ("--max-steps", self.max_steps, 1, inf, False), ("--crop", self.crop, 1, inf, False),
             *(("scale_jitter", j, 0, inf, True) for j in self.scale_jitter),
         ):

@@ -18,7 +18,11 @@ def register(app: typer.Typer) -> None:
         crops: Optional[int] = typer.Option(None, "--crops", help="spatial crops, 1 or 3 (default: the model's)"),
         out: Optional[Path] = typer.Option(None, "--out", help="output stem: writes OUT.json and OUT.png (default: explain_<video name>)"),
         allow_missing: Optional[str] = typer.Option(None, "--allow-missing", help="'sgs': the checkpoint may lack the SGS parameters"),
-        allow_nonfinite_weights: bool = typer.Option(False, "--allow-nonfinite-weights", help="load a checkpoint whose weights hold NaN or inf (refused by default), e.g. to see where a diverged model breaks"),
+        allow_nonfinite_weights: bool = typer.Option(
+            False, "--allow-nonfinite-weights",
+            help="load a checkpoint whose weights hold NaN or inf (refused by default), e.g. to see where a diverged "
+            "model breaks",
+        ),
         demo: bool = typer.Option(False, "--demo", help="explain the demo's still, slow_4x and normal clips into --out (default reports/demo)"),
     ) -> None:
         """Per view and SGS layer: each frame's distance, its bin, the active bins B', the view's GMACs."""

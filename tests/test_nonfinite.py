@@ -90,7 +90,7 @@ def test_refusal_counts_nan_and_inf_and_names_the_other_tensors():
         "c": torch.tensor([math.nan]),
         "n": torch.tensor(3),  # an integer counter: not a weight
     }
-    with pytest.raises(NonFiniteWeightsError, match=r"a has 1 NaN and 2 inf of its 4 values; 1 more tensors too \(c\)"):
+    with pytest.raises(NonFiniteWeightsError, match=r"a has 1 NaN and 2 inf of its 4 values; 1 more tensor too \(c\)"):
         check_finite_weights(state)
     assert check_finite_weights(state, allow=True) == ["a", "c"]
     assert check_finite_weights({"b": torch.zeros(3), "n": torch.tensor(1)}) == []
@@ -283,7 +283,9 @@ def test_a_directory_as_the_checkpoint_says_so(tmp_path, capsys, videos):
         load_checkpoint(tmp_path)
     code, _out, err = run_cli(capsys, "profile", tmp_path, "--model", BASE, "--data", videos, "--out", tmp_path / "r")
     assert_one_line_error(code, err, "is a directory")
-    code, _out, err = run_cli(capsys, "explain", videos, "--checkpoint", tmp_path, "--model", ATFR, "--out", tmp_path / "x")
+    code, _out, err = run_cli(
+        capsys, "explain", videos, "--checkpoint", tmp_path, "--model", ATFR, "--out", tmp_path / "x"
+    )
     assert_one_line_error(code, err, "is a directory")
 
 

@@ -138,7 +138,9 @@ def _load_model(cfg: ProfileConfig) -> _Model:
     """The checkpoint into ``cfg.model``, before any video is read."""
     from atfr_analysis.data.views import view_protocol
 
-    net, ckpt, info = load_model_from_checkpoint(cfg.checkpoint, cfg.model, cfg.allow_missing, cfg.allow_nonfinite_weights)
+    net, ckpt, info = load_model_from_checkpoint(
+        cfg.checkpoint, cfg.model, cfg.allow_missing, cfg.allow_nonfinite_weights
+    )
     ckpt = _CheckpointFacts(ckpt.facts, ckpt.describe())  # the weights are in net: keep no second copy
     proto = view_protocol(net, cfg.views, cfg.crops, cfg.short_side, cfg.crop)
     return _Model(
