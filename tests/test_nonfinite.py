@@ -175,10 +175,22 @@ def test_cli_profile_nonfinite_scores_exit_non_zero_without_a_top1(tmp_path, cap
     assert (load_videos(out)["status"] == "failed").all()
 
 
-def test_a_finite_model_is_unchanged(tmp_path, videos):
-    """The same list through the shipped checkpoint: every video ok (the check costs nothing)."""
+def test_a_finite_model_is_unchanged_and_an_old_nan_log_gets_no_top1(tmp_path, videos):
+    """The same list through the shipped checkpoint: every video ok. A log written before
+    non-finite views were failed rows (NaN in an ok video's scores) gets no top-1 from NaN."""
+    import pandas as pd
+
+    from atfr_analysis.profile.summary import summarize
+
     summary = _profile(checkpoint_path(ATFR), ATFR, videos, tmp_path / "run")
     assert summary.videos_ok == len(VIDEOS) and summary.videos_failed == 0 and summary.top1 is not None
+    part = next((tmp_path / "run").glob("videos-*.parquet"))
+    df = pd.read_parquet(part)
+    df["scores_sum"] = df["scores_sum"].map(lambda s: [math.nan] * len(s))
+    df.to_parquet(part)
+    again = summarize(tmp_path / "run")
+    assert again.videos_ok == len(VIDEOS) and again.top1 is None and again.top5 is None
+    assert not any("top-1" in line for line in again.lines())
 
 
 # ----------------------------------------------------------------------------- SGS names the layer
