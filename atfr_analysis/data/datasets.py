@@ -128,7 +128,7 @@ def _check_names(path: Path, names: list[str], where: list[str]) -> dict[str, in
     out: dict[str, int] = {}
     first: dict[str, str] = {}
     for i, (n, w) in enumerate(zip(names, where)):
-        if not isinstance(n, str) or is_empty_name(n):
+        if isinstance(n, str) and is_empty_name(n):
             raise LabelMapError(f"label map {path} {w}: an empty class name ({n!r})")
         if n in out:
             raise LabelMapError(f"label map {path} {w}: class name {n!r} repeats {first[n]}")
@@ -144,7 +144,7 @@ def _check_ids(path: Path, m: dict[str, int]) -> dict[str, int]:
         raise LabelMapError(f"label map {path} is empty")
     by_id: dict[int, str] = {}
     for n, i in m.items():
-        if not isinstance(n, str) or is_empty_name(n):
+        if isinstance(n, str) and is_empty_name(n):
             raise LabelMapError(f"label map {path}: class id {i} has an empty name ({n!r})")
         if i in by_id:
             raise LabelMapError(f"label map {path}: id {i} is given to both {by_id[i]!r} and {n!r}")
