@@ -22,7 +22,9 @@ arbitrary unpickling is refused, naming what it would import, and nothing of it 
 
 Loading is strict: missing, unexpected or shape-mismatched keys are refused with a short report,
 unless the caller allows exactly the SGS parameters to be missing (``allow_missing="sgs"``: a
-baseline checkpoint into its ``_atfr`` variant, to fine-tune with SGS).
+baseline checkpoint into its ``_atfr`` variant, to fine-tune with SGS). Weights holding NaN or inf
+(a diverged training; BN buffers such as ``running_var`` included) are refused too, naming the
+tensor, unless the caller allows them (``allow_nonfinite_weights=True``: to inspect such a model).
 """
 from __future__ import annotations
 
@@ -36,13 +38,15 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from atfr_analysis.errors import AtfrError
+from atfr_analysis.errors import AtfrError, NonFiniteError
 
 __all__ = [
     "CheckpointError",
+    "NonFiniteWeightsError",
     "Checkpoint",
     "load_checkpoint",
     "load_state_into",
+    "check_finite_weights",
     "parse_cfg",
     "cfg_facts",
     "check_cfg",
@@ -58,6 +62,10 @@ _COUNTER = ".num_batches_tracked"
 
 class CheckpointError(AtfrError, ValueError):
     """A checkpoint that cannot be used as asked; the message is one line."""
+
+
+class NonFiniteWeightsError(CheckpointError, NonFiniteError):
+    """A checkpoint whose weights hold NaN or inf (refused unless ``allow_nonfinite_weights``)."""
 
 
 @dataclass
@@ -239,6 +247,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     from atfr_analysis.errors import environment_failure
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
@@ -310,15 +320,37 @@ def _preview(keys: list[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + more
 
 
+def check_finite_weights(state: Mapping[str, torch.Tensor], allow: bool = False) -> list[str]:
+    """The names of the floating tensors of ``state`` that hold NaN or inf (parameters and buffers
+    alike, e.g. a BN ``running_var``); unless ``allow``, the first of them is a one-line
+    :class:`NonFiniteWeightsError` (its NaN and inf counts, how many other tensors)."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad and not allow:
+        v = state[bad[0]]
+        nan = int(torch.isnan(v).sum())
+        inf = int(torch.isinf(v).sum())
+        what = " and ".join(s for s in (f"{nan} NaN" if nan else "", f"{inf} inf" if inf else "") if s)
+        others = len(bad) - 1
+        more = f"; {others} more tensor{'s' if others > 1 else ''} too ({_preview(bad[1:], 2)})" if others else ""
+        raise NonFiniteWeightsError(
+            f"checkpoint holds non-finite weights: {bad[0]} has {what} of its {v.numel()} values{more} "
+            "(a diverged training?); pass --allow-nonfinite-weights (allow_nonfinite_weights=True) to load it anyway"
+        )
+    return bad
+
+
 def load_state_into(
-    model: nn.Module, state: Mapping[str, torch.Tensor], allow_missing: str | None = None
+    model: nn.Module, state: Mapping[str, torch.Tensor], allow_missing: str | None = None,
+    allow_nonfinite_weights: bool = False,
 ) -> dict[str, list[str]]:
-    """Load ``state`` into ``model``, refusing any missing / unexpected / mismatched key.
+    """Load ``state`` into ``model``, refusing any missing / unexpected / mismatched key, and any
+    weight holding NaN or inf unless ``allow_nonfinite_weights`` (:func:`check_finite_weights`).
 
     ``allow_missing="sgs"`` permits exactly the SGS (``*ts_layer.*``) parameters to be missing.
     A state without any BN batch counter (``*.num_batches_tracked``; Caffe2 files hold none) leaves
     the model's counters as they are; a state with some counters must have all of them.
-    Returns ``{"missing": [...]}`` of the keys that were allowed to stay at their initial values.
+    Returns ``{"missing": [...], "nonfinite": [...]}``: the keys that were allowed to stay at their
+    initial values, and those allowed to hold NaN or inf.
     """
     if allow_missing is not None and allow_missing not in ALLOW_MISSING_CHOICES:
         raise CheckpointError(
@@ -354,8 +386,9 @@ def load_state_into(
         if missing and all(_SGS_KEY_MARK in k for k in missing):
             hint = "; only SGS weights are missing: pass allow_missing='sgs' (--allow-missing sgs) to fine-tune a baseline"
         raise CheckpointError("checkpoint does not fit the model: " + "; ".join(parts) + hint)
+    nonfinite = check_finite_weights(state, allow=allow_nonfinite_weights)
     model.load_state_dict(dict(state), strict=not (allowed or counters))
-    return {"missing": allowed}
+    return {"missing": allowed, "nonfinite": nonfinite}
 
 
 def save_checkpoint(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["AtfrError", "InputError", "EnvironmentFailure", "environment_failure"]
+__all__ = ["AtfrError", "InputError", "NonFiniteError", "EnvironmentFailure", "environment_failure"]
 
 
 class AtfrError(Exception):
@@ -26,6 +26,11 @@ class AtfrError(Exception):
 
 class InputError(AtfrError, ValueError):
     """A bad argument or a bad input file."""
+
+
+class NonFiniteError(AtfrError, ValueError):
+    """NaN or inf where a number is needed: non-finite weights in a checkpoint, or non-finite
+    features reaching a layer (the message names the tensor or the layer)."""
 
 
 class EnvironmentFailure(AtfrError, OSError):

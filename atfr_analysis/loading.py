@@ -21,7 +21,9 @@ __all__ = ["load_into", "load_model_from_checkpoint"]
 DEFAULT_NUM_CLASSES = 400
 
 
-def load_model_from_checkpoint(checkpoint: str | Path, model_name: str, allow_missing: str | None = None):
+def load_model_from_checkpoint(
+    checkpoint: str | Path, model_name: str, allow_missing: str | None = None, allow_nonfinite_weights: bool = False
+):
     """Build ``model_name`` to fit ``checkpoint`` (class count from its head) and load it strictly.
 
     Returns ``(model, checkpoint, info)``: the model (on the CPU, in train mode as built), the
@@ -30,9 +32,11 @@ def load_model_from_checkpoint(checkpoint: str | Path, model_name: str, allow_mi
 
     Raises a one-line ``CheckpointError`` when the file needs arbitrary unpickling, when its
     PySlowFast cfg disagrees with the model (arch, frames, sampling rate, alpha, crop sizes,
-    classes), or when keys are missing, unexpected or shape-mismatched (``allow_missing="sgs"``
-    lets exactly the SGS parameters be missing). A PyTorchVideo checkpoint must be of the model's
-    architecture (``pytorchvideo.check_fits``: errors name PyTorchVideo's keys).
+    classes), when keys are missing, unexpected or shape-mismatched (``allow_missing="sgs"``
+    lets exactly the SGS parameters be missing), or when a weight holds NaN or inf (unless
+    ``allow_nonfinite_weights``: ``info["nonfinite"]`` then names those tensors). A PyTorchVideo
+    checkpoint must be of the model's architecture (``pytorchvideo.check_fits``: errors name
+    PyTorchVideo's keys).
     """
     get_entry(model_name)  # unknown name: one-line error before reading anything
     with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
@@ -40,11 +44,13 @@ def load_model_from_checkpoint(checkpoint: str | Path, model_name: str, allow_mi
         ckpt = load_checkpoint(checkpoint)
     ncls = ckpt.num_classes() or DEFAULT_NUM_CLASSES
     model = build_model(model_name, num_classes=ncls)
-    info = load_into(model, model_name, ckpt, allow_missing)
+    info = load_into(model, model_name, ckpt, allow_missing, allow_nonfinite_weights=allow_nonfinite_weights)
     return model, ckpt, info
 
 
-def load_into(model, model_name: str, ckpt: Checkpoint, allow_missing: str | None = None) -> dict:
+def load_into(
+    model, model_name: str, ckpt: Checkpoint, allow_missing: str | None = None, allow_nonfinite_weights: bool = False
+) -> dict:
     """Load a read checkpoint (any format ``load_checkpoint`` reads) into a built ``model_name``:
     its PySlowFast cfg checked, a PyTorchVideo file's architecture and keys checked in its own
     names, then ``load_state_into`` (strict). Returns ``load_state_into``'s report; one-line
@@ -58,4 +64,6 @@ def load_into(model, model_name: str, ckpt: Checkpoint, allow_missing: str | Non
         problems = check_fits(model_name, model, ckpt.state_dict, ckpt.meta)
         if problems:
             raise CheckpointError(f"checkpoint does not fit --model {model_name}: " + "; ".join(problems))
-    return load_state_into(model, ckpt.state_dict, allow_missing=allow_missing)
+    return load_state_into(
+        model, ckpt.state_dict, allow_missing=allow_missing, allow_nonfinite_weights=allow_nonfinite_weights
+    )

@@ -111,6 +111,31 @@ class TrainConfig:
     fp16_checkpoint: bool = False
     quiet: bool = False
 
+    def __post_init__(self) -> None:
+        """A bad number (negative, zero where it cannot be, NaN, inf) is a one-line ``InputError``."""
+        inf = math.inf
+        for name, v, low, high, open_low in (
+            ("--epochs", self.epochs, 1, inf, False), ("--batch-size", self.batch_size, 1, inf, False),
+            ("--lr", self.lr, 0, inf, True), ("momentum", self.momentum, 0, 1, False),
+            ("--weight-decay", self.weight_decay, 0, inf, False),
+            ("--warmup-epochs", self.warmup_epochs, 0, inf, False),
+            ("--clip-grad", self.clip_grad, 0, inf, True), ("--sgs-grad-clamp", self.sgs_grad_clamp, 0, inf, False),
+            ("--val-fraction", self.val_fraction, 0, 1, False),
+            ("--max-failed-fraction", self.max_failed_fraction, 0, 1, False),
+            ("--temporal-diff-init", self.temporal_diff_init, 0, 1, False), ("--workers", self.workers, 0, inf, False),
+            ("--precise-bn", self.precise_bn, 0, inf, False),
+            ("--precise-bn-first", self.precise_bn_first, 0, inf, False),
+            ("--max-steps", self.max_steps, 1, inf, False), ("--crop", self.crop, 1, inf, False),
+            *(("scale_jitter", j, 0, inf, True) for j in self.scale_jitter),
+        ):
+            if v is None and name in ("--clip-grad", "--sgs-grad-clamp", "--max-steps", "--crop"):
+                continue
+            number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            if not number or v < low or (open_low and v == low) or v > high:
+                where = f"> {low}" if open_low else f">= {low}"
+                where += f" and <= {high}" if high < inf else ""
+                raise InputError(f"{name} must be a finite number {where}, got {v!r}")
+
 
 @dataclass
 class TrainResult:

@@ -18,6 +18,11 @@ def register(app: typer.Typer) -> None:
         crops: Optional[int] = typer.Option(None, "--crops", help="spatial crops, 1 or 3 (default: the model's)"),
         out: Optional[Path] = typer.Option(None, "--out", help="output stem: writes OUT.json and OUT.png (default: explain_<video name>)"),
         allow_missing: Optional[str] = typer.Option(None, "--allow-missing", help="'sgs': the checkpoint may lack the SGS parameters"),
+        allow_nonfinite_weights: bool = typer.Option(
+            False, "--allow-nonfinite-weights",
+            help="load a checkpoint whose weights hold NaN or inf (refused by default), e.g. to see where a diverged "
+            "model breaks",
+        ),
         demo: bool = typer.Option(False, "--demo", help="explain the demo's still, slow_4x and normal clips into --out (default reports/demo)"),
     ) -> None:
         """Per view and SGS layer: each frame's distance, its bin, the active bins B', the view's GMACs."""
@@ -33,7 +38,10 @@ def register(app: typer.Typer) -> None:
             return
         if video is None or checkpoint is None or model is None:
             raise InputError("explain needs a VIDEO, --checkpoint and --model (or --demo)")
-        cfg = ExplainConfig(checkpoint, model, video, view=view, views=views, crops=crops, allow_missing=allow_missing)
+        cfg = ExplainConfig(
+            checkpoint, model, video, view=view, views=views, crops=crops, allow_missing=allow_missing,
+            allow_nonfinite_weights=allow_nonfinite_weights,
+        )
         res, j, p = run_explain(cfg, out or Path(f"explain_{video.stem}"))
         d = res["views"][res["detail_view"]]
         for lay in d["layers"]:

@@ -39,6 +39,11 @@ def register(app: typer.Typer) -> None:
         retry_failed: bool = typer.Option(False, "--retry-failed", help="with --resume: try the videos logged as failed again"),
         shard: Optional[str] = typer.Option(None, "--shard", help="i/n: profile the videos at list positions k with k % n == i (job arrays; torchrun sets it from RANK/WORLD_SIZE)"),
         allow_missing: Optional[str] = typer.Option(None, "--allow-missing", help="'sgs': baseline weights into an _atfr model"),
+        allow_nonfinite_weights: bool = typer.Option(
+            False, "--allow-nonfinite-weights",
+            help="load a checkpoint whose weights hold NaN or inf (refused by default), e.g. to inspect a diverged "
+            "model; views with non-finite scores are then failed rows",
+        ),
         max_failed_fraction: float = typer.Option(0.0, "--max-failed-fraction", help="share of the logged videos allowed to fail (0..1) before the run exits with status 3; a run where every video failed exits with 4"),
         cross_check: int = typer.Option(0, "--cross-check", help="count the first K signatures met again with fvcore (the reference counter) and record the comparison in run.json"),
         cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", help="CUDA: exact batching replays one CUDA graph per signature and group size"),
@@ -54,6 +59,7 @@ def register(app: typer.Typer) -> None:
             checkpoint, model, data, out, data_root=data_root, labels=labels, class_subset=class_subset, skip_missing=skip_missing,
             views=views, crops=crops, short_side=short_side, crop=crop, apply_rotation=apply_rotation, batching=batching, batch_size=batch_size, workers=workers, device=device,
             precision=precision, resume=resume, retry_failed=retry_failed, shard=shard, allow_missing=allow_missing,
+            allow_nonfinite_weights=allow_nonfinite_weights,
             max_failed_fraction=max_failed_fraction, cross_check=cross_check, cuda_graphs=cuda_graphs, cudnn_benchmark=cudnn_benchmark, quiet=quiet, flush_every=flush_every,
         )
         try:

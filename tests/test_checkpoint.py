@@ -56,7 +56,7 @@ def test_pyslowfast_format_loads_strictly(shared_dir, tmp_path):
     ck = load_checkpoint(path)
     assert ck.num_classes() == 400 and ck.facts["alpha"] == 8
     m = build_model("slowfast_4x16_r50_atfr")
-    assert load_state_into(m, ck.state_dict) == {"missing": []}
+    assert load_state_into(m, ck.state_dict) == {"missing": [], "nonfinite": []}
 
 
 def test_baseline_into_atfr_needs_allow_missing(tmp_path):
@@ -214,7 +214,7 @@ def test_caffe2_full_blob_set_loads_strictly_and_into_atfr(shared_dir, tmp_path,
     ck = load_checkpoint(path)
     assert ck.format == "caffe2" and len(ck.state_dict) == len(fx["blobs"])
     model = build_model("slow_8x8_r50")
-    assert load_state_into(model, ck.state_dict) == {"missing": []}
+    assert load_state_into(model, ck.state_dict) == {"missing": [], "nonfinite": []}
     sd = model.state_dict()
     for b, v in fx["blobs"].items():
         assert torch.equal(sd[v["key"]], torch.from_numpy(blobs[b])), b

@@ -55,7 +55,8 @@ class ExplainConfig:
 
     ``view``: the view drawn in detail (``None``: view 0); every view is in the JSON.
     ``views`` / ``crops``: the test protocol (default: the model's, ``spec.num_views`` x
-    ``spec.num_crops``).
+    ``spec.num_crops``). ``allow_nonfinite_weights``: load a checkpoint whose weights hold NaN or
+    inf (refused by default); NaN or inf that reaches an SGS layer is then its one-line error.
     """
 
     checkpoint: str | Path
@@ -65,6 +66,7 @@ class ExplainConfig:
     views: int | None = None
     crops: int | None = None
     allow_missing: str | None = None
+    allow_nonfinite_weights: bool = False
 
     def __post_init__(self) -> None:
         for name in ("views", "crops"):
@@ -158,7 +160,7 @@ def _explain_layer(layer, feat: torch.Tensor, positions: list[int], src: list[in
     stride = len(positions) // t_feat
     b = layer.resolve_bins(t_feat)
     z = layer.embed(feat)
-    res = sample_from_embedding(feat, z, b, kernel=layer.kernel, distance=layer.distance)
+    res = sample_from_embedding(feat, z, b, kernel=layer.kernel, distance=layer.distance, name=layer.name)
     k = res.kernel_matrix[0]  # [B, T]
     mass = k.sum(dim=1)
     active_ids = [i for i in range(b) if float(mass[i]) > 0]
@@ -306,11 +308,15 @@ def load_model_and_views(cfg: ExplainConfig):
     from atfr_analysis.models.registry import get_entry
 
     get_entry(cfg.model)  # an unknown name fails before anything is read
+    if Path(cfg.checkpoint).is_dir():
+        raise InputError(f"checkpoint {cfg.checkpoint} is a directory, not a checkpoint file")
     if not Path(cfg.checkpoint).is_file():
         raise InputError(f"checkpoint not found: {cfg.checkpoint}")
     if not Path(cfg.video).is_file():
         raise InputError(f"video not found: {cfg.video}")
-    model, _ckpt, _info = load_model_from_checkpoint(cfg.checkpoint, cfg.model, cfg.allow_missing)
+    model, _ckpt, _info = load_model_from_checkpoint(
+        cfg.checkpoint, cfg.model, cfg.allow_missing, cfg.allow_nonfinite_weights
+    )
     if not model.is_atfr:
         raise InputError(f"model {cfg.model} has no SGS layer: explain needs an _atfr model")
     return model, load_view_clips(cfg.video, model.spec, cfg.views, cfg.crops)

@@ -20,7 +20,9 @@ def _sgs_differences(model, pre_b, pre_1, k: int) -> dict[str, Any]:
     sgs_diff, bins_equal, rescale = 0.0, True, 0.0
     for j, layer in enumerate(model.sgs_layers()):
         nb = layer.resolve_bins(pre_b[j].shape[2])
-        res = sample_from_embedding(pre_b[j], layer.embed(pre_b[j]), nb, kernel=layer.kernel, distance=layer.distance)
+        res = sample_from_embedding(
+            pre_b[j], layer.embed(pre_b[j]), nb, kernel=layer.kernel, distance=layer.distance, name=layer.name
+        )
         ob, bb = res.out, res.active_bins.tolist()
         dmax = res.delta.float().amax(dim=1)
         dmax = dmax[dmax > 0]

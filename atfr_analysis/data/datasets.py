@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from atfr_analysis.data import DataError, LabelMapError, ListError, _one_line
-from atfr_analysis.data.lists import VIDEO_EXTENSIONS, _is_int
+from atfr_analysis.data.lists import VIDEO_EXTENSIONS, _is_int, is_empty_name
 from atfr_analysis.errors import InputError
 from atfr_analysis.models.base import InputSpec
 
@@ -102,6 +102,10 @@ def _label_map_json(path: Path, text: str) -> dict[str, int]:
                 raise LabelMapError(f"label map {path}: class {name!r} has id {v!r}, expected an integer")
         if v < 0:
             raise LabelMapError(f"label map {path}: class {name!r} has a negative id {v}")
+        if is_empty_name(name):
+            at = re.search(re.escape(json.dumps(name)) + r"\s*:", text)
+            line = f" line {text.count(chr(10), 0, at.start()) + 1}" if at else ""
+            raise LabelMapError(f"label map {path}{line}: class id {v} has an empty name ({name!r})")
         out[name] = v
     return _check_ids(path, out)
 
@@ -124,6 +128,8 @@ def _check_names(path: Path, names: list[str], where: list[str]) -> dict[str, in
     out: dict[str, int] = {}
     first: dict[str, str] = {}
     for i, (n, w) in enumerate(zip(names, where)):
+        if isinstance(n, str) and is_empty_name(n):
+            raise LabelMapError(f"label map {path} {w}: an empty class name ({n!r})")
         if n in out:
             raise LabelMapError(f"label map {path} {w}: class name {n!r} repeats {first[n]}")
         out[n] = i
@@ -138,6 +144,8 @@ def _check_ids(path: Path, m: dict[str, int]) -> dict[str, int]:
         raise LabelMapError(f"label map {path} is empty")
     by_id: dict[int, str] = {}
     for n, i in m.items():
+        if isinstance(n, str) and is_empty_name(n):
+            raise LabelMapError(f"label map {path}: class id {i} has an empty name ({n!r})")
         if i in by_id:
             raise LabelMapError(f"label map {path}: id {i} is given to both {by_id[i]!r} and {n!r}")
         by_id[i] = n

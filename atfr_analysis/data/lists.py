@@ -37,7 +37,7 @@ from typing import Mapping
 
 from atfr_analysis.data import ListError
 
-__all__ = ["LIST_FORMATS", "FORMATS_WE_READ", "ListRow", "parse_list", "kinetics_file_name"]
+__all__ = ["LIST_FORMATS", "FORMATS_WE_READ", "ListRow", "parse_list", "kinetics_file_name", "is_empty_name"]
 
 LIST_FORMATS = ("space", "csv", "kinetics")
 FORMATS_WE_READ = (
@@ -59,6 +59,11 @@ class ListRow:
     line: int
     path: str
     label: str
+
+
+def is_empty_name(name: str) -> bool:
+    """A class name of nothing but spaces and quotes (``""``: how many tools write an empty one)."""
+    return not name.strip().strip("\"'").strip()
 
 
 def _is_int(s: str) -> bool:
@@ -117,6 +122,8 @@ def parse_list(
         row = parse(list_path, no, raw.strip(), label_map)
         if i == 0 and row.path.lower() in HEADER_PATH and row.label.lower() in HEADER_LABEL:
             continue  # a header line
+        if is_empty_name(row.label):
+            raise ListError(f"{list_path} line {no}: an empty class name ({row.label!r})")
         rows.append(row)
     return fmt, rows, []
 

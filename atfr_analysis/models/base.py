@@ -219,7 +219,14 @@ class VideoModel(nn.Module):
         return [n for n, m in self.named_modules() if isinstance(m, SimilarityGuidedSampling)]
 
     def sgs_layers(self) -> list[SimilarityGuidedSampling]:
-        return [self.get_submodule(n) for n in self.sgs_layer_names()]
+        """The SGS layers, in the order of ``sgs_layer_names()``; each learns its name there (its
+        errors give it)."""
+        layers = []
+        for n in self.sgs_layer_names():
+            layer = self.get_submodule(n)
+            layer.name = n
+            layers.append(layer)
+        return layers
 
     @property
     def is_atfr(self) -> bool:

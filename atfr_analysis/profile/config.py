@@ -52,6 +52,8 @@ turns them by their rotation metadata. Decoding runs in ``workers``
     failed ones); ``shard="i/n"`` (or torchrun's ``RANK``/``WORLD_SIZE``) profiles every n-th
     video from the i-th. ``max_failed_fraction``: the share of failed videos (of those logged)
     above which the run ends as a partial failure (exit status 3; all failed is always status 4).
+    ``allow_nonfinite_weights``: load a checkpoint whose weights hold NaN or inf (refused by
+    default); its views whose scores are not finite are then ``failed`` rows (never a result).
     ``cross_check``: count the first K signatures met again with fvcore (the reference counter)
     and record the comparison in ``run.json`` (``costs``). ``stop_after`` stops after that many videos of this call (tests of resumption);
     ``command``: the command line recorded in ``run.json`` (default: the equivalent
@@ -80,6 +82,7 @@ turns them by their rotation metadata. Decoding runs in ``workers``
     retry_failed: bool = False
     shard: str | None = None
     allow_missing: str | None = None
+    allow_nonfinite_weights: bool = False
     max_failed_fraction: float = 0.0
     quiet: bool = False
     flush_every: int = 16

@@ -98,6 +98,7 @@ def run_meta(cfg, model, classes, entries, device: torch.device) -> dict[str, An
         "checkpoint_cfg": model.ckpt.facts or None,
         "checkpoint_format": model.ckpt.describe(),
         "checkpoint_missing_allowed": model.load_info["missing"],
+        "checkpoint_nonfinite_allowed": model.load_info.get("nonfinite", []),
         "frames": list(spec.frames),
         "sampling_rate": spec.sampling_rate,
         "alpha": spec.alpha,

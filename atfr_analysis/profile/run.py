@@ -33,7 +33,9 @@ from atfr_analysis.data.transforms import normalize_views
 from atfr_analysis.errors import InputError
 from atfr_analysis.flops.cost import CostModel, static_model
 from atfr_analysis.loading import load_model_from_checkpoint
-from atfr_analysis.profile.schema import failed_view_rows, video_facts, video_row, view_results, view_row
+from atfr_analysis.profile.schema import (
+    failed_view_rows, nonfinite_scores_error, video_facts, video_row, view_results, view_row,
+)
 from atfr_analysis.profile.classes import ClassSet, check_label_map, class_set
 from atfr_analysis.profile.config import ProfileConfig
 from atfr_analysis.profile.instrument import Profiler
@@ -136,7 +138,9 @@ def _load_model(cfg: ProfileConfig) -> _Model:
     """The checkpoint into ``cfg.model``, before any video is read."""
     from atfr_analysis.data.views import view_protocol
 
-    net, ckpt, info = load_model_from_checkpoint(cfg.checkpoint, cfg.model, cfg.allow_missing)
+    net, ckpt, info = load_model_from_checkpoint(
+        cfg.checkpoint, cfg.model, cfg.allow_missing, cfg.allow_nonfinite_weights
+    )
     ckpt = _CheckpointFacts(ckpt.facts, ckpt.describe())  # the weights are in net: keep no second copy
     proto = view_protocol(net, cfg.views, cfg.crops, cfg.short_side, cfg.crop)
     return _Model(
@@ -309,7 +313,8 @@ class _Inference:
 
     def video(self, item: dict, entry, nviews: int, crops: int) -> tuple[list[dict], dict]:
         """The views rows (in view order; a partial video's views that did not decode are
-        ``failed`` rows with their reason) and the videos row."""
+        ``failed`` rows with their reason) and the videos row. A video any of whose views has
+        scores that are not finite fails, every view a ``failed`` row (``non-finite scores``)."""
         video = video_facts(entry, item)
         if item["status"] != "ok":
             err = item.get("error") or "unknown error"
@@ -319,12 +324,17 @@ class _Inference:
         if pathways[0].shape[0] + len(failed) != nviews:  # pragma: no cover - the data layer's contract
             raise RuntimeError(f"{entry.path}: {pathways[0].shape[0]} + {len(failed)} views, {nviews} expected")
         results, scores = self.views(pathways)
+        nonfinite = nonfinite_scores_error(scores)
+        if nonfinite:  # NaN or inf is never a result
+            results = [None] * len(results)
         rows = [
-            view_row(video, v, crops, self.layers, meta=meta, meta_row=r, result=res)
+            view_row(video, v, crops, self.layers, meta=meta, meta_row=r, result=res, error=nonfinite)
             for r, (v, res) in enumerate(zip(meta["view"], results))
         ]
         rows += [view_row(video, v, crops, self.layers, error=_one_line(err)) for v, err in failed.items()]
         rows.sort(key=lambda row: row["view"])
+        if nonfinite:
+            return rows, video_row(video, None, nonfinite)
         return rows, video_row(video, scores, item.get("error") if failed else None)
 
     def views(self, pathways) -> tuple[list[dict], torch.Tensor]:

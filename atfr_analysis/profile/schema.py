@@ -56,6 +56,8 @@ __all__ = [
     "view_results",
     "view_row",
     "failed_view_rows",
+    "NONFINITE_SCORES",
+    "nonfinite_scores_error",
     "video_row",
     "views_frame",
     "videos_frame",
@@ -85,6 +87,9 @@ class Column:
 
 
 _NAN = math.nan
+#: the error (and failure reason) of a view whose scores hold NaN or inf: a failed row, never a
+#: result; its video fails with it (``nonfinite_scores_error``)
+NONFINITE_SCORES = "non-finite scores"
 _NULLABLE = ("Int64",)  # pandas dtypes that Parquet cannot round-trip when nulls are present
 #: the place of the bins.<layer> columns (one per SGS layer) in VIEWS
 BINS = Column("bins.<layer>", "Int64", "bins")
@@ -254,6 +259,15 @@ def view_row(
     row["status"] = "ok" if ok else "failed"
     row["error"] = None if ok else error
     return row
+
+
+def nonfinite_scores_error(scores: torch.Tensor) -> str | None:
+    """The error of a video whose ``[N, K]`` view scores hold NaN or inf (``None`` when all are
+    finite): ``non-finite scores: k of N views (NaN or inf)``; such a video fails as a whole."""
+    bad = int((~torch.isfinite(scores)).any(dim=1).sum())
+    if not bad:
+        return None
+    return f"{NONFINITE_SCORES}: {bad} of {scores.shape[0]} views (NaN or inf); no result is made from them"
 
 
 def failed_view_rows(video: Mapping[str, Any], error: str, layers: Sequence[str], views: int, crops: int) -> list[dict]:

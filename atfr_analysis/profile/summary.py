@@ -202,11 +202,14 @@ class RunSummary:
 
 def _video_accuracy(ok) -> tuple[float | None, float | None, float | None]:
     """Video-level top-1, top-5 and mean class accuracy (%) of the labelled ok videos, from their
-    summed scores."""
+    summed scores; none when a score is NaN or inf (a log written before such views were failed
+    rows): no accuracy is made from NaN."""
     labelled = ok[ok["label"] >= 0]
     if not len(labelled):
         return None, None, None
     sc = np.stack(labelled["scores_sum"].map(lambda s: np.asarray(s, dtype=np.float32)).tolist())
+    if not np.isfinite(sc).all():
+        return None, None, None
     lab = labelled["label"].to_numpy()
     hit1 = topk_hits(sc, lab, 1)
     return float(100 * np.mean(hit1)), float(100 * np.mean(topk_hits(sc, lab, 5))), mean_class_accuracy(hit1, lab)

@@ -51,6 +51,12 @@ Semantics worth knowing:
 * ``mask`` can disagree with the kernel count: an all-zero clip keeps 1 bin (the active-bin
   count says 1) but its mask is all False; a kept bin that only holds all-zero frames is masked
   out. So the active bins are returned (``return_bins=True``), never derived from the mask.
+* Non-finite input: NaN or inf in the features (weights before the layer that hold NaN or inf, a
+  NaN BatchNorm ``running_var``) or in the embedding (its MLP, its BatchNorm) makes the distances
+  non-finite, and no bin would be kept. The sampler counts the non-finite distances in the same
+  host sync as ``B'_max`` (no extra cost) and raises a one-line
+  :class:`~atfr_analysis.errors.NonFiniteError` naming the layer (``name``: its qualified name in
+  the model, which ``VideoModel.sgs_layers`` gives it) and where the NaN or inf came from.
 * Padded batching (the official one): in a batch, clips are zero-padded to ``B'_max`` with no
   mask downstream, so a clip's prediction depends on the other clips of its batch. Batching is
   the *model's* concern (``VideoModel.batching``, :mod:`atfr_analysis.models.exact`): in exact
@@ -59,12 +65,14 @@ Semantics worth knowing:
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atfr_analysis.errors import NonFiniteError
 from atfr_analysis.sgs.kernels import delta_kernel, tent_kernel
 
 __all__ = [
@@ -114,6 +122,7 @@ def sample_from_embedding(
     kernel: str = "tent",
     distance: str = "l2_to_mean",
     force_bins: int | None = None,
+    name: str | None = None,
 ) -> SamplingResult:
     """The sampler stage of SGS: from the input ``x`` ``[N, C, T, H, W]`` and its embedding ``z``
     ``[N, L, T]`` (after BN) to the compacted output (see the module doc for the semantics).
@@ -121,6 +130,9 @@ def sample_from_embedding(
     ``force_bins``: select bins ``0..force_bins-1`` (their kernel rows, whatever their mass) as the
     active set of every sample instead of the data-driven set; the op sequence is the same, so
     traced op shapes equal those of an input with that many active bins.
+
+    Non-finite distances (NaN or inf in ``x`` or ``z``) raise :class:`NonFiniteError`, naming the
+    layer ``name`` (its qualified name in the model, when known).
     """
     _check_choice("kernel", kernel, KERNELS)
     _check_choice("distance", distance, DISTANCES)
@@ -170,7 +182,12 @@ def sample_from_embedding(
     # real: mass > 0 (| nothing); forced: (mass > inf, never) | b < force_bins
     keep = (mass > (float("inf") if forced else 0.0)) | (bin_idx < (int(force_bins) if forced else 0))
     active = keep.sum(dim=1)  # [N] long
-    b_max = int(active.max())  # the one host sync
+    # the one host sync: B'_max, and the non-finite distances (NaN/inf keep no bin). A distance is
+    # a norm (>= 0 or NaN): "< inf" is False for NaN and inf alone (comparison ops only, which the
+    # cost counters leave out)
+    b_max, nonfinite = torch.stack([active.max(), (~(delta < math.inf)).sum()]).tolist()
+    if nonfinite:
+        raise NonFiniteError(_nonfinite_message(x, z, nonfinite, delta.numel(), name))
     # compaction: kept bins first, in ascending b; rows past a clip's own count are zeroed
     order = torch.where(keep, bin_idx, bin_idx + b).argsort(dim=1)[:, :b_max]
     kd = k.gather(1, order.unsqueeze(2).expand(n, b_max, t))
@@ -182,6 +199,22 @@ def sample_from_embedding(
     out = torch.bmm(kd, xs).view(n, b_max, c, h, w).permute(0, 2, 1, 3, 4).contiguous()
     mask = out.sum(dim=(1, 3, 4)) != 0
     return SamplingResult(out, mask, active, delta, scaled, centres, size.squeeze(1), k, kd)
+
+
+def _nonfinite_message(x: torch.Tensor, z: torch.Tensor, bad: int, total: int, name: str | None) -> str:
+    """The one line of non-finite distances (computed on the error path only)."""
+    x_bad = int((~torch.isfinite(x)).sum())
+    if x_bad:
+        where = (
+            f"its input features hold {x_bad} NaN/inf values (from the layers before it: weights or "
+            "BatchNorm statistics that hold NaN or inf, or an input that does)"
+        )
+    elif not bool(torch.isfinite(z).all()):
+        where = "its input is finite, its embedding is not (its MLP or BatchNorm weights or statistics hold NaN or inf)"
+    else:
+        where = "the embedding is finite but its distances overflow"
+    layer = f"SGS layer {name}" if name else "an SGS layer"
+    return f"non-finite values reach {layer}: {bad} of its {total} frame distances are NaN or inf; {where}"
 
 
 class SimilarityGuidedSampling(nn.Module):
@@ -219,8 +252,14 @@ class SimilarityGuidedSampling(nn.Module):
     In padded batching a clip's output, and so its prediction, depends on its batch (padding to
     the batch's ``B'_max``; in train mode also the BN batch statistics).
 
-    Costs one host sync per call (``B'_max`` sizes the output).
+    Costs one host sync per call (``B'_max`` sizes the output, and non-finite distances are
+    counted with it: NaN or inf in the input or the embedding raises a one-line
+    :class:`~atfr_analysis.errors.NonFiniteError` naming the layer by ``name``, its qualified name
+    in the model, set by ``VideoModel.sgs_layers``).
     """
+
+    #: the layer's qualified name in its model (e.g. ``s2.ts_layer``), for its errors
+    name: str | None = None
 
     def __init__(
         self,
@@ -287,7 +326,9 @@ class SimilarityGuidedSampling(nn.Module):
         if force_bins is not None and not 1 <= int(force_bins) <= b:
             raise ValueError(f"force_bins must be in [1, {b}] (B = {b}), got {force_bins}")
         z = self.embed(x)
-        res = sample_from_embedding(x, z, b, kernel=self.kernel, distance=self.distance, force_bins=force_bins)
+        res = sample_from_embedding(
+            x, z, b, kernel=self.kernel, distance=self.distance, force_bins=force_bins, name=self.name
+        )
         if return_bins:
             return res.out, res.mask, res.active_bins
         return res.out, res.mask
