@@ -25,7 +25,8 @@ from __future__ import annotations
 from pathlib import Path
 import pandas as pd
 
-from atfr_analysis.analysis.common import AnalysisError, _meta, run_name
+from atfr_analysis.analysis.common import AnalysisError, run_meta, run_name
+from atfr_analysis.profile.schema import bins_layers
 
 __all__ = ["IncomparableRunsError", "differences", "check_comparable", "label", "NOT_COMPARABLE", "OVERRIDE_HINT"]
 
@@ -68,7 +69,7 @@ def _names(paths) -> str:
 
 
 def _views(log: pd.DataFrame) -> tuple[int | None, int | None, int]:
-    m = _meta(log)
+    m = run_meta(log)
 
     def num(k):
         try:
@@ -98,7 +99,7 @@ def differences(run: pd.DataFrame, other: pd.DataFrame, what: str = "baseline") 
     if not isinstance(run, pd.DataFrame) or not isinstance(other, pd.DataFrame):
         return []
     out: list[str] = []
-    ma, mb = _meta(run), _meta(other)
+    ma, mb = run_meta(run), run_meta(other)
     ra, rb = _run_dir(run), _run_dir(other)
     name_a, name_b = run_name(run), run_name(other, what)
     if other is run or (ra is not None and ra == rb):
@@ -156,8 +157,7 @@ def differences(run: pd.DataFrame, other: pd.DataFrame, what: str = "baseline") 
             if ma.get(k) is not None and mb.get(k) is not None and ma.get(k) != mb.get(k):
                 out.append(f"different input: {text} {ma[k]} in the run, {mb[k]} in the baseline")
         static = ma.get("static_gmacs")
-        has_sgs = any(isinstance(c, str) and c.startswith("bins.") for c in run.columns)
-        base_sgs = any(isinstance(c, str) and c.startswith("bins.") for c in other.columns)
+        has_sgs, base_sgs = bool(bins_layers(run.columns)), bool(bins_layers(other.columns))
         if isinstance(static, (int, float)) and static > 0 and has_sgs and not base_sgs and "gmacs" in other.columns:
             ok = other["status"].eq("ok") if "status" in other.columns else pd.Series(True, index=other.index)
             g = pd.to_numeric(other.loc[ok, "gmacs"], errors="coerce").dropna()
