@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from atfr_analysis.analysis.common import AnalysisError, run_meta, run_name
+from atfr_analysis.profile.log import IncompleteRunError, incomplete_run_message
 from atfr_analysis.profile.schema import bins_column, bins_layers, ranked_classes, video_accuracy
 
 __all__ = [
@@ -44,10 +45,6 @@ FRAC_PREFIX = "frac."
 CHUNK_ROWS = 20_000  # rows of score vectors stacked at once
 LOG_COLUMNS = ("path", "label", "class_name", "view", "temporal_index", "spatial_index", "status")
 COST_COLUMNS = ("gmacs", "gmacs_fvcore", "gmacs_executed")
-
-
-class IncompleteRunError(AnalysisError):
-    """A run that has not logged every video of its list (a profile still writing, or interrupted)."""
 
 
 def check_ensemble(ensemble: str) -> str:
@@ -239,10 +236,7 @@ class RunAnalysis:
         """Raise :class:`IncompleteRunError` (one line) for an unfinished run unless allowed."""
         if self.complete or allow_incomplete:
             return
-        raise IncompleteRunError(
-            f"run {self.name} is not finished: {self.videos_logged} of {self.videos_total} videos logged (a profile "
-            "still writing, or interrupted; `atfr profile --resume` finishes it); --allow-incomplete reports it "
-            f"marked {INCOMPLETE}")
+        raise IncompleteRunError(incomplete_run_message(self.name, self.videos_logged, self.videos_total))
 
     @property
     def nonfinite_views(self) -> int:
