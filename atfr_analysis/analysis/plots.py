@@ -118,6 +118,14 @@ def plot_bins_hist(log: pd.DataFrame | RunAnalysis, path: str | Path) -> Path:
 
 
 # ------------------------------------------------------------------- per-class distributions
+def _end_patches(n_low: int, n_high: int) -> list:
+    """Legend patches of the two ends of a ranking."""
+    from matplotlib.patches import Patch
+
+    return [Patch(color=c, alpha=0.6, label=f"{end} {n}")
+            for c, end, n in ((LOW_COLOR, "lowest", n_low), (HIGH_COLOR, "highest", n_high)) if n]
+
+
 def plot_class_distributions(
     log: pd.DataFrame | RunAnalysis,
     path: str | Path,
@@ -165,10 +173,7 @@ def plot_class_distributions(
                     fmt="D", color="k", ms=5, capsize=4, lw=1.4, label="class mean, 95% bootstrap CI (videos resampled)")
         if len(low) and len(high):
             ax.axhline(len(low) - 0.5, color="0.4", lw=0.8, ls=":")
-        from matplotlib.patches import Patch
-
-        handles = [Patch(color=c, alpha=0.6, label=f"{end} {n}")
-                   for c, end, n in ((LOW_COLOR, "lowest", len(low)), (HIGH_COLOR, "highest", len(high))) if n]
+        handles = _end_patches(len(low), len(high))
         h, _ = ax.get_legend_handles_labels()
         # below the axes, in a strip of its own (inside, it hides points wherever it goes)
         fig.legend(handles=handles + h, loc="lower center", ncol=3, fontsize=8.5, frameon=False)

@@ -302,7 +302,7 @@ def summary_section(d: ReportData) -> Section:
     from atfr_analysis.analysis import plots
 
     run, ensemble = d.run, d.cfg.ensemble
-    vids, df = run.videos(ensemble), run.views
+    vids = run.videos(ensemble)
     overall = d.pc[d.pc["class_name"] == OVERALL].iloc[0]
     n_ok, n_fail = int((vids["status"] == "ok").sum()), int((vids["status"] != "ok").sum())
     v_fail = int((~run.ok).sum())
