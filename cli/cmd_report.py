@@ -67,20 +67,17 @@ def register(app: typer.Typer) -> None:
         allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help=INCOMPLETE_HELP),
     ) -> None:
         """The paper's table over runs: model | GFLOPs x views | top-1 | top-5 | mean class | params, with reductions."""
-        from atfr_analysis.analysis import INCOMPLETE, RunAnalysis, accuracy_vs_views, paper_table, to_markdown
-        from atfr_analysis.analysis import write_paper_table
-        from atfr_analysis.analysis.run_analysis import check_ensemble
-        from atfr_analysis.analysis.tables import markdown_table
+        from atfr_analysis.analysis import INCOMPLETE, RunAnalysis, accuracy_vs_views, to_markdown, write_paper_table
+        from atfr_analysis.analysis.tables import TableConfig, markdown_table
         from atfr_analysis.errors import InputError
         from atfr_analysis.profile.log import load_run
 
-        check_ensemble(ensemble)
+        cfg = TableConfig(ensemble, allow_incomparable, allow_incomplete, out)
         if baseline and len(baseline) != len(runs):
             raise InputError(f"--baseline given {len(baseline)} time(s) for {len(runs)} run(s): give one per run, in order")
         logs = [RunAnalysis(load_run(r), f"runs[{i}]") for i, r in enumerate(runs)]
         bases = [RunAnalysis(load_run(b), "baseline") for b in baseline] if baseline else None
-        t = paper_table(logs, baselines=bases, ensemble=ensemble, allow_incomparable=allow_incomparable,
-                        allow_incomplete=allow_incomplete)
+        t = cfg.table(logs, bases)
         if t.attrs.get("not_comparable"):
             typer.echo("warning: NOT COMPARABLE rows (the table says so): "
                        + "; ".join(f"{m}: " + "; ".join(d) for m, d in t.attrs["not_comparable"].items()), err=True)
@@ -88,13 +85,13 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"warning: {note} (the table says so)", err=True)
         typer.echo(to_markdown(t))
         for r, log in zip(runs, logs):
-            sweep = accuracy_vs_views(log, ensemble)
+            sweep = accuracy_vs_views(log, cfg.ensemble)
             mark = f" ({INCOMPLETE}: {log.videos_logged} of {log.videos_total} videos)" if not log.complete else ""
             typer.echo(f"\naccuracy vs views used ({ensemble} over views): {r}{mark}")
             typer.echo(markdown_table(sweep))
-            if out:
-                Path(out).mkdir(parents=True, exist_ok=True)
-                sweep.to_csv(Path(out) / f"accuracy_vs_views_{Path(r).name}.csv", index=False)
-        if out:
-            paths = write_paper_table(t, out)
+            if cfg.out_dir:
+                cfg.out_dir.mkdir(parents=True, exist_ok=True)
+                sweep.to_csv(cfg.out_dir / f"accuracy_vs_views_{Path(r).name}.csv", index=False)
+        if cfg.out_dir:
+            paths = write_paper_table(t, cfg.out_dir)
             typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))

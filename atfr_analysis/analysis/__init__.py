@@ -2,7 +2,7 @@
 the poster, paper-style tables, figures and a Markdown report.
 
     from atfr_analysis import load_run
-    from atfr_analysis.analysis import per_class, ranking, paper_table, write_report
+    from atfr_analysis.analysis import RunAnalysis, per_class, ranking, paper_table, write_report
     log = load_run("runs/x3d_s_atfr")
     run = RunAnalysis(log)                 # checked and prepared once; every function takes it or a log
     per_class(log)                         # one row per class + "overall" (top-1, top-5, mean class)
@@ -33,6 +33,7 @@ from atfr_analysis.analysis.ranking import RANK_BY, RankingSpec, below_min_video
 from atfr_analysis.analysis.report import ReportConfig, make_report, write_report
 from atfr_analysis.analysis.run_analysis import INCOMPLETE, IncompleteRunError, RunAnalysis
 from atfr_analysis.analysis.tables import (
+    TableConfig,
     accuracy_vs_views,
     accuracy_vs_views_both,
     format_paper_table,
@@ -51,6 +52,7 @@ __all__ = [
     "RankingSpec",
     "rank_classes",
     "ReportConfig",
+    "TableConfig",
     "make_report",
     "AnalysisError",
     "IncomparableRunsError",

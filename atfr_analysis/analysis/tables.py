@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -15,6 +16,7 @@ from atfr_analysis.analysis.comparable import NOT_COMPARABLE, IncomparableRunsEr
 from atfr_analysis.analysis.run_analysis import INCOMPLETE, RunAnalysis, check_ensemble, topk, video_scores
 
 __all__ = [
+    "TableConfig",
     "paper_table",
     "format_paper_table",
     "accuracy_vs_views",
@@ -65,6 +67,27 @@ def run_summary(a: RunAnalysis, name: str, ensemble: str = "sum") -> dict[str, A
         "comparable": True,
         "notes": [n for n in (a.incomplete_note(), a.nonfinite_note()) if n],
     }
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """The settings of a paper table (``atfr table``), checked when made (AnalysisError): how a
+    video's views are combined, whether runs that are not comparable or not finished are put in
+    the table (marked) instead of refused, and where its files go (None: nowhere)."""
+
+    ensemble: str = "sum"
+    allow_incomparable: bool = False
+    allow_incomplete: bool = False
+    out_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        check_ensemble(self.ensemble)
+        if self.out_dir is not None:
+            object.__setattr__(self, "out_dir", Path(self.out_dir))
+
+    def table(self, runs: Any, baselines: Any = None) -> pd.DataFrame:
+        """:func:`paper_table` of ``runs`` with these settings."""
+        return paper_table(runs, baselines, self.ensemble, self.allow_incomparable, self.allow_incomplete)
 
 
 def _frame(log: Any) -> Any:
