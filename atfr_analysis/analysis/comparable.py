@@ -169,7 +169,8 @@ def _other_backbone(run: pd.DataFrame, other: pd.DataFrame) -> list[str]:
         g = pd.to_numeric(other.loc[ok, "gmacs"], errors="coerce").dropna()
         if len(g) and abs(float(g.mean()) - static) > _STATIC_RTOL * static:
             out.append(f"another backbone or input: the baseline {run_name(other, 'baseline')} costs "
-                       f"{float(g.mean()):.4g} GMACs per view, the run's backbone without SGS {static:.4g} (same input)")
+                       f"{float(g.mean()):.4g} GMACs per view, the run's backbone without SGS {static:.4g} "
+                       "(same input)")
     return out
 
 

@@ -223,7 +223,8 @@ def header_section(d: ReportData) -> Section:
     L: list[str] = [f"# ATFR analysis: {run.name}", ""]
     if d.diffs:
         L += [f"> **{NOT_COMPARABLE}:** the baseline run {run_name(d.base.views, 'baseline')} differs from this run: "
-              + "; ".join(d.diffs) + ". Every comparison with it below (accuracy change, reduction, lost/gained videos) "
+              + "; ".join(d.diffs) + ". Every comparison with it below (accuracy change, reduction, "
+              "lost/gained videos) "
               "compares different things; it was made with --allow-incomparable.", ""]
     for a, what in ((run, "this run"), (d.base, "the baseline run")):
         if a is not None and not a.complete:
@@ -236,7 +237,8 @@ def header_section(d: ReportData) -> Section:
     if isinstance(meta.get("params"), (int, float)):
         facts.append(f"{meta['params'] / 1e6:.2f}M params")
     if meta.get("frames") is not None or meta.get("crop") is not None:
-        fr = "+".join(map(str, meta["frames"])) if isinstance(meta.get("frames"), (list, tuple)) else meta.get("frames", "?")
+        frames = meta.get("frames", "?")
+        fr = "+".join(map(str, frames)) if isinstance(frames, (list, tuple)) else frames
         facts.append(f"input {fr} frames x {meta.get('crop', '?')}² (crop counted)")
     if meta.get("views") is not None and meta.get("crops") is not None:
         facts.append(f"{meta['views']} temporal x {meta['crops']} spatial views")
@@ -267,7 +269,8 @@ def _accuracy_line(d: ReportData, overall: pd.Series) -> str:
 def _cost_lines(d: ReportData, overall: pd.Series) -> list[str]:
     row, run, nv = d.pt.iloc[-1], d.run, d.run.views_per_video
     line = (f"- Mean GFLOPs x views: {_f(row['gflops_x_views'], '.4g')} "
-            f"(= {_f(row['gflops_per_view'], '.4g')} x {nv}; mean per ok view {_f(overall['gmacs_per_view_mean'], '.4g')})")
+            f"(= {_f(row['gflops_per_view'], '.4g')} x {nv}; "
+            f"mean per ok view {_f(overall['gmacs_per_view_mean'], '.4g')})")
     static = run.meta.get("static_gmacs")
     if run.layers and isinstance(static, (int, float)) and static > 0 and nv:
         red = 100 * (1 - row["gflops_x_views"] / (static * nv))
@@ -356,7 +359,8 @@ def ranking_section(d: ReportData) -> Section:
         files["ranking_top1.csv"] = lambda p: d.rank_top1.to_csv(p, index=False)
     s = Section(L, files)
     s.figures["class_distributions.png"] = ("Classes at both ends of the ranking", lambda p: plots.plot_class_distributions(
-        d.run, p, by=spec.by, k=spec.k, min_videos=spec.min_videos, n_boot=spec.n_boot, seed=spec.seed, rank=d.rank))
+        d.run, p, by=spec.by, k=spec.k, min_videos=spec.min_videos, n_boot=spec.n_boot, seed=spec.seed,
+        rank=d.rank))
     return s
 
 
@@ -369,18 +373,22 @@ def tradeoff_section(d: ReportData) -> Section:
         return Section()
     cls, ov, k = t.iloc[:-1], t.iloc[-1], d.cfg.ranking.k
     n_show = min(len(cls), k)
-    groups = by_bins.assign(range=[f"{a:.3g}-{b:.3g}" for a, b in zip(by_bins["bins_kept_min"], by_bins["bins_kept_max"])])
+    ranges = [f"{a:.3g}-{b:.3g}" for a, b in zip(by_bins["bins_kept_min"], by_bins["bins_kept_max"])]
+    groups = by_bins.assign(range=ranges)
     L = ["## Where SGS keeps few bins: accuracy against the baseline", "",
          f"The {int(ov['videos'])} labelled videos ok in both runs, paired by path: bins kept = "
          f"{t.attrs.get('metric', 'bins kept')} in this "
          f"run; lost = videos the baseline gets right and this run wrong, gained = the reverse "
-         f"(overall {int(ov['lost'])} lost, {int(ov['gained'])} gained, top-1 change {_f(ov['top1_delta'], '+.1f')} points). "
-         f"Rank correlation over the classes of bins kept and top-1 change: {_f(t.attrs.get('spearman', np.nan), '+.2f')} "
+         f"(overall {int(ov['lost'])} lost, {int(ov['gained'])} gained, "
+         f"top-1 change {_f(ov['top1_delta'], '+.1f')} points). "
+         "Rank correlation over the classes of bins kept and top-1 change: "
+         f"{_f(t.attrs.get('spearman', np.nan), '+.2f')} "
          "(positive: classes that keep fewer bins lose more). "
          "All classes: [class_tradeoff.csv](class_tradeoff.csv).", "",
          f"The {n_show} classes that keep the fewest bins:", "",
          _tradeoff_md(cls.head(n_show), [("class_name", "class", "s")]), "",
-         "Videos in groups of about equal size by the bins they kept ([accuracy_by_bins.csv](accuracy_by_bins.csv)):", "",
+         "Videos in groups of about equal size by the bins they kept "
+         "([accuracy_by_bins.csv](accuracy_by_bins.csv)):", "",
          _tradeoff_md(groups, [("group", "group", "d"), ("range", "range", "s")]) if len(by_bins) else "(no paired videos)",
          ""]
     s = Section(L, {"class_tradeoff.csv": lambda p: t.to_csv(p, index=False),
@@ -388,7 +396,8 @@ def tradeoff_section(d: ReportData) -> Section:
     if len(by_bins):
         s.figures["accuracy_by_bins.png"] = (
             "Accuracy where SGS keeps few bins (against the baseline run, same videos)",
-            lambda p: plots.plot_accuracy_by_bins(by_bins, p, run=d.run.name, baseline=run_name(d.base.views, "baseline")))
+            lambda p: plots.plot_accuracy_by_bins(by_bins, p, run=d.run.name,
+                                                  baseline=run_name(d.base.views, "baseline")))
     return s
 
 

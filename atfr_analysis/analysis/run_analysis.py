@@ -85,7 +85,8 @@ class SharedMeta(dict):
 
 def check_log(log: Any, name: str = "log") -> None:
     if not isinstance(log, pd.DataFrame):
-        raise AnalysisError(f"{name} must be a pandas DataFrame (a views table from load_run), got {type(log).__name__}")
+        raise AnalysisError(f"{name} must be a pandas DataFrame (a views table from load_run), "
+                            f"got {type(log).__name__}")
     if len(log) == 0:
         raise AnalysisError(f"{name} is empty: no views were logged")
     missing = [c for c in ("video_id", "gmacs") if c not in log.columns]
@@ -312,7 +313,9 @@ def topk(scores: np.ndarray, labels: np.ndarray) -> tuple[pd.array, pd.array, pd
     return pred_a, t1a, t5a
 
 
-def video_scores(ok: pd.DataFrame, ensemble: str = "sum", num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def video_scores(
+    ok: pd.DataFrame, ensemble: str = "sum", num_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(video ids, video-level scores) over the given ok rows (sorted by video_id): the sum of the
     softmax over a video's views (``ensemble="sum"``) or its element-wise maximum (``"max"``).
 
