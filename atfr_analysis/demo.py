@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from atfr_analysis.errors import EnvironmentFailure
+from atfr_analysis.profile.schema import bins_column
 
 __all__ = [
     "DEMO", "ACCEPTANCE", "run_demo", "DemoResult", "demo_data", "checkpoint_path", "known_answer",
@@ -129,7 +130,7 @@ def known_answer(per_class: pd.DataFrame, layer: str, frames: int) -> dict:
 
     pc = per_class[per_class["class_name"] != "overall"].copy()
     pc["distinct_frames"] = [distinct_frames(c, frames) for c in pc["class_name"]]
-    col = f"bins.{layer}_mean"
+    col = f"{bins_column(layer)}_mean"
     rho = float(pc[[col, "distinct_frames"]].corr(method="spearman").iloc[0, 1])
     order = pc.sort_values([col, "class_name"])["class_name"].tolist()
     return {
@@ -164,7 +165,7 @@ def _profile_sources(atfr_ckpt: Path, model_name: str, names: list[str]) -> pd.D
         r = prof.run([p for p in item["pathways"]])
         df = prof.frame(r)
         pred = torch.tensor(np.asarray(df["scores"].tolist())).sum(0).argmax().item()
-        b = df[f"bins.{layer}"].astype(int).tolist()
+        b = df[bins_column(layer)].astype(int).tolist()
         rows.append({
             "source": item["class_name"],
             "status": "ok",

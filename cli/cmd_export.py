@@ -24,15 +24,14 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Write a run's video-level scores and labels in the file another tool's evaluation reads."""
-        from atfr_analysis.analysis.aggregate import ENSEMBLES
+        from atfr_analysis.analysis.run_analysis import check_ensemble
         from atfr_analysis.analysis.export import EXPORT_FORMATS, FAILED_POLICIES, export_predictions
         from atfr_analysis.errors import InputError
         from atfr_analysis.profile.log import load_run
 
         if format not in EXPORT_FORMATS:
             raise InputError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
-        if ensemble not in ENSEMBLES:
-            raise InputError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {ensemble!r}")
+        check_ensemble(ensemble)
         if failed not in FAILED_POLICIES:
             raise InputError(f"--failed must be one of {', '.join(FAILED_POLICIES)}, got {failed!r}")
         res = export_predictions(load_run(run), out, format=format, ensemble=ensemble, failed=failed)

@@ -154,7 +154,7 @@ def test_cli_report_and_table_ensemble(capsys, tmp_path):
     code, out, err = run_cli(capsys, "report", run, "--out", tmp_path / "r", "--ensemble", "max", "--boot", "20")
     assert code == 0 and "Top-1 100.00%" in (tmp_path / "r" / "report.md").read_text()
     code, out, err = run_cli(capsys, "report", run, "--out", tmp_path / "r2", "--ensemble", "mean")
-    assert code == 2 and "--ensemble must be one of sum, max" in err
+    assert code == 2 and "unknown ensemble='mean': choose one of 'sum', 'max'" in err
 
 
 # ------------------------------------------------------------------- ranking by accuracy

@@ -2,8 +2,9 @@
 the poster, paper-style tables, figures and a Markdown report.
 
     from atfr_analysis import load_run
-    from atfr_analysis.analysis import per_class, ranking, paper_table, write_report
+    from atfr_analysis.analysis import RunAnalysis, per_class, ranking, paper_table, write_report
     log = load_run("runs/x3d_s_atfr")
+    run = RunAnalysis(log)                 # checked and prepared once; every function takes it or a log
     per_class(log)                         # one row per class + "overall" (top-1, top-5, mean class)
     ranking(log, by="bins", k=5)           # lowest / highest classes with bootstrap CIs
     confusion_matrix(log, ensemble="max")  # views combined by their maximum instead of their sum
@@ -25,12 +26,14 @@ from atfr_analysis.analysis.aggregate import (
     video_table,
 )
 from atfr_analysis.analysis.comparable import IncomparableRunsError, check_comparable, differences
-from atfr_analysis.analysis.compare import accuracy_by_bins, class_tradeoff, paired_videos
+from atfr_analysis.analysis.tradeoff import accuracy_by_bins, class_tradeoff, paired_videos
 from atfr_analysis.analysis.confusion import confusion_matrix, most_confused_pairs
 from atfr_analysis.analysis.export import EXPORT_FORMATS, export_predictions
-from atfr_analysis.analysis.ranking import RANK_BY, below_min_videos, class_values, ranking
-from atfr_analysis.analysis.report import write_report
+from atfr_analysis.analysis.ranking import RANK_BY, RankingSpec, below_min_videos, class_values, rank_classes, ranking
+from atfr_analysis.analysis.report import ReportConfig, make_report, write_report
+from atfr_analysis.analysis.run_analysis import INCOMPLETE, IncompleteRunError, RunAnalysis
 from atfr_analysis.analysis.tables import (
+    TableConfig,
     accuracy_vs_views,
     accuracy_vs_views_both,
     format_paper_table,
@@ -43,6 +46,14 @@ from atfr_analysis.analysis.tables import (
 )
 
 __all__ = [
+    "RunAnalysis",
+    "IncompleteRunError",
+    "INCOMPLETE",
+    "RankingSpec",
+    "rank_classes",
+    "ReportConfig",
+    "TableConfig",
+    "make_report",
     "AnalysisError",
     "IncomparableRunsError",
     "ENSEMBLES",

@@ -12,7 +12,7 @@ import pandas as pd
 
 from atfr_analysis.errors import InputError
 
-__all__ = ["AnalysisError", "run_name"]
+__all__ = ["AnalysisError", "run_meta", "run_name"]
 
 
 class AnalysisError(InputError):
@@ -20,14 +20,15 @@ class AnalysisError(InputError):
     An :class:`~atfr_analysis.errors.AtfrError` (and a ``ValueError``)."""
 
 
-def _meta(log: pd.DataFrame) -> dict[str, Any]:
+def run_meta(log: pd.DataFrame) -> dict[str, Any]:
+    """The run's metadata (``run.json``) a log frame carries in ``attrs["meta"]``, else ``{}``."""
     m = log.attrs.get("meta") if isinstance(log, pd.DataFrame) else None
     return m if isinstance(m, dict) else {}
 
 
 def run_name(log: pd.DataFrame, default: str = "run") -> str:
     """The model name of a run (``meta["model"]``), else its folder name, else ``default``."""
-    m = _meta(log)
+    m = run_meta(log)
     if m.get("model"):
         return str(m["model"])
     rd = log.attrs.get("run_dir") if isinstance(log, pd.DataFrame) else None

@@ -25,7 +25,8 @@ from __future__ import annotations
 from pathlib import Path
 import pandas as pd
 
-from atfr_analysis.analysis.common import AnalysisError, _meta, run_name
+from atfr_analysis.analysis.common import AnalysisError, run_meta, run_name
+from atfr_analysis.profile.schema import bins_layers
 
 __all__ = ["IncomparableRunsError", "differences", "check_comparable", "label", "NOT_COMPARABLE", "OVERRIDE_HINT"]
 
@@ -68,7 +69,7 @@ def _names(paths) -> str:
 
 
 def _views(log: pd.DataFrame) -> tuple[int | None, int | None, int]:
-    m = _meta(log)
+    m = run_meta(log)
 
     def num(k):
         try:
@@ -92,79 +93,96 @@ def _same_model(a: dict, b: dict) -> bool:
     return bool(sa) and sa == sb and a.get("model") == b.get("model")
 
 
+def _same_run(run: pd.DataFrame, other: pd.DataFrame, what: str) -> list[str]:
+    ma, mb = run_meta(run), run_meta(other)
+    ra, rb = _run_dir(run), _run_dir(other)
+    name_a = run_name(run)
+    if other is run or (ra is not None and ra == rb):
+        where = f"folder {ra}" if ra is not None else name_a
+        return [f"the baseline is the run itself ({where})" if what == "baseline" else f"the same run twice ({where})"]
+    if _same_model(ma, mb):
+        sha = str(ma["checkpoint_sha256"])[:12]
+        if what == "baseline":
+            return [f"the baseline is the same model and checkpoint as the run ({name_a}, checkpoint sha256 {sha}...); "
+                    "a baseline must be another model"]
+        if all(ma.get(k) == mb.get(k) for k in _RUN_SETTINGS):
+            return [f"the same run twice ({name_a}, checkpoint sha256 {sha}..., same data and settings)"]
+    return []
+
+
+def _other_videos(run: pd.DataFrame, other: pd.DataFrame, what: str) -> list[str]:
+    pa, pb = _paths(run), _paths(other)
+    out: list[str] = []
+    if pa is None or pb is None:
+        fa, fb = run_meta(run).get("data_fingerprint"), run_meta(other).get("data_fingerprint")
+        if fa and fb and fa != fb:
+            return [f"different videos: data fingerprint {fa} in the run, {fb} in the {what}"]
+        if "video_id" in run.columns and "video_id" in other.columns:
+            na, nb = run["video_id"].nunique(), other["video_id"].nunique()
+            if na != nb:
+                return [f"different videos: {na} in the run, {nb} in the {what}"]
+        return []
+    only_a, only_b = set(pa) - set(pb), set(pb) - set(pa)
+    if only_a or only_b:
+        parts = []
+        if only_a:
+            parts.append(f"{len(only_a)} only in the run ({_names(only_a)})")
+        if only_b:
+            parts.append(f"{len(only_b)} only in the {what} ({_names(only_b)})")
+        out.append(f"different videos: {len(pa)} in the run, {len(pb)} in the {what}; " + ", ".join(parts))
+    common = sorted(set(pa) & set(pb))
+    relabelled = [p for p in common if pa[p] != pb[p]]
+    if relabelled:
+        p = relabelled[0]
+        out.append(f"different labels for {len(relabelled)} of {len(common)} common videos "
+                   f"(e.g. {Path(p).name!r}: {pa[p]} in the run, {pb[p]} in the {what})")
+    return out
+
+
+def _other_classes(ma: dict, mb: dict, what: str) -> list[str]:
+    ca, cb = list(ma.get("class_names") or []), list(mb.get("class_names") or [])
+    if ca and cb:
+        if len(ca) != len(cb):
+            return [f"different classes: {len(ca)} in the run, {len(cb)} in the {what}"]
+        if ca != cb:
+            i = next(i for i, (x, y) in enumerate(zip(ca, cb)) if x != y)
+            n = sum(x != y for x, y in zip(ca, cb))
+            return [f"different classes: {n} of {len(ca)} class names differ (class {i} is {ca[i]!r} in the run, "
+                    f"{cb[i]!r} in the {what})"]
+        return []
+    na, nb = ma.get("num_classes"), mb.get("num_classes")
+    if isinstance(na, int) and isinstance(nb, int) and na != nb:
+        return [f"different classes: {na} in the run, {nb} in the {what}"]
+    return []
+
+
+def _other_backbone(run: pd.DataFrame, other: pd.DataFrame) -> list[str]:
+    """A baseline's input and backbone against the run's (rows of a table may be other models)."""
+    ma, mb, out = run_meta(run), run_meta(other), []
+    for k, text in (("frames", "frames"), ("crop", "crop")):
+        if ma.get(k) is not None and mb.get(k) is not None and ma.get(k) != mb.get(k):
+            out.append(f"different input: {text} {ma[k]} in the run, {mb[k]} in the baseline")
+    static = ma.get("static_gmacs")
+    has_sgs, base_sgs = bool(bins_layers(run.columns)), bool(bins_layers(other.columns))
+    if isinstance(static, (int, float)) and static > 0 and has_sgs and not base_sgs and "gmacs" in other.columns:
+        ok = other["status"].eq("ok") if "status" in other.columns else pd.Series(True, index=other.index)
+        g = pd.to_numeric(other.loc[ok, "gmacs"], errors="coerce").dropna()
+        if len(g) and abs(float(g.mean()) - static) > _STATIC_RTOL * static:
+            out.append(f"another backbone or input: the baseline {run_name(other, 'baseline')} costs "
+                       f"{float(g.mean()):.4g} GMACs per view, the run's backbone without SGS {static:.4g} "
+                       "(same input)")
+    return out
+
+
 def differences(run: pd.DataFrame, other: pd.DataFrame, what: str = "baseline") -> list[str]:
     """What makes ``other`` (a baseline, or a second run with ``what="run"``) not comparable with
     ``run``: a list of short phrases, empty when the two are comparable."""
     if not isinstance(run, pd.DataFrame) or not isinstance(other, pd.DataFrame):
         return []
-    out: list[str] = []
-    ma, mb = _meta(run), _meta(other)
-    ra, rb = _run_dir(run), _run_dir(other)
-    name_a, name_b = run_name(run), run_name(other, what)
-    if other is run or (ra is not None and ra == rb):
-        where = f"folder {ra}" if ra is not None else name_a
-        out.append(f"the baseline is the run itself ({where})" if what == "baseline" else f"the same run twice ({where})")
-    elif _same_model(ma, mb):
-        sha = str(ma["checkpoint_sha256"])[:12]
-        if what == "baseline":
-            out.append(f"the baseline is the same model and checkpoint as the run ({name_a}, checkpoint sha256 {sha}...); "
-                       "a baseline must be another model")
-        elif all(ma.get(k) == mb.get(k) for k in _RUN_SETTINGS):
-            out.append(f"the same run twice ({name_a}, checkpoint sha256 {sha}..., same data and settings)")
-    # videos
-    pa, pb = _paths(run), _paths(other)
-    if pa is not None and pb is not None:
-        only_a, only_b = set(pa) - set(pb), set(pb) - set(pa)
-        if only_a or only_b:
-            parts = []
-            if only_a:
-                parts.append(f"{len(only_a)} only in the run ({_names(only_a)})")
-            if only_b:
-                parts.append(f"{len(only_b)} only in the {what} ({_names(only_b)})")
-            out.append(f"different videos: {len(pa)} in the run, {len(pb)} in the {what}; " + ", ".join(parts))
-        common = sorted(set(pa) & set(pb))
-        relabelled = [p for p in common if pa[p] != pb[p]]
-        if relabelled:
-            p = relabelled[0]
-            out.append(f"different labels for {len(relabelled)} of {len(common)} common videos "
-                       f"(e.g. {Path(p).name!r}: {pa[p]} in the run, {pb[p]} in the {what})")
-    else:
-        fa, fb = ma.get("data_fingerprint"), mb.get("data_fingerprint")
-        if fa and fb and fa != fb:
-            out.append(f"different videos: data fingerprint {fa} in the run, {fb} in the {what}")
-        elif "video_id" in run.columns and "video_id" in other.columns:
-            na, nb = run["video_id"].nunique(), other["video_id"].nunique()
-            if na != nb:
-                out.append(f"different videos: {na} in the run, {nb} in the {what}")
-    # classes
-    ca, cb = list(ma.get("class_names") or []), list(mb.get("class_names") or [])
-    if ca and cb:
-        if len(ca) != len(cb):
-            out.append(f"different classes: {len(ca)} in the run, {len(cb)} in the {what}")
-        elif ca != cb:
-            i = next(i for i, (x, y) in enumerate(zip(ca, cb)) if x != y)
-            n = sum(x != y for x, y in zip(ca, cb))
-            out.append(f"different classes: {n} of {len(ca)} class names differ (class {i} is {ca[i]!r} in the run, "
-                       f"{cb[i]!r} in the {what})")
-    else:
-        na, nb = ma.get("num_classes"), mb.get("num_classes")
-        if isinstance(na, int) and isinstance(nb, int) and na != nb:
-            out.append(f"different classes: {na} in the run, {nb} in the {what}")
-    # the same backbone and input (a baseline only: rows of a table may be other models)
+    out = _same_run(run, other, what) + _other_videos(run, other, what)
+    out += _other_classes(run_meta(run), run_meta(other), what)
     if what == "baseline":
-        for k, text in (("frames", "frames"), ("crop", "crop")):
-            if ma.get(k) is not None and mb.get(k) is not None and ma.get(k) != mb.get(k):
-                out.append(f"different input: {text} {ma[k]} in the run, {mb[k]} in the baseline")
-        static = ma.get("static_gmacs")
-        has_sgs = any(isinstance(c, str) and c.startswith("bins.") for c in run.columns)
-        base_sgs = any(isinstance(c, str) and c.startswith("bins.") for c in other.columns)
-        if isinstance(static, (int, float)) and static > 0 and has_sgs and not base_sgs and "gmacs" in other.columns:
-            ok = other["status"].eq("ok") if "status" in other.columns else pd.Series(True, index=other.index)
-            g = pd.to_numeric(other.loc[ok, "gmacs"], errors="coerce").dropna()
-            if len(g) and abs(float(g.mean()) - static) > _STATIC_RTOL * static:
-                out.append(f"another backbone or input: the baseline {name_b} costs {float(g.mean()):.4g} GMACs per view, "
-                           f"the run's backbone without SGS {static:.4g} (same input)")
-    # views
+        out += _other_backbone(run, other)
     va, vb = _views(run), _views(other)
     if va[2] != vb[2] or (va[0] is not None and vb[0] is not None and va[:2] != vb[:2]):
         out.append(f"different views: {_views_text(*va)} in the run, {_views_text(*vb)} in the {what}")

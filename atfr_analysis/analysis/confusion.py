@@ -11,16 +11,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from atfr_analysis.analysis.aggregate import AnalysisError, _check_ensemble, _meta, _prepare, _video_level
+from atfr_analysis.analysis.common import AnalysisError
+from atfr_analysis.analysis.run_analysis import RunAnalysis, check_ensemble
 
 __all__ = ["confusion_matrix", "most_confused_pairs", "most_confused_classes", "select_classes", "normalised_subset", "OTHER"]
 
 OTHER = "(other classes)"
 
 
-def _class_names(df: pd.DataFrame, videos: pd.DataFrame) -> list[str]:
+def _class_names(meta: dict, videos: pd.DataFrame) -> list[str]:
     """Names of class ids 0..C-1: the label map's, else the log's (label, class_name) pairs."""
-    meta = _meta(df)
     names = [str(n) for n in (meta.get("class_names") or [])]
     try:
         C = int(meta.get("num_classes") or 0)
@@ -33,14 +33,14 @@ def _class_names(df: pd.DataFrame, videos: pd.DataFrame) -> list[str]:
     return [names[i] if i < len(names) else str(known.get(i, f"class {i}")) for i in range(C)]
 
 
-def confusion_matrix(log: pd.DataFrame, ensemble: str = "sum") -> pd.DataFrame:
+def confusion_matrix(log: pd.DataFrame | RunAnalysis, ensemble: str = "sum") -> pd.DataFrame:
     """Counts of labelled ok videos: index ``true_class``, columns ``predicted`` (class names, in
     class-id order; all classes of the label map, so the matrix is square). Diagonal = top-1
     right. ``attrs``: ``videos`` (labelled ok videos counted), ``ensemble``, ``class_ids``."""
-    _check_ensemble(ensemble)
-    df = _prepare(log)
-    v = _video_level(df, ensemble)
-    names = _class_names(df, v)
+    check_ensemble(ensemble)
+    a = RunAnalysis.of(log)
+    v = a.videos(ensemble)
+    names = _class_names(a.meta, v)
     C = len(names)
     ok = v[(v["status"] == "ok") & (v["label"] >= 0) & v["pred"].notna()]
     t = ok["label"].to_numpy(dtype="int64")

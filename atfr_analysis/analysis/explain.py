@@ -203,6 +203,66 @@ def _explain_layer(layer, feat: torch.Tensor, positions: list[int], src: list[in
     }
 
 
+#: how a step of an SGS layer maps to the video's frames (the explanation's "time_mapping")
+TIME_MAPPING = (
+    "SGS runs at the feature's temporal resolution: step t of a layer stands for its pathway's input "
+    "frames t*temporal_stride .. (t+1)*temporal_stride-1 (clip_positions, positions in the fast clip; "
+    "the slow pathway of SlowFast takes the fast frames at linspace(0, T-1, T/alpha)); source_frames are "
+    "those positions' frame numbers in the video. temporal_reach (measured by perturbing one input frame): "
+    "the steps [t+lo, t+hi] that frame t of the layer's own pathway reaches through the layers before SGS "
+    "(temporal convolutions mix neighbouring frames; in SlowFast the lateral connections also bring the "
+    "other pathway in). bin: the bin of the step's largest kernel weight "
+    "(bins ordered by distance to the clip's mean embedding, not by time); the step with the largest "
+    "distance sits on the last bin's upper edge with weight ~1e-7 and is reported in that bin"
+)
+
+
+def _explain_view(model, clips: ViewClips, v: int, cost) -> tuple[dict, list[dict]]:
+    """One view's explanation, and what each SGS layer is (pathway, steps, stride, B, kernel)."""
+    spec, names, layers = model.spec, model.sgs_layer_names(), model.sgs_layers()
+    t_fast = int(clips.pathways[-1].shape[2])
+    xs = [p[v:v + 1] for p in clips.pathways]
+    feats = model.forward_pre(xs)
+    src = clips.frame_indices[v]
+    per_layer, info = [], []
+    for i, (name, layer, f) in enumerate(zip(names, layers, feats)):
+        p = _layer_pathway(name, i, spec.num_pathways)
+        positions = _pathway_positions(spec, p, t_fast)
+        d = _explain_layer(layer, f, positions, src)
+        # the layer's own forward must agree (the same calls, made by the model's code)
+        _out, _mask, active = layer(f, return_bins=True)
+        if int(active[0]) != d["active_bins"]:  # pragma: no cover - a bug if it happens
+            raise RuntimeError(f"{name}: {d['active_bins']} active bins here, {int(active[0])} in the layer's forward")
+        per_layer.append({"name": name, **d})
+        info.append({
+            "name": name,
+            "pathway": p,
+            "pathway_frames": len(positions),
+            "feature_frames": int(f.shape[2]),
+            "temporal_stride": len(positions) // int(f.shape[2]),
+            "num_bins": d["num_bins"],
+            "kernel": layer.kernel,
+            "distance": layer.distance,
+            "feature_shape": list(f.shape[1:]),
+        })
+    if v == 0:
+        reach = _temporal_reach(model, xs, feats, [li["pathway"] for li in info])
+        for li, r in zip(info, reach):
+            li["temporal_reach"] = r
+    sig = tuple(d["active_bins"] for d in per_layer)
+    m = clips.meta
+    return {
+        "view": v,
+        "temporal_index": int(m["temporal_index"][v]),
+        "spatial_index": int(m["spatial_index"][v]),
+        "crop_position": int(m["crop_position"][v]),
+        "frame_indices": src,
+        "signature": list(sig),
+        "gmacs": cost.gmacs(sig)[0],
+        "layers": per_layer,
+    }, info
+
+
 @torch.no_grad()
 def explain_model(model, clips: ViewClips, detail_view: int | None = None, cost=None) -> dict:
     """The explanation (a JSON-ready dict) of ``clips`` through an ATFR ``model`` (set to eval
@@ -216,64 +276,14 @@ def explain_model(model, clips: ViewClips, detail_view: int | None = None, cost=
     view = 0 if detail_view is None else int(detail_view)
     if not 0 <= view < nviews:
         raise InputError(f"view {view} is out of range: this video has {nviews} views (0..{nviews - 1})")
-    spec = model.spec
-    names = model.sgs_layer_names()
-    layers = model.sgs_layers()
-    t_fast = int(clips.pathways[-1].shape[2])
     was_training = model.training
     model.eval()
     try:
         shapes = [(1,) + tuple(p.shape[1:]) for p in clips.pathways]
         if cost is None or cost.model is not model or list(cost.input_shapes) != shapes:
             cost = CostModel(model, shapes)
-        full = tuple(cost.num_bins)
-        gmacs_full = cost.gmacs(full)[0]
-        out_views = []
-        layer_info = None
-        for v in range(nviews):
-            xs = [p[v:v + 1] for p in clips.pathways]
-            feats = model.forward_pre(xs)
-            src = clips.frame_indices[v]
-            per_layer = []
-            info = []
-            for i, (name, layer, f) in enumerate(zip(names, layers, feats)):
-                p = _layer_pathway(name, i, spec.num_pathways)
-                positions = _pathway_positions(spec, p, t_fast)
-                d = _explain_layer(layer, f, positions, src)
-                # the layer's own forward must agree (the same calls, made by the model's code)
-                _out, _mask, active = layer(f, return_bins=True)
-                if int(active[0]) != d["active_bins"]:  # pragma: no cover - a bug if it happens
-                    raise RuntimeError(f"{name}: {d['active_bins']} active bins here, {int(active[0])} in the layer's forward")
-                per_layer.append({"name": name, **d})
-                info.append({
-                    "name": name,
-                    "pathway": p,
-                    "pathway_frames": len(positions),
-                    "feature_frames": int(f.shape[2]),
-                    "temporal_stride": len(positions) // int(f.shape[2]),
-                    "num_bins": d["num_bins"],
-                    "kernel": layer.kernel,
-                    "distance": layer.distance,
-                    "feature_shape": list(f.shape[1:]),
-                })
-            if layer_info is None:
-                reach = _temporal_reach(model, xs, feats, [li["pathway"] for li in info])
-                for li, r in zip(info, reach):
-                    li["temporal_reach"] = r
-                layer_info = info
-            sig = tuple(d["active_bins"] for d in per_layer)
-            g = cost.gmacs(sig)[0]
-            m = clips.meta
-            out_views.append({
-                "view": v,
-                "temporal_index": int(m["temporal_index"][v]),
-                "spatial_index": int(m["spatial_index"][v]),
-                "crop_position": int(m["crop_position"][v]),
-                "frame_indices": src,
-                "signature": list(sig),
-                "gmacs": g,
-                "layers": per_layer,
-            })
+        gmacs_full = cost.gmacs(tuple(cost.num_bins))[0]
+        explained = [_explain_view(model, clips, v, cost) for v in range(nviews)]
     finally:
         model.train(was_training)
     return {
@@ -283,21 +293,11 @@ def explain_model(model, clips: ViewClips, detail_view: int | None = None, cost=
         "num_views": nviews,
         "video": {k: clips.facts.get(k) for k in ("num_frames", "fps", "width", "height")},
         "input": [list(p.shape[1:]) for p in clips.pathways],
-        "layers": layer_info,
-        "time_mapping": (
-            "SGS runs at the feature's temporal resolution: step t of a layer stands for its pathway's input "
-            "frames t*temporal_stride .. (t+1)*temporal_stride-1 (clip_positions, positions in the fast clip; "
-            "the slow pathway of SlowFast takes the fast frames at linspace(0, T-1, T/alpha)); source_frames are "
-            "those positions' frame numbers in the video. temporal_reach (measured by perturbing one input frame): "
-            "the steps [t+lo, t+hi] that frame t of the layer's own pathway reaches through the layers before SGS "
-            "(temporal convolutions mix neighbouring frames; in SlowFast the lateral connections also bring the "
-            "other pathway in). bin: the bin of the step's largest kernel weight "
-            "(bins ordered by distance to the clip's mean embedding, not by time); the step with the largest "
-            "distance sits on the last bin's upper edge with weight ~1e-7 and is reported in that bin"
-        ),
+        "layers": explained[0][1] if explained else None,
+        "time_mapping": TIME_MAPPING,
         "gmacs_all_bins": gmacs_full,
         "gmacs_convention": "conv_fc (conv + linear, 1 MAC = 1; the paper's GFLOPs), batch 1, one view",
-        "views": out_views,
+        "views": [e[0] for e in explained],
     }
 
 

@@ -28,30 +28,16 @@ def bin_colours(num_bins: int) -> list:
     return [cmap(order[i % 20]) for i in range(num_bins)]
 
 
-def plot_explain(result: dict, path: str | Path, thumbnails=None, dpi: int = 100) -> Path:
-    """Draw ``result`` (``explain_model``'s dict) into the PNG ``path``; ``thumbnails``: the
-    detailed view's frames ``[T, S, S, 3]`` in ``[0, 1]`` (``None``: cells without images)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def _layout(n_views: int, nl: int, t: int):
+    """The figure and its panels' rectangles (figure fractions): film strip, one per layer, spans."""
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    path = Path(path)
-    views = result["views"]
-    d = views[result["detail_view"]]
-    layers = result["layers"]
-    nl = len(layers)
-    t = len(d["frame_indices"])
-    max_b = max(li["num_bins"] for li in layers)
-    colours = bin_colours(max_b)
 
     left, right = (2.6 if nl > 1 else 1.9), 0.7
     width = float(np.clip(0.62 * t + left + right, 10.0, 20.0))
     per_frame = (width - left - right) / t
     row_h = 0.42
     strip_units = 1.25 + nl * row_h + 0.02  # the strip's y range in data units (1 = a thumbnail)
-    span_rows = len(views) * nl
+    span_rows = n_views * nl
     # the panels top to bottom, in inches: (space above, axis height, space below)
     boxes = [(0.75, per_frame * strip_units, 0.25)]
     boxes += [(0.35, 2.0, 0.5)] * nl
@@ -63,9 +49,15 @@ def plot_explain(result: dict, path: str | Path, thumbnails=None, dpi: int = 100
         y -= above + h
         axes_at.append([left / width, y / height, (width - left - right) / width, h / height])
         y -= below
+    return fig, axes_at, height
 
-    # ---------------------------------------------------------------- film strip
-    ax = fig.add_axes(axes_at[0])
+
+def _film_strip(fig, box, result: dict, d: dict, thumbnails, colours, nl: int, t: int) -> None:
+    """The detailed view's sampled frames, with one row of bin cells per SGS layer under them."""
+    from matplotlib.patches import Rectangle
+
+    row_h = 0.42
+    ax = fig.add_axes(box)
     if thumbnails is not None:
         thumbs = np.asarray(thumbnails, dtype=np.float32)
         for i in range(min(t, len(thumbs))):
@@ -95,42 +87,45 @@ def plot_explain(result: dict, path: str | Path, thumbnails=None, dpi: int = 100
         f"its {t} sampled frames and the bin each falls into", fontsize=10, loc="left",
     )
 
-    # ---------------------------------------------------------------- distances
-    for li, (info, lay) in enumerate(zip(layers, d["layers"])):
-        ax = fig.add_axes(axes_at[1 + li])
-        b = lay["num_bins"]
-        edges = lay["bin_edges"]
-        for i in lay["active_bin_ids"]:
-            ax.axhspan(edges[i], edges[i + 1], color=colours[i], alpha=0.18, lw=0)
-        for e in edges:
-            ax.axhline(e, color="0.75", lw=0.5, zorder=0)
-        xs = [np.mean(s["clip_positions"]) + 0.5 for s in lay["steps"]]
-        ys = [s["delta_scaled"] for s in lay["steps"]]
-        ax.plot(xs, ys, color="0.5", lw=0.8, zorder=1)
-        for x, y, s in zip(xs, ys, lay["steps"]):
-            c = colours[s["bin"]] if s["bin"] is not None else "white"
-            ax.scatter([x], [y], s=36, color=c, edgecolor="black", lw=0.6, zorder=3)
-        ax.set_xlim(0, t)
-        ax.set_ylim(-0.04 * edges[-1], edges[-1] * 1.06)
-        ax.set_xticks([i + 0.5 for i in range(t)], [str(i) for i in range(t)], fontsize=7)
-        ax.set_xlabel("position in the clip (the film strip's columns)", fontsize=8)
-        ax.set_ylabel("Δ'_t (rescaled, 0 to 2B)", fontsize=8)
-        ax.tick_params(axis="y", labelsize=7)
-        dmax = max(s["delta"] for s in lay["steps"])
-        if dmax > 0 and edges[-1] > 0:
-            k = dmax / edges[-1]
-            sec = ax.secondary_yaxis("right", functions=(lambda y, k=k: y * k, lambda y, k=k: y / k))
-            sec.set_ylabel("Δ_t", fontsize=8)
-            sec.tick_params(labelsize=7)
-        ax.set_title(
-            f"{info['name']} (pathway {info['pathway']}, {info['feature_frames']} steps, temporal stride "
-            f"{info['temporal_stride']}, {info['kernel']} kernel, {info['distance']}): "
-            f"B' = {lay['active_bins']} of {b} bins active; lines: bin edges, bands: active bins",
-            fontsize=9, loc="left",
-        )
 
-    # ---------------------------------------------------------------- spans over views
-    ax = fig.add_axes(axes_at[-1])
+def _distance_panel(fig, box, info: dict, lay: dict, colours, t: int) -> None:
+    """One SGS layer's rescaled distances per step against its bin edges."""
+    ax = fig.add_axes(box)
+    b = lay["num_bins"]
+    edges = lay["bin_edges"]
+    for i in lay["active_bin_ids"]:
+        ax.axhspan(edges[i], edges[i + 1], color=colours[i], alpha=0.18, lw=0)
+    for e in edges:
+        ax.axhline(e, color="0.75", lw=0.5, zorder=0)
+    xs = [np.mean(s["clip_positions"]) + 0.5 for s in lay["steps"]]
+    ys = [s["delta_scaled"] for s in lay["steps"]]
+    ax.plot(xs, ys, color="0.5", lw=0.8, zorder=1)
+    for x, y, s in zip(xs, ys, lay["steps"]):
+        c = colours[s["bin"]] if s["bin"] is not None else "white"
+        ax.scatter([x], [y], s=36, color=c, edgecolor="black", lw=0.6, zorder=3)
+    ax.set_xlim(0, t)
+    ax.set_ylim(-0.04 * edges[-1], edges[-1] * 1.06)
+    ax.set_xticks([i + 0.5 for i in range(t)], [str(i) for i in range(t)], fontsize=7)
+    ax.set_xlabel("position in the clip (the film strip's columns)", fontsize=8)
+    ax.set_ylabel("Δ'_t (rescaled, 0 to 2B)", fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    dmax = max(s["delta"] for s in lay["steps"])
+    if dmax > 0 and edges[-1] > 0:
+        k = dmax / edges[-1]
+        sec = ax.secondary_yaxis("right", functions=(lambda y, k=k: y * k, lambda y, k=k: y / k))
+        sec.set_ylabel("Δ_t", fontsize=8)
+        sec.tick_params(labelsize=7)
+    ax.set_title(
+        f"{info['name']} (pathway {info['pathway']}, {info['feature_frames']} steps, temporal stride "
+        f"{info['temporal_stride']}, {info['kernel']} kernel, {info['distance']}): "
+        f"B' = {lay['active_bins']} of {b} bins active; lines: bin edges, bands: active bins",
+        fontsize=9, loc="left",
+    )
+
+
+def _spans_panel(fig, box, views: list, d: dict, colours, nl: int) -> None:
+    """The bins' spans over every view of the video: the source frames each active bin merges."""
+    ax = fig.add_axes(box)
     all_frames = [f for v in views for f in v["frame_indices"]]
     lo, hi = min(all_frames), max(all_frames)
     labels, ticks = [], []
@@ -166,6 +161,28 @@ def plot_explain(result: dict, path: str | Path, thumbnails=None, dpi: int = 100
     ax.grid(axis="x", color="0.9", lw=0.5)
     ax.set_title("bins' spans over the video's views: the source frames each active bin merges (one colour per bin)",
                  fontsize=9, loc="left")
+
+
+def plot_explain(result: dict, path: str | Path, thumbnails=None, dpi: int = 100) -> Path:
+    """Draw ``result`` (``explain_model``'s dict) into the PNG ``path``; ``thumbnails``: the
+    detailed view's frames ``[T, S, S, 3]`` in ``[0, 1]`` (``None``: cells without images)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    views = result["views"]
+    d = views[result["detail_view"]]
+    layers = result["layers"]
+    nl = len(layers)
+    t = len(d["frame_indices"])
+    colours = bin_colours(max(li["num_bins"] for li in layers))
+    fig, axes_at, height = _layout(len(views), nl, t)
+    _film_strip(fig, axes_at[0], result, d, thumbnails, colours, nl, t)
+    for li, (info, lay) in enumerate(zip(layers, d["layers"])):
+        _distance_panel(fig, axes_at[1 + li], info, lay, colours, t)
+    _spans_panel(fig, axes_at[-1], views, d, colours, nl)
 
     vid = result.get("video", {})
     g = d["gmacs"]

@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from atfr_analysis.analysis.aggregate import AnalysisError, _check_ensemble, _meta, _num_classes, _prepare, _video_level
+from atfr_analysis.analysis.common import AnalysisError
+from atfr_analysis.analysis.run_analysis import RunAnalysis, check_ensemble
 from atfr_analysis.errors import environment_failure
 
 __all__ = ["EXPORT_FORMATS", "FAILED_POLICIES", "ExportResult", "export_predictions", "video_scores"]
@@ -64,29 +65,39 @@ class ExportResult:
         return f"wrote {self.path} ({what}: {self.videos} videos x {self.classes} classes, views combined by {self.ensemble}{note})"
 
 
-def video_scores(log: pd.DataFrame, ensemble: str = "sum", failed: str = "error") -> tuple[pd.DataFrame, np.ndarray]:
-    """(videos table, scores (videos, classes) float64) of every video of the run in list order,
-    checked for export: the run logged every video of its list; failed videos per ``failed``."""
-    _check_ensemble(ensemble)
-    if failed not in FAILED_POLICIES:
-        raise AnalysisError(f"unknown failed={failed!r}: choose one of {', '.join(repr(f) for f in FAILED_POLICIES)}")
-    df = _prepare(log)
-    meta = _meta(df)
-    v = _video_level(df, ensemble)
-    n_list = meta.get("num_videos")
-    if isinstance(n_list, int) and len(v) < n_list:
-        raise AnalysisError(f"the run has logged {len(v)} of the {n_list} videos of its list: an export would not "
-                            "match the list (finish the run with `atfr profile --resume`)")
-    ids = v["video_id"].to_numpy()
+def check_exportable(a: RunAnalysis, failed: str) -> None:
+    """Refuse a run whose rows would not match its list, or whose scores are not numbers."""
+    n_list = a.videos_total
+    if n_list is not None and a.videos_logged < n_list:
+        raise AnalysisError(f"run {a.name} is not finished: it has logged {a.videos_logged} of the {n_list} videos "
+                            "of its list (a profile still writing, or interrupted): an export would not match the "
+                            "list (finish the run with `atfr profile --resume`)")
+    ids = np.unique(a.views["video_id"].to_numpy())
     if len(ids) and (ids != np.arange(len(ids))).any() and failed != "drop":
         raise AnalysisError("the run's video ids are not 0..N-1 (a sharded run not yet complete?): rows would not "
                             "match the test list")
+    if a.nonfinite_views:
+        raise AnalysisError(f"run {a.name}: {a.nonfinite_note()}; an export would write scores that are not numbers")
+
+
+def video_scores(
+    log: pd.DataFrame | RunAnalysis, ensemble: str = "sum", failed: str = "error"
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """(videos table, scores (videos, classes) float64) of every video of the run in list order,
+    checked for export: the run logged every video of its list, its scores are finite; failed
+    videos per ``failed``."""
+    check_ensemble(ensemble)
+    if failed not in FAILED_POLICIES:
+        raise AnalysisError(f"unknown failed={failed!r}: choose one of {', '.join(repr(f) for f in FAILED_POLICIES)}")
+    a = RunAnalysis.of(log)
+    check_exportable(a, failed)
+    v = a.videos(ensemble)
     bad = (v["status"] != "ok").to_numpy() | v[f"scores_{ensemble}"].isna().to_numpy()
     if bad.any() and failed == "error":
         ex = v.loc[bad, "path"].astype(str).head(2).map(lambda p: Path(p).name).tolist()
         raise AnalysisError(f"{int(bad.sum())} of {len(v)} videos have no ok view (e.g. {', '.join(ex)}): pass "
                             "--failed zeros (zero scores, as PySlowFast keeps them) or --failed drop (left out)")
-    C = _num_classes(df)
+    C = a.num_classes
     col = v[f"scores_{ensemble}"].to_numpy(dtype=object)
     lens = {len(x) for x, b in zip(col, bad) if not b}
     if C is None:

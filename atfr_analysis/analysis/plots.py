@@ -13,18 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from atfr_analysis.analysis.aggregate import (
-    OVERALL,
-    AnalysisError,
-    _meta,
-    _prepare,
-    bins_layers,
-    num_bins,
-    per_class,
-    run_name,
-)
-from atfr_analysis.analysis.ranking import _check_by, _per_video, ranking
+from atfr_analysis.analysis.aggregate import OVERALL, AnalysisError, per_class, run_name
+from atfr_analysis.analysis.ranking import check_by, per_video_values, ranking
+from atfr_analysis.analysis.run_analysis import RunAnalysis
 from atfr_analysis.analysis.tables import accuracy_vs_views
+from atfr_analysis.profile.schema import bins_column
 
 __all__ = [
     "plot_confusion",
@@ -73,12 +66,16 @@ def _wrap(name: str, width: int = 28) -> str:
     return textwrap.fill(str(name), width=width, break_long_words=True) or str(name)
 
 
-def _title(log: pd.DataFrame, what: str, width: int = 72) -> str:
-    return textwrap.fill(f"{run_name(log)}: {what}", width=width)
+def _name(log: pd.DataFrame | RunAnalysis, default: str = "run") -> str:
+    return run_name(log.views if isinstance(log, RunAnalysis) else log, default)
+
+
+def _title(log: pd.DataFrame | RunAnalysis, what: str, width: int = 72) -> str:
+    return textwrap.fill(f"{_name(log)}: {what}", width=width)
 
 
 # ----------------------------------------------------------------------------------- bins
-def plot_bins_hist(log: pd.DataFrame, path: str | Path) -> Path:
+def plot_bins_hist(log: pd.DataFrame | RunAnalysis, path: str | Path) -> Path:
     """Histogram of active bins B' per SGS layer (ok views), one panel per layer, B marked."""
     import matplotlib
 
@@ -86,18 +83,18 @@ def plot_bins_hist(log: pd.DataFrame, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    df = _prepare(log)
-    layers = bins_layers(df)
+    a = RunAnalysis.of(log)
+    layers = a.layers
     if not layers:
         raise AnalysisError("no bins.<layer> columns in this log (a run without SGS layers): nothing to histogram")
-    B = num_bins(df)
-    ok = df[df["_ok"]]
+    B = a.num_bins
+    ok = a.views[a.ok]
     n = len(layers)
     with sns.axes_style("whitegrid"), plt.rc_context({"axes.titlesize": 11, "font.size": 10}):
         fig, axes = plt.subplots(1, n, figsize=(max(5.5, 4.6 * n), 3.9), squeeze=False)
         try:
             for ax, layer in zip(axes[0], layers):
-                x = ok[f"bins.{layer}"].dropna().astype(int)
+                x = ok[bins_column(layer)].dropna().astype(int)
                 hi = B.get(layer, int(x.max()) if len(x) else 1)
                 edges = np.arange(0.5, hi + 1.5, 1.0)
                 ax.hist(x, bins=edges, color=LOW_COLOR, edgecolor="white")
@@ -114,15 +111,23 @@ def plot_bins_hist(log: pd.DataFrame, path: str | Path) -> Path:
                 ax.set_xlabel(f"active bins B' in {layer}")
                 ax.set_ylabel("views")
                 ax.set_title(_wrap(layer, 40))
-            fig.suptitle(_title(df, f"active bins per SGS layer ({len(ok)} ok views)"), fontsize=12)
+            fig.suptitle(_title(a, f"active bins per SGS layer ({len(ok)} ok views)"), fontsize=12)
             return _save(fig, path)
         finally:
             plt.close(fig)
 
 
 # ------------------------------------------------------------------- per-class distributions
+def _end_patches(n_low: int, n_high: int) -> list:
+    """Legend patches of the two ends of a ranking."""
+    from matplotlib.patches import Patch
+
+    return [Patch(color=c, alpha=0.6, label=f"{end} {n}")
+            for c, end, n in ((LOW_COLOR, "lowest", n_low), (HIGH_COLOR, "highest", n_high)) if n]
+
+
 def plot_class_distributions(
-    log: pd.DataFrame,
+    log: pd.DataFrame | RunAnalysis,
     path: str | Path,
     by: str = "gmacs",
     k: int = 5,
@@ -137,11 +142,11 @@ def plot_class_distributions(
     ``rank``: a ranking already computed with these arguments (saves recomputing it)."""
     import seaborn as sns
 
-    _check_by(by)
-    df = _prepare(log)
+    check_by(by)
+    df = RunAnalysis.of(log)
     if rank is None:
         rank = ranking(df, by=by, k=k, min_videos=min_videos, n_boot=n_boot, seed=seed)
-    pv, what = _per_video(df, by)
+    pv, what = per_video_values(df, by, rank.attrs.get("ensemble", "sum"))
     pv["value"] = pv["sum"] / pv["n"]
     low = rank[rank["end"] == "lowest"]
     high = rank[rank["end"] == "highest"].iloc[::-1]
@@ -168,10 +173,7 @@ def plot_class_distributions(
                     fmt="D", color="k", ms=5, capsize=4, lw=1.4, label="class mean, 95% bootstrap CI (videos resampled)")
         if len(low) and len(high):
             ax.axhline(len(low) - 0.5, color="0.4", lw=0.8, ls=":")
-        from matplotlib.patches import Patch
-
-        handles = [Patch(color=c, alpha=0.6, label=f"{end} {n}")
-                   for c, end, n in ((LOW_COLOR, "lowest", len(low)), (HIGH_COLOR, "highest", len(high))) if n]
+        handles = _end_patches(len(low), len(high))
         h, _ = ax.get_legend_handles_labels()
         # below the axes, in a strip of its own (inside, it hides points wherever it goes)
         fig.legend(handles=handles + h, loc="lower center", ncol=3, fontsize=8.5, frameon=False)
@@ -236,10 +238,10 @@ def _annotate(ax, x, y, names, max_labels: int = 25, extremes: int = 5) -> int:
     return dropped
 
 
-def plot_gmacs_vs_accuracy(log: pd.DataFrame, path: str | Path, *, table: pd.DataFrame | None = None) -> Path:
+def plot_gmacs_vs_accuracy(log: pd.DataFrame | RunAnalysis, path: str | Path, *, table: pd.DataFrame | None = None) -> Path:
     """Per class: mean GMACs per view vs video-level top-1 (labelled points, size = videos).
     ``table``: ``per_class(log)`` already computed."""
-    df = _prepare(log)
+    df = RunAnalysis.of(log)
     pc = per_class(df) if table is None else table
     overall = pc[pc["class_name"] == OVERALL].iloc[0]
     pc = pc[pc["class_name"] != OVERALL]
@@ -250,8 +252,8 @@ def plot_gmacs_vs_accuracy(log: pd.DataFrame, path: str | Path, *, table: pd.Dat
             ax.axhline(overall["top1"], color="0.4", ls=":", lw=1, label=f"overall top-1 {overall['top1']:.1f}%")
         ax.axvline(overall["gmacs_per_view_mean"], color=HIGH_COLOR, ls=":", lw=1,
                    label=f"overall mean {overall['gmacs_per_view_mean']:.3g} GMACs/view")
-        static = _meta(df).get("static_gmacs")
-        if isinstance(static, (int, float)) and static > 0:
+        static = df.static_gmacs
+        if static:
             ax.axvline(static, color="k", ls="--", lw=1, label=f"static backbone {static:.3g} GMACs/view")
         ax.set_xlabel("mean GMACs per view (conv_fc)")
         ax.set_ylabel("top-1 (%), video-level")
@@ -262,11 +264,11 @@ def plot_gmacs_vs_accuracy(log: pd.DataFrame, path: str | Path, *, table: pd.Dat
 
 
 # ------------------------------------------------------------------- per-view GMACs spread
-def plot_gmacs_distribution(log: pd.DataFrame, path: str | Path) -> Path:
+def plot_gmacs_distribution(log: pd.DataFrame | RunAnalysis, path: str | Path) -> Path:
     """Histogram of per-view GMACs (ok views) with the static (no SGS) cost and the mean marked."""
-    df = _prepare(log)
-    g = df.loc[df["_ok"], "gmacs"].dropna()
-    static = _meta(df).get("static_gmacs")
+    df = RunAnalysis.of(log)
+    g = df.views.loc[df.ok, "gmacs"].dropna()
+    static = df.meta.get("static_gmacs")
     with _figure((7.6, 4.4)) as (fig, ax):
         lo, hi = float(g.min()), float(g.max())
         if isinstance(static, (int, float)) and static > 0:
@@ -300,9 +302,9 @@ def plot_accuracy_vs_views(
     combined by ``ensemble``. ``sweep``: ``accuracy_vs_views(log, ensemble)`` already computed."""
     if sweep is None:
         sweep = accuracy_vs_views(log, ensemble)
-    runs = [(run_name(log), sweep)]
+    runs = [(_name(log), sweep)]
     if baseline is not None:
-        runs.append((run_name(baseline, "baseline") + " (baseline)", accuracy_vs_views(baseline, ensemble)))
+        runs.append((_name(baseline, "baseline") + " (baseline)", accuracy_vs_views(baseline, ensemble)))
     with _figure((7.8, 5.0)) as (fig, ax):
         for (name, s), color in zip(runs, MODEL_COLORS):
             for col, ls, marker, lab in (("top1", "-", "o", "top-1"), ("top5", "--", "s", "top-5")):
@@ -435,7 +437,7 @@ def plot_delta_vs_reduction(
                        color=HIGH_COLOR, edgecolor="k", zorder=3,
                        label=f"overall: {overall['gmacs_reduction_vs_baseline_pct']:.1f}% fewer GMACs, "
                              f"top-1 {overall['top1_delta']:+.1f} pts")
-        ax.set_xlabel(f"GMACs per view reduction vs {run_name(baseline, 'baseline')} (%)")
+        ax.set_xlabel(f"GMACs per view reduction vs {_name(baseline, 'baseline')} (%)")
         ax.set_ylabel("top-1 change (percentage points)")
         ax.set_title(_title(log, f"accuracy change vs cost reduction per class ({len(pc)} classes)"))
         _annotate(ax, pc["gmacs_reduction_vs_baseline_pct"], pc["top1_delta"], pc["class_name"])

@@ -1,28 +1,26 @@
 """One Markdown report of a profiling log: summary, paper-style table, class ranking, per-class
-table and figures, with the tables as CSV next to it."""
+table and figures, with the tables as CSV next to it.
+
+The report is a list of sections (:data:`SECTIONS`). Each section is a function of the report's
+data (:class:`ReportData`: the run's :class:`RunAnalysis`, its baseline's, and what every section
+shares, computed once before anything is written) returning a :class:`Section`: its Markdown,
+the files it writes and the figures it draws. A new section is one more function in that list.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from atfr_analysis.analysis.aggregate import (
-    OVERALL,
-    _check_ensemble,
-    _meta,
-    _prepare,
-    _video_level,
-    bins_layers,
-    num_bins,
-    per_class,
-    run_name,
-    views_per_video,
-)
+from atfr_analysis.analysis.aggregate import OVERALL, per_class, run_name
+from atfr_analysis.analysis.common import AnalysisError
 from atfr_analysis.analysis.comparable import NOT_COMPARABLE, check_comparable
-from atfr_analysis.analysis.confusion import confusion_matrix, most_confused_pairs
-from atfr_analysis.analysis.ranking import _check_by, _below, ranking
+from atfr_analysis.analysis.confusion import confusion_matrix, most_confused_pairs, select_classes
+from atfr_analysis.analysis.ranking import RankingSpec, below_min_videos, rank_classes
+from atfr_analysis.analysis.run_analysis import INCOMPLETE, RunAnalysis, frac_column
 from atfr_analysis.analysis.tables import (
     accuracy_vs_views,
     accuracy_vs_views_both,
@@ -33,10 +31,83 @@ from atfr_analysis.analysis.tables import (
     to_latex,
     to_markdown,
 )
+from atfr_analysis.analysis.tradeoff import accuracy_by_bins, class_tradeoff
+from atfr_analysis.profile.schema import bins_column
 
-__all__ = ["write_report", "REPORT_NAME"]
+__all__ = ["write_report", "make_report", "ReportConfig", "ReportData", "Section", "SECTIONS", "REPORT_NAME"]
 
 REPORT_NAME = "report.md"
+#: the order of the "Files:" line (the files a run's report writes, among these)
+LISTED_FILES = ("per_class.csv", "ranking.csv", "ranking_top1.csv", "unranked_classes.csv", "videos.csv",
+                "paper_table.csv", "paper_table.tex", "accuracy_vs_views.csv", "confusion_matrix.csv",
+                "most_confused_pairs.csv", "class_tradeoff.csv", "accuracy_by_bins.csv")
+#: the order of the figures
+FIGURES = ("bins_hist.png", "class_distributions.png", "gmacs_vs_accuracy.png", "gmacs_distribution.png",
+           "accuracy_vs_views.png", "confusion.png", "delta_vs_reduction.png", "accuracy_by_bins.png")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Every setting of a report, checked when it is made (AnalysisError, one line): where it
+    goes, how classes are ranked (:class:`RankingSpec`, whose ``ensemble`` the whole report
+    uses), which classes the confusion figure shows, and whether an incomparable baseline or an
+    unfinished run is reported (marked) instead of refused."""
+
+    out_dir: Path
+    ranking: RankingSpec = field(default_factory=RankingSpec)
+    confusion_classes: tuple[str, ...] | None = None
+    confusion_top: int = 20
+    allow_incomparable: bool = False
+    allow_incomplete: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        if not isinstance(self.ranking, RankingSpec):
+            raise AnalysisError(f"ranking must be a RankingSpec, got {type(self.ranking).__name__}")
+        if isinstance(self.confusion_classes, str):
+            raise AnalysisError("confusion_classes must be a list of class names, not one string")
+        if self.confusion_classes is not None:
+            object.__setattr__(self, "confusion_classes", tuple(str(c) for c in self.confusion_classes) or None)
+        if int(self.confusion_top) < 1:
+            raise AnalysisError(f"confusion_top must be >= 1, got {self.confusion_top}")
+
+    @property
+    def ensemble(self) -> str:
+        return self.ranking.ensemble
+
+
+Writer = Callable[[Path], Any]
+
+
+@dataclass
+class Section:
+    """One part of the report: its Markdown lines, the files it writes ({name: writer(path)}) and
+    its figures ({file name: (title, draw(path))})."""
+
+    markdown: list[str] = field(default_factory=list)
+    files: dict[str, Writer] = field(default_factory=dict)
+    figures: dict[str, tuple[str, Writer]] = field(default_factory=dict)
+
+
+@dataclass
+class ReportData:
+    """What the sections share, computed once (everything that can fail on the input)."""
+
+    cfg: ReportConfig
+    run: RunAnalysis
+    base: RunAnalysis | None
+    diffs: list[str]
+    rank: pd.DataFrame
+    rank_top1: pd.DataFrame | None
+    unranked: pd.DataFrame
+    pc: pd.DataFrame
+    pt: pd.DataFrame
+    sweep: pd.DataFrame
+    sweep_both: pd.DataFrame
+    cm: pd.DataFrame
+    pairs: pd.DataFrame
+    tradeoff: pd.DataFrame | None = None
+    by_bins: pd.DataFrame | None = None
 
 
 def _f(x: Any, spec: str) -> str:
@@ -89,7 +160,7 @@ def _per_class_md(pc: pd.DataFrame, layers: list[str]) -> str:
         ("reduction_pct", "vs static %", ".1f"),
     ]
     for l in layers:
-        cols.append((f"bins.{l}_mean", f"bins {l}", ".2f"))
+        cols.append((f"{bins_column(l)}_mean", f"bins {l}", ".2f"))
     cols += [("frac_kept_mean", "frac. kept", ".3f"), ("top1_delta", "top-1 Δ vs base", "+.1f"),
              ("gmacs_reduction_vs_baseline_pct", "GMACs ↓ vs base %", ".1f")]
     cols = [c for c in cols if c[0] in pc.columns]
@@ -110,10 +181,324 @@ def _tradeoff_md(t: pd.DataFrame, lead: list[tuple[str, str, str]]) -> str:
     return markdown_table(disp)
 
 
+
+
+def report_data(log: pd.DataFrame | RunAnalysis, baseline: Any, cfg: ReportConfig) -> ReportData:
+    """The analyses and the tables of a report, each computed once; raises before anything is written."""
+    spec, ensemble = cfg.ranking, cfg.ensemble
+    run = RunAnalysis.of(log, "log")
+    run.require_complete(cfg.allow_incomplete)
+    base, diffs = None, []
+    if baseline is not None:
+        base = run if baseline is log else RunAnalysis.of(baseline, "baseline")
+        base.require_complete(cfg.allow_incomplete)
+        diffs = check_comparable(run.views, base.views, "baseline", allow=cfg.allow_incomparable)
+    d = ReportData(
+        cfg, run, base, diffs,
+        rank=rank_classes(run, spec),
+        rank_top1=None,
+        unranked=below_min_videos(run, spec.min_videos, spec.by, ensemble),
+        pc=per_class(run, baseline=base, ensemble=ensemble, allow_incomparable=True),
+        pt=paper_table([run], baselines=[base] if base is not None else None, ensemble=ensemble,
+                       allow_incomparable=True, allow_incomplete=True),
+        sweep=accuracy_vs_views(run, ensemble),
+        sweep_both=accuracy_vs_views_both(run),
+        cm=confusion_matrix(run, ensemble),
+        pairs=pd.DataFrame(),
+    )
+    d.pairs = most_confused_pairs(d.cm, n=None)
+    select_classes(d.cm, list(cfg.confusion_classes or []) or None, cfg.confusion_top)  # unknown names fail here
+    if spec.by != "top1" and bool(run.videos(ensemble)["top1"].notna().any()):
+        d.rank_top1 = rank_classes(run, RankingSpec("top1", spec.k, spec.min_videos, spec.n_boot, spec.seed, ensemble))
+    if base is not None and run.layers:
+        d.tradeoff = class_tradeoff(run, base, ensemble, allow_incomparable=True)
+        d.by_bins = accuracy_by_bins(run, base, groups=5, ensemble=ensemble, allow_incomparable=True)
+    return d
+
+
+# ----------------------------------------------------------------------------- sections
+def header_section(d: ReportData) -> Section:
+    """Title, the marks (not comparable, INCOMPLETE) and the run's facts."""
+    run, meta = d.run, d.run.meta
+    L: list[str] = [f"# ATFR analysis: {run.name}", ""]
+    if d.diffs:
+        L += [f"> **{NOT_COMPARABLE}:** the baseline run {run_name(d.base.views, 'baseline')} differs from this run: "
+              + "; ".join(d.diffs) + ". Every comparison with it below (accuracy change, reduction, "
+              "lost/gained videos) "
+              "compares different things; it was made with --allow-incomparable.", ""]
+    for a, what in ((run, "this run"), (d.base, "the baseline run")):
+        if a is not None and not a.complete:
+            L += [f"> **{INCOMPLETE}:** {what} {a.name} has logged {a.videos_logged} of the {a.videos_total} videos "
+                  "of its list (a profile still writing, or interrupted): every number below covers those videos "
+                  "only; it was made with --allow-incomplete.", ""]
+    facts = []
+    if run.run_dir:
+        facts.append(f"run `{_shown_path(run.run_dir)}`")
+    if isinstance(meta.get("params"), (int, float)):
+        facts.append(f"{meta['params'] / 1e6:.2f}M params")
+    if meta.get("frames") is not None or meta.get("crop") is not None:
+        frames = meta.get("frames", "?")
+        fr = "+".join(map(str, frames)) if isinstance(frames, (list, tuple)) else frames
+        facts.append(f"input {fr} frames x {meta.get('crop', '?')}² (crop counted)")
+    if meta.get("views") is not None and meta.get("crops") is not None:
+        facts.append(f"{meta['views']} temporal x {meta['crops']} spatial views")
+    if meta.get("batching"):
+        facts.append(f"batching {meta['batching']}")
+    facts.append(f"convention {meta.get('convention', 'conv_fc')}")
+    facts.append(f"views combined by {d.cfg.ensemble}")
+    return Section(L + ["; ".join(facts) + ".", ""])
+
+
+def _accuracy_line(d: ReportData, overall: pd.Series) -> str:
+    ensemble, vids = d.cfg.ensemble, d.run.videos(d.cfg.ensemble)
+    if d.run.nonfinite_views:
+        return f"- Top-1 / top-5 / mean class accuracy: n/a: {d.run.nonfinite_note()}."
+    labelled = int(overall["labelled"])
+    if not labelled:
+        return "- Top-1 / top-5 / mean class accuracy: n/a (no labelled videos)."
+    how = ("softmax summed over a video's ok views (PySlowFast's default)" if ensemble == "sum"
+           else "element-wise maximum of the softmax over a video's ok views (PySlowFast's ENSEMBLE_METHOD: max)")
+    n_ok = int((vids["status"] == "ok").sum())
+    n_cls = int((d.pc.iloc[:-1]["labelled"] > 0).sum())
+    return (f"- Top-1 {_f(overall['top1'], '.2f')}%, top-5 {_f(overall['top5'], '.2f')}%, "
+            f"mean class accuracy {_f(overall['mean_class_acc'], '.2f')}% (mean of the top-1 of {n_cls} classes) "
+            f"(video-level: {how}; {labelled} labelled videos"
+            + (f", {n_ok - labelled} unlabelled not scored" if n_ok - labelled else "") + ").")
+
+
+def _cost_lines(d: ReportData, overall: pd.Series) -> list[str]:
+    row, run, nv = d.pt.iloc[-1], d.run, d.run.views_per_video
+    line = (f"- Mean GFLOPs x views: {_f(row['gflops_x_views'], '.4g')} "
+            f"(= {_f(row['gflops_per_view'], '.4g')} x {nv}; "
+            f"mean per ok view {_f(overall['gmacs_per_view_mean'], '.4g')})")
+    static = run.meta.get("static_gmacs")
+    if run.layers and isinstance(static, (int, float)) and static > 0 and nv:
+        red = 100 * (1 - row["gflops_x_views"] / (static * nv))
+        line += f"; static backbone (no SGS, same input): {static:.4g} x {nv} = {static * nv:.4g}; reduction {red:.1f}%"
+    L = [line + "."]
+    if d.base is not None:
+        b = d.pt.iloc[0]
+        L.append(f"- Against the baseline run {b['model']}" + (f" ({NOT_COMPARABLE})" if d.diffs else "")
+                 + f": {_f(b['gflops_x_views'], '.4g')} GFLOPs x views, "
+                 f"top-1 {_f(b['top1'], '.2f')}%, mean class {_f(b['mean_class_acc'], '.2f')}%; "
+                 f"reduction {_f(row['reduction_pct'], '.1f')}%, "
+                 f"top-1 change {_f(overall.get('top1_delta', np.nan), '+.2f')} points, "
+                 f"mean class change {_f(overall.get('mean_class_acc_delta', np.nan), '+.2f')} points.")
+    return L
+
+
+def _bins_lines(d: ReportData, overall: pd.Series) -> list[str]:
+    B, L = d.run.num_bins, []
+    for l in d.run.layers:
+        col = bins_column(l)
+        frac = f" of B = {B[l]} (fraction kept {overall[f'{frac_column(l)}_mean']:.3f})" if l in B else ""
+        L.append(f"- SGS layer `{l}`: mean active bins {_f(overall[f'{col}_mean'], '.2f')}{frac}; "
+                 f"median {_f(overall[f'{col}_median'], '.0f')}, p10-p90 "
+                 f"{_f(overall[f'{col}_p10'], '.0f')}-{_f(overall[f'{col}_p90'], '.0f')}.")
+    if not d.run.layers:
+        L.append("- No SGS layers in this run (a baseline): every view costs the same; the ranking is by GMACs only.")
+    return L
+
+
+def summary_section(d: ReportData) -> Section:
+    """Videos and views, the headline accuracy, the cost, the bins per SGS layer."""
+    from atfr_analysis.analysis import plots
+
+    run, ensemble = d.run, d.cfg.ensemble
+    vids = run.videos(ensemble)
+    overall = d.pc[d.pc["class_name"] == OVERALL].iloc[0]
+    n_ok, n_fail = int((vids["status"] == "ok").sum()), int((vids["status"] != "ok").sum())
+    v_fail = int((~run.ok).sum())
+    L = ["## Summary", "",
+         f"- Videos: {n_ok} ok, {n_fail} failed (no ok view); views: {int(run.ok.sum())} ok, {v_fail} failed"
+         + (" (failed views are counted here and excluded everywhere else)" if v_fail else "") + ".",
+         _accuracy_line(d, overall), *_cost_lines(d, overall), *_bins_lines(d, overall)]
+    s = Section(L, {"videos.csv": lambda p: vids.drop(columns=[c for c in vids.columns if c.startswith("scores_")])
+                    .to_csv(p, index=False)})
+    if run.layers:
+        s.figures["bins_hist.png"] = ("Active bins per SGS layer", lambda p: plots.plot_bins_hist(run, p))
+    s.figures["gmacs_distribution.png"] = ("Cost per view", lambda p: plots.plot_gmacs_distribution(run, p))
+    return s
+
+
+def paper_table_section(d: ReportData) -> Section:
+    pt = d.pt
+    return Section(["", "## Paper-style table", "", markdown_table(format_paper_table(pt)), "", pt.attrs["footer"], ""],
+                   {"paper_table.md": lambda p: to_markdown(pt, p), "paper_table.csv": lambda p: to_csv(pt, p),
+                    "paper_table.tex": lambda p: to_latex(pt, p)})
+
+
+def _ranking_text(d: ReportData, r: pd.DataFrame, b: str, csv: str) -> list[str]:
+    spec = d.cfg.ranking
+    what = r.attrs.get("metric", b)
+    return [f"## Classes by {what}", "",
+            f"The classes with the lowest and the highest {what}"
+            + (" (as the poster's \"lowest / highest temporal resolution\")" if b != "top1" else "")
+            + f"; up to {spec.k} per end, the two ends never share a class, among "
+            f"{r.attrs['n_ranked']} classes with at least {spec.min_videos} ok "
+            + ("labelled " if b == "top1" else "") + f"video(s). Value [bootstrap 95% CI over the class's videos, "
+            f"{spec.n_boot} resamples, seed {spec.seed}] (n = videos). † = the CI overlaps the CI of a class at the "
+            f"other end, so the two are not clearly separated. All of it: [{csv}]({csv}).",
+            "", _ranking_md(r, b) if len(r) else "(no class to rank)", ""]
+
+
+def ranking_section(d: ReportData) -> Section:
+    """The class ranking (and by top-1), the classes left out."""
+    from atfr_analysis.analysis import plots
+
+    spec, unranked = d.cfg.ranking, d.unranked
+    L = _ranking_text(d, d.rank, spec.by, "ranking.csv")
+    if len(unranked):
+        shown = ", ".join(f"{c} ({v})" for c, v in zip(unranked["class_name"][:30], unranked["videos"][:30]))
+        more = f" and {len(unranked) - 30} more" if len(unranked) > 30 else ""
+        L += [f"Not ranked (fewer than {spec.min_videos} ok videos; see unranked_classes.csv): {shown}{more}.", ""]
+    files = {"ranking.csv": lambda p: d.rank.to_csv(p, index=False),
+             "unranked_classes.csv": lambda p: unranked.to_csv(p, index=False)}
+    if d.rank_top1 is not None:
+        L += _ranking_text(d, d.rank_top1, "top1", "ranking_top1.csv")
+        files["ranking_top1.csv"] = lambda p: d.rank_top1.to_csv(p, index=False)
+    s = Section(L, files)
+    s.figures["class_distributions.png"] = ("Classes at both ends of the ranking", lambda p: plots.plot_class_distributions(
+        d.run, p, by=spec.by, k=spec.k, min_videos=spec.min_videos, n_boot=spec.n_boot, seed=spec.seed,
+        rank=d.rank))
+    return s
+
+
+def tradeoff_section(d: ReportData) -> Section:
+    """With a baseline and SGS layers: accuracy where SGS keeps few bins."""
+    from atfr_analysis.analysis import plots
+
+    t, by_bins = d.tradeoff, d.by_bins
+    if t is None:
+        return Section()
+    cls, ov, k = t.iloc[:-1], t.iloc[-1], d.cfg.ranking.k
+    n_show = min(len(cls), k)
+    ranges = [f"{a:.3g}-{b:.3g}" for a, b in zip(by_bins["bins_kept_min"], by_bins["bins_kept_max"])]
+    groups = by_bins.assign(range=ranges)
+    L = ["## Where SGS keeps few bins: accuracy against the baseline", "",
+         f"The {int(ov['videos'])} labelled videos ok in both runs, paired by path: bins kept = "
+         f"{t.attrs.get('metric', 'bins kept')} in this "
+         f"run; lost = videos the baseline gets right and this run wrong, gained = the reverse "
+         f"(overall {int(ov['lost'])} lost, {int(ov['gained'])} gained, "
+         f"top-1 change {_f(ov['top1_delta'], '+.1f')} points). "
+         "Rank correlation over the classes of bins kept and top-1 change: "
+         f"{_f(t.attrs.get('spearman', np.nan), '+.2f')} "
+         "(positive: classes that keep fewer bins lose more). "
+         "All classes: [class_tradeoff.csv](class_tradeoff.csv).", "",
+         f"The {n_show} classes that keep the fewest bins:", "",
+         _tradeoff_md(cls.head(n_show), [("class_name", "class", "s")]), "",
+         "Videos in groups of about equal size by the bins they kept "
+         "([accuracy_by_bins.csv](accuracy_by_bins.csv)):", "",
+         _tradeoff_md(groups, [("group", "group", "d"), ("range", "range", "s")]) if len(by_bins) else "(no paired videos)",
+         ""]
+    s = Section(L, {"class_tradeoff.csv": lambda p: t.to_csv(p, index=False),
+                    "accuracy_by_bins.csv": lambda p: by_bins.to_csv(p, index=False)})
+    if len(by_bins):
+        s.figures["accuracy_by_bins.png"] = (
+            "Accuracy where SGS keeps few bins (against the baseline run, same videos)",
+            lambda p: plots.plot_accuracy_by_bins(by_bins, p, run=d.run.name,
+                                                  baseline=run_name(d.base.views, "baseline")))
+    return s
+
+
+def confusion_section(d: ReportData) -> Section:
+    """The most confused pairs of classes, the confusion matrix."""
+    from atfr_analysis.analysis import plots
+
+    cm, pairs, cfg = d.cm, d.pairs, d.cfg
+    s = Section([], {"confusion_matrix.csv": lambda p: cm.to_csv(p),
+                     "most_confused_pairs.csv": lambda p: pairs.to_csv(p, index=False)})
+    if not cm.attrs.get("videos"):
+        return s
+    shown = pairs.head(10)
+    s.markdown = ["## Most confused classes", "",
+                  f"Video-level predictions of the {cm.attrs['videos']} labelled ok videos (views combined by "
+                  f"{cfg.ensemble}). The pairs (true class, predicted class) with the most videos; share = of the true "
+                  "class's videos. Counts of every pair: [confusion_matrix.csv](confusion_matrix.csv) (rows: true "
+                  "class, columns: predicted); the pairs: [most_confused_pairs.csv](most_confused_pairs.csv).", ""]
+    if len(shown):
+        disp = pd.DataFrame({"true class": shown["true_class"], "predicted as": shown["predicted"],
+                             "videos": shown["videos"], "of": shown["true_videos"],
+                             "share %": [f"{x:.1f}" for x in shown["share_pct"]]})
+        s.markdown += [markdown_table(disp), ""]
+    else:
+        s.markdown += ["(no video is predicted as another class)", ""]
+    classes = list(cfg.confusion_classes) if cfg.confusion_classes else None
+    s.figures["confusion.png"] = ("Confusion matrix (row-normalised)", lambda p: plots.plot_confusion(
+        d.run, p, classes=classes, top=cfg.confusion_top, ensemble=cfg.ensemble, matrix=cm))
+    return s
+
+
+def sweep_section(d: ReportData) -> Section:
+    """Accuracy against the number of views used."""
+    from atfr_analysis.analysis import plots
+
+    L = ["## Accuracy vs views used", "",
+         "Using only the first n temporal views of each video (all crops), as PySlowFast's multi-clip sweep; "
+         "the views combined by the sum of their softmax (`_sum`) or its element-wise maximum (`_max`).", "",
+         markdown_table(d.sweep_both), ""]
+    s = Section(L, {"accuracy_vs_views.csv": lambda p: d.sweep_both.to_csv(p, index=False)})
+    s.figures["accuracy_vs_views.png"] = ("Accuracy vs views used", lambda p: plots.plot_accuracy_vs_views(
+        d.run, p, baseline=d.base, sweep=d.sweep, ensemble=d.cfg.ensemble))
+    return s
+
+
+def per_class_section(d: ReportData) -> Section:
+    """The per-class table (and against the baseline)."""
+    from atfr_analysis.analysis import plots
+
+    L = ["## Per class", "",
+         "Video-level accuracy; GMACs per view averaged over ok views; GFLOPs x views = mean over the class's "
+         "videos of the sum over their ok views. All columns (median, std, p10/p90 per layer) are in per_class.csv.",
+         "", _per_class_md(d.pc, d.run.layers), ""]
+    s = Section(L, {"per_class.csv": lambda p: d.pc.to_csv(p, index=False)})
+    s.figures["gmacs_vs_accuracy.png"] = ("Per-class cost vs accuracy",
+                                          lambda p: plots.plot_gmacs_vs_accuracy(d.run, p, table=d.pc))
+    if d.base is not None:
+        s.figures["delta_vs_reduction.png"] = (
+            "Accuracy change vs cost reduction per class (against the baseline run)",
+            lambda p: plots.plot_delta_vs_reduction(d.run, d.base, p, table=d.pc))
+    return s
+
+
+#: the report, in order
+SECTIONS: tuple[Callable[[ReportData], Section], ...] = (
+    header_section, summary_section, paper_table_section, ranking_section, tradeoff_section, confusion_section,
+    sweep_section, per_class_section,
+)
+
+
+def _figures_and_files(sections: Sequence[Section], out: Path) -> list[str]:
+    """Writes every section's files and figures; returns the Markdown of the figures and the files."""
+    files = {k: w for s in sections for k, w in s.files.items()}
+    figures = {k: f for s in sections for k, f in s.figures.items()}
+    for name, write in files.items():
+        write(out / name)
+    L = ["## Figures", ""]
+    for name in sorted(figures, key=FIGURES.index):
+        title, draw = figures[name]
+        fname = draw(out / name).name
+        L += [f"### {title}", "", f"![{title}]({fname})", ""]
+    listed = [f for f in LISTED_FILES if f in files]
+    return L + ["Files: " + ", ".join(f"[{p}]({p})" for p in listed), ""]
+
+
+def make_report(log: pd.DataFrame | RunAnalysis, cfg: ReportConfig, baseline: Any = None) -> Path:
+    """Write the report of a run (and its baseline) as ``cfg`` says; returns the path of report.md."""
+    d = report_data(log, baseline, cfg)
+    sections = [section(d) for section in SECTIONS]
+    out = cfg.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    tail = _figures_and_files(sections, out)
+    path = out / REPORT_NAME
+    path.write_text("\n".join([line for s in sections for line in s.markdown] + tail), encoding="utf-8")
+    return path
+
+
 def write_report(
-    log: pd.DataFrame,
+    log: pd.DataFrame | RunAnalysis,
     out_dir: str | Path,
-    baseline: pd.DataFrame | None = None,
+    baseline: pd.DataFrame | RunAnalysis | None = None,
     by: str = "gmacs",
     k: int = 5,
     min_videos: int = 1,
@@ -123,6 +508,7 @@ def write_report(
     confusion_classes: list[str] | None = None,
     confusion_top: int = 20,
     allow_incomparable: bool = False,
+    allow_incomplete: bool = False,
 ) -> Path:
     """Write ``out_dir/report.md`` and next to it: ``per_class.csv``, ``ranking.csv``
     (end, rank, class_name, value, ci_low, ci_high, videos, overlaps_other_end),
@@ -145,220 +531,9 @@ def write_report(
     or ``ensemble``, ``by="bins"`` on a log without bins columns, unknown ``confusion_classes``,
     or a baseline that is not comparable (other videos, classes or views, or the same model;
     :class:`IncomparableRunsError`, unless ``allow_incomparable``: the report then says so at the
-    top); nothing is written then."""
-    from atfr_analysis.analysis import plots
-    from atfr_analysis.analysis.compare import accuracy_by_bins, class_tradeoff
-    from atfr_analysis.analysis.confusion import select_classes
-
-    _check_by(by)
-    _check_ensemble(ensemble)
-    df = _prepare(log, "log")
-    base = None
-    diffs: list[str] = []
-    if baseline is not None:
-        base = df if baseline is log else _prepare(baseline, "baseline")
-        diffs = check_comparable(df, base, "baseline", allow=allow_incomparable)
-    # everything that can fail on the input is computed before anything is written
-    rank = ranking(df, by=by, k=k, min_videos=min_videos, n_boot=n_boot, seed=seed, ensemble=ensemble)
-    unranked = _below(df, min_videos, by, ensemble)
-    pc = per_class(df, baseline=base, ensemble=ensemble, allow_incomparable=True)
-    vids = _video_level(df, ensemble)
-    pt = paper_table([df], baselines=[base] if base is not None else None, ensemble=ensemble, allow_incomparable=True)
-    sweep = accuracy_vs_views(df, ensemble)
-    sweep_both = accuracy_vs_views_both(df)
-    cm = confusion_matrix(df, ensemble)
-    pairs = most_confused_pairs(cm, n=None)
-    select_classes(cm, confusion_classes, confusion_top)  # unknown names fail here, before writing
-    labelled_any = bool(vids["top1"].notna().any())
-    rank_top1 = None
-    if by != "top1" and labelled_any:
-        rank_top1 = ranking(df, by="top1", k=k, min_videos=min_videos, n_boot=n_boot, seed=seed, ensemble=ensemble)
-    meta = _meta(df)
-    layers = bins_layers(df)
-    tradeoff = by_bins = None
-    if base is not None and layers:
-        tradeoff = class_tradeoff(df, base, ensemble, allow_incomparable=True)
-        by_bins = accuracy_by_bins(df, base, groups=5, ensemble=ensemble, allow_incomparable=True)
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    pc.to_csv(out / "per_class.csv", index=False)
-    rank.to_csv(out / "ranking.csv", index=False)
-    if rank_top1 is not None:
-        rank_top1.to_csv(out / "ranking_top1.csv", index=False)
-    unranked.to_csv(out / "unranked_classes.csv", index=False)
-    vids.drop(columns=[c for c in vids.columns if c.startswith("scores_")]).to_csv(out / "videos.csv", index=False)
-    to_markdown(pt, out / "paper_table.md")
-    to_csv(pt, out / "paper_table.csv")
-    to_latex(pt, out / "paper_table.tex")
-    sweep_both.to_csv(out / "accuracy_vs_views.csv", index=False)
-    cm.to_csv(out / "confusion_matrix.csv")
-    pairs.to_csv(out / "most_confused_pairs.csv", index=False)
-    if tradeoff is not None:
-        tradeoff.to_csv(out / "class_tradeoff.csv", index=False)
-        by_bins.to_csv(out / "accuracy_by_bins.csv", index=False)
-
-    figs: list[tuple[str, str]] = []
-    if layers:
-        figs.append(("Active bins per SGS layer", plots.plot_bins_hist(df, out / "bins_hist.png").name))
-    figs.append(("Classes at both ends of the ranking",
-                 plots.plot_class_distributions(df, out / "class_distributions.png", by=by, k=k,
-                                                min_videos=min_videos, n_boot=n_boot, seed=seed, rank=rank).name))
-    figs.append(("Per-class cost vs accuracy",
-                 plots.plot_gmacs_vs_accuracy(df, out / "gmacs_vs_accuracy.png", table=pc).name))
-    figs.append(("Cost per view", plots.plot_gmacs_distribution(df, out / "gmacs_distribution.png").name))
-    figs.append(("Accuracy vs views used", plots.plot_accuracy_vs_views(df, out / "accuracy_vs_views.png", baseline=base,
-                                                                         sweep=sweep, ensemble=ensemble).name))
-    if cm.attrs.get("videos"):
-        figs.append(("Confusion matrix (row-normalised)",
-                     plots.plot_confusion(df, out / "confusion.png", classes=confusion_classes, top=confusion_top,
-                                          ensemble=ensemble, matrix=cm).name))
-    if base is not None:
-        figs.append(("Accuracy change vs cost reduction per class (against the baseline run)",
-                     plots.plot_delta_vs_reduction(df, base, out / "delta_vs_reduction.png", table=pc).name))
-    if by_bins is not None and len(by_bins):
-        figs.append(("Accuracy where SGS keeps few bins (against the baseline run, same videos)",
-                     plots.plot_accuracy_by_bins(by_bins, out / "accuracy_by_bins.png", run=run_name(df),
-                                                 baseline=run_name(base, "baseline")).name))
-
-    # ------------------------------------------------------------------------- report.md
-    name = run_name(df)
-    overall = pc[pc["class_name"] == OVERALL].iloc[0]
-    row = pt.iloc[-1]
-    nv = views_per_video(df)
-    how = ("softmax summed over a video's ok views (PySlowFast's default)" if ensemble == "sum"
-           else "element-wise maximum of the softmax over a video's ok views (PySlowFast's ENSEMBLE_METHOD: max)")
-    L: list[str] = [f"# ATFR analysis: {name}", ""]
-    if diffs:
-        L += [f"> **{NOT_COMPARABLE}:** the baseline run {run_name(base, 'baseline')} differs from this run: "
-              + "; ".join(diffs) + ". Every comparison with it below (accuracy change, reduction, lost/gained videos) "
-              "compares different things; it was made with --allow-incomparable.", ""]
-    facts = []
-    if df.attrs.get("run_dir"):
-        facts.append(f"run `{_shown_path(df.attrs['run_dir'])}`")
-    if isinstance(meta.get("params"), (int, float)):
-        facts.append(f"{meta['params'] / 1e6:.2f}M params")
-    if meta.get("frames") is not None or meta.get("crop") is not None:
-        fr = "+".join(map(str, meta["frames"])) if isinstance(meta.get("frames"), (list, tuple)) else meta.get("frames", "?")
-        facts.append(f"input {fr} frames x {meta.get('crop', '?')}² (crop counted)")
-    if meta.get("views") is not None and meta.get("crops") is not None:
-        facts.append(f"{meta['views']} temporal x {meta['crops']} spatial views")
-    if meta.get("batching"):
-        facts.append(f"batching {meta['batching']}")
-    facts.append(f"convention {meta.get('convention', 'conv_fc')}")
-    facts.append(f"views combined by {ensemble}")
-    L += ["; ".join(facts) + ".", "", "## Summary", ""]
-    n_ok = int((vids["status"] == "ok").sum())
-    n_fail = int((vids["status"] != "ok").sum())
-    v_fail = int((~df["_ok"]).sum())
-    L.append(f"- Videos: {n_ok} ok, {n_fail} failed (no ok view); views: {int(df['_ok'].sum())} ok, {v_fail} failed"
-             + (" (failed views are counted here and excluded everywhere else)" if v_fail else "") + ".")
-    labelled = int(overall["labelled"])
-    if labelled:
-        n_cls = int((pc.iloc[:-1]["labelled"] > 0).sum())
-        L.append(f"- Top-1 {_f(overall['top1'], '.2f')}%, top-5 {_f(overall['top5'], '.2f')}%, "
-                 f"mean class accuracy {_f(overall['mean_class_acc'], '.2f')}% (mean of the top-1 of {n_cls} classes) "
-                 f"(video-level: {how}; {labelled} labelled videos"
-                 + (f", {n_ok - labelled} unlabelled not scored" if n_ok - labelled else "") + ").")
-    else:
-        L.append("- Top-1 / top-5 / mean class accuracy: n/a (no labelled videos).")
-    line = (f"- Mean GFLOPs x views: {_f(row['gflops_x_views'], '.4g')} "
-            f"(= {_f(row['gflops_per_view'], '.4g')} x {nv}; mean per ok view {_f(overall['gmacs_per_view_mean'], '.4g')})")
-    static = meta.get("static_gmacs")
-    if layers and isinstance(static, (int, float)) and static > 0 and nv:
-        red = 100 * (1 - row["gflops_x_views"] / (static * nv))
-        line += f"; static backbone (no SGS, same input): {static:.4g} x {nv} = {static * nv:.4g}; reduction {red:.1f}%"
-    L.append(line + ".")
-    if base is not None:
-        b = pt.iloc[0]
-        L.append(f"- Against the baseline run {b['model']}" + (f" ({NOT_COMPARABLE})" if diffs else "")
-                 + f": {_f(b['gflops_x_views'], '.4g')} GFLOPs x views, "
-                 f"top-1 {_f(b['top1'], '.2f')}%, mean class {_f(b['mean_class_acc'], '.2f')}%; "
-                 f"reduction {_f(row['reduction_pct'], '.1f')}%, "
-                 f"top-1 change {_f(overall.get('top1_delta', np.nan), '+.2f')} points, "
-                 f"mean class change {_f(overall.get('mean_class_acc_delta', np.nan), '+.2f')} points.")
-    B = num_bins(df)
-    for l in layers:
-        frac = f" of B = {B[l]} (fraction kept {overall[f'frac.{l}_mean']:.3f})" if l in B else ""
-        L.append(f"- SGS layer `{l}`: mean active bins {_f(overall[f'bins.{l}_mean'], '.2f')}{frac}; "
-                 f"median {_f(overall[f'bins.{l}_median'], '.0f')}, p10-p90 "
-                 f"{_f(overall[f'bins.{l}_p10'], '.0f')}-{_f(overall[f'bins.{l}_p90'], '.0f')}.")
-    if not layers:
-        L.append("- No SGS layers in this run (a baseline): every view costs the same; the ranking is by GMACs only.")
-
-    L += ["", "## Paper-style table", "", markdown_table(format_paper_table(pt)), "", pt.attrs["footer"], ""]
-
-    def ranking_section(r: pd.DataFrame, b: str, csv: str) -> list[str]:
-        what = r.attrs.get("metric", b)
-        return [f"## Classes by {what}", "",
-                f"The classes with the lowest and the highest {what}"
-                + (" (as the poster's \"lowest / highest temporal resolution\")" if b != "top1" else "")
-                + f"; up to {k} per end, the two ends never share a class, among "
-                f"{r.attrs['n_ranked']} classes with at least {min_videos} ok "
-                + ("labelled " if b == "top1" else "") + f"video(s). Value [bootstrap 95% CI over the class's videos, "
-                f"{n_boot} resamples, seed {seed}] (n = videos). † = the CI overlaps the CI of a class at the other end, "
-                f"so the two are not clearly separated. All of it: [{csv}]({csv}).",
-                "", _ranking_md(r, b) if len(r) else "(no class to rank)", ""]
-
-    L += ranking_section(rank, by, "ranking.csv")
-    if len(unranked):
-        shown = ", ".join(f"{c} ({v})" for c, v in zip(unranked["class_name"][:30], unranked["videos"][:30]))
-        more = f" and {len(unranked) - 30} more" if len(unranked) > 30 else ""
-        L += [f"Not ranked (fewer than {min_videos} ok videos; see unranked_classes.csv): {shown}{more}.", ""]
-    if rank_top1 is not None:
-        L += ranking_section(rank_top1, "top1", "ranking_top1.csv")
-
-    if tradeoff is not None:
-        cls = tradeoff.iloc[:-1]
-        n_show = min(len(cls), k)
-        metric = tradeoff.attrs.get("metric", "bins kept")
-        rho = tradeoff.attrs.get("spearman", np.nan)
-        ov = tradeoff.iloc[-1]
-        L += ["## Where SGS keeps few bins: accuracy against the baseline", "",
-              f"The {int(ov['videos'])} labelled videos ok in both runs, paired by path: bins kept = {metric} in this "
-              f"run; lost = videos the baseline gets right and this run wrong, gained = the reverse "
-              f"(overall {int(ov['lost'])} lost, {int(ov['gained'])} gained, top-1 change {_f(ov['top1_delta'], '+.1f')} points). "
-              f"Rank correlation over the classes of bins kept and top-1 change: {_f(rho, '+.2f')} "
-              "(positive: classes that keep fewer bins lose more). "
-              "All classes: [class_tradeoff.csv](class_tradeoff.csv).", "",
-              f"The {n_show} classes that keep the fewest bins:", "",
-              _tradeoff_md(cls.head(n_show), [("class_name", "class", "s")]), "",
-              "Videos in groups of about equal size by the bins they kept ([accuracy_by_bins.csv](accuracy_by_bins.csv)):", "",
-              _tradeoff_md(by_bins.assign(range=[f"{a:.3g}-{b:.3g}" for a, b in zip(by_bins["bins_kept_min"], by_bins["bins_kept_max"])]),
-                           [("group", "group", "d"), ("range", "range", "s")]) if len(by_bins) else "(no paired videos)", ""]
-
-    if cm.attrs.get("videos"):
-        shown = pairs.head(10)
-        L += ["## Most confused classes", "",
-              f"Video-level predictions of the {cm.attrs['videos']} labelled ok videos (views combined by {ensemble}). "
-              "The pairs (true class, predicted class) with the most videos; share = of the true class's videos. "
-              "Counts of every pair: [confusion_matrix.csv](confusion_matrix.csv) (rows: true class, columns: predicted); "
-              "the pairs: [most_confused_pairs.csv](most_confused_pairs.csv).", ""]
-        if len(shown):
-            disp = pd.DataFrame({"true class": shown["true_class"], "predicted as": shown["predicted"],
-                                 "videos": shown["videos"], "of": shown["true_videos"],
-                                 "share %": [f"{x:.1f}" for x in shown["share_pct"]]})
-            L += [markdown_table(disp), ""]
-        else:
-            L += ["(no video is predicted as another class)", ""]
-
-    L += ["## Accuracy vs views used", "",
-          "Using only the first n temporal views of each video (all crops), as PySlowFast's multi-clip sweep; "
-          "the views combined by the sum of their softmax (`_sum`) or its element-wise maximum (`_max`).", "",
-          markdown_table(sweep_both), ""]
-
-    L += ["## Per class", "",
-          "Video-level accuracy; GMACs per view averaged over ok views; GFLOPs x views = mean over the class's "
-          "videos of the sum over their ok views. All columns (median, std, p10/p90 per layer) are in per_class.csv.",
-          "", _per_class_md(pc, layers), ""]
-
-    L += ["## Figures", ""]
-    for title, fname in figs:
-        L += [f"### {title}", "", f"![{title}]({fname})", ""]
-    files = ["per_class.csv", "ranking.csv"] + (["ranking_top1.csv"] if rank_top1 is not None else []) + [
-        "unranked_classes.csv", "videos.csv", "paper_table.csv", "paper_table.tex", "accuracy_vs_views.csv",
-        "confusion_matrix.csv", "most_confused_pairs.csv"] + (["class_tradeoff.csv", "accuracy_by_bins.csv"] if tradeoff is not None else [])
-    L += ["Files: " + ", ".join(f"[{p}]({p})" for p in files), ""]
-    path = out / REPORT_NAME
-    path.write_text("\n".join(L), encoding="utf-8")
-    return path
+    top); nothing is written then. A run that has not logged every video of its list raises
+    :class:`IncompleteRunError` unless ``allow_incomplete`` (the report is then marked
+    INCOMPLETE); a run with non-finite scores gets no accuracy, and the report says why."""
+    cfg = ReportConfig(out_dir, RankingSpec(by, k, min_videos, n_boot, seed, ensemble), confusion_classes,
+                       confusion_top, allow_incomparable, allow_incomplete)
+    return make_report(log, cfg, baseline)

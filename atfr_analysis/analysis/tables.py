@@ -5,28 +5,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from atfr_analysis.analysis.aggregate import (
-    ENSEMBLES,
-    AnalysisError,
-    _check_ensemble,
-    _is_atfr,
-    _mean_class_acc,
-    _meta,
-    _prepare,
-    _topk,
-    _video_level,
-    _video_scores,
-    run_name,
-    views_per_video,
-)
+from atfr_analysis.analysis.common import AnalysisError, run_name
 from atfr_analysis.analysis.comparable import NOT_COMPARABLE, IncomparableRunsError, OVERRIDE_HINT, differences
+from atfr_analysis.analysis.run_analysis import INCOMPLETE, RunAnalysis, check_ensemble, topk, video_scores
 
 __all__ = [
+    "TableConfig",
     "paper_table",
     "format_paper_table",
     "accuracy_vs_views",
@@ -47,44 +37,70 @@ PAPER_COLUMNS = [
 ]
 
 
-def _run_summary(log: pd.DataFrame, name: str, ensemble: str = "sum") -> dict[str, Any]:
-    df = _prepare(log, name)
-    meta = _meta(df)
-    vids = _video_level(df, ensemble)
+def run_summary(a: RunAnalysis, name: str, ensemble: str = "sum") -> dict[str, Any]:
+    """One run's row of the paper table (and what its footer needs)."""
+    meta = a.meta
+    vids = a.videos(ensemble)
     ok = vids[vids["status"] == "ok"]
-    nv = views_per_video(df)
+    nv = a.views_per_video
     gxv = float(ok["gmacs_x_views"].mean())
+    acc = a.accuracy(ensemble)
     params = meta.get("params")
-    static = meta.get("static_gmacs")
     return {
-        "model": run_name(df, name),
-        "kind": "ATFR" if _is_atfr(df) else "baseline",
+        "model": run_name(a.views, name) + (f" ({INCOMPLETE})" if not a.complete else ""),
+        "kind": "ATFR" if a.is_atfr else "baseline",
         "videos": int(len(ok)),
         "views": int(nv),
         "gflops_per_view": gxv / nv if nv else np.nan,
         "gflops_x_views": gxv,
-        "top1": float(100 * ok["top1"].astype("Float64").mean()) if ok["top1"].notna().any() else np.nan,
-        "top5": float(100 * ok["top5"].astype("Float64").mean()) if ok["top5"].notna().any() else np.nan,
-        "mean_class_acc": _mean_class_acc(vids),
+        "top1": acc.top1,
+        "top5": acc.top5,
+        "mean_class_acc": acc.mean_class_acc,
         "params_m": float(params) / 1e6 if isinstance(params, (int, float)) else np.nan,
-        "static_gflops_per_view": float(static) if isinstance(static, (int, float)) and static > 0 else np.nan,
+        "static_gflops_per_view": a.static_gmacs or np.nan,
         "crop": meta.get("crop"),
         "frames": "+".join(map(str, meta["frames"])) if isinstance(meta.get("frames"), (list, tuple)) else meta.get("frames"),
-        "failed_views": int((~df["_ok"]).sum()),
+        "failed_views": int((~a.ok).sum()),
         "convention": meta.get("convention", "conv_fc"),
         "convention_text": (meta.get("conventions") or {}).get("gmacs"),
         "ensemble": ensemble,
         "comparable": True,
+        "notes": [n for n in (a.incomplete_note(), a.nonfinite_note()) if n],
     }
 
 
-def _baseline_for(i: int, log: pd.DataFrame, baselines: Any, n: int) -> pd.DataFrame | None:
+@dataclass(frozen=True)
+class TableConfig:
+    """The settings of a paper table (``atfr table``), checked when made (AnalysisError): how a
+    video's views are combined, whether runs that are not comparable or not finished are put in
+    the table (marked) instead of refused, and where its files go (None: nowhere)."""
+
+    ensemble: str = "sum"
+    allow_incomparable: bool = False
+    allow_incomplete: bool = False
+    out_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        check_ensemble(self.ensemble)
+        if self.out_dir is not None:
+            object.__setattr__(self, "out_dir", Path(self.out_dir))
+
+    def table(self, runs: Any, baselines: Any = None) -> pd.DataFrame:
+        """:func:`paper_table` of ``runs`` with these settings."""
+        return paper_table(runs, baselines, self.ensemble, self.allow_incomparable, self.allow_incomplete)
+
+
+def _frame(log: Any) -> Any:
+    return log.views if isinstance(log, RunAnalysis) else log
+
+
+def _baseline_for(i: int, log: Any, baselines: Any, n: int) -> Any:
     if baselines is None:
         return None
-    if isinstance(baselines, pd.DataFrame):
+    if isinstance(baselines, (pd.DataFrame, RunAnalysis)):
         return baselines
     if isinstance(baselines, Mapping):
-        return baselines.get(run_name(log, f"run{i}"))
+        return baselines.get(run_name(_frame(log), f"run{i}"))
     if isinstance(baselines, Sequence) and not isinstance(baselines, str):
         if len(baselines) != n:
             raise AnalysisError(f"baselines: a list needs one entry (or None) per run: {len(baselines)} for {n} runs")
@@ -113,11 +129,64 @@ def _comparisons(runs: list[pd.DataFrame], bases: list[pd.DataFrame | None]) -> 
     return out
 
 
+def _analyses(runs: list, bases: list, allow_incomplete: bool) -> tuple[list[RunAnalysis], list[RunAnalysis | None]]:
+    """One analysis per distinct log (the same log object twice: the same analysis), checked."""
+    seen: dict[int, RunAnalysis] = {}
+
+    def of(log: Any, name: str) -> RunAnalysis:
+        if id(log) not in seen:
+            seen[id(log)] = RunAnalysis.of(log, name)
+        return seen[id(log)]
+
+    ra = [of(log, f"runs[{i}]") for i, log in enumerate(runs)]  # bad input first, then comparability
+    ba = [None if b is None else of(b, f"baseline of runs[{i}]") for i, b in enumerate(bases)]
+    for a in [*ra, *[b for b in ba if b is not None]]:
+        a.require_complete(allow_incomplete)
+    return ra, ba
+
+
+def _rows(ra: list[RunAnalysis], ba: list[RunAnalysis | None], diffs: dict, ensemble: str) -> tuple[list[dict], dict]:
+    """The table's rows (each run, its baseline first when that is not a run of the table), and
+    {model: differences} of the rows not comparable."""
+    rows: list[dict] = []
+    not_comparable: dict[str, list[str]] = {}
+    listed: list[int] = [id(r) for r in ra]
+    summaries: dict[int, dict] = {}
+
+    def summary(a: RunAnalysis, name: str) -> dict:
+        if id(a) not in summaries:
+            summaries[id(a)] = run_summary(a, name, ensemble)
+        return summaries[id(a)]
+
+    for i, a in enumerate(ra):
+        s = dict(summary(a, f"runs[{i}]"))
+        base = ba[i]
+        s["reduction_pct"], s["reduction_ref"] = np.nan, ""
+        if i in diffs:
+            s["comparable"] = False
+            not_comparable[s["model"]] = diffs[i]
+        if s["kind"] == "ATFR":
+            if base is not None:
+                b = summary(base, f"baseline of runs[{i}]")
+                if id(base) not in listed:
+                    listed.append(id(base))
+                    rows.append(dict(b, reduction_pct=np.nan, reduction_ref=""))
+                if b["gflops_x_views"] > 0:
+                    s["reduction_pct"] = 100 * (1 - s["gflops_x_views"] / b["gflops_x_views"])
+                    s["reduction_ref"] = f"baseline run {b['model']}" + (" (not comparable)" if i in diffs else "")
+            elif s["static_gflops_per_view"] > 0 and s["views"]:
+                s["reduction_pct"] = 100 * (1 - s["gflops_x_views"] / (s["static_gflops_per_view"] * s["views"]))
+                s["reduction_ref"] = "static backbone x views"
+        rows.append(s)
+    return rows, not_comparable
+
+
 def paper_table(
-    runs: pd.DataFrame | Sequence[pd.DataFrame],
+    runs: pd.DataFrame | RunAnalysis | Sequence[pd.DataFrame | RunAnalysis],
     baselines: Any = None,
     ensemble: str = "sum",
     allow_incomparable: bool = False,
+    allow_incomplete: bool = False,
 ) -> pd.DataFrame:
     """The paper's comparison table over one or more runs.
 
@@ -139,63 +208,37 @@ def paper_table(
     videos, classes and views; no run twice; see :mod:`atfr_analysis.analysis.comparable`), else
     :class:`IncomparableRunsError`; with ``allow_incomparable`` the rows are labelled instead and
     ``attrs["not_comparable"]`` holds {model: differences}.
+
+    A run that has not logged every video of its list is refused (:class:`IncompleteRunError`)
+    unless ``allow_incomplete``; its row is then marked INCOMPLETE. A run with non-finite scores
+    gets no accuracy (NaN, shown "n/a"), and the footer says why.
     """
-    _check_ensemble(ensemble)
-    if isinstance(runs, pd.DataFrame):
-        runs = [runs]
-    runs = list(runs)
+    check_ensemble(ensemble)
+    runs = [runs] if isinstance(runs, (pd.DataFrame, RunAnalysis)) else list(runs)
     if not runs:
         raise AnalysisError("paper_table needs at least one run")
     bases = [_baseline_for(i, log, baselines, len(runs)) for i, log in enumerate(runs)]
-    for i, log in enumerate(runs):  # bad input first, then comparability
-        _prepare(log, f"runs[{i}]")
-    for i, b in enumerate(bases):
-        if b is not None:
-            _prepare(b, f"baseline of runs[{i}]")
-    diffs = _comparisons(runs, bases)
+    ra, ba = _analyses(runs, bases, allow_incomplete)
+    diffs = _comparisons([a.views for a in ra], [None if b is None else b.views for b in ba])
     if diffs and not allow_incomparable:
-        msg = "; ".join(f"{run_name(runs[i], f'runs[{i}]')}: " + "; ".join(d) for i, d in diffs.items())
+        msg = "; ".join(f"{run_name(ra[i].views, f'runs[{i}]')}: " + "; ".join(d) for i, d in diffs.items())
         raise IncomparableRunsError(f"runs not comparable: {msg}. {OVERRIDE_HINT}")
-    rows: list[dict] = []
-    listed: list[int] = [id(r) for r in runs]
-    summaries: dict[int, dict] = {}
-
-    def summary(log: pd.DataFrame, name: str) -> dict:
-        if id(log) not in summaries:
-            summaries[id(log)] = _run_summary(log, name, ensemble)
-        return summaries[id(log)]
-
-    not_comparable: dict[str, list[str]] = {}
-    for i, log in enumerate(runs):
-        s = dict(summary(log, f"runs[{i}]"))
-        base = bases[i]
-        s["reduction_pct"], s["reduction_ref"] = np.nan, ""
-        if i in diffs:
-            s["comparable"] = False
-            not_comparable[s["model"]] = diffs[i]
-        if s["kind"] == "ATFR":
-            if base is not None:
-                b = summary(base, f"baseline of runs[{i}]")
-                if id(base) not in listed:
-                    listed.append(id(base))
-                    rows.append(dict(b, reduction_pct=np.nan, reduction_ref=""))
-                if b["gflops_x_views"] > 0:
-                    s["reduction_pct"] = 100 * (1 - s["gflops_x_views"] / b["gflops_x_views"])
-                    s["reduction_ref"] = f"baseline run {b['model']}" + (" (not comparable)" if i in diffs else "")
-            elif s["static_gflops_per_view"] > 0 and s["views"]:
-                s["reduction_pct"] = 100 * (1 - s["gflops_x_views"] / (s["static_gflops_per_view"] * s["views"]))
-                s["reduction_ref"] = "static backbone x views"
-        rows.append(s)
+    rows, not_comparable = _rows(ra, ba, diffs, ensemble)
     table = pd.DataFrame(rows)
     table["crop"] = pd.to_numeric(table["crop"], errors="coerce").astype("Int64")
     table["comparable"] = table["comparable"].astype(bool)
     footer = _footer(table)
     if not_comparable:
         footer += f" {NOT_COMPARABLE}: " + "; ".join(f"{m}: " + "; ".join(d) for m, d in not_comparable.items()) + "."
+    notes = list(dict.fromkeys(f"{r['model']}: {n}" for r in rows for n in r["notes"]))
+    if notes:
+        footer += " " + "; ".join(notes) + "."
     table = table[PAPER_COLUMNS].reset_index(drop=True)
     table.attrs = {"footer": footer}
     if not_comparable:
         table.attrs["not_comparable"] = not_comparable
+    if notes:
+        table.attrs["notes"] = notes
     return table
 
 
@@ -249,9 +292,9 @@ def format_paper_table(table: pd.DataFrame, arrows: str = "unicode") -> pd.DataF
         cells.append({
             "model": str(r["model"]) + ("" if comparable else " (not comparable)"),
             f"GFLOPs {times} views": g,
-            "top-1": _fmt(r["top1"]),
-            "top-5": _fmt(r["top5"]),
-            "mean class": _fmt(r["mean_class_acc"]) if "mean_class_acc" in r else "",
+            "top-1": _fmt(r["top1"]) or "n/a",
+            "top-5": _fmt(r["top5"]) or "n/a",
+            "mean class": (_fmt(r["mean_class_acc"]) or "n/a") if "mean_class_acc" in r else "",
             "params (M)": _fmt(r["params_m"], ".2f"),
         })
     return pd.DataFrame(cells)
@@ -351,71 +394,87 @@ def write_paper_table(table: pd.DataFrame, out_dir: str | Path, stem: str = "pap
 
 
 # ------------------------------------------------------------------------ multi-view sweep
-def accuracy_vs_views(log: pd.DataFrame, ensemble: str = "sum") -> pd.DataFrame:
+def accuracy_vs_views(log: pd.DataFrame | RunAnalysis, ensemble: str = "sum") -> pd.DataFrame:
     """Video-level accuracy and cost using only the first 1, 2, ..., V temporal views of each
     video (all spatial crops of those), as PySlowFast's multi-clip sweep; the views combined by
     ``ensemble`` ("sum" of the softmax, or its element-wise "max").
 
     Columns: ``temporal_views`` (n), ``views`` (n x crops), ``videos`` (with an ok view among
-    those), ``top1, top5`` (%), ``gflops_x_views`` (mean over those videos of the sum of per-view
-    gmacs over their first n temporal views), ``gflops_per_view``. The row n = V equals the full
-    video-level result (``attrs["ensemble"]``). One pass over the scores: each temporal view's
-    scores are added (or maxed) in turn."""
-    _check_ensemble(ensemble)
-    df = _prepare(log)
-    meta = _meta(df)
-    crops = int(meta["crops"]) if isinstance(meta.get("crops"), int) else int(df["spatial_index"].nunique())
-    ok = df[df["_ok"]]
-    videos = np.unique(df["video_id"].to_numpy())
-    labels = df.groupby("video_id", sort=True)["label"].first().reindex(videos).to_numpy()
-    S: np.ndarray | None = None
-    scored = np.zeros(len(videos), bool)
-    seen = np.zeros(len(videos), bool)
-    gx = np.zeros(len(videos))
+    those), ``top1, top5`` (%; NaN for a run with non-finite scores), ``gflops_x_views`` (mean
+    over those videos of the sum of per-view gmacs over their first n temporal views),
+    ``gflops_per_view``. The row n = V equals the full video-level result (``attrs["ensemble"]``).
+    One pass over the scores: each temporal view's scores are added (or maxed) in turn."""
+    check_ensemble(ensemble)
+    a = RunAnalysis.of(log)
+    df = a.views
+    crops = int(a.meta["crops"]) if isinstance(a.meta.get("crops"), int) else int(df["spatial_index"].nunique())
+    sweep = _Sweep(a, ensemble)
     rows = []
     for n, t in enumerate(sorted(int(t) for t in df["temporal_index"].unique()), start=1):
-        part = ok[ok["temporal_index"] == t]
-        if len(part):
-            v, sc = _video_scores(part, ensemble)
-            pos = np.searchsorted(videos, v)
-            if S is None:
-                S = np.zeros((len(videos), sc.shape[1]))
-            if sc.shape[1] != S.shape[1]:
-                raise AnalysisError("score vectors of different lengths in one log; is it a mix of runs?")
-            good = ~np.isnan(sc).any(axis=1)
-            if ensemble == "sum":
-                S[pos[good]] += sc[good]
-            else:  # softmax scores are >= 0, so the running maximum can start from 0
-                S[pos[good]] = np.maximum(S[pos[good]], sc[good])
-            scored[pos[good]] = True
-            seen[pos] = True
-            gx[pos] += part.groupby("video_id", sort=True)["gmacs"].sum().to_numpy()
-        if not seen.any():
-            continue
-        sel = np.flatnonzero(seen)
-        mat = np.where(scored[sel, None], S[sel], np.nan)
-        _, t1, t5 = _topk(mat, labels[sel])
-        t1, t5 = pd.Series(t1, dtype="boolean"), pd.Series(t5, dtype="boolean")
-        g = float(gx[sel].mean())
-        rows.append({
-            "temporal_views": n,
-            "views": n * crops,
-            "videos": int(len(sel)),
-            "top1": float(100 * t1.astype("Float64").mean()) if t1.notna().any() else np.nan,
-            "top5": float(100 * t5.astype("Float64").mean()) if t5.notna().any() else np.nan,
-            "gflops_x_views": g,
-            "gflops_per_view": g / (n * crops),
-        })
+        sweep.add(t)
+        if sweep.seen.any():
+            rows.append(sweep.row(n, crops))
     out = pd.DataFrame(rows, columns=["temporal_views", "views", "videos", "top1", "top5", "gflops_x_views", "gflops_per_view"])
-    out.attrs = {"model": run_name(df), "ensemble": ensemble}
+    out.attrs = {"model": a.name, "ensemble": ensemble}
     return out
 
 
-def accuracy_vs_views_both(log: pd.DataFrame) -> pd.DataFrame:
+class _Sweep:
+    """The running video scores and costs of :func:`accuracy_vs_views`, one temporal view at a time."""
+
+    def __init__(self, a: RunAnalysis, ensemble: str):
+        self.a, self.ensemble = a, ensemble
+        self.ok = a.views[a.ok]
+        self.videos = np.unique(a.views["video_id"].to_numpy())
+        self.labels = a.views.groupby("video_id", sort=True)["label"].first().reindex(self.videos).to_numpy()
+        self.S: np.ndarray | None = None
+        self.scored = np.zeros(len(self.videos), bool)
+        self.seen = np.zeros(len(self.videos), bool)
+        self.gx = np.zeros(len(self.videos))
+
+    def add(self, t: int) -> None:
+        part = self.ok[self.ok["temporal_index"] == t]
+        if not len(part):
+            return
+        v, sc = video_scores(part, self.ensemble, self.a.num_classes)
+        pos = np.searchsorted(self.videos, v)
+        if self.S is None:
+            self.S = np.zeros((len(self.videos), sc.shape[1]))
+        if sc.shape[1] != self.S.shape[1]:
+            raise AnalysisError("score vectors of different lengths in one log; is it a mix of runs?")
+        good = ~np.isnan(sc).any(axis=1)
+        if self.ensemble == "sum":
+            self.S[pos[good]] += sc[good]
+        else:  # softmax scores are >= 0, so the running maximum can start from 0
+            self.S[pos[good]] = np.maximum(self.S[pos[good]], sc[good])
+        self.scored[pos[good]] = True
+        self.seen[pos] = True
+        self.gx[pos] += part.groupby("video_id", sort=True)["gmacs"].sum().to_numpy()
+
+    def row(self, n: int, crops: int) -> dict[str, Any]:
+        sel = np.flatnonzero(self.seen)
+        mat = np.where(self.scored[sel, None], self.S[sel], np.nan)
+        _, t1, t5 = topk(mat, self.labels[sel])
+        t1, t5 = pd.Series(t1, dtype="boolean"), pd.Series(t5, dtype="boolean")
+        finite = not self.a.nonfinite_views
+        g = float(self.gx[sel].mean())
+        return {
+            "temporal_views": n,
+            "views": n * crops,
+            "videos": int(len(sel)),
+            "top1": float(100 * t1.astype("Float64").mean()) if finite and t1.notna().any() else np.nan,
+            "top5": float(100 * t5.astype("Float64").mean()) if finite and t5.notna().any() else np.nan,
+            "gflops_x_views": g,
+            "gflops_per_view": g / (n * crops),
+        }
+
+
+def accuracy_vs_views_both(log: pd.DataFrame | RunAnalysis) -> pd.DataFrame:
     """:func:`accuracy_vs_views` for both ensembles side by side: ``temporal_views, views, videos,
     top1_sum, top5_sum, top1_max, top5_max, gflops_x_views, gflops_per_view``."""
-    a = accuracy_vs_views(log, "sum")
-    b = accuracy_vs_views(log, "max")
+    run = RunAnalysis.of(log)
+    a = accuracy_vs_views(run, "sum")
+    b = accuracy_vs_views(run, "max")
     out = a[["temporal_views", "views", "videos"]].copy()
     for e, t in (("sum", a), ("max", b)):
         out[f"top1_{e}"] = t["top1"].to_numpy()

@@ -33,6 +33,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "RUN_JSON",
     "RunError",
+    "IncompleteRunError",
+    "incomplete_run_message",
     "is_run",
     "read_meta",
     "write_meta",
@@ -49,6 +51,16 @@ RUN_JSON = "run.json"
 
 class RunError(InputError):
     """A folder that is not a (readable) run; one-line message."""
+
+
+class IncompleteRunError(InputError):
+    """A run that has not logged every video of its list (a profile still writing, or interrupted)."""
+
+
+def incomplete_run_message(name: str, logged: int, total: int) -> str:
+    """The one line that refuses an unfinished run."""
+    return (f"run {name} is not finished: {logged} of {total} videos logged (a profile still writing, or "
+            "interrupted; `atfr profile --resume` finishes it); --allow-incomplete reports it marked INCOMPLETE")
 
 
 def is_run(path: str | Path) -> bool:
@@ -180,10 +192,13 @@ def _finish(df: pd.DataFrame, meta: dict, run_dir: Path, keys: list[str]) -> pd.
     return df
 
 
-def load_run(path: str | Path) -> pd.DataFrame:
+def load_run(path: str | Path, require_complete: bool = False) -> pd.DataFrame:
     """The views table of a run (all parts of all shards), ordered by (video_id, view).
 
-    ``df.attrs["meta"]`` holds ``run.json``; ``df.attrs["run_dir"]`` the folder.
+    ``df.attrs["meta"]`` holds ``run.json``; ``df.attrs["run_dir"]`` the folder. A run that has not
+    logged every video of its list (``run.json``'s ``num_videos``) is read as far as it goes, or
+    refused with :class:`IncompleteRunError` when ``require_complete``
+    (``atfr_analysis.analysis.RunAnalysis(log).complete`` tells either way).
     """
     run_dir = Path(path)
     meta = read_meta(run_dir)
@@ -194,6 +209,9 @@ def load_run(path: str | Path) -> pd.DataFrame:
     else:
         # rows of a part whose videos part never landed (killed in between) are not part of the log
         df = conform(df[df["video_id"].isin(done)].copy(), "views")
+    total = meta.get("num_videos")
+    if require_complete and isinstance(total, int) and len(done) < total:
+        raise IncompleteRunError(incomplete_run_message(run_dir.name, len(done), total))
     return _finish(df, meta, run_dir, ["video_id", "view"])
 
 

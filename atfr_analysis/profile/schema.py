@@ -67,6 +67,8 @@ __all__ = [
     "sum_view_scores",
     "ranked_classes",
     "topk_hits",
+    "mean_class_accuracy",
+    "video_accuracy",
 ]
 
 SCHEMA_VERSION = 1
@@ -317,6 +319,17 @@ def mean_class_accuracy(correct, labels) -> float:
     if not len(c):
         return math.nan
     return float(100 * c.groupby(np.asarray(labels)).mean().mean())
+
+
+def video_accuracy(hit1, hit5, classes) -> tuple[float, float, float]:
+    """The headline numbers of labelled videos, in %: top-1, top-5 and mean class accuracy (NaN
+    for no video). ``hit1`` / ``hit5``: top-1 / top-5 right per video; ``classes``: the class
+    (id or name) per video. The profile's summary and the analysis both take them from here."""
+    h1 = np.asarray(hit1, dtype="float64")
+    if not len(h1):
+        return math.nan, math.nan, math.nan
+    h5 = np.asarray(hit5, dtype="float64")
+    return float(100 * h1.mean()), float(100 * h5.mean()), mean_class_accuracy(h1, classes)
 
 
 # ----------------------------------------------------------------------------- frames and Parquet

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from atfr_analysis.profile.schema import bins_column, bins_layers, mean_class_accuracy, topk_hits
+from atfr_analysis.profile.schema import bins_column, bins_layers, topk_hits, video_accuracy
 from atfr_analysis.profile.log import load_run, load_videos, read_meta
 
 __all__ = ["RunSummary", "summarize", "failure_reason", "EXIT_OK", "EXIT_PARTIAL_FAILURE", "EXIT_NONE_PROFILED"]
@@ -202,8 +202,9 @@ class RunSummary:
 
 def _video_accuracy(ok) -> tuple[float | None, float | None, float | None]:
     """Video-level top-1, top-5 and mean class accuracy (%) of the labelled ok videos, from their
-    summed scores; none when a score is NaN or inf (a log written before such views were failed
-    rows): no accuracy is made from NaN."""
+    summed scores (the headline numbers of :func:`~atfr_analysis.profile.schema.video_accuracy`,
+    which the analysis takes too); none when a score is NaN or inf (a log written before such
+    views were failed rows): no accuracy is made from NaN."""
     labelled = ok[ok["label"] >= 0]
     if not len(labelled):
         return None, None, None
@@ -211,8 +212,7 @@ def _video_accuracy(ok) -> tuple[float | None, float | None, float | None]:
     if not np.isfinite(sc).all():
         return None, None, None
     lab = labelled["label"].to_numpy()
-    hit1 = topk_hits(sc, lab, 1)
-    return float(100 * np.mean(hit1)), float(100 * np.mean(topk_hits(sc, lab, 5))), mean_class_accuracy(hit1, lab)
+    return video_accuracy(topk_hits(sc, lab, 1), topk_hits(sc, lab, 5), lab)
 
 
 def summarize(

@@ -1,4 +1,5 @@
-"""Where does SGS cost accuracy? An ATFR run against its baseline on the same videos, joined
+"""The accuracy trade-off of SGS (compared with :mod:`~atfr_analysis.analysis.comparable`, which
+says whether two runs can be compared at all). Where does SGS cost accuracy? An ATFR run against its baseline on the same videos, joined
 with the bins SGS kept: per class, and per group of videos by how few bins they kept.
 
 Both runs must be comparable (same videos, classes and views; see
@@ -11,38 +12,34 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from atfr_analysis.analysis.aggregate import (
-    OVERALL,
-    AnalysisError,
-    _check_ensemble,
-    _prepare,
-    _video_level,
-    bins_layers,
-)
+from atfr_analysis.analysis.aggregate import OVERALL, AnalysisError
 from atfr_analysis.analysis.comparable import check_comparable
+from atfr_analysis.analysis.run_analysis import RunAnalysis, check_ensemble
+from atfr_analysis.profile.schema import bins_column
 
 __all__ = ["paired_videos", "class_tradeoff", "accuracy_by_bins"]
 
 
 def paired_videos(
-    log: pd.DataFrame, baseline: pd.DataFrame, ensemble: str = "sum", allow_incomparable: bool = False
+    log: pd.DataFrame | RunAnalysis, baseline: pd.DataFrame | RunAnalysis, ensemble: str = "sum",
+    allow_incomparable: bool = False,
 ) -> pd.DataFrame:
     """The labelled videos ok in both runs: ``path, class_name, label, bins_kept, gmacs_per_view,
     top1`` (the ATFR run) and ``top1_baseline``. ``attrs["metric"]`` says what bins_kept is,
     ``attrs["not_comparable"]`` the differences accepted with ``allow_incomparable``."""
-    _check_ensemble(ensemble)
-    df = _prepare(log)
-    layers = bins_layers(df)
+    check_ensemble(ensemble)
+    run = RunAnalysis.of(log)
+    layers = run.layers
     if not layers:
         raise AnalysisError("the run has no bins.<layer> columns (a run without SGS layers): "
                             "accuracy against bins kept needs the ATFR run first, then its baseline")
-    base = df if baseline is log else _prepare(baseline, "baseline")
-    diffs = check_comparable(df, base, "baseline", allow=allow_incomparable)
-    a, b = _video_level(df, ensemble), _video_level(base, ensemble)
+    base = run if baseline is log else RunAnalysis.of(baseline, "baseline")
+    diffs = check_comparable(run.views, base.views, "baseline", allow=allow_incomparable)
+    a, b = run.videos(ensemble), base.videos(ensemble)
     if "frac_kept" in a.columns:
         kept, metric = a["frac_kept"], "fraction of bins kept"
     else:
-        kept, metric = a[[f"bins.{l}" for l in layers]].mean(axis=1), "mean active bins (B unknown)"
+        kept, metric = a[[bins_column(x) for x in layers]].mean(axis=1), "mean active bins (B unknown)"
 
     def key(v: pd.DataFrame) -> pd.Series:
         p = v["path"].astype(str)
@@ -85,7 +82,7 @@ def _finish(rows: list[dict], lead: list[str], pairs: pd.DataFrame) -> pd.DataFr
 
 
 def class_tradeoff(
-    log: pd.DataFrame, baseline: pd.DataFrame, ensemble: str = "sum", allow_incomparable: bool = False
+    log: pd.DataFrame | RunAnalysis, baseline: pd.DataFrame | RunAnalysis, ensemble: str = "sum", allow_incomparable: bool = False
 ) -> pd.DataFrame:
     """Per class, sorted by bins kept (fewest first), then an ``overall`` row: ``class_name,
     videos`` (labelled, ok in both runs), ``bins_kept`` (mean over the class's videos),
@@ -109,7 +106,7 @@ def class_tradeoff(
 
 
 def accuracy_by_bins(
-    log: pd.DataFrame, baseline: pd.DataFrame, groups: int = 5, ensemble: str = "sum", allow_incomparable: bool = False
+    log: pd.DataFrame | RunAnalysis, baseline: pd.DataFrame | RunAnalysis, groups: int = 5, ensemble: str = "sum", allow_incomparable: bool = False
 ) -> pd.DataFrame:
     """The paired videos in ``groups`` groups of (about) equal size by their bins kept, fewest
     first: ``group`` (1 = fewest), ``bins_kept_min``, ``bins_kept_max``, then the columns of
