@@ -182,7 +182,7 @@ def _profile_sources(atfr_ckpt: Path, model_name: str, names: list[str]) -> pd.D
 def run_demo(out: str | Path = "reports/demo", cache: str | Path | None = None, workers: int = 0, quiet: bool = False) -> DemoResult:
     """Profile the shipped checkpoints on the demo test split and write the report to ``out``."""
     from atfr_analysis.analysis import per_class, ranking, write_report
-    from atfr_analysis.analysis.tables import paper_table, to_markdown, write_paper_table
+    from atfr_analysis.analysis.tables import paper_table, write_paper_table
     from atfr_analysis.profile.log import load_run
     from atfr_analysis.profile.config import ProfileConfig
     from atfr_analysis.profile.run import run_profile

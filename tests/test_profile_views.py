@@ -153,7 +153,7 @@ def test_a_caffe2_checkpoint_profiles_with_the_fixture_views(shared_dir, views_f
     table = json.loads((shared_dir / "fixtures" / "caffe2" / "slowfast_4x16_r50.json").read_text())
     rng = np.random.default_rng(0)
     blobs = {b: rng.standard_normal(v["shape"], dtype=np.float32) * 0.01 for b, v in table["blobs"].items()}
-    for b, v in table["blobs"].items():
+    for b in table["blobs"]:
         if b.endswith("_bn_riv"):
             blobs[b] = np.abs(blobs[b]) + 1.0
     blobs.update(conv1_w_momentum=np.zeros([64, 3, 1, 7, 7], np.float32), lr=np.array([0.1], np.float32),

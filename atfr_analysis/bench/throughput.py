@@ -156,7 +156,7 @@ def _split(model, dev: torch.device, precision: str, entries, proto, batch_size:
     prof = Profiler(model, batching="exact")
     shapes = [(1,) + tuple(p.shape[1:]) for p in items[0]]
     prof.use_cost_model(shapes, CostModel(model, shapes, cache=CostCache(dirs=[cache_dir])))
-    prof.cost_model([torch.empty(s, device="meta") for s in shapes]).num_bins  # the profile's set-up
+    _ = prof.cost_model([torch.empty(s, device="meta") for s in shapes]).num_bins  # the profile's set-up
     model.set_batching("exact")
     passes = []
     for _ in ("cold", "warm"):

@@ -106,7 +106,7 @@ def paired_overhead(
     ratios: list[float] = []
     for _ in range(rounds):
         for xs in batches:
-            ts = [_timed(lambda: fn(xs), dev, repeats) for fn in (plain, instrumented, instrumented, plain)]
+            ts = [_timed(lambda: fn(xs), dev, repeats) for fn in (plain, instrumented, instrumented, plain)]  # noqa: B023 (called at once)
             ratios.append((ts[1] + ts[2]) / (ts[0] + ts[3]))
         if len(ratios) >= pairs_max:
             break
