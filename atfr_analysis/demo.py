@@ -82,7 +82,7 @@ def default_cache() -> Path:
 def demo_data(root: Path, train: bool = False, quiet: bool = True) -> Path:
     """The demo data set under ``root`` (built once, then reused): its test split, and the train
     split too with ``train=True``. Returns the data set folder."""
-    from atfr_analysis.data.synthetic import make_dataset
+    from atfr_analysis.data.synthetic import SyntheticConfig, make_dataset
 
     ntrain = DEMO["clips_per_class_train"] if train else 0
     key = f"synthetic-s{DEMO['seed']}-f{DEMO['frames']}-h{DEMO['size']}-tr{ntrain}-te{DEMO['clips_per_class_test']}"
@@ -92,10 +92,11 @@ def demo_data(root: Path, train: bool = False, quiet: bool = True) -> Path:
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    make_dataset(
-        tmp, seed=DEMO["seed"], frames=DEMO["frames"], size=DEMO["size"],
+    cfg = SyntheticConfig(
+        seed=DEMO["seed"], frames=DEMO["frames"], size=DEMO["size"],
         clips_per_class_train=ntrain, clips_per_class_test=DEMO["clips_per_class_test"],
     )
+    make_dataset(tmp, cfg)
     # the lists hold relative paths: the folder can move
     tmp.rename(out)
     return out
@@ -146,6 +147,7 @@ def _profile_sources(atfr_ckpt: Path, model_name: str, names: list[str]) -> pd.D
 
     from atfr_analysis.data.datasets import VideoEntry, ViewDataset
     from atfr_analysis.data.samples import sample_videos
+    from atfr_analysis.data.views import ViewProtocol
     from atfr_analysis.profile.instrument import Profiler
     from atfr_analysis.loading import load_model_from_checkpoint
 
@@ -153,7 +155,7 @@ def _profile_sources(atfr_ckpt: Path, model_name: str, names: list[str]) -> pd.D
     model.eval()
     vids = sample_videos()
     entries = [VideoEntry(i, vids[n], -1, n) for i, n in enumerate(("bikes", "bigbuckbunny", "carphone_pristine"))]
-    ds = ViewDataset(entries, model.spec, views=DEMO["source_views"], crops=1)
+    ds = ViewDataset(entries, model.spec, ViewProtocol.at_crop(model.spec, views=DEMO["source_views"], crops=1))
     prof = Profiler(model, batching="exact")
     layer = model.sgs_layer_names()[0]
     rows = []

@@ -14,6 +14,7 @@ import torch
 
 import atfr_analysis
 from atfr_analysis.errors import InputError
+from atfr_analysis.data.views import view_protocol
 from atfr_analysis.profile.config import ProfileConfig
 from atfr_analysis.profile.log import load_videos
 from atfr_analysis.tuning import ffmpeg_threads
@@ -227,7 +228,7 @@ def test_a_partial_video_profiles_the_views_that_decode(tmp_path, capsys):
                                     "--views", "4", "--crops", "1", "--device", "cpu", "--quiet")
     assert code == 0, err
     log = atfr_analysis.load_run(out).sort_values("view")
-    whole = sample_views(bikes, MODEL, views=4, crops=1, checksums=False)
+    whole = sample_views(bikes, MODEL, view_protocol(MODEL, 4, 1), checksums=False)
     ok, failed = log[log["status"] == "ok"], log[log["status"] == "failed"]
     assert len(log) == 4 and len(ok) >= 1 and len(failed) >= 1
     assert ok["view"].max() < failed["view"].min()  # the views past the cut fail
@@ -262,8 +263,8 @@ def test_uint8_views_normalised_on_the_device_match_the_float_path(tmp_path):
         log = atfr_analysis.load_run(tmp_path / "run").sort_values("view")
         net, _, _ = load_model_from_checkpoint(ckpt, MODEL)
         net.eval()
-        f32, meta, _ = load_views(video, net, 2, 3)
-        u8, meta8, _ = load_views(video, net, 2, 3, dtype=torch.uint8)
+        f32, meta, _ = load_views(video, net, view_protocol(net, 2, 3))
+        u8, meta8, _ = load_views(video, net, view_protocol(net, 2, 3), dtype=torch.uint8)
         assert u8[0].dtype == torch.uint8 and meta == meta8
         x8 = normalize_views(u8, device="cpu")
         for a, b in zip(x8, f32):

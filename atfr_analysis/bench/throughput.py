@@ -135,13 +135,13 @@ def _split(model, dev: torch.device, precision: str, entries, proto, batch_size:
     of these videos counted, as a long run does after its first videos."""
     from atfr_analysis.data.datasets import ViewDataset
     from atfr_analysis.data.transforms import normalize_views
+    from atfr_analysis.data.video import Decoding
     from atfr_analysis.flops.cache import CostCache
     from atfr_analysis.flops.cost import CostModel
     from atfr_analysis.profile.instrument import Profiler
 
     spec = model.spec
-    ds = ViewDataset(entries, spec, views=proto.views, crops=proto.crops, crop=proto.crop, short_side=proto.short_side,
-                     dtype=torch.uint8, thread_type="AUTO", thread_count=0)
+    ds = ViewDataset(entries, spec, proto, dtype=torch.uint8, decoding=Decoding(thread_type="AUTO", thread_count=0))
     decode_s, decode_cpu, items = [], [], []
     for i in range(len(entries)):
         t0, c0 = time.perf_counter(), time.process_time()

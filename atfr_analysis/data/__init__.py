@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 
-def _one_line(msg: object) -> str:
+def one_line(msg: object) -> str:
     return " ".join(str(msg).split())
 
 
@@ -67,7 +67,7 @@ class DataError(AtfrError):
     """Base of the data layer's errors; its message is always one line."""
 
     def __init__(self, msg: object = "") -> None:
-        super().__init__(_one_line(msg))
+        super().__init__(one_line(msg))
 
 
 class SamplesNotFoundError(DataError):
@@ -79,7 +79,7 @@ class VideoError(DataError):
 
     def __init__(self, path: str | Path, reason: object) -> None:
         self.path = str(path)
-        self.reason = _one_line(reason)
+        self.reason = one_line(reason)
         super().__init__(f"cannot decode video: {self.path}: {self.reason}")
 
     def __reduce__(self):  # picklable across DataLoader workers
