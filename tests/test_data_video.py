@@ -22,7 +22,6 @@ from atfr_analysis.data.samples import SAMPLE_FACTS, sample_videos
 from atfr_analysis.data.transforms import (
     crop_offset,
     crop_positions,
-    make_views,
     normalize,
     pack_pathways,
     resize_short_side,
@@ -33,6 +32,7 @@ from atfr_analysis.data.transforms import (
 )
 from atfr_analysis.data.video import Decoding, FrameOutput, decode_video, probe, read_frames
 from atfr_analysis.models.base import InputSpec
+from view_pipeline import make_views
 
 X3D_S = InputSpec(frames=(13,), train_crop=160, test_crop=160, sampling_rate=6)
 SF_4x16 = InputSpec(frames=(4, 32), train_crop=224, test_crop=256, sampling_rate=2, alpha=8)

@@ -10,18 +10,13 @@ import torch
 
 from atfr_analysis.data import VideoDecodeError
 from atfr_analysis.data.samples import sample_videos
-from atfr_analysis.data.transforms import (
-    crop_positions,
-    make_views,
-    normalize_views,
-    prepare_frames,
-    view_indices,
-)
+from atfr_analysis.data.transforms import crop_positions, normalize_views, view_indices
 from atfr_analysis.data.video import VideoReader, decode_video
 from atfr_analysis.data.views import Decoding, ViewProtocol, sample_views, view_protocol
 from atfr_analysis.models.base import InputSpec
 from atfr_cli.main import main
 from profile_helpers import remux
+from view_pipeline import make_views, prepare_frames
 
 X3D_S = InputSpec(frames=(13,), train_crop=160, test_crop=182, sampling_rate=6)
 

@@ -288,8 +288,10 @@ class SampledViews(NamedTuple):
         return [v for v in self.views if v.ok]
 
     def meta(self) -> dict[str, list]:
-        """Per-view metadata lists of the views that decoded, in row order (the keys of
-        ``transforms.views_from_frames``, plus ``resized_hw`` and ``crop_box``)."""
+        """Per-view metadata lists of the views that decoded, in row order: ``view``,
+        ``temporal_index``, ``spatial_index``, ``crop_position`` (PySlowFast's ``spatial_idx``),
+        ``frame_start``, ``frame_end``, ``clip_start``, ``clip_end``, ``frame_indices``,
+        ``resized_hw``, ``crop_box``."""
         keys = (
             "view", "temporal_index", "spatial_index", "crop_position", "frame_start", "frame_end",
             "clip_start", "clip_end", "frame_indices", "resized_hw", "crop_box",
