@@ -62,7 +62,7 @@ def _checkpoint(w: Workload, cfg: BenchConfig, folder: Path) -> str:
     return str(save_checkpoint(folder / f"{name}.pyth", w.model, make_record(w.model, name)))
 
 
-def _child(args_path: str) -> None:
+def child_main(args_path: str) -> None:
     """In the child process: one ``profile()`` run (its summary and peak memory), or with
     ``split`` the per-video split of the same videos, as JSON."""
     from atfr_analysis.bench.memory import own_peak_rss_mib, peak_rss_mib
@@ -110,7 +110,7 @@ def _run_profile(args: dict, folder: Path, tag: str, timeout_s: float, what: str
     args = dict(args, out=str(folder / f"run-{tag}"), result=str(folder / f"result-{tag}.json"))
     args_path = folder / f"args-{tag}.json"
     args_path.write_text(json.dumps(args))
-    code = "import sys; from atfr_analysis.bench.throughput import _child; _child(sys.argv[1])"
+    code = "import sys; from atfr_analysis.bench.throughput import child_main; child_main(sys.argv[1])"
     t0 = time.perf_counter()
     try:
         # the user cost cache of the runs: the one the split filled
