@@ -168,7 +168,7 @@ def private_uses(mods: dict[str, Path], projects: tuple[str, ...] = (PACKAGE, CL
         is_package = path.name == "__init__.py"
         bound: dict[str, str] = {}  # a local name -> the project module it names
 
-        def flag(node: ast.AST, what: str) -> None:
+        def flag(node: ast.AST, what: str, mod: str = mod) -> None:
             found.append(f"{mod}:{node.lineno}: {what}")
 
         for node in ast.walk(tree):

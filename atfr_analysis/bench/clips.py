@@ -60,7 +60,8 @@ def build_clips(spec, crop: int, n: int, seed: int = 0) -> tuple[torch.Tensor, l
         if not mine:
             continue
         want = sorted({f for i in mine for f in plans[i]["frames"]})
-        fs = read_frames(path, want, output=FrameOutput(transform=lambda a: uniform_crop(prepare_frame(a, crop), crop, 1)))
+        centre = FrameOutput(transform=lambda a: uniform_crop(prepare_frame(a, crop), crop, 1))
+        fs = read_frames(path, want, output=centre)
         row = {f: k for k, f in enumerate(fs.index)}
         last = fs.index[-1]
         for i in mine:

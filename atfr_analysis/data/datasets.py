@@ -453,7 +453,9 @@ class ViewDataset(torch.utils.data.Dataset):
         }
         item.update({k: None for k in _ITEM_FACTS})
         try:
-            pathways, meta, facts = load_views(e.path, self.spec, self.protocol, dtype=self.dtype, decoding=self.decoding)
+            pathways, meta, facts = load_views(
+                e.path, self.spec, self.protocol, dtype=self.dtype, decoding=self.decoding
+            )
         except DataError as err:
             item.update(status="failed", error=str(err))
         except Exception as err:  # noqa: BLE001 - a broken video must not stop the run

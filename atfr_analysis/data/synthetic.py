@@ -323,7 +323,9 @@ class SyntheticConfig:
         return {"train": self.clips_per_class_train, "test": self.clips_per_class_test}
 
 
-def make_dataset(out_dir: str | Path, cfg: SyntheticConfig = SyntheticConfig(), *, overwrite: bool = False) -> SyntheticManifest:
+def make_dataset(
+    out_dir: str | Path, cfg: SyntheticConfig = SyntheticConfig(), *, overwrite: bool = False
+) -> SyntheticManifest:
     """Write the synthetic data set ``cfg`` describes to ``out_dir`` (see the module's recipe);
     returns its manifest.
 
@@ -488,7 +490,8 @@ def _make_clip(rng, srcs: dict[str, _Source], ranges, slot: _ClipSlot, cfg: Synt
             sha256=hashlib.sha256(data).hexdigest(),
         )
     raise DataError(
-        f"synthetic data: no window of class {slot.class_name} ({slot.split}) kept its distinct frames in {_MAX_TRIES} tries"
+        f"synthetic data: no window of class {slot.class_name} ({slot.split}) kept its distinct frames "
+        f"in {_MAX_TRIES} tries"
     )
 
 
@@ -532,8 +535,8 @@ def _card(m: SyntheticManifest, train_fraction: float, verify: bool) -> str:
     return f"""# Synthetic temporal-redundancy data set
 
 Clips of {m.frames} frames, {m.height}x{m.width} (HxW), {m.fps:g} fps, re-timed from real footage so
-that each clip holds a known number of distinct frames. Made by
-`atfr_analysis.data.synthetic.make_dataset(out_dir, SyntheticConfig(seed={m.seed}, frames={m.frames}, size={m.height}, width={m.width}))`.
+that each clip holds a known number of distinct frames. Made by `atfr_analysis.data.synthetic`:
+`make_dataset(out_dir, SyntheticConfig(seed={m.seed}, frames={m.frames}, size={m.height}, width={m.width}))`.
 
 ## Classes
 

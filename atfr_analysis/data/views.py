@@ -1,6 +1,7 @@
 """A video's test views as PySlowFast's PyAV test path builds them, each one auditable.
 
-``sample_views(path, model, protocol)`` decodes only the frames its views need and returns the pathway tensors, one ``ViewInfo`` per view and facts about the video.
+``sample_views(path, model, protocol)`` decodes only the frames its views need and returns the
+pathway tensors, one ``ViewInfo`` per view and facts about the video.
 
 Temporal rule (see ``atfr_analysis.data.transforms``):
 
@@ -148,7 +149,9 @@ class ViewProtocol:
         return cls(views, crops, int(s), int(c))
 
     @classmethod
-    def at_crop(cls, spec: InputSpec, views: int | None = None, crops: int | None = None, crop: int | None = None) -> ViewProtocol:
+    def at_crop(
+        cls, spec: InputSpec, views: int | None = None, crops: int | None = None, crop: int | None = None
+    ) -> ViewProtocol:
         """Every view's short side scaled to its crop (``crop``, default the test crop), whatever
         the number of crops; ``views``/``crops`` default to the spec's."""
         c = spec.test_crop if crop is None else int(crop)

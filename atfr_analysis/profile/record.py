@@ -80,7 +80,9 @@ def _resolved(p) -> str | None:
     return str(Path(p).resolve()) if p else None
 
 
-def run_meta(cfg: ProfileConfig, model: ProfiledModel, classes: ClassSet, entries, device: torch.device) -> dict[str, Any]:
+def run_meta(
+    cfg: ProfileConfig, model: ProfiledModel, classes: ClassSet, entries, device: torch.device
+) -> dict[str, Any]:
     """``run.json`` of a new run: ``cfg``, ``model`` (the loaded model, its protocol and its
     costs), ``classes``, the resolved video list, the device."""
     net, spec, proto = model.net, model.net.spec, model.protocol

@@ -238,7 +238,8 @@ def _profile_videos(cfg: ProfileConfig, out: Path, model: ProfiledModel, classes
         try:
             for items in _loader(todo, model, cfg, dev):
                 for item in items:
-                    view_rows, video_row = infer.video(item, todo[item["index"]], model.protocol.num_views, model.protocol.crops)
+                    entry, proto = todo[item["index"]], model.protocol
+                    view_rows, video_row = infer.video(item, entry, proto.num_views, proto.crops)
                     writer.add(view_rows, video_row)
                     processed += 1
                     bar.update(video_row, view_rows)
