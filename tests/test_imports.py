@@ -156,6 +156,23 @@ def _private_module_use(user: str, target: str, mods: dict[str, Path]) -> str | 
     return None
 
 
+def _private_attributes(tree: ast.AST, mod: str, bound: dict[str, str], mods: dict[str, Path], flag) -> None:
+    """``m._x`` reads on names bound to another module of the project (``bound``: name -> module)."""
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Attribute) and _private(node.attr)):
+            continue
+        chain = _dotted(node.value)
+        if chain is None or chain.split(".")[0] not in bound:
+            continue
+        head, _, rest = chain.partition(".")
+        target = bound[head] + (f".{rest}" if rest else "")
+        if target not in mods or target == mod:
+            continue  # not a module of the project (an object, a function), or the module itself
+        sub = f"{target}.{node.attr}"
+        if sub not in mods or _private_module_use(mod, sub, mods):
+            flag(node, f"{chain}.{node.attr}")
+
+
 def private_uses(mods: dict[str, Path], projects: tuple[str, ...] = (PACKAGE, CLI_PACKAGE)) -> list[str]:
     """``module:line: name`` for every use of another module's private name (see the module doc)."""
     found: list[str] = []
@@ -200,22 +217,7 @@ def private_uses(mods: dict[str, Path], projects: tuple[str, ...] = (PACKAGE, CL
                             flag(node, f"from {src} import {a.name}")
                     elif _private(a.name) and src != mod:
                         flag(node, f"from {src} import {a.name}")
-        for node in ast.walk(tree):
-            if not (isinstance(node, ast.Attribute) and _private(node.attr)):
-                continue
-            chain = _dotted(node.value)
-            if chain is None or chain.split(".")[0] not in bound:
-                continue
-            head, _, rest = chain.partition(".")
-            target = bound[head] + (f".{rest}" if rest else "")
-            if target not in mods or target == mod:
-                continue  # not a module of the project (an object, a function), or the module itself
-            sub = f"{target}.{node.attr}"
-            if sub in mods:
-                if _private_module_use(mod, sub, mods):
-                    flag(node, f"{chain}.{node.attr}")
-            else:
-                flag(node, f"{chain}.{node.attr}")
+        _private_attributes(tree, mod, bound, mods, flag)
     return sorted(set(found), key=lambda f: (f.split(":")[0], int(f.split(":")[1]), f))
 
 
