@@ -18,13 +18,9 @@ _warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=D
 from atfr_analysis._version import __version__  # noqa: E402
 
 from atfr_analysis.models import build_model, list_models  # noqa: E402
+
+# ``profile`` is the subpackage, callable: ``atfr.profile(ckpt, model, data, out)`` runs a profile
+from atfr_analysis import profile  # noqa: E402
 from atfr_analysis.profile import load_run, load_videos, profile_clips  # noqa: E402
 
 __all__ = ["__version__", "build_model", "list_models", "profile_clips", "profile", "load_run", "load_videos"]
-
-
-def profile(*args, **kwargs):
-    """Profile a checkpoint on a video list into a run folder; see ``atfr_analysis.profile.run.profile``."""
-    from atfr_analysis.profile.run import profile as _profile
-
-    return _profile(*args, **kwargs)

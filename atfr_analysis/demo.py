@@ -22,22 +22,20 @@ import pandas as pd
 
 from atfr_analysis.errors import EnvironmentFailure
 from atfr_analysis.profile.schema import bins_column
+from atfr_analysis.shipped import ATFR, BASELINE, CHECKPOINT_DIR, TRAINING_DATA, checkpoint_path, write_model_card
+
+# write_model_card (the shipped checkpoints' card) lives in atfr_analysis.shipped; the demo re-exports it
 
 __all__ = [
     "DEMO", "ACCEPTANCE", "run_demo", "DemoResult", "demo_data", "checkpoint_path", "known_answer",
     "demo_checks", "readme_section", "write_model_card",
 ]
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 #: the demo's fixed settings (the shipped checkpoints were trained on this data set's train split)
 DEMO = {
-    "seed": 0,
-    "frames": 16,
-    "size": 72,
-    "clips_per_class_train": 80,
-    "clips_per_class_test": 12,
-    "baseline": "slow_tiny",
-    "atfr": "slow_tiny_atfr",
+    **TRAINING_DATA,
+    "baseline": BASELINE,
+    "atfr": ATFR,
     "views": 1,
     "crops": 3,
     "batch_size": 8,
@@ -70,10 +68,6 @@ def demo_checks(n: dict) -> dict:
     }
 
 
-def checkpoint_path(model: str) -> Path:
-    return CHECKPOINT_DIR / f"{model}.pyth"
-
-
 def default_cache() -> Path:
     import os
 
@@ -83,7 +77,7 @@ def default_cache() -> Path:
 def demo_data(root: Path, train: bool = False, quiet: bool = True) -> Path:
     """The demo data set under ``root`` (built once, then reused): its test split, and the train
     split too with ``train=True``. Returns the data set folder."""
-    from atfr_analysis.data.synthetic import make_dataset
+    from atfr_analysis.data.synthetic import SyntheticConfig, make_dataset
 
     ntrain = DEMO["clips_per_class_train"] if train else 0
     key = f"synthetic-s{DEMO['seed']}-f{DEMO['frames']}-h{DEMO['size']}-tr{ntrain}-te{DEMO['clips_per_class_test']}"
@@ -93,10 +87,11 @@ def demo_data(root: Path, train: bool = False, quiet: bool = True) -> Path:
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    make_dataset(
-        tmp, seed=DEMO["seed"], frames=DEMO["frames"], size=DEMO["size"],
+    cfg = SyntheticConfig(
+        seed=DEMO["seed"], frames=DEMO["frames"], size=DEMO["size"],
         clips_per_class_train=ntrain, clips_per_class_test=DEMO["clips_per_class_test"],
     )
+    make_dataset(tmp, cfg)
     # the lists hold relative paths: the folder can move
     tmp.rename(out)
     return out
@@ -147,6 +142,7 @@ def _profile_sources(atfr_ckpt: Path, model_name: str, names: list[str]) -> pd.D
 
     from atfr_analysis.data.datasets import VideoEntry, ViewDataset
     from atfr_analysis.data.samples import sample_videos
+    from atfr_analysis.data.views import ViewProtocol
     from atfr_analysis.profile.instrument import Profiler
     from atfr_analysis.loading import load_model_from_checkpoint
 
@@ -154,7 +150,7 @@ def _profile_sources(atfr_ckpt: Path, model_name: str, names: list[str]) -> pd.D
     model.eval()
     vids = sample_videos()
     entries = [VideoEntry(i, vids[n], -1, n) for i, n in enumerate(("bikes", "bigbuckbunny", "carphone_pristine"))]
-    ds = ViewDataset(entries, model.spec, views=DEMO["source_views"], crops=1)
+    ds = ViewDataset(entries, model.spec, ViewProtocol.at_crop(model.spec, views=DEMO["source_views"], crops=1))
     prof = Profiler(model, batching="exact")
     layer = model.sgs_layer_names()[0]
     rows = []
@@ -183,7 +179,7 @@ def _profile_sources(atfr_ckpt: Path, model_name: str, names: list[str]) -> pd.D
 def run_demo(out: str | Path = "reports/demo", cache: str | Path | None = None, workers: int = 0, quiet: bool = False) -> DemoResult:
     """Profile the shipped checkpoints on the demo test split and write the report to ``out``."""
     from atfr_analysis.analysis import per_class, ranking, write_report
-    from atfr_analysis.analysis.tables import paper_table, to_markdown, write_paper_table
+    from atfr_analysis.analysis.tables import paper_table, write_paper_table
     from atfr_analysis.profile.log import load_run
     from atfr_analysis.profile.config import ProfileConfig
     from atfr_analysis.profile.run import run_profile
@@ -331,143 +327,6 @@ def _write_index(out: Path, n: dict, checks: dict, sources: pd.DataFrame, table:
         "",
     ]
     (out / "README.md").write_text("\n".join(lines))
-
-
-def _stage_numbers(rec: dict) -> dict:
-    """Per-stage numbers of a checkpoint's record (``None`` where the record has none)."""
-    val = rec.get("val_acc") or []
-    return {
-        "final_train_loss": rec.get("final_train_loss"),
-        "final_train_acc": rec.get("final_train_acc"),
-        "val_acc": val[-1] if val else None,
-        "val_videos": rec.get("val_videos"),
-        "seconds": rec.get("seconds"),
-        "device": rec.get("device"),
-    }
-
-
-def _fmt(v, spec: str, none: str = "not recorded") -> str:
-    return none if v is None else format(v, spec)
-
-
-def write_model_card(path: Path | None = None, test_numbers: dict | None = None) -> Path:
-    """``checkpoints/MODEL_CARD.md`` from the records stored in the shipped checkpoints."""
-    from atfr_analysis.checkpoint import load_checkpoint
-
-    path = Path(path) if path else CHECKPOINT_DIR / "MODEL_CARD.md"
-    recs = {}
-    for name in ("slow_tiny_stage1", DEMO["baseline"], DEMO["atfr"]):
-        ck = load_checkpoint(checkpoint_path(name))
-        recs[name] = (ck.cfg or {}).get("ATFR_ANALYSIS", {})
-    lines = [
-        "# Model card: the demo's shipped checkpoints",
-        "",
-        "Two checkpoints of the same backbone, trained on the train split of the demo data set",
-        f"(`atfr_analysis.data.synthetic`, seed {DEMO['seed']}, {DEMO['frames']} frames, {DEMO['size']} px high; "
-        f"{DEMO['clips_per_class_train']} clips per class; the dataset",
-        "card is `DATASET_CARD.md` beside this file). Stage 1 trains `slow_tiny` from scratch",
-        "(`slow_tiny_stage1.pyth`, shipped too); stage 2 fine-tunes it as it is (`slow_tiny`, the baseline);",
-        "the ATFR model (`slow_tiny_atfr`) is the baseline with the SGS layer inserted after res2, fine-tuned;",
-        "each stage's exact settings are its training command below. PySlowFast checkpoint format (`model_state` + a `cfg` YAML record), weights",
-        "stored in fp16 where they fit and loaded back to fp32. The train split is",
-        "`atfr_analysis.demo.demo_data(root, train=True)` (the commands below name it where it was written);",
-        "the validation top-1 is measured on the centre view of the videos the trainer held out of it",
-        "(`--val-fraction`, stratified, never trained on), never on the test split.",
-        "Loss: cross-entropy only (as the official ATFR code). Written from the checkpoints' own records by",
-        "`atfr_analysis.demo.write_model_card`.",
-        "",
-        "## Per stage",
-        "",
-        "| stage | checkpoint | final training loss | final training top-1 (%) | validation top-1 (%) | wall time (s) | device |",
-        "|---|---|---:|---:|---:|---:|---|",
-    ]
-    titles = {"slow_tiny_stage1": "1 (from scratch)", DEMO["baseline"]: "2, baseline", DEMO["atfr"]: "2, with SGS after res2"}
-    for name, rec in recs.items():
-        st = _stage_numbers(rec)
-        val = _fmt(st["val_acc"], ".1f") + (f" ({st['val_videos']} videos)" if st["val_acc"] is not None else "")
-        lines.append(
-            f"| {titles[name]} | `{name}` | {_fmt(st['final_train_loss'], '.4f')} | {_fmt(st['final_train_acc'], '.1f')} "
-            f"| {val} | {_fmt(st['seconds'], '.1f')} | {st['device'] or 'not recorded'} |"
-        )
-    lb, la = recs[DEMO["baseline"]].get("final_train_loss"), recs[DEMO["atfr"]].get("final_train_loss")
-    if lb and la is not None:
-        lines += ["", f"The ATFR stage's final training loss is {100 * (la / lb - 1):+.1f}% of the baseline stage's "
-                  f"({la:.4f} vs {lb:.4f}; the goal is within 10%)."]
-    lines.append("")
-    for role, name in (("stage 1", "slow_tiny_stage1"), ("baseline", DEMO["baseline"]), ("atfr", DEMO["atfr"])):
-        rec = recs[name]
-        tr = rec.get("train", {})
-        size = checkpoint_path(name).stat().st_size
-        lines += [
-            f"## `{name}` ({ {'stage 1': 'stage 1, from scratch', 'baseline': 'baseline, stage 2', 'atfr': 'with SGS after res2, stage 2'}[role] })",
-            "",
-            f"- training command: `{' '.join(rec.get('command', []))}`",
-            f"- seed {tr.get('seed')}, {rec.get('epochs_run')} epochs, {rec.get('steps')} steps, batch {tr.get('batch_size')}, "
-            f"base lr {tr.get('lr')} (per 64, scaled linearly), weight decay {tr.get('weight_decay')}, "
-            f"warm-up {tr.get('warmup_epochs')} epochs + cosine, gradient L2-norm clipping {tr.get('clip_grad')}",
-            f"- trained on {rec.get('device')} with torch {rec.get('torch')} in {rec.get('seconds')} s",
-            f"- final training loss {_fmt(rec.get('final_train_loss'), '.4f')}, training top-1 "
-            f"{_fmt(rec.get('final_train_acc'), '.1f')}% (on augmented clips, dropout on)",
-        ]
-        if rec.get("val_acc"):
-            lines.append(
-                "- validation top-1 per epoch (%): " + ", ".join(f"{v:.1f}" for v in rec["val_acc"])
-                + (f" ({rec['val_videos']} held-out videos)" if rec.get("val_videos") else "")
-            )
-        elif "val_split" in rec:
-            lines.append("- validation: none (trained without `--val-fraction`; a stage that starts from a checkpoint "
-                         "trained on the whole train split has no unseen part of it to validate on)")
-        else:
-            lines.append("- validation: none recorded (trained before the trainer held out a validation split)")
-        if "failed_videos" in rec:
-            lines.append(f"- videos: {rec.get('videos_trained')} trained on of {rec.get('videos_listed')} listed; "
-                         f"{rec['failed_videos']} undecodable, skipped")
-        if tr.get("temporal_diff_init"):
-            lines.append(f"- initialisation: {tr['temporal_diff_init']:g} of each temporal conv's output channels "
-                         "start as zero-sum (temporal-difference) kernels (`--temporal-diff-init`)")
-        lines.append(f"- file: {size / 1e6:.2f} MB")
-        pbn = rec.get("precise_bn")
-        if pbn:
-            lines.append(
-                f"- BatchNorm statistics recomputed afterwards (precise BN, `atfr_analysis.train.recalibrate_bn`) over "
-                f"{pbn['batches']} training batches of {pbn['batch_size']}, seed {pbn['seed']}"
-            )
-        elif tr.get("precise_bn"):
-            lines.append(f"- BatchNorm statistics recomputed after training over {tr['precise_bn']} training batches (precise BN)")
-        if tr.get("init_from"):
-            lines.append(
-                f"- initialised from `{Path(tr['init_from']).name}` when it ran"
-                + ("; the SGS layer starts from its official initialisation" if role == "atfr" else "")
-            )
-        if role == "atfr":
-            lines.append(
-                f"- batching after SGS while training: {tr.get('batching', 'padded (the official code; before the option existed)')}"
-                + ("; BatchNorm statistics frozen (eval mode) while training" if tr.get("freeze_bn") else "")
-            )
-            clamp = tr.get("sgs_grad_clamp")
-            if clamp is None:
-                how = "official (untouched)"
-            elif clamp == 0:
-                how = ("no gradient into the SGS embedding (`--sgs-grad-clamp 0`): the embedding keeps its official "
-                       "initialisation, the frames get their gradient through the bins' aggregation; the forward is the official one")
-            else:
-                how = f"gradient into the SGS embedding clamped to [-{clamp:g}, {clamp:g}] (`--sgs-grad-clamp`; the forward is the official one)"
-            lines.append(f"- SGS backward: {how}")
-            if tr.get("precise_bn_first"):
-                lines.append(f"- BatchNorm statistics recomputed before the first step over {tr['precise_bn_first']} training "
-                             "batches (`--precise-bn-first`, population statistics), after SGS was inserted")
-        lines.append("")
-    if test_numbers:
-        n = test_numbers
-        lines += [
-            "## Test split (measured by `atfr demo`)",
-            "",
-            f"- top-1: baseline {n['top1_baseline']:.1f}%, ATFR {n['top1_atfr']:.1f}%; top-5: {n['top5_baseline']:.1f}% / {n['top5_atfr']:.1f}%",
-            f"- GFLOPs x views: {n['gflops_x_views_baseline']:.3f} / {n['gflops_x_views_atfr']:.3f} ({n['reduction_pct']:.1f}% less)",
-            "",
-        ]
-    path.write_text("\n".join(lines))
-    return path
 
 
 #: the demo clips `atfr explain --demo` shows (one test clip of each of these classes)

@@ -594,9 +594,10 @@ def recalibrate_bn(
 def evaluate_centre(model: nn.Module, entries, spec, dev) -> float:
     """Top-1 (%) on the centre view of each video (one temporal clip, centre crop)."""
     from atfr_analysis.data.datasets import ViewDataset
+    from atfr_analysis.data.views import ViewProtocol
 
     model.eval()
-    ds = ViewDataset(entries, spec, views=1, crops=1)
+    ds = ViewDataset(entries, spec, ViewProtocol.at_crop(spec, views=1, crops=1))
     correct = n = 0
     for k in range(len(ds)):
         item = ds[k]

@@ -31,15 +31,14 @@ def register(app: typer.Typer) -> None:
         A partial video (a truncated file whose index survived) lists its failed views with the
         reason, says so on stderr and exits 0; a video of which no view decodes is an error (exit 2).
         """
-        from atfr_analysis.data.views import sample_views
+        from atfr_analysis.data.views import Decoding, sample_views, view_protocol
         from atfr_analysis.errors import InputError
 
         for opt, v in (("--views", views), ("--crops", crops), ("--short-side", short_side), ("--crop", crop)):
             if v is not None and v <= 0:
                 raise InputError(f"{opt} must be a positive integer, got {v}")
-        r = sample_views(
-            video, model, views, crops, short_side, crop, checksums=checksums, apply_rotation=apply_rotation
-        )
+        protocol = view_protocol(model, views, crops, short_side, crop)
+        r = sample_views(video, model, protocol, checksums=checksums, decoding=Decoding(apply_rotation=apply_rotation))
         facts = r.video.to_dict()
         facts.pop("seconds")
         facts.pop("path")

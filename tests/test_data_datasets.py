@@ -18,6 +18,8 @@ from atfr_analysis.data.datasets import (
     read_video_list,
 )
 from atfr_analysis.data.samples import sample_videos
+from atfr_analysis.data.video import Decoding
+from atfr_analysis.data.views import ViewProtocol
 from atfr_analysis.models.base import InputSpec
 
 TINY = InputSpec(frames=(8,), train_crop=32, test_crop=32, sampling_rate=4)
@@ -296,8 +298,8 @@ def test_load_views_equals_sample_views(carphone):
     """``load_views`` is ``sample_views`` (PySlowFast's PyAV test path) in the profiler's shape."""
     from atfr_analysis.data.views import sample_views
 
-    pathways, meta, facts = load_views(carphone, TINY_SF, views=4, crops=3)
-    ref = sample_views(carphone, TINY_SF, views=4, crops=3, checksums=False)
+    pathways, meta, facts = load_views(carphone, TINY_SF, ViewProtocol.of(TINY_SF, 4, 3))
+    ref = sample_views(carphone, TINY_SF, ViewProtocol.of(TINY_SF, 4, 3), checksums=False)
     assert [tuple(p.shape) for p in pathways] == [(12, 3, 2, 32, 32), (12, 3, 8, 32, 32)]
     for a, b in zip(pathways, ref.pathways):
         assert torch.equal(a, b)
@@ -313,7 +315,7 @@ def test_view_dataset_ok_and_failed_items(tmp_path, carphone):
         VideoEntry(1, tmp_path / "missing.mp4", 0, "x"),
         VideoEntry(2, text, 0, "x"),
     ]
-    ds = ViewDataset(entries, TINY, views=2, crops=3)
+    ds = ViewDataset(entries, TINY, ViewProtocol.of(TINY, 2, 3))
     assert len(ds) == 3
     ok, missing, bad = (ds[i] for i in range(3))
     assert ok["status"] == "ok" and ok["error"] is None and ok["video_id"] == 0 and ok["label"] == 1
@@ -329,7 +331,7 @@ def test_view_dataset_ok_and_failed_items(tmp_path, carphone):
 
 def test_view_dataset_in_a_dataloader_with_a_worker(tmp_path, carphone):
     entries = [VideoEntry(0, tmp_path / "missing.mp4", 0, "x"), VideoEntry(1, carphone, 0, "x")]
-    ds = ViewDataset(entries, TINY, views=1, crops=1, thread_type=None)
+    ds = ViewDataset(entries, TINY, ViewProtocol.at_crop(TINY, 1, 1), decoding=Decoding(thread_type=None))
     # the workers' context the profile uses: a fork of this threaded test process can hang in the child
     from atfr_analysis.data.datasets import loader_context
 
@@ -356,7 +358,7 @@ def test_view_dataset_without_header_count(tmp_path):
                 c.mux(pkt)
         for pkt in st.encode(None):
             c.mux(pkt)
-    item = ViewDataset([VideoEntry(0, p, 0, "x")], TINY, views=3, crops=1)[0]
+    item = ViewDataset([VideoEntry(0, p, 0, "x")], TINY, ViewProtocol.at_crop(TINY, 3, 1))[0]
     assert item["status"] == "ok", item["error"]
     assert item["num_frames"] == 20
     assert tuple(item["pathways"][0].shape) == (3, 3, 8, 32, 32)

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from atfr_analysis.data import DataError
+from atfr_analysis.errors import InputError
 from atfr_analysis.data.datasets import read_folder, read_label_map, read_video_list
 from atfr_analysis.data.synthetic import (
     CLASSES,
+    SyntheticConfig,
     count_distinct,
     distinct_frames,
     make_dataset,
@@ -39,8 +41,8 @@ def test_distinct_frames_and_spans():
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    a = make_dataset(tmp_path_factory.mktemp("syn_a"), seed=0, **KW)
-    b = make_dataset(tmp_path_factory.mktemp("syn_b"), seed=0, **KW)
+    a = make_dataset(tmp_path_factory.mktemp("syn_a"), SyntheticConfig(seed=0, **KW))
+    b = make_dataset(tmp_path_factory.mktemp("syn_b"), SyntheticConfig(seed=0, **KW))
     return a, b
 
 
@@ -59,7 +61,7 @@ def test_deterministic_for_a_seed(built):
 
 def test_other_seed_and_class_subset(built, tmp_path):
     a, _ = built
-    c = make_dataset(tmp_path, seed=1, classes=["fast_4x", "normal"], **KW)
+    c = make_dataset(tmp_path, SyntheticConfig(seed=1, classes=["fast_4x", "normal"], **KW))
     assert [x.class_name for x in c.clips] == ["fast_4x", "normal", "fast_4x", "normal"]
     assert c.labels == {"fast_4x": 0, "normal": 1}
     assert json.loads((tmp_path / "manifest.json").read_text())["seed"] == 1
@@ -119,16 +121,26 @@ def test_lists_and_labels_read_back(built):
 
 def test_errors_before_any_work(tmp_path, built):
     with pytest.raises(DataError) as ei:
-        make_dataset(tmp_path / "long", frames=32, clips_per_class_train=1, clips_per_class_test=1)
+        make_dataset(tmp_path / "long", SyntheticConfig(frames=32, clips_per_class_train=1, clips_per_class_test=1))
     msg = str(ei.value)
     assert "\n" not in msg and "fast_4x" in msg and "test range" in msg
     assert not (tmp_path / "long").exists()
     a, _ = built
     with pytest.raises(DataError, match="not empty"):
-        make_dataset(a.root, **KW)
+        make_dataset(a.root, SyntheticConfig(**KW))
     other = tmp_path / "other"
     other.mkdir()
     (other / "precious.txt").write_text("keep me")
     with pytest.raises(DataError, match="refusing"):
-        make_dataset(other, overwrite=True, **KW)
+        make_dataset(other, SyntheticConfig(**KW), overwrite=True)
     assert (other / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("bad", [
+    dict(frames=0), dict(size=8), dict(classes=["still", "still"]), dict(classes=["sideways"]), dict(classes=[]),
+    dict(train_fraction=1.0), dict(clips_per_class_test=-1),
+])
+def test_config_is_checked_when_built(bad):
+    with pytest.raises(InputError):
+        SyntheticConfig(**bad)
+    assert SyntheticConfig(size=47).height == 48 and SyntheticConfig(size=48).out_width == 64

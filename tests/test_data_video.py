@@ -22,7 +22,6 @@ from atfr_analysis.data.samples import SAMPLE_FACTS, sample_videos
 from atfr_analysis.data.transforms import (
     crop_offset,
     crop_positions,
-    make_views,
     normalize,
     pack_pathways,
     resize_short_side,
@@ -31,8 +30,9 @@ from atfr_analysis.data.transforms import (
     uniform_crop,
     view_indices,
 )
-from atfr_analysis.data.video import decode_video, probe, read_frames
+from atfr_analysis.data.video import Decoding, FrameOutput, decode_video, probe, read_frames
 from atfr_analysis.models.base import InputSpec
+from view_pipeline import make_views
 
 X3D_S = InputSpec(frames=(13,), train_crop=160, test_crop=160, sampling_rate=6)
 SF_4x16 = InputSpec(frames=(4, 32), train_crop=224, test_crop=256, sampling_rate=2, alpha=8)
@@ -99,7 +99,9 @@ def test_decode_stops_at_stop_and_ranges_agree(videos):
 
 
 def test_read_frames_past_the_end_and_transform(videos):
-    fs = read_frames(videos["carphone_pristine"], indices=[0, 119, 500], transform=lambda a: torch.from_numpy(a[:4, :4]))
+    fs = read_frames(
+        videos["carphone_pristine"], indices=[0, 119, 500], output=FrameOutput(transform=lambda a: torch.from_numpy(a[:4, :4]))
+    )
     assert fs.eof and fs.num_decoded == 120 and fs.index == [0, 119]
     assert tuple(fs.frames.shape) == (2, 4, 4, 3)
 
@@ -402,12 +404,12 @@ def test_rotation_metadata_reported_and_applied_on_request(tmp_path):
     assert fs.rotation == 90 and not fs.rotated
     assert tuple(fs.frames.shape) == (2, 48, 64, 3)  # as decoded (PySlowFast's behaviour)
     assert fs.frames[0, :12, :20].float().mean() > 200
-    turned = read_frames(p, [0, 5], apply_rotation=True)
+    turned = read_frames(p, [0, 5], decoding=Decoding(apply_rotation=True))
     assert turned.rotated and tuple(turned.frames.shape) == (2, 64, 48, 3)
     # counter-clockwise: the top-left block goes to the bottom left
     assert turned.frames[0, -20:, :12].float().mean() > 200 and turned.frames[0, :20, :12].float().mean() < 30
-    with VideoReader(p) as r:
-        got = r.read([0, 5], apply_rotation=True)
+    with VideoReader(p, Decoding(apply_rotation=True)) as r:
+        got = r.read([0, 5])
     assert got.rotation == 90 and got.rotated and torch.equal(got.frames[0], turned.frames[0])
     plain = read_frames(_rotated_clip(tmp_path / "plain.mp4"), [0])
     assert plain.rotation == 0 and not plain.rotated
@@ -416,6 +418,6 @@ def test_rotation_metadata_reported_and_applied_on_request(tmp_path):
 def test_rotation_from_a_rotate_tag(tmp_path):
     # Matroska keeps a 'rotate' tag as stream metadata (clockwise degrees): 90 clockwise = 270
     p = _rotated_clip(tmp_path / "tagged.mkv", tag=90, fmt="matroska")
-    fs = read_frames(p, [0], apply_rotation=True)
+    fs = read_frames(p, [0], decoding=Decoding(apply_rotation=True))
     assert fs.rotation == 270 and tuple(fs.frames.shape) == (1, 64, 48, 3)
     assert fs.frames[0, :20, -12:].float().mean() > 200  # turned clockwise: top left -> top right

@@ -82,6 +82,7 @@ def test_rows_columns_and_run_json(csv_run, ckpt):
 def test_gmacs_equal_a_direct_fvcore_trace(csv_run, ckpt):
     """The log's per-view GMACs (cost cache) equal one fvcore trace of the model on that view alone."""
     from atfr_analysis.data.datasets import load_views
+    from atfr_analysis.data.views import view_protocol
     from atfr_analysis.flops import direct_trace
     from atfr_analysis.loading import load_model_from_checkpoint
 
@@ -92,7 +93,7 @@ def test_gmacs_equal_a_direct_fvcore_trace(csv_run, ckpt):
     checked = 0
     for vid, view in ((0, 1), (2, 0), (3, 1)):  # bikes, carphone_pristine, carphone_distorted
         row = log[(log["video_id"] == vid) & (log["view"] == view)].iloc[0]
-        pathways, vmeta, _ = load_views(row["path"], model.spec, VIEWS, CROPS)
+        pathways, vmeta, _ = load_views(row["path"], model.spec, view_protocol(model, VIEWS, CROPS))
         assert vmeta["frame_start"][view] == row["frame_start"] and vmeta["frame_end"][view] == row["frame_end"]
         clip = [p[view : view + 1] for p in pathways]
         fc = direct_trace(model, clip)

@@ -268,6 +268,7 @@ def test_a_data_layer_column_is_one_schema_line(ckpt, two_videos, tmp_path, monk
     """One more ``Column`` line (a per-view fact of the data layer, ``clip_start``) puts it in the
     log with the data layer's values, and a log written without it reads with its missing value."""
     from atfr_analysis.data.datasets import load_views
+    from atfr_analysis.data.views import view_protocol
     from atfr_analysis.loading import load_model_from_checkpoint
 
     lst = write_list(tmp_path / "l.csv", [two_videos[0], tmp_path / "missing.mp4"])
@@ -280,7 +281,7 @@ def test_a_data_layer_column_is_one_schema_line(ckpt, two_videos, tmp_path, monk
     log = atfr_analysis.load_run(tmp_path / "new")
     assert list(log.columns)[-1] == "clip_start" and log["clip_start"].dtype == "float64"
     model, _, _ = load_model_from_checkpoint(ckpt, MODEL)
-    _, vmeta, _ = load_views(two_videos[0], model.spec, 2, 1)
+    _, vmeta, _ = load_views(two_videos[0], model.spec, view_protocol(model, 2, 1))
     assert log.loc[log["video_id"] == 0, "clip_start"].tolist() == [float(x) for x in vmeta["clip_start"]]
     assert log.loc[log["video_id"] == 1, "clip_start"].isna().all()  # the failed video
     old = atfr_analysis.load_run(tmp_path / "old")  # written before the column existed

@@ -14,6 +14,7 @@ import torch
 
 import atfr_analysis
 from atfr_analysis.errors import InputError
+from atfr_analysis.data.views import view_protocol
 from atfr_analysis.profile.config import ProfileConfig
 from atfr_analysis.profile.log import load_videos
 from atfr_analysis.tuning import ffmpeg_threads
@@ -153,7 +154,7 @@ def test_a_caffe2_checkpoint_profiles_with_the_fixture_views(shared_dir, views_f
     table = json.loads((shared_dir / "fixtures" / "caffe2" / "slowfast_4x16_r50.json").read_text())
     rng = np.random.default_rng(0)
     blobs = {b: rng.standard_normal(v["shape"], dtype=np.float32) * 0.01 for b, v in table["blobs"].items()}
-    for b, v in table["blobs"].items():
+    for b in table["blobs"]:
         if b.endswith("_bn_riv"):
             blobs[b] = np.abs(blobs[b]) + 1.0
     blobs.update(conv1_w_momentum=np.zeros([64, 3, 1, 7, 7], np.float32), lr=np.array([0.1], np.float32),
@@ -227,7 +228,7 @@ def test_a_partial_video_profiles_the_views_that_decode(tmp_path, capsys):
                                     "--views", "4", "--crops", "1", "--device", "cpu", "--quiet")
     assert code == 0, err
     log = atfr_analysis.load_run(out).sort_values("view")
-    whole = sample_views(bikes, MODEL, views=4, crops=1, checksums=False)
+    whole = sample_views(bikes, MODEL, view_protocol(MODEL, 4, 1), checksums=False)
     ok, failed = log[log["status"] == "ok"], log[log["status"] == "failed"]
     assert len(log) == 4 and len(ok) >= 1 and len(failed) >= 1
     assert ok["view"].max() < failed["view"].min()  # the views past the cut fail
@@ -262,8 +263,8 @@ def test_uint8_views_normalised_on_the_device_match_the_float_path(tmp_path):
         log = atfr_analysis.load_run(tmp_path / "run").sort_values("view")
         net, _, _ = load_model_from_checkpoint(ckpt, MODEL)
         net.eval()
-        f32, meta, _ = load_views(video, net, 2, 3)
-        u8, meta8, _ = load_views(video, net, 2, 3, dtype=torch.uint8)
+        f32, meta, _ = load_views(video, net, view_protocol(net, 2, 3))
+        u8, meta8, _ = load_views(video, net, view_protocol(net, 2, 3), dtype=torch.uint8)
         assert u8[0].dtype == torch.uint8 and meta == meta8
         x8 = normalize_views(u8, device="cpu")
         for a, b in zip(x8, f32):

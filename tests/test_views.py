@@ -10,18 +10,13 @@ import torch
 
 from atfr_analysis.data import VideoDecodeError
 from atfr_analysis.data.samples import sample_videos
-from atfr_analysis.data.transforms import (
-    crop_positions,
-    make_views,
-    normalize_views,
-    prepare_frames,
-    view_indices,
-)
+from atfr_analysis.data.transforms import crop_positions, normalize_views, view_indices
 from atfr_analysis.data.video import VideoReader, decode_video
-from atfr_analysis.data.views import sample_views, view_protocol
+from atfr_analysis.data.views import Decoding, ViewProtocol, sample_views, view_protocol
 from atfr_analysis.models.base import InputSpec
 from atfr_cli.main import main
 from profile_helpers import remux
+from view_pipeline import make_views, prepare_frames
 
 X3D_S = InputSpec(frames=(13,), train_crop=160, test_crop=182, sampling_rate=6)
 
@@ -45,7 +40,7 @@ def test_no_duration_falls_back_to_the_full_decode(tmp_path, videos):
     mkv = remux(videos["bikes"], tmp_path / "bikes.mkv", fmt="matroska")
     with VideoReader(mkv) as r:
         assert r.duration is None and r.header_frames == 0  # PyAV reports no duration
-    got = sample_views(mkv, X3D_S, views=10, crops=3)
+    got = sample_views(mkv, X3D_S, ViewProtocol.of(X3D_S, 10, 3))
     assert got.video.rule == "full" and got.video.num_frames == 250 and not got.video.partial
     full = view_indices(250, 25.0, X3D_S, 10)
     for v in got.views:
@@ -57,7 +52,7 @@ def test_no_duration_falls_back_to_the_full_decode(tmp_path, videos):
     assert meta["frame_indices"] == [v.frames for v in got.views]
     assert torch.equal(got.pathways[0], old)
     # the mp4 (a duration) takes other frames in some clips: the pts windows
-    mp4 = sample_views(videos["bikes"], X3D_S, views=10, crops=3, checksums=False)
+    mp4 = sample_views(videos["bikes"], X3D_S, ViewProtocol.of(X3D_S, 10, 3), checksums=False)
     assert mp4.video.rule == "window"
     assert sum(a.frames != b.frames for a, b in zip(mp4.views, got.views)) >= 3
 
@@ -65,7 +60,7 @@ def test_no_duration_falls_back_to_the_full_decode(tmp_path, videos):
 def test_float_views_are_the_frame_pipeline_bit_for_bit(videos):
     """Window rule, 1-crop protocol (182 -> centre 160): each view equals today's normalised input
     (resize in float, normalise, crop) of the same frames."""
-    got = sample_views(videos["carphone_pristine"], "x3d_s", crops=1)
+    got = sample_views(videos["carphone_pristine"], "x3d_s", view_protocol("x3d_s", crops=1))
     assert (got.video.protocol.short_side, got.video.protocol.crop) == (182, 160)
     frames, _ = decode_video(videos["carphone_pristine"])
     for v in got.views[::3]:
@@ -77,8 +72,8 @@ def test_float_views_are_the_frame_pipeline_bit_for_bit(videos):
 def test_uint8_views(videos):
     spec = InputSpec(frames=(8,), train_crop=128, test_crop=144, sampling_rate=4)
     path = videos["carphone_pristine"]  # 176x144: the short side is already 144, nothing is resized
-    f32 = sample_views(path, spec, views=3, crops=3)
-    u8 = sample_views(path, spec, views=3, crops=3, dtype=torch.uint8)
+    f32 = sample_views(path, spec, ViewProtocol.of(spec, 3, 3))
+    u8 = sample_views(path, spec, ViewProtocol.of(spec, 3, 3), dtype=torch.uint8)
     assert u8.pathways[0].dtype == torch.uint8
     assert u8.pathways[0].element_size() * 4 == f32.pathways[0].element_size()
     assert torch.equal(normalize_views(u8.pathways, device="cpu")[0], f32.pathways[0])  # exact
@@ -86,8 +81,8 @@ def test_uint8_views(videos):
         assert a.checksum["mean"] == pytest.approx(b.checksum["mean"], abs=1e-12)
         assert a.checksum["std"] == pytest.approx(b.checksum["std"], abs=1e-12)
     # resized: rounded to uint8 after the float resize, at most half a grey level off
-    f32 = sample_views(path, spec, views=2, crops=1, short_side=160, crop=128)
-    u8 = sample_views(path, spec, views=2, crops=1, short_side=160, crop=128, dtype=torch.uint8)
+    f32 = sample_views(path, spec, ViewProtocol(2, 1, 160, 128))
+    u8 = sample_views(path, spec, ViewProtocol(2, 1, 160, 128), dtype=torch.uint8)
     d = (normalize_views(u8.pathways[0]) - f32.pathways[0]).abs().max()
     assert 0 < float(d) <= 0.5 / 255 / 0.225 + 1e-6
     for a, b in zip(u8.views, f32.views):
@@ -97,7 +92,7 @@ def test_uint8_views(videos):
 
 def test_slowfast_pathways_and_profiler_meta(videos):
     spec = InputSpec(frames=(2, 8), train_crop=96, test_crop=112, sampling_rate=2, alpha=4)
-    got = sample_views(videos["carphone_distorted"], spec, views=2, crops=3)
+    got = sample_views(videos["carphone_distorted"], spec, ViewProtocol.of(spec, 2, 3))
     slow, fast = got.pathways
     assert tuple(fast.shape) == (6, 3, 8, 112, 112) and tuple(slow.shape) == (6, 3, 2, 112, 112)
     assert torch.equal(slow, fast[:, :, [0, 7]])
@@ -129,8 +124,8 @@ def test_partial_video_keeps_the_views_that_decode(tmp_path, videos):
     cut = _truncated(videos["bikes"], tmp_path, 140)
     with VideoReader(cut) as r:
         assert r.header_frames == 250 and not r.index_complete()  # the header survived
-    got = sample_views(cut, X3D_S, views=10, crops=3)
-    whole = sample_views(videos["bikes"], X3D_S, views=10, crops=3)
+    got = sample_views(cut, X3D_S, ViewProtocol.of(X3D_S, 10, 3))
+    whole = sample_views(videos["bikes"], X3D_S, ViewProtocol.of(X3D_S, 10, 3))
     ok = [v for v in got.views if v.ok]
     failed = [v for v in got.views if not v.ok]
     assert got.video.partial and got.video.failed_views == len(failed)
@@ -146,7 +141,7 @@ def test_partial_video_keeps_the_views_that_decode(tmp_path, videos):
         assert v.clip_end > 130  # only views at the end of the video fail
     assert got.video.error == failed[0].error
     with pytest.raises(VideoDecodeError, match="no view decodes"):
-        sample_views(_truncated(videos["bikes"], tmp_path, 8), X3D_S, views=10, crops=3)
+        sample_views(_truncated(videos["bikes"], tmp_path, 8), X3D_S, ViewProtocol.of(X3D_S, 10, 3))
 
 
 def test_atfr_views_partial_and_rotation_warnings(tmp_path, videos, capsys):
@@ -169,10 +164,10 @@ def test_rotation_is_recorded_and_applied_on_request(tmp_path):
 
     p = _rotated_clip(tmp_path / "rot.mp4", rotation=90)
     spec = InputSpec(frames=(4,), train_crop=32, test_crop=32, sampling_rate=1)
-    plain = sample_views(p, spec, views=1, crops=3)
+    plain = sample_views(p, spec, ViewProtocol.of(spec, 1, 3))
     assert plain.video.rotation == 90 and not plain.video.rotated
     assert (plain.video.height, plain.video.width) == (48, 64) and plain.views[0].resized_hw == [32, 42]
-    turned = sample_views(p, spec, views=1, crops=3, apply_rotation=True)
+    turned = sample_views(p, spec, ViewProtocol.of(spec, 1, 3), decoding=Decoding(apply_rotation=True))
     assert turned.video.rotated and (turned.video.height, turned.video.width) == (64, 48)
     assert turned.views[0].resized_hw == [42, 32] and turned.views[2].crop_box == [10, 0, 42, 32]
     assert view_protocol(spec, crops=1, short_side=32, crop=32).crop == 32

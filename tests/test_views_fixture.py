@@ -65,7 +65,7 @@ def _sample(root, data, setting, video, dtype=torch.float32):
 @lru_cache(maxsize=8)
 def _sampled(path, model, views, crops, short_side, crop, dtype):
     # x3d_s_10x1 and x3d_s_10x1_2020frames share their protocol: sampled once
-    return sample_views(path, model, views, crops, short_side, crop, dtype=dtype)
+    return sample_views(path, model, view_protocol(model, views, crops, short_side, crop), dtype=dtype)
 
 
 def _check_view(got: dict, want: dict, checksums: bool = True, window: bool = True) -> None:
@@ -174,6 +174,24 @@ def test_one_crop_protocol_defaults():
     for kw in ({"crops": 2}, {"views": 0}, {"crop": 200, "short_side": 182}, {"crop": -1}):
         with pytest.raises(InputError):
             view_protocol("x3d_s", **kw)
+
+
+def test_the_one_crop_rule_lives_on_the_input_spec():
+    """``InputSpec.one_crop`` per family (the data layer knows no family); ``ViewProtocol`` is
+    checked when built; ``at_crop`` scales every view's short side to its crop."""
+    from atfr_analysis.data.views import ViewProtocol, model_spec
+    from atfr_analysis.errors import InputError
+
+    assert model_spec("x3d_s").one_crop == (182, 160) and model_spec("x3d_m").one_crop == (256, 224)
+    assert model_spec("slowfast_4x16_r50").one_crop == (256, 256)
+    spec = model_spec("x3d_s")
+    assert ViewProtocol.of(spec, crops=1) == ViewProtocol(10, 1, 182, 160)
+    assert ViewProtocol.at_crop(spec, views=2, crops=1) == ViewProtocol(2, 1, 182, 182)
+    assert ViewProtocol.at_crop(spec, crops=1, crop=112) == ViewProtocol(10, 1, 112, 112)
+    assert ViewProtocol(4, 3, 64, 64).num_views == 12
+    for bad in ((0, 3, 64, 64), (1, 2, 64, 64), (1, 3, 0, 64), (1, 1, 60, 64)):
+        with pytest.raises(InputError):
+            ViewProtocol(*bad)
 
 
 # ----------------------------------------------------------------------------- the CLI

@@ -100,13 +100,14 @@ def load_view_clips(video: str | Path, spec, views: int | None = None, crops: in
     """The one place that samples a video's views (today ``datasets.load_views``; the
     PySlowFast-exact sampler drops in here)."""
     from atfr_analysis.data.datasets import load_views
+    from atfr_analysis.data.views import ViewProtocol
 
     path = Path(video)
     if not path.is_file():
         from atfr_analysis.data import VideoNotFoundError
 
         raise VideoNotFoundError(path, "no such file")
-    pathways, meta, facts = load_views(path, spec, views, crops)
+    pathways, meta, facts = load_views(path, spec, ViewProtocol.at_crop(spec, views, crops))
     return ViewClips(pathways, [list(map(int, f)) for f in meta["frame_indices"]], meta, facts)
 
 

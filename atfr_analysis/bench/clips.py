@@ -32,7 +32,7 @@ def build_clips(spec, crop: int, n: int, seed: int = 0) -> tuple[torch.Tensor, l
     """
     from atfr_analysis.data.samples import sample_videos
     from atfr_analysis.data.transforms import prepare_frame, uniform_crop
-    from atfr_analysis.data.video import probe, read_frames
+    from atfr_analysis.data.video import FrameOutput, probe, read_frames
 
     if n < 1:
         raise InputError(f"clips must be >= 1, got {n}")
@@ -60,7 +60,8 @@ def build_clips(spec, crop: int, n: int, seed: int = 0) -> tuple[torch.Tensor, l
         if not mine:
             continue
         want = sorted({f for i in mine for f in plans[i]["frames"]})
-        fs = read_frames(path, want, transform=lambda a: uniform_crop(prepare_frame(a, crop), crop, 1))
+        centre = FrameOutput(transform=lambda a: uniform_crop(prepare_frame(a, crop), crop, 1))
+        fs = read_frames(path, want, output=centre)
         row = {f: k for k, f in enumerate(fs.index)}
         last = fs.index[-1]
         for i in mine:
@@ -74,6 +75,7 @@ def clips_from_data(data: str, data_root: str | None, spec, crop: int, n: int) -
     ``num_views``, centre crop), videos taken round-robin over the classes so that a few batches
     already mix them, until ``n`` clips (videos are reused when the list holds too few views)."""
     from atfr_analysis.data.datasets import load_views, read_folder, read_video_list
+    from atfr_analysis.data.views import ViewProtocol
 
     data = Path(data)
     if data.is_dir():
@@ -94,7 +96,7 @@ def clips_from_data(data: str, data_root: str | None, spec, crop: int, n: int) -
     k = 0
     while len(recs) < n:
         e = mixed[k % len(mixed)]
-        pathways, meta, _facts = load_views(e.path, spec, crops=1, crop=crop)
+        pathways, meta, _facts = load_views(e.path, spec, ViewProtocol.at_crop(spec, crops=1, crop=crop))
         m = min(pathways[0].shape[0], n - len(recs))
         parts.append([p[:m] for p in pathways])
         recs += [{"source": str(e.path), "kind": e.class_name or str(e.label), "view": v} for v in meta["view"][:m]]

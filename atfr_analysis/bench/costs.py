@@ -35,7 +35,7 @@ def _counter(backend: str, doc: str) -> CounterFactory:
         from atfr_analysis.flops.cost import CostModel
 
         cm = CostModel(model, shapes, backend=backend)
-        cm.num_bins  # counts the part before SGS: the per-model set-up, not a per-signature cost
+        _ = cm.num_bins  # counts the part before SGS: the per-model set-up, not a per-signature cost
         return cm
 
     make.__doc__ = doc

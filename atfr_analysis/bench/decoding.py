@@ -19,6 +19,7 @@ def bench_decoding(cfg: BenchConfig, spec, crop: int, data_entries=None, log=Non
     views) with each worker count of ``cfg.decode_workers``."""
     from atfr_analysis.data.datasets import VideoEntry, ViewDataset, collate_videos, loader_context
     from atfr_analysis.data.samples import sample_videos
+    from atfr_analysis.data.views import ViewProtocol
 
     log = log or (lambda msg: None)
     if not cfg.decode_workers:
@@ -33,7 +34,8 @@ def bench_decoding(cfg: BenchConfig, spec, crop: int, data_entries=None, log=Non
         entries = [
             VideoEntry(i, videos[names[i % len(names)]], 0, names[i % len(names)]) for i in range(cfg.decode_videos)
         ]
-    ds = ViewDataset(entries, spec, crop=crop)  # the profile run's settings (model's views x crops)
+    # the model's views x crops, each view's short side scaled to the crop
+    ds = ViewDataset(entries, spec, ViewProtocol.at_crop(spec, crop=crop))
     out: dict[str, Any] = {}
     rounds: dict[str, list[float]] = {}
     first: dict[str, float] = {}

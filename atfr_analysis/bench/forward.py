@@ -3,7 +3,8 @@
 Bench times pre, each SGS layer and post (exact batching) apart and locates differences between
 them. These functions are the one place where it does so, through the models' public API
 (``VideoModel.forward_post_exact``, the SGS layer's ``return_bins``, ``VideoModel.post_graphs``)
-and the profiler's (``Profiler.use_cost_model``).
+the profiler's (``Profiler.use_cost_model``) and the cost model's (``CostModel.pre_cost``,
+``CostModel.post_cost``).
 """
 from __future__ import annotations
 
@@ -47,5 +48,4 @@ def profiler_with_costs(model, shapes, cm):
 
 def part_gmacs(cm, sigs) -> tuple[float, list[float]]:
     """conv_fc GMACs of the part before SGS, and of the part after SGS for each signature."""
-    cm.num_bins  # pre traced
-    return cm._pre.gmacs, [cm._post_cost(s).gmacs for s in sigs]
+    return cm.pre_cost().gmacs, [cm.post_cost(s).gmacs for s in sigs]

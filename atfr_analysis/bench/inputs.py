@@ -67,9 +67,9 @@ def resolve_inputs(cfg: BenchConfig) -> BenchConfig:
     """``checkpoint="demo"``, ``data="demo"`` and the default model, made concrete."""
     c = dataclasses.replace(cfg)
     if c.checkpoint == "demo":
-        from atfr_analysis.demo import DEMO, checkpoint_path
+        from atfr_analysis.shipped import ATFR, checkpoint_path
 
-        c.checkpoint = str(checkpoint_path(DEMO["atfr"]))
+        c.checkpoint = str(checkpoint_path(ATFR))
     if c.data == "demo":
         from atfr_analysis.demo import default_cache, demo_data
 

@@ -62,7 +62,7 @@ def _checkpoint(w: Workload, cfg: BenchConfig, folder: Path) -> str:
     return str(save_checkpoint(folder / f"{name}.pyth", w.model, make_record(w.model, name)))
 
 
-def _child(args_path: str) -> None:
+def child_main(args_path: str) -> None:
     """In the child process: one ``profile()`` run (its summary and peak memory), or with
     ``split`` the per-video split of the same videos, as JSON."""
     from atfr_analysis.bench.memory import own_peak_rss_mib, peak_rss_mib
@@ -110,7 +110,7 @@ def _run_profile(args: dict, folder: Path, tag: str, timeout_s: float, what: str
     args = dict(args, out=str(folder / f"run-{tag}"), result=str(folder / f"result-{tag}.json"))
     args_path = folder / f"args-{tag}.json"
     args_path.write_text(json.dumps(args))
-    code = "import sys; from atfr_analysis.bench.throughput import _child; _child(sys.argv[1])"
+    code = "import sys; from atfr_analysis.bench.throughput import child_main; child_main(sys.argv[1])"
     t0 = time.perf_counter()
     try:
         # the user cost cache of the runs: the one the split filled
@@ -135,13 +135,13 @@ def _split(model, dev: torch.device, precision: str, entries, proto, batch_size:
     of these videos counted, as a long run does after its first videos."""
     from atfr_analysis.data.datasets import ViewDataset
     from atfr_analysis.data.transforms import normalize_views
+    from atfr_analysis.data.video import Decoding
     from atfr_analysis.flops.cache import CostCache
     from atfr_analysis.flops.cost import CostModel
     from atfr_analysis.profile.instrument import Profiler
 
     spec = model.spec
-    ds = ViewDataset(entries, spec, views=proto.views, crops=proto.crops, crop=proto.crop, short_side=proto.short_side,
-                     dtype=torch.uint8, thread_type="AUTO", thread_count=0)
+    ds = ViewDataset(entries, spec, proto, dtype=torch.uint8, decoding=Decoding(thread_type="AUTO", thread_count=0))
     decode_s, decode_cpu, items = [], [], []
     for i in range(len(entries)):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -156,7 +156,7 @@ def _split(model, dev: torch.device, precision: str, entries, proto, batch_size:
     prof = Profiler(model, batching="exact")
     shapes = [(1,) + tuple(p.shape[1:]) for p in items[0]]
     prof.use_cost_model(shapes, CostModel(model, shapes, cache=CostCache(dirs=[cache_dir])))
-    prof.cost_model([torch.empty(s, device="meta") for s in shapes]).num_bins  # the profile's set-up
+    _ = prof.cost_model([torch.empty(s, device="meta") for s in shapes]).num_bins  # the profile's set-up
     model.set_batching("exact")
     passes = []
     for _ in ("cold", "warm"):

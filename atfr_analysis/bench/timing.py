@@ -1,6 +1,7 @@
 """Wall-clock timing: medians over rounds whose mode order rotates, A B B A pairs, laps."""
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -106,7 +107,7 @@ def paired_overhead(
     ratios: list[float] = []
     for _ in range(rounds):
         for xs in batches:
-            ts = [_timed(lambda: fn(xs), dev, repeats) for fn in (plain, instrumented, instrumented, plain)]
+            ts = [_timed(functools.partial(fn, xs), dev, repeats) for fn in (plain, instrumented, instrumented, plain)]
             ratios.append((ts[1] + ts[2]) / (ts[0] + ts[3]))
         if len(ratios) >= pairs_max:
             break

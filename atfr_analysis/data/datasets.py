@@ -22,10 +22,11 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from atfr_analysis.data import DataError, LabelMapError, ListError, _one_line
-from atfr_analysis.data.lists import VIDEO_EXTENSIONS, _is_int, is_empty_name
+from atfr_analysis.data import DataError, LabelMapError, ListError, one_line
+from atfr_analysis.data.lists import VIDEO_EXTENSIONS, is_empty_name, is_int
+from atfr_analysis.data.video import Decoding
+from atfr_analysis.data.views import ViewProtocol
 from atfr_analysis.errors import InputError
-from atfr_analysis.models.base import InputSpec
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -243,7 +244,7 @@ def read_video_list(
         if key in seen:
             raise ListError(f"{list_path} line {no}: duplicate path {p!r} (first on line {seen[key]})")
         seen[key] = no
-        cname = names[cid] if names is not None else (lab if not _is_int(lab) else str(cid))
+        cname = names[cid] if names is not None else (lab if not is_int(lab) else str(cid))
         entries.append(VideoEntry(len(entries), path, cid, cname))
     return VideoList(entries, format=fmt, skipped=skipped)
 
@@ -255,16 +256,16 @@ def _resolve_labels(list_path: Path, rows, label_map) -> list[int]:
         for no, _p, lab in rows:
             if lab in label_map:
                 out.append(label_map[lab])
-            elif _is_int(lab) and int(lab) in ids:
+            elif is_int(lab) and int(lab) in ids:
                 out.append(int(lab))
             else:
-                kind = "class id" if _is_int(lab) else "class name"
+                kind = "class id" if is_int(lab) else "class name"
                 raise ListError(
                     f"{list_path} line {no}: unknown label {lab!r} (not a {kind} of the label map, "
                     f"{len(label_map)} classes)"
                 )
         return out
-    kinds = {_is_int(lab) for _no, _p, lab in rows}
+    kinds = {is_int(lab) for _no, _p, lab in rows}
     if kinds == {True}:
         for no, _p, lab in rows:
             v = int(lab)
@@ -275,7 +276,7 @@ def _resolve_labels(list_path: Path, rows, label_map) -> list[int]:
     if kinds == {False}:
         order = {n: i for i, n in enumerate(sorted({lab for _no, _p, lab in rows}))}
         return [order[lab] for _no, _p, lab in rows]
-    no, _p, lab = next(r for r in rows if not _is_int(r[2]))
+    no, _p, lab = next(r for r in rows if not is_int(r[2]))
     raise ListError(
         f"{list_path} line {no}: label {lab!r} is a class name while other lines give class ids; "
         "pass a label map (--labels) to mix them"
@@ -335,38 +336,22 @@ def read_folder(
 
 
 # ----------------------------------------------------------------------------- views
-def _protocol_args(model, crops, short_side, crop):
-    """``(short_side, crop)`` for ``sample_views``. A bare ``InputSpec`` knows no model family, so
-    its 1-crop rule is unknown: it scales the short side to the crop (given or the test crop), as
-    before the 1-crop rule existed. Models and registry names get ``view_protocol``'s defaults."""
-    if isinstance(model, InputSpec) and (crops if crops is not None else model.num_crops) == 1:
-        if short_side is None or crop is None:
-            s = short_side if short_side is not None else crop if crop is not None else model.test_crop
-            return int(s), int(crop) if crop is not None else int(s)
-    return short_side, crop
-
-
 def load_views(
     path: str | Path,
     spec: Any,
-    views: int | None = None,
-    crops: int | None = None,
-    crop: int | None = None,
-    thread_type: str | None = "AUTO",
-    thread_count: int = 0,
+    protocol: ViewProtocol | None = None,
     *,
-    short_side: int | None = None,
     dtype: torch.dtype = torch.float32,
-    apply_rotation: bool = False,
     checksums: bool = False,
+    decoding: Decoding = Decoding(),
 ) -> tuple[list[torch.Tensor], dict[str, list], dict[str, Any]]:
-    """The ``views x crops`` test views of ``path`` as PySlowFast's PyAV test path takes them
+    """The test views of ``path`` as PySlowFast's PyAV test path takes them
     (``atfr_analysis.data.views.sample_views``: only the frames the views need are decoded).
 
-    ``spec``: an ``InputSpec``, a model of the zoo or a registry name; ``short_side``/``crop``:
-    the scale and crop (``None``: the model's protocol, ``view_protocol``; a bare ``InputSpec``
-    with 1 crop scales to the crop). ``dtype``: float32 (normalised) or uint8 (to be normalised on
-    the device with ``transforms.normalize_views``).
+    ``spec``: an ``InputSpec``, a model of the zoo or a registry name; ``protocol``: views, crops,
+    short side and crop (``None``: the model's, ``ViewProtocol.of``). ``dtype``: float32
+    (normalised) or uint8 (to be normalised on the device with ``transforms.normalize_views``).
+    ``decoding``: FFmpeg threads and rotation.
 
     Returns the pathway tensors ``[V_ok, 3, T_p, crop, crop]`` of the views that decoded, their
     metadata lists in row order (``SampledViews.meta``: ``view``, ``temporal_index``,
@@ -379,11 +364,7 @@ def load_views(
     """
     from atfr_analysis.data.views import sample_views
 
-    short_side, crop = _protocol_args(spec, crops, short_side, crop)
-    got = sample_views(
-        path, spec, views, crops, short_side, crop, dtype=dtype, checksums=checksums,
-        apply_rotation=apply_rotation, thread_type=thread_type, thread_count=thread_count,
-    )
+    got = sample_views(path, spec, protocol, dtype=dtype, checksums=checksums, decoding=decoding)
     meta = got.meta()
     if checksums:
         meta["checksum"] = [v.checksum for v in got.ok_views]
@@ -414,10 +395,10 @@ class ViewDataset(torch.utils.data.Dataset):
     """One item per video with all its test views (PySlowFast's ``views x crops`` protocol, as
     ``load_views`` / ``sample_views`` take them).
 
-    ``spec``: an ``InputSpec``, a model of the zoo or a registry name (the 1-crop rule needs the
-    model's family; a bare spec scales to the crop). ``short_side``/``crop``: the protocol's scale
-    and crop (``None``: the model's). ``dtype``: float32 (normalised) or uint8 (a quarter of the
-    memory, normalised on the device by the consumer). An item is a dict:
+    ``spec``: an ``InputSpec``, a model of the zoo or a registry name; ``protocol``: views, crops,
+    short side and crop (``None``: the model's, ``ViewProtocol.of``). ``dtype``: float32
+    (normalised) or uint8 (a quarter of the memory, normalised on the device by the consumer). An
+    item is a dict:
 
     ``index``, ``video_id``, ``path``, ``label``, ``class_name``
         the entry;
@@ -439,39 +420,28 @@ class ViewDataset(torch.utils.data.Dataset):
         facts about the video (``None`` when failed).
 
     Use ``collate_videos`` as the ``DataLoader``'s ``collate_fn`` (batches stay lists of items).
-    ``thread_type`` / ``thread_count``: FFmpeg decoder threading ("AUTO", 0 = as many as cores;
-    ``thread_type=None`` decodes on one thread, advisable with many loader workers).
+    ``decoding``: FFmpeg decoder threading (``Decoding(thread_type=None)`` decodes on one thread,
+    advisable with many loader workers) and rotation.
     """
 
     def __init__(
         self,
         entries: Sequence[VideoEntry],
         spec: Any,
-        views: int | None = None,
-        crops: int | None = None,
-        crop: int | None = None,
-        thread_type: str | None = "AUTO",
-        thread_count: int = 0,
+        protocol: ViewProtocol | None = None,
         *,
-        short_side: int | None = None,
         dtype: torch.dtype = torch.float32,
-        apply_rotation: bool = False,
+        decoding: Decoding = Decoding(),
     ) -> None:
-        from atfr_analysis.data.views import view_protocol
+        from atfr_analysis.data.views import model_spec
 
         self.entries = list(entries)
-        self.spec = spec
-        s, c = _protocol_args(spec, crops, short_side, crop)
-        self.protocol = view_protocol(spec, views, crops, s, c)  # checked here, once
-        self.spec = getattr(spec, "spec", spec)  # the protocol is fixed: workers need the InputSpec only
-        self.views, self.crops = self.protocol.views, self.protocol.crops
-        self.short_side, self.crop = self.protocol.short_side, self.protocol.crop
+        self.spec = model_spec(spec)  # workers need the InputSpec only
+        self.protocol = ViewProtocol.of(self.spec) if protocol is None else protocol
         if dtype not in (torch.float32, torch.uint8):
             raise InputError(f"dtype must be torch.float32 or torch.uint8, got {dtype}")
         self.dtype = dtype
-        self.apply_rotation = bool(apply_rotation)
-        self.thread_type = thread_type
-        self.thread_count = thread_count
+        self.decoding = decoding
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -492,17 +462,16 @@ class ViewDataset(torch.utils.data.Dataset):
         item.update({k: None for k in _ITEM_FACTS})
         try:
             pathways, meta, facts = load_views(
-                e.path, self.spec, self.views, self.crops, self.crop, self.thread_type, self.thread_count,
-                short_side=self.short_side, dtype=self.dtype, apply_rotation=self.apply_rotation,
+                e.path, self.spec, self.protocol, dtype=self.dtype, decoding=self.decoding
             )
         except DataError as err:
             item.update(status="failed", error=str(err))
         except Exception as err:  # noqa: BLE001 - a broken video must not stop the run
-            item.update(status="failed", error=_one_line(f"{type(err).__name__}: {err} ({e.path})"))
+            item.update(status="failed", error=one_line(f"{type(err).__name__}: {err} ({e.path})"))
         else:
             item.update(pathways=pathways, views=meta, **{k: facts[k] for k in _ITEM_FACTS})
             if facts["partial"] and facts["error"]:
-                item["error"] = _one_line(str(facts["error"]))
+                item["error"] = one_line(str(facts["error"]))
         return item
 
 

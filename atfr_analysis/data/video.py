@@ -43,6 +43,8 @@ __all__ = [
     "probe",
     "decode_video",
     "read_frames",
+    "Decoding",
+    "FrameOutput",
     "frame_rotation",
     "rotate_frame",
     "DEFAULT_THREAD_TYPE",
@@ -50,6 +52,41 @@ __all__ = [
 
 #: FFmpeg's decoder threading used by default ("AUTO": frame and slice threads, as many as cores)
 DEFAULT_THREAD_TYPE = "AUTO"
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a file is decoded.
+
+    ``thread_type`` / ``thread_count``: FFmpeg's decoder threading ("AUTO": frame and slice
+    threads; 0 threads = as many as cores; ``thread_type=None`` decodes on one thread, advisable
+    with many loader workers). ``apply_rotation``: turn the frames by their rotation metadata
+    (default: as decoded, as PySlowFast). ``check_count`` (``read_frames``): a stream that ends
+    clearly short of the frame count its header lists is an error.
+    """
+
+    thread_type: str | None = DEFAULT_THREAD_TYPE
+    thread_count: int = 0
+    apply_rotation: bool = False
+    check_count: bool = True
+
+    def configure(self, stream) -> None:
+        """Set the decoder threading of a PyAV video ``stream``."""
+        if self.thread_type:
+            stream.codec_context.thread_type = self.thread_type
+            stream.codec_context.thread_count = int(self.thread_count)
+
+
+@dataclass(frozen=True)
+class FrameOutput:
+    """How ``read_frames`` returns the frames it keeps: ``size=(width, height)`` has FFmpeg's
+    swscale resize each one as it converts it to RGB (area interpolation); ``transform`` maps each
+    (uint8 ``[H, W, 3]`` ndarray) to a tensor as it is decoded (e.g. a resize), so that full-size
+    frames need not be held; ``stack`` stacks them into one tensor ``[K, ...]``."""
+
+    size: tuple[int, int] | None = None
+    transform: Callable[[np.ndarray], Any] | None = None
+    stack: bool = True
 
 
 @dataclass(frozen=True)
@@ -224,13 +261,8 @@ def read_frames(
     stop: int | None = None,
     *,
     start: int = 0,
-    size: tuple[int, int] | None = None,
-    transform: Callable[[np.ndarray], torch.Tensor] | None = None,
-    thread_type: str | None = DEFAULT_THREAD_TYPE,
-    thread_count: int = 0,
-    stack: bool = True,
-    check_count: bool = True,
-    apply_rotation: bool = False,
+    output: FrameOutput = FrameOutput(),
+    decoding: Decoding = Decoding(),
 ) -> FrameSet:
     """Decode ``path`` from its first frame and keep the frames asked for.
 
@@ -239,22 +271,22 @@ def read_frames(
     file is open and returns either (no second open to probe). Decoding stops after ``max(indices)`` or before
     frame ``stop``, whichever comes first; frames beyond the video's end are simply absent (compare
     ``index``); with ``indices=None``, ``start`` skips the conversion of the frames before it.
-    ``size=(width, height)`` has FFmpeg's swscale resize each kept frame as it converts it to RGB
-    (area interpolation). ``transform`` maps each kept frame (uint8 ``[H, W, 3]`` ndarray) to a tensor as it
-    is decoded (e.g. a resize), so that full-size frames need not be held; ``stack`` stacks the
-    kept frames into one tensor ``[K, ...]``.
+    ``output`` (``FrameOutput``): the kept frames' size, transform and stacking; ``decoding``
+    (``Decoding``): threads, rotation, the frame-count check.
 
     Raises ``VideoError`` when the file is missing, not a video, fails to decode before the last
-    frame needed, or has no frame at all; and, with ``check_count``, when the stream ends clearly
-    short of the frame count its header lists (a truncated file whose index survived; the
+    frame needed, or has no frame at all; and, with ``decoding.check_count``, when the stream ends
+    clearly short of the frame count its header lists (a truncated file whose index survived; the
     tolerance, ``count_tolerance``, allows for the frames an edit list may drop).
 
     ``rotation`` of the result is the first frame's (see ``frame_rotation``); with
-    ``apply_rotation`` every kept frame is turned by it before ``size``/``transform`` apply (then
-    ``size`` is the turned frame's).
+    ``decoding.apply_rotation`` every kept frame is turned by it before ``size``/``transform``
+    apply (then ``size`` is the turned frame's).
     """
     import av
 
+    size, transform, stack = output.size, output.transform, output.stack
+    apply_rotation = decoding.apply_rotation
     path = Path(path)
     container = _open(path)
     kept: list = []
@@ -282,9 +314,7 @@ def read_frames(
             m = max(wanted)
             last = m if last is None else min(last, m)
         st = container.streams.video[0]
-        if thread_type:
-            st.codec_context.thread_type = thread_type
-            st.codec_context.thread_count = int(thread_count)
+        decoding.configure(st)
         if last is not None and last < 0:
             return FrameSet(_stack(kept, stack), index, info.fps, 0, False, info)
         try:
@@ -310,7 +340,7 @@ def read_frames(
         container.close()
     if n == 0:
         raise EmptyVideoError(path, "zero frames")
-    if eof and check_count and info.frames_known and n < info.frames - count_tolerance(info.frames):
+    if eof and decoding.check_count and info.frames_known and n < info.frames - count_tolerance(info.frames):
         raise VideoDecodeError(
             path, f"truncated or corrupt: the stream ends after {n} of the {info.frames} frames its header lists"
         )
@@ -363,7 +393,8 @@ def decode_video(
     if start < 0 or (stop is not None and stop <= start):
         raise ValueError(f"need 0 <= start < stop, got start={start} stop={stop}")
     fs = read_frames(
-        path, None, stop, start=start, thread_type=thread_type, thread_count=thread_count, stack=False
+        path, None, stop, start=start, output=FrameOutput(stack=False),
+        decoding=Decoding(thread_type=thread_type, thread_count=thread_count),
     )
     frames = fs.frames
     if not frames:
@@ -398,15 +429,9 @@ class VideoReader:
     one demux pass: no decoding) and ``read(indices)``.
     """
 
-    def __init__(
-        self,
-        path: str | Path,
-        thread_type: str | None = DEFAULT_THREAD_TYPE,
-        thread_count: int = 0,
-    ) -> None:
+    def __init__(self, path: str | Path, decoding: Decoding = Decoding()) -> None:
         self.path = Path(path)
-        self.thread_type = thread_type
-        self.thread_count = int(thread_count)
+        self.decoding = decoding
         self._container = _open(self.path)
         try:
             self.info = _info(self.path, self._container)
@@ -506,12 +531,11 @@ class VideoReader:
         self,
         indices: Iterable[int],
         transform: Callable[[np.ndarray], Any] | None = None,
-        apply_rotation: bool = False,
         max_gap: int | None = None,
     ) -> FrameRead:
         """Decode the frames ``indices`` (source indices into ``frame_pts()``) and nothing past the
         last of them; ``transform`` maps each (uint8 ``[H, W, 3]`` RGB, turned by the rotation with
-        ``apply_rotation``) as it is decoded.
+        the reader's ``decoding.apply_rotation``) as it is decoded.
 
         Wanted frames at most ``max_gap`` apart (default: the index's key-frame interval; no index:
         no seeking) are decoded in one run; a run that starts further on than that seeks to the key
@@ -520,6 +544,7 @@ class VideoReader:
         """
         import av
 
+        apply_rotation = self.decoding.apply_rotation
         pts = self.frame_pts()
         at = {p: k for k, p in enumerate(pts)}
         wanted = sorted({int(i) for i in indices})
@@ -620,9 +645,6 @@ class VideoReader:
         self._start()
 
     def _start(self) -> None:
-        st = self._container.streams.video[0]
-        if self.thread_type:
-            st.codec_context.thread_type = self.thread_type
-            st.codec_context.thread_count = self.thread_count
+        self.decoding.configure(self._container.streams.video[0])
         self._frames = self._decode()
         self._last = -1  # index of the last frame the decoder gave

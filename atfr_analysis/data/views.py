@@ -1,7 +1,7 @@
 """A video's test views as PySlowFast's PyAV test path builds them, each one auditable.
 
-``sample_views(path, model, views, crops, short_side, crop)`` decodes only the frames its views
-need and returns the pathway tensors, one ``ViewInfo`` per view and facts about the video.
+``sample_views(path, model, protocol)`` decodes only the frames its views need and returns the
+pathway tensors, one ``ViewInfo`` per view and facts about the video.
 
 Temporal rule (see ``atfr_analysis.data.transforms``):
 
@@ -18,9 +18,9 @@ Frames are named by their index in a full decode's presentation order (their ran
 
 Spatial rule: the short side is scaled to ``short_side`` (bilinear), then a ``crop x crop`` square
 is cut at PySlowFast's ``spatial_idx`` (3 crops: 0, 1, 2 along the long side; 1 crop: the centre).
-``view_protocol`` gives the defaults: 3 crops: short side = crop = the test crop; 1 crop:
-PySlowFast's 1-crop rule (short side = ``DATA.TRAIN_JITTER_SCALES[0]``, crop = the 1-crop
-``DATA.TEST_CROP_SIZE``; X3D-S: 182 and 160).
+``ViewProtocol.of`` gives the defaults: 3 crops: short side = crop = the test crop; 1 crop:
+PySlowFast's 1-crop rule, ``InputSpec.one_crop`` (short side = ``DATA.TRAIN_JITTER_SCALES[0]``,
+crop = the 1-crop ``DATA.TEST_CROP_SIZE``; X3D-S: 182 and 160).
 
 Partial videos: when the stream ends before the frames its header lists (a truncated file whose
 index survived) or a run of frames fails to decode, the views whose frames decoded are returned;
@@ -35,10 +35,10 @@ normalised on the model's device with ``transforms.normalize_views``.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import torch
 
@@ -64,11 +64,13 @@ from atfr_analysis.data.transforms import (
     window_positions,
     window_span,
 )
+from atfr_analysis.data.video import Decoding
 from atfr_analysis.errors import InputError
 from atfr_analysis.models.base import InputSpec
 
 __all__ = [
     "ViewProtocol",
+    "Decoding",
     "ViewInfo",
     "VideoFacts",
     "SampledViews",
@@ -81,61 +83,103 @@ __all__ = [
 # ----------------------------------------------------------------------------- protocol
 @dataclass(frozen=True)
 class ViewProtocol:
-    """How many views, and how each is scaled and cropped."""
+    """How many views, and how each is scaled and cropped: ``views`` temporal clips x ``crops``
+    spatial crops (1 or 3, PySlowFast's uniform crops), each frame's short side scaled to
+    ``short_side``, then a ``crop x crop`` square cut. Checked when built (``InputError``).
+
+    ``ViewProtocol.of(spec, ...)`` fills the caller's choices in with a model's test protocol;
+    ``ViewProtocol.at_crop(spec, ...)`` scales every view's short side to its crop.
+    """
 
     views: int
     crops: int
     short_side: int
     crop: int
 
+    def __post_init__(self) -> None:
+        if self.views < 1:
+            raise InputError(f"views must be >= 1, got {self.views}")
+        if self.crops not in (1, 3):
+            raise InputError(f"crops must be 1 or 3 (PySlowFast's uniform crops), got {self.crops}")
+        for name, v in (("short side", self.short_side), ("crop", self.crop)):
+            if v < 1:
+                raise InputError(f"{name} must be a positive integer, got {v}")
+        if self.crop > self.short_side:
+            raise InputError(f"crop {self.crop} is larger than the short side {self.short_side}")
+
+    @property
+    def num_views(self) -> int:
+        """Views per video: ``views * crops``."""
+        return self.views * self.crops
+
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
+    @classmethod
+    def of(
+        cls,
+        spec: InputSpec,
+        views: int | None = None,
+        crops: int | None = None,
+        short_side: int | None = None,
+        crop: int | None = None,
+    ) -> ViewProtocol:
+        """The test protocol of a model's ``spec`` with the caller's choices.
 
-#: PySlowFast's 1-crop test rule (``kinetics.py`` with ``TEST.NUM_SPATIAL_CROPS: 1``): short side
-#: ``DATA.TRAIN_JITTER_SCALES[0]``, crop ``DATA.TEST_CROP_SIZE`` of the 1-crop config, as functions
-#: of a model's ``InputSpec`` per family (``InputSpec`` has no jitter field).
-#: X3D_{XS,S,M,L}.yaml: TRAIN_JITTER_SCALES[0] is the 3-crop TEST_CROP_SIZE (182, 182, 256, 356)
-#: and the 1-crop TEST_CROP_SIZE (the yaml's commented value) is TRAIN_CROP_SIZE (160, 160, 224, 312).
-#: The ResNet/Slow/SlowFast configs (Kinetics, SSv2): TRAIN_JITTER_SCALES [256, 320] and one
-#: TEST_CROP_SIZE, 256: both the test crop.
-ONE_CROP_RULE = {
-    "x3d": (lambda s: s.test_crop, lambda s: s.train_crop),
-    "resnet": (lambda s: s.test_crop, lambda s: s.test_crop),
-}
+        ``views``/``crops`` default to the spec's (10 x 3 for Kinetics models). 3 crops: short side
+        = crop = the test crop (one given: both take it, as PySlowFast scales to the crop). 1 crop:
+        PySlowFast's rule, ``spec.one_crop`` (X3D-S: short side 182, crop 160); a spec without one
+        needs both given. Raises ``InputError``.
+        """
+        views = spec.num_views if views is None else int(views)
+        crops = spec.num_crops if crops is None else int(crops)
+        for name, v in (("short side", short_side), ("crop", crop)):
+            if v is not None and int(v) < 1:
+                raise InputError(f"{name} must be a positive integer, got {v}")
+        if crops == 1 and (short_side is None or crop is None):
+            if spec.one_crop is None:
+                raise InputError(
+                    "the 1-crop protocol depends on the model family: pass a model name, or both short_side and crop"
+                )
+            s = short_side if short_side is not None else spec.one_crop[0]
+            c = crop if crop is not None else spec.one_crop[1]
+        else:  # 3 crops (PySlowFast scales to the crop), or 1 crop with both given
+            s = short_side if short_side is not None else crop if crop is not None else spec.test_crop
+            c = crop if crop is not None else s
+        return cls(views, crops, int(s), int(c))
+
+    @classmethod
+    def at_crop(
+        cls, spec: InputSpec, views: int | None = None, crops: int | None = None, crop: int | None = None
+    ) -> ViewProtocol:
+        """Every view's short side scaled to its crop (``crop``, default the test crop), whatever
+        the number of crops; ``views``/``crops`` default to the spec's."""
+        c = spec.test_crop if crop is None else int(crop)
+        return cls(
+            spec.num_views if views is None else int(views), spec.num_crops if crops is None else int(crops), c, c
+        )
 
 
 @lru_cache(maxsize=None)
-def _registry_spec(name: str) -> tuple[InputSpec, str]:
+def _registry_spec(name: str) -> InputSpec:
     from atfr_analysis.models.registry import get_entry
 
     entry = get_entry(name)
     with torch.device("meta"):  # the spec only: no weights are allocated
         m = entry.builder(entry.config)
-    return m.spec, entry.family
+    return m.spec
 
 
-def model_spec(model: Any) -> tuple[InputSpec, str | None]:
-    """``(InputSpec, family)`` of a registry name, a model of the zoo or an ``InputSpec``
-    (family ``None``: unknown)."""
+def model_spec(model: Any) -> InputSpec:
+    """The ``InputSpec`` of a registry name, a model of the zoo or an ``InputSpec``."""
     if isinstance(model, InputSpec):
-        return model, None
+        return model
     if isinstance(model, str):
         return _registry_spec(model)
     spec = getattr(model, "spec", None)
     if not isinstance(spec, InputSpec):
         raise InputError(f"expected a model name, a model of the zoo or an InputSpec, got {type(model).__name__}")
-    name = getattr(model, "model_name", "") or ""
-    if name:
-        try:
-            return spec, _registry_spec(name)[1]
-        except ValueError:
-            pass
-    from atfr_analysis.models.resnet import VideoResNet
-    from atfr_analysis.models.x3d import X3D
-
-    family = "x3d" if isinstance(model, X3D) else "resnet" if isinstance(model, VideoResNet) else None
-    return spec, family
+    return spec
 
 
 def view_protocol(
@@ -145,40 +189,8 @@ def view_protocol(
     short_side: int | None = None,
     crop: int | None = None,
 ) -> ViewProtocol:
-    """The test protocol of ``model`` (a registry name, a model or an ``InputSpec``) with the
-    caller's choices.
-
-    ``views``/``crops`` default to the model config's (10 x 3 for Kinetics models). 3 crops: short
-    side = crop = the test crop (one given: both take it, as PySlowFast scales to the crop). 1 crop:
-    PySlowFast's rule (``ONE_CROP_RULE``; X3D-S: short side 182, crop 160); with a bare
-    ``InputSpec`` the family is unknown and both must be given. Raises ``InputError``.
-    """
-    spec, family = model_spec(model)
-    views = spec.num_views if views is None else int(views)
-    crops = spec.num_crops if crops is None else int(crops)
-    if views < 1:
-        raise InputError(f"views must be >= 1, got {views}")
-    if crops not in (1, 3):
-        raise InputError(f"crops must be 1 or 3 (PySlowFast's uniform crops), got {crops}")
-    for name, v in (("short side", short_side), ("crop", crop)):
-        if v is not None and int(v) < 1:
-            raise InputError(f"{name} must be a positive integer, got {v}")
-    if crops == 3:
-        s = short_side if short_side is not None else crop if crop is not None else spec.test_crop
-        c = crop if crop is not None else s
-    else:
-        if short_side is None or crop is None:
-            if family not in ONE_CROP_RULE:
-                raise InputError(
-                    "the 1-crop protocol depends on the model family: pass a model name, or both short_side and crop"
-                )
-            rule_s, rule_c = ONE_CROP_RULE[family]
-        s = short_side if short_side is not None else rule_s(spec)
-        c = crop if crop is not None else rule_c(spec)
-    s, c = int(s), int(c)
-    if c > s:
-        raise InputError(f"crop {c} is larger than the short side {s}")
-    return ViewProtocol(views, crops, s, c)
+    """``ViewProtocol.of`` the spec of ``model`` (a registry name, a model or an ``InputSpec``)."""
+    return ViewProtocol.of(model_spec(model), views, crops, short_side, crop)
 
 
 # ----------------------------------------------------------------------------- results
@@ -279,8 +291,10 @@ class SampledViews(NamedTuple):
         return [v for v in self.views if v.ok]
 
     def meta(self) -> dict[str, list]:
-        """Per-view metadata lists of the views that decoded, in row order (the keys of
-        ``transforms.views_from_frames``, plus ``resized_hw`` and ``crop_box``)."""
+        """Per-view metadata lists of the views that decoded, in row order: ``view``,
+        ``temporal_index``, ``spatial_index``, ``crop_position`` (PySlowFast's ``spatial_idx``),
+        ``frame_start``, ``frame_end``, ``clip_start``, ``clip_end``, ``frame_indices``,
+        ``resized_hw``, ``crop_box``."""
         keys = (
             "view", "temporal_index", "spatial_index", "crop_position", "frame_start", "frame_end",
             "clip_start", "clip_end", "frame_indices", "resized_hw", "crop_box",
@@ -312,13 +326,13 @@ class _Clip:
     error: str | None = None  # known before decoding (an incomplete window)
 
 
-def _window_clips(reader, spec: InputSpec, protocol: ViewProtocol, target_fps: float) -> list[_Clip]:
+def _window_clips(reader, spec: InputSpec, protocol: ViewProtocol) -> list[_Clip]:
     pts = reader.frame_pts()
     n = reader.header_frames
     complete = reader.index_complete()
     t = spec.clip_frames
     clips = []
-    for w in clip_windows(n, reader.duration, reader.info.fps, spec, protocol.views, target_fps):
+    for w in clip_windows(n, reader.duration, reader.info.fps, spec, protocol.views, TARGET_FPS):
         window = {
             "decode_all_video": False, "start_pts": w.start_pts, "end_pts": w.end_pts,
             "first_frame": None, "last_frame": None, "K": 0, "resample_start": 0.0, "resample_end": w.size - 1,
@@ -349,8 +363,8 @@ def _short_stream(have: int, header: int, why: str | None) -> str:
     return s + (f"; {why})" if why else ")")
 
 
-def _full_clips(num_frames: int, fps: float, spec: InputSpec, protocol: ViewProtocol, target_fps: float) -> list[_Clip]:
-    size = clip_size(spec, fps, target_fps)
+def _full_clips(num_frames: int, fps: float, spec: InputSpec, protocol: ViewProtocol) -> list[_Clip]:
+    size = clip_size(spec, fps, TARGET_FPS)
     clips = []
     for i in range(protocol.views):
         start, end = get_start_end_idx(num_frames, size, i, protocol.views)
@@ -388,69 +402,101 @@ class _Prepare:
 def sample_views(
     path: str | Path,
     model: Any,
-    views: int | None = None,
-    crops: int | None = None,
-    short_side: int | None = None,
-    crop: int | None = None,
+    protocol: ViewProtocol | None = None,
     *,
     dtype: torch.dtype = torch.float32,
     checksums: bool = True,
-    apply_rotation: bool = False,
-    target_fps: float = TARGET_FPS,
-    mean: Sequence[float] = MEAN,
-    std: Sequence[float] = STD,
-    thread_type: str | None = "AUTO",
-    thread_count: int = 0,
+    decoding: Decoding = Decoding(),
 ) -> SampledViews:
-    """The ``views x crops`` test views of one video, as PySlowFast's PyAV test path takes them.
+    """The test views of one video, as PySlowFast's PyAV test path takes them.
 
     ``model``: a registry name, a model of the zoo or an ``InputSpec`` (frames, sampling rate,
-    SlowFast's alpha; with a bare spec and 1 crop, give ``short_side`` and ``crop``).
-    ``views``/``crops``/``short_side``/``crop``: the protocol (``view_protocol`` fills the
-    defaults). ``dtype``: ``torch.float32`` (normalised with ``mean``/``std``) or ``torch.uint8``
-    (not normalised: ``transforms.normalize_views`` on the device). ``checksums``: compute each
-    view's ``{mean, std}`` of its normalised input. ``apply_rotation``: turn the frames by their
-    rotation metadata (default: as decoded, as PySlowFast).
+    SlowFast's alpha). ``protocol``: views, crops, short side and crop (``None``: the model's,
+    ``ViewProtocol.of``). ``dtype``: ``torch.float32`` (normalised with PySlowFast's mean and std)
+    or ``torch.uint8`` (not normalised: ``transforms.normalize_views`` on the device).
+    ``checksums``: compute each view's ``{mean, std}`` of its normalised input. ``decoding``:
+    FFmpeg threads and rotation (default: as decoded, as PySlowFast).
 
     Returns ``SampledViews(pathways, views, video)``. Raises ``VideoError`` for a file that cannot
     be used at all (missing, not a video, no frames, no view decodes) and ``InputError`` for a bad
     protocol.
     """
-    from atfr_analysis.data.video import VideoReader
-
     if dtype not in (torch.float32, torch.uint8):
         raise InputError(f"dtype must be torch.float32 or torch.uint8, got {dtype}")
-    spec, _family = model_spec(model)
-    protocol = view_protocol(model, views, crops, short_side, crop)
-    positions = crop_positions(protocol.crops)
+    spec = model_spec(model)
+    protocol = ViewProtocol.of(spec) if protocol is None else protocol
     t0 = time.perf_counter()
     prep = _Prepare(path, protocol.short_side, dtype)
+    decoded = _decode_clips(path, spec, protocol, prep, decoding)
+    t1 = time.perf_counter()
+    infos, fast = _cut_views(path, spec, protocol, decoded, prep, dtype)
+    decoded.frames.clear()  # the views hold what they need
+    alpha = spec.alpha if spec.num_pathways == 2 else None
+    pathways = pack_pathways(fast, alpha)
+    t2 = time.perf_counter()
+    if checksums:
+        summ = (lambda x: checksum_uint8(x, MEAN, STD)) if dtype == torch.uint8 else checksum
+        for v in infos:
+            if v.ok:
+                v.checksum = summ(pathways[-1][v.row])
+                if alpha:
+                    v.slow_checksum = summ(pathways[0][v.row])
+    t3 = time.perf_counter()
+    facts = _facts(path, protocol, decoded, infos, prep, {"decode": t1 - t0, "views": t2 - t1, "checksum": t3 - t2})
+    return SampledViews(pathways, infos, facts)
+
+
+@dataclass
+class _Decoded:
+    """The frames a video's views need, decoded and resized, and how they were found."""
+
+    frames: dict[int, torch.Tensor]
+    clips: list[_Clip]
+    decoded: int
+    errors: list[str]
+    rotation: int
+    rotated: bool
+    num_frames: int
+    short_stream: bool
+    use_window: bool
+    info: Any
+    duration: int | None
+    time_base: Any
+
+
+def _decode_clips(path, spec: InputSpec, protocol: ViewProtocol, prep: _Prepare, decoding: Decoding) -> _Decoded:
+    """The window rule when the container has a duration and a frame count, else the full decode."""
+    from atfr_analysis.data.video import VideoReader
+
     errors: list[str] = []
-    with VideoReader(path, thread_type=thread_type, thread_count=thread_count) as reader:
-        info = reader.info
-        fps = info.fps
+    with VideoReader(path, decoding) as reader:
+        info, duration, time_base = reader.info, reader.duration, reader.time_base
         use_window = bool(reader.duration) and reader.header_frames > 0
         if use_window:
-            clips = _window_clips(reader, spec, protocol, target_fps)
+            clips = _window_clips(reader, spec, protocol)
             needed = sorted({f for c in clips if c.error is None for f in c.frames})
             if not needed:
                 raise VideoDecodeError(path, "no view decodes: " + (clips[0].error or "no frame"))
-            got = reader.read(needed, prep, apply_rotation=apply_rotation)
-            frames, decoded, errors = got.frames, got.decoded, got.errors
-            rotation, rotated = got.rotation, got.rotated
-            num_frames = reader.header_frames
-            short_stream = not reader.index_complete()
+            got = reader.read(needed, prep)
+            out = _Decoded(got.frames, clips, got.decoded, got.errors, got.rotation, got.rotated,
+                           reader.header_frames, not reader.index_complete(), True, info, duration, time_base)
         else:
             known = len(reader.frame_pts())
-            short_stream = False
     if not use_window:
-        frames, decoded, rotation, rotated, num_frames, clips = _read_full(
-            path, known, fps, spec, protocol, target_fps, prep, apply_rotation, thread_type, thread_count
-        )
-    if not frames:
-        raise EmptyVideoError(path, "zero frames") if not errors else VideoDecodeError(path, errors[0])
-    t1 = time.perf_counter()
+        frames, decoded, rotation, rotated, num_frames, clips = _read_full(path, known, info.fps, spec, protocol, prep,
+                                                                           decoding)
+        out = _Decoded(frames, clips, decoded, errors, rotation, rotated, num_frames, False, False, info, duration,
+                       time_base)
+    if not out.frames:
+        raise EmptyVideoError(path, "zero frames") if not out.errors else VideoDecodeError(path, out.errors[0])
+    return out
 
+
+def _cut_views(path, spec: InputSpec, protocol: ViewProtocol, d: _Decoded, prep: _Prepare, dtype: torch.dtype):
+    """Every view's ``ViewInfo`` (failed ones included) and the fastest pathway's tensor of the
+    views that decoded ``[V_ok, 3, T, crop, crop]``, cut from the decoded frames."""
+    frames, clips, errors = d.frames, d.clips, d.errors
+    positions = crop_positions(protocol.crops)
     sample = next(iter(frames.values()))
     rh, rw = int(sample.shape[-2]), int(sample.shape[-1])
     sh, sw = prep.source_hw
@@ -500,52 +546,45 @@ def sample_views(
         out_v = fast[r]
         for j, f in enumerate(v.frames):  # frame by frame, straight into the output
             out_v[:, j].copy_(frames[f][:, y0:y1, x0:x1])
-    del frames
-    pathways = pack_pathways(fast, alpha)
-    t2 = time.perf_counter()
-    if checksums:
-        summ = (lambda x: checksum_uint8(x, mean, std)) if dtype == torch.uint8 else checksum
-        for v in ok:
-            v.checksum = summ(pathways[-1][v.row])
-            if alpha:
-                v.slow_checksum = summ(pathways[0][v.row])
-    t3 = time.perf_counter()
+    return infos, fast
 
+
+def _facts(path, protocol: ViewProtocol, d: _Decoded, infos: list[ViewInfo], prep: _Prepare, seconds) -> VideoFacts:
     failed = [v for v in infos if not v.ok]
-    partial = bool(failed or errors or short_stream)
-    err = failed[0].error if failed else (errors[0] if errors else None)
-    facts = VideoFacts(
+    partial = bool(failed or d.errors or d.short_stream)
+    err = failed[0].error if failed else (d.errors[0] if d.errors else None)
+    sh, sw = prep.source_hw
+    return VideoFacts(
         path=str(path),
-        rule="window" if use_window else "full",
-        num_frames=num_frames,
-        header_frames=info.frames if info.frames_known else 0,
-        duration=reader.duration,
-        time_base=str(reader.time_base) if reader.time_base is not None else None,
-        fps=fps,
+        rule="window" if d.use_window else "full",
+        num_frames=d.num_frames,
+        header_frames=d.info.frames if d.info.frames_known else 0,
+        duration=d.duration,
+        time_base=str(d.time_base) if d.time_base is not None else None,
+        fps=d.info.fps,
         width=sw,
         height=sh,
-        rotation=rotation,
-        rotated=rotated,
-        decoded=decoded,
+        rotation=d.rotation,
+        rotated=d.rotated,
+        decoded=d.decoded,
         partial=partial,
         error=err,
         failed_views=len(failed),
         protocol=protocol,
-        seconds={"decode": t1 - t0, "views": t2 - t1, "checksum": t3 - t2},
+        seconds=seconds,
     )
-    return SampledViews(pathways, infos, facts)
 
 
-def _read_full(path, known, fps, spec, protocol, target_fps, prep, apply_rotation, thread_type, thread_count):
+def _read_full(path, known: int, fps: float, spec: InputSpec, protocol: ViewProtocol, prep: _Prepare,
+               decoding: Decoding):
     """The full-decode rule: clips on the decoded frame count (the packet count when the
     decode stops early at the last frame needed; redone on the true count when the stream ends
     before it)."""
-    from atfr_analysis.data.video import read_frames
+    from atfr_analysis.data.video import FrameOutput, read_frames
 
-    kw = dict(transform=prep, thread_type=thread_type, thread_count=thread_count, stack=False,
-              check_count=False, apply_rotation=apply_rotation)
+    kw = dict(output=FrameOutput(transform=prep, stack=False), decoding=replace(decoding, check_count=False))
     if known > 0:
-        clips = _full_clips(known, fps, spec, protocol, target_fps)
+        clips = _full_clips(known, fps, spec, protocol)
         needed = sorted({f for c in clips for f in c.frames})
         fs = read_frames(path, needed, **kw)
         n = known
@@ -556,7 +595,7 @@ def _read_full(path, known, fps, spec, protocol, target_fps, prep, apply_rotatio
         n = fs.num_decoded
     if n == 0:
         raise EmptyVideoError(path, "zero frames")
-    clips = _full_clips(n, fps, spec, protocol, target_fps)
+    clips = _full_clips(n, fps, spec, protocol)
     needed = sorted({f for c in clips for f in c.frames})
     if not set(needed) <= set(fs.index):
         fs = read_frames(path, needed, **kw)

@@ -442,6 +442,14 @@ class CostModel:
             self._full[sig] = total + self._post_cost(sig)
         return self._full[sig]
 
+    def pre_cost(self) -> FlopCount:
+        """FlopCount of the part before SGS, which every signature shares (counted in this process)."""
+        return self._pre_full()
+
+    def post_cost(self, sig: Iterable[int]) -> FlopCount:
+        """FlopCount of the part after SGS at the signature ``sig`` (counted in this process)."""
+        return self._post_cost(self.check_signature(sig))
+
     def exact_counts(self, sig: Iterable[int] = ()) -> tuple[int, int]:
         """``(conv_fc, fvcore)`` MACs of a clip with this signature, as exact integers (cache-backed)."""
         if not self.is_dynamic:

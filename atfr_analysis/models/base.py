@@ -61,6 +61,13 @@ class InputSpec:
     ``(T_slow, T_fast)`` for SlowFast. ``sampling_rate`` is the stride between sampled frames of
     the fastest pathway (PySlowFast's ``DATA.SAMPLING_RATE``); ``alpha`` the slow/fast frame-rate
     ratio (SlowFast only).
+
+    ``one_crop`` is PySlowFast's 1-crop test rule (``kinetics.py`` with ``TEST.NUM_SPATIAL_CROPS:
+    1``): ``(short side, crop)`` = (``DATA.TRAIN_JITTER_SCALES[0]``, the 1-crop config's
+    ``DATA.TEST_CROP_SIZE``), set by each family; ``None`` when unknown (a spec built by hand).
+    X3D_{XS,S,M,L}.yaml: the jitter scale is the 3-crop test crop (182, 182, 256, 356) and the 1-crop
+    test crop is the train crop (160, 160, 224, 312); the ResNet/Slow/SlowFast configs (Kinetics,
+    SSv2): jitter scales [256, 320] and one test crop, 256: both the test crop.
     """
 
     frames: tuple[int, ...]
@@ -70,6 +77,7 @@ class InputSpec:
     alpha: int | None = None
     num_views: int = 10
     num_crops: int = 3
+    one_crop: tuple[int, int] | None = None
 
     @property
     def num_pathways(self) -> int:

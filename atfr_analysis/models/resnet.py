@@ -226,6 +226,7 @@ class VideoResNet(VideoModel):
             alpha=cfg.alpha if self.slowfast else None,
             num_views=cfg.num_views,
             num_crops=cfg.num_crops,
+            one_crop=(cfg.test_crop, cfg.test_crop),
         )
         pad = cfg.sgs  # the fork's FuseFastToSlow pads the shorter temporal axis
         tk = [list(k) for k in cfg.temporal_kernels]

@@ -363,6 +363,7 @@ class X3D(VideoModel):
             sampling_rate=cfg.sampling_rate,
             num_views=10,
             num_crops=3,
+            one_crop=(cfg.test_crop, cfg.train_crop),
         )
         w = x3d_widths(cfg)
         self.widths = w

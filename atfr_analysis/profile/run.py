@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import torch
 
-from atfr_analysis.data import _one_line
+from atfr_analysis.data import one_line
 from atfr_analysis.data.transforms import normalize_views
 from atfr_analysis.errors import InputError
 from atfr_analysis.flops.cost import CostModel, static_model
@@ -39,8 +39,9 @@ from atfr_analysis.profile.schema import (
 from atfr_analysis.profile.classes import ClassSet, check_label_map, class_set
 from atfr_analysis.profile.config import ProfileConfig
 from atfr_analysis.profile.instrument import Profiler
+from atfr_analysis.profile.model import CheckpointFacts, ProfiledModel
 from atfr_analysis.profile.log import failed_video_ids, write_parts
-from atfr_analysis.profile.meta import note_costs, note_resumed, open_run, run_meta, stamp_end
+from atfr_analysis.profile.record import note_costs, note_resumed, open_run, run_meta, stamp_end
 from atfr_analysis.profile.summary import RunSummary, summarize
 from atfr_analysis.runtime import Shard, resolve_device, resolve_shard, sigterm_as_interrupt
 from atfr_analysis.tuning import HeapRelease, configure_inference, decoder_niceness, ffmpeg_threads, lower_priority
@@ -97,61 +98,17 @@ def _placement(cfg: ProfileConfig) -> _Placement:
     return _Placement(dev, shard)
 
 
-@dataclass(frozen=True)
-class _CheckpointFacts:
-    """What ``run.json`` records of the checkpoint read (its tensors are not kept)."""
-
-    facts: dict
-    format: str
-
-    def describe(self) -> str:
-        return self.format
-
-
-@dataclass(frozen=True)
-class _Model:
-    """The loaded model, the test protocol it runs at, and its costs that do not depend on the videos."""
-
-    net: Any
-    ckpt: Any
-    load_info: dict
-    views: int
-    crops: int
-    short_side: int
-    crop: int
-    shapes: list
-    cost: CostModel | None = None
-    static_gmacs: float | None = None
-    static_gmacs_fvcore: float | None = None
-    num_bins: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def layers(self) -> list[str]:
-        return self.net.sgs_layer_names()
-
-    @property
-    def head_classes(self) -> int:
-        return self.net.config.num_classes
-
-
-def _load_model(cfg: ProfileConfig) -> _Model:
+def _load_model(cfg: ProfileConfig) -> ProfiledModel:
     """The checkpoint into ``cfg.model``, before any video is read."""
     from atfr_analysis.data.views import view_protocol
 
     net, ckpt, info = load_model_from_checkpoint(
         cfg.checkpoint, cfg.model, cfg.allow_missing, cfg.allow_nonfinite_weights
     )
-    ckpt = _CheckpointFacts(ckpt.facts, ckpt.describe())  # the weights are in net: keep no second copy
+    ckpt = CheckpointFacts(ckpt.facts, ckpt.describe())  # the weights are in net: keep no second copy
     proto = view_protocol(net, cfg.views, cfg.crops, cfg.short_side, cfg.crop)
-    return _Model(
-        net, ckpt, info,
-        views=proto.views,
-        crops=proto.crops,
-        short_side=proto.short_side,
-        crop=proto.crop,
-        # the costs follow the crop the views really have
-        shapes=[(1, 3, t, proto.crop, proto.crop) for t in net.spec.frames],
-    )
+    # the costs follow the crop the views really have
+    return ProfiledModel(net, ckpt, info, proto, shapes=[(1, 3, t, proto.crop, proto.crop) for t in net.spec.frames])
 
 
 def _read_classes_and_videos(cfg: ProfileConfig, head: int):
@@ -184,7 +141,7 @@ def _static_cost(net, shapes, cache) -> tuple[float, float]:
     return CostModel(base, shapes, cache=cache).static_gmacs()
 
 
-def _with_costs(model: _Model, out: Path) -> _Model:
+def _with_costs(model: ProfiledModel, out: Path) -> ProfiledModel:
     """The static backbone's cost and the model's cost model, at the test input. Counts are kept
     in the run folder and the user cache (``flops.cache``): a resumed run, every shard and every
     torchrun rank count each signature once."""
@@ -239,14 +196,14 @@ class _PartWriter:
         self.last = time.monotonic()
 
 
-def _loader(todo, model: _Model, cfg: ProfileConfig, dev: torch.device):
+def _loader(todo, model: ProfiledModel, cfg: ProfileConfig, dev: torch.device):
     from atfr_analysis.data.datasets import ViewDataset, collate_videos, loader_context
+    from atfr_analysis.data.video import Decoding
 
     workers = cfg.workers
     # views travel as uint8 (a quarter of float32's bytes) and are normalised on the device
-    ds = ViewDataset(todo, model.net, views=model.views, crops=model.crops, crop=model.crop,
-                     short_side=model.short_side, dtype=torch.uint8, apply_rotation=cfg.apply_rotation,
-                     thread_type="AUTO", thread_count=ffmpeg_threads(workers))
+    decoding = Decoding(thread_type="AUTO", thread_count=ffmpeg_threads(workers), apply_rotation=cfg.apply_rotation)
+    ds = ViewDataset(todo, model.net, model.protocol, dtype=torch.uint8, decoding=decoding)
     return torch.utils.data.DataLoader(
         ds, batch_size=1, shuffle=False, num_workers=workers, collate_fn=collate_videos,
         # an item holds every view of a video (30 x 3 x T x S x S bytes): keep few in flight
@@ -257,7 +214,7 @@ def _loader(todo, model: _Model, cfg: ProfileConfig, dev: torch.device):
     )
 
 
-def _profile_videos(cfg: ProfileConfig, out: Path, model: _Model, classes: ClassSet, todo, place: _Placement, skipped: int,
+def _profile_videos(cfg: ProfileConfig, out: Path, model: ProfiledModel, classes: ClassSet, todo, place: _Placement, skipped: int,
                     on_video: Callable[[dict], None] | None = None):
     """Decode and profile ``todo``, writing parts as it goes; (videos profiled, seconds)."""
     from atfr_analysis.profile.progress import ProfileProgress
@@ -280,12 +237,13 @@ def _profile_videos(cfg: ProfileConfig, out: Path, model: _Model, classes: Class
     t_loop = time.perf_counter()
     with sigterm_as_interrupt(), ProfileProgress(
         total=len(todo), quiet=not show, layers=model.layers, description=desc, done_before=skipped,
-        views_per_video=model.views * model.crops,
+        views_per_video=model.protocol.num_views,
     ) as bar:
         try:
             for items in _loader(todo, model, cfg, dev):
                 for item in items:
-                    view_rows, video_row = infer.video(item, todo[item["index"]], model.views * model.crops, model.crops)
+                    entry, proto = todo[item["index"]], model.protocol
+                    view_rows, video_row = infer.video(item, entry, proto.num_views, proto.crops)
                     writer.add(view_rows, video_row)
                     processed += 1
                     bar.update(video_row, view_rows)
@@ -331,7 +289,7 @@ class _Inference:
             view_row(video, v, crops, self.layers, meta=meta, meta_row=r, result=res, error=nonfinite)
             for r, (v, res) in enumerate(zip(meta["view"], results))
         ]
-        rows += [view_row(video, v, crops, self.layers, error=_one_line(err)) for v, err in failed.items()]
+        rows += [view_row(video, v, crops, self.layers, error=one_line(err)) for v, err in failed.items()]
         rows.sort(key=lambda row: row["view"])
         if nonfinite:
             return rows, video_row(video, None, nonfinite)
@@ -358,7 +316,7 @@ class _Inference:
         return view_results(scores_t, torch.cat(bins), gm, gf, ge, self.layers), scores_t
 
 
-def _record_costs(cfg: ProfileConfig, out: Path, model: _Model, shard: Shard) -> None:
+def _record_costs(cfg: ProfileConfig, out: Path, model: ProfiledModel, shard: Shard) -> None:
     """How this call counted its costs (counted vs read from the cache), and with ``cross_check``
     the first K signatures counted again with fvcore, into ``run.json`` (``costs``, per shard)."""
     cost = model.cost

@@ -14,6 +14,9 @@ from typing import Any
 import torch
 
 from atfr_analysis.checkpoint import sha256sum
+from atfr_analysis.profile.classes import ClassSet
+from atfr_analysis.profile.config import ProfileConfig
+from atfr_analysis.profile.model import ProfiledModel
 from atfr_analysis.profile.log import RunError, create_meta, done_video_ids, is_run, read_meta, write_meta
 from atfr_analysis.profile.schema import SCHEMA_VERSION
 
@@ -77,10 +80,12 @@ def _resolved(p) -> str | None:
     return str(Path(p).resolve()) if p else None
 
 
-def run_meta(cfg, model, classes, entries, device: torch.device) -> dict[str, Any]:
-    """``run.json`` of a new run: ``cfg`` (a ProfileConfig), ``model`` (the loaded model and its
-    costs: run._Model), ``classes`` (a ClassSet), the resolved video list, the device."""
-    net, spec = model.net, model.net.spec
+def run_meta(
+    cfg: ProfileConfig, model: ProfiledModel, classes: ClassSet, entries, device: torch.device
+) -> dict[str, Any]:
+    """``run.json`` of a new run: ``cfg``, ``model`` (the loaded model, its protocol and its
+    costs), ``classes``, the resolved video list, the device."""
+    net, spec, proto = model.net, model.net.spec, model.protocol
     conventions = dict(CONVENTIONS)
     if classes.subset is not None:
         conventions["scores"] = _SUBSET_CONVENTION
@@ -102,11 +107,11 @@ def run_meta(cfg, model, classes, entries, device: torch.device) -> dict[str, An
         "frames": list(spec.frames),
         "sampling_rate": spec.sampling_rate,
         "alpha": spec.alpha,
-        "short_side": model.short_side,
-        "crop": model.crop,
-        "views": model.views,
-        "crops": model.crops,
-        "protocol": {"views": model.views, "crops": model.crops, "short_side": model.short_side, "crop": model.crop},
+        "short_side": proto.short_side,
+        "crop": proto.crop,
+        "views": proto.views,
+        "crops": proto.crops,
+        "protocol": {"views": proto.views, "crops": proto.crops, "short_side": proto.short_side, "crop": proto.crop},
         "apply_rotation": bool(cfg.apply_rotation),
         "batching": cfg.batching,
         "batch_size": cfg.batch_size,

@@ -1,0 +1,168 @@
+"""The checkpoints shipped in the package (``atfr_analysis/checkpoints/``): where they are, what
+they were trained on, and their model card (``MODEL_CARD.md``, written from the records the
+checkpoints carry).
+
+``slow_tiny_stage1`` (stage 1, from scratch), ``slow_tiny`` (the baseline, stage 2) and
+``slow_tiny_atfr`` (SGS after res2, stage 2), trained on the train split of the demo's synthetic
+data set (``TRAINING_DATA``; ``atfr_analysis.demo.demo_data``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["CHECKPOINT_DIR", "TRAINING_DATA", "STAGE1", "BASELINE", "ATFR", "checkpoint_path", "write_model_card"]
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+#: the synthetic data set (``SyntheticConfig`` fields) whose train split the checkpoints were trained on
+TRAINING_DATA = {
+    "seed": 0,
+    "frames": 16,
+    "size": 72,
+    "clips_per_class_train": 80,
+    "clips_per_class_test": 12,
+}
+#: the shipped models, by registry name (their files: ``<name>.pyth``)
+STAGE1, BASELINE, ATFR = "slow_tiny_stage1", "slow_tiny", "slow_tiny_atfr"
+
+
+def checkpoint_path(model: str) -> Path:
+    """The shipped checkpoint file of ``model``."""
+    return CHECKPOINT_DIR / f"{model}.pyth"
+
+
+def _stage_numbers(rec: dict) -> dict:
+    """Per-stage numbers of a checkpoint's record (``None`` where the record has none)."""
+    val = rec.get("val_acc") or []
+    return {
+        "final_train_loss": rec.get("final_train_loss"),
+        "final_train_acc": rec.get("final_train_acc"),
+        "val_acc": val[-1] if val else None,
+        "val_videos": rec.get("val_videos"),
+        "seconds": rec.get("seconds"),
+        "device": rec.get("device"),
+    }
+
+
+def _fmt(v, spec: str, none: str = "not recorded") -> str:
+    return none if v is None else format(v, spec)
+
+
+def write_model_card(path: Path | None = None, test_numbers: dict | None = None) -> Path:
+    """``checkpoints/MODEL_CARD.md`` from the records stored in the shipped checkpoints."""
+    from atfr_analysis.checkpoint import load_checkpoint
+
+    path = Path(path) if path else CHECKPOINT_DIR / "MODEL_CARD.md"
+    data = TRAINING_DATA
+    recs = {}
+    for name in (STAGE1, BASELINE, ATFR):
+        ck = load_checkpoint(checkpoint_path(name))
+        recs[name] = (ck.cfg or {}).get("ATFR_ANALYSIS", {})
+    lines = [
+        "# Model card: the demo's shipped checkpoints",
+        "",
+        "Two checkpoints of the same backbone, trained on the train split of the demo data set",
+        f"(`atfr_analysis.data.synthetic`, seed {data['seed']}, {data['frames']} frames, {data['size']} px high; "
+        f"{data['clips_per_class_train']} clips per class; the dataset",
+        "card is `DATASET_CARD.md` beside this file). Stage 1 trains `slow_tiny` from scratch",
+        "(`slow_tiny_stage1.pyth`, shipped too); stage 2 fine-tunes it as it is (`slow_tiny`, the baseline);",
+        "the ATFR model (`slow_tiny_atfr`) is the baseline with the SGS layer inserted after res2, fine-tuned;",
+        "each stage's exact settings are its training command below. PySlowFast checkpoint format (`model_state` + a `cfg` YAML record), weights",
+        "stored in fp16 where they fit and loaded back to fp32. The train split is",
+        "`atfr_analysis.demo.demo_data(root, train=True)` (the commands below name it where it was written);",
+        "the validation top-1 is measured on the centre view of the videos the trainer held out of it",
+        "(`--val-fraction`, stratified, never trained on), never on the test split.",
+        "Loss: cross-entropy only (as the official ATFR code). Written from the checkpoints' own records by",
+        "`atfr_analysis.shipped.write_model_card`.",
+        "",
+        "## Per stage",
+        "",
+        "| stage | checkpoint | final training loss | final training top-1 (%) | validation top-1 (%) | wall time (s) | device |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    titles = {STAGE1: "1 (from scratch)", BASELINE: "2, baseline", ATFR: "2, with SGS after res2"}
+    for name, rec in recs.items():
+        st = _stage_numbers(rec)
+        val = _fmt(st["val_acc"], ".1f") + (f" ({st['val_videos']} videos)" if st["val_acc"] is not None else "")
+        lines.append(
+            f"| {titles[name]} | `{name}` | {_fmt(st['final_train_loss'], '.4f')} | {_fmt(st['final_train_acc'], '.1f')} "
+            f"| {val} | {_fmt(st['seconds'], '.1f')} | {st['device'] or 'not recorded'} |"
+        )
+    lb, la = recs[BASELINE].get("final_train_loss"), recs[ATFR].get("final_train_loss")
+    if lb and la is not None:
+        lines += ["", f"The ATFR stage's final training loss is {100 * (la / lb - 1):+.1f}% of the baseline stage's "
+                  f"({la:.4f} vs {lb:.4f}; the goal is within 10%)."]
+    lines.append("")
+    for role, name in (("stage 1", STAGE1), ("baseline", BASELINE), ("atfr", ATFR)):
+        rec = recs[name]
+        tr = rec.get("train", {})
+        size = checkpoint_path(name).stat().st_size
+        lines += [
+            f"## `{name}` ({ {'stage 1': 'stage 1, from scratch', 'baseline': 'baseline, stage 2', 'atfr': 'with SGS after res2, stage 2'}[role] })",
+            "",
+            f"- training command: `{' '.join(rec.get('command', []))}`",
+            f"- seed {tr.get('seed')}, {rec.get('epochs_run')} epochs, {rec.get('steps')} steps, batch {tr.get('batch_size')}, "
+            f"base lr {tr.get('lr')} (per 64, scaled linearly), weight decay {tr.get('weight_decay')}, "
+            f"warm-up {tr.get('warmup_epochs')} epochs + cosine, gradient L2-norm clipping {tr.get('clip_grad')}",
+            f"- trained on {rec.get('device')} with torch {rec.get('torch')} in {rec.get('seconds')} s",
+            f"- final training loss {_fmt(rec.get('final_train_loss'), '.4f')}, training top-1 "
+            f"{_fmt(rec.get('final_train_acc'), '.1f')}% (on augmented clips, dropout on)",
+        ]
+        if rec.get("val_acc"):
+            lines.append(
+                "- validation top-1 per epoch (%): " + ", ".join(f"{v:.1f}" for v in rec["val_acc"])
+                + (f" ({rec['val_videos']} held-out videos)" if rec.get("val_videos") else "")
+            )
+        elif "val_split" in rec:
+            lines.append("- validation: none (trained without `--val-fraction`; a stage that starts from a checkpoint "
+                         "trained on the whole train split has no unseen part of it to validate on)")
+        else:
+            lines.append("- validation: none recorded (trained before the trainer held out a validation split)")
+        if "failed_videos" in rec:
+            lines.append(f"- videos: {rec.get('videos_trained')} trained on of {rec.get('videos_listed')} listed; "
+                         f"{rec['failed_videos']} undecodable, skipped")
+        if tr.get("temporal_diff_init"):
+            lines.append(f"- initialisation: {tr['temporal_diff_init']:g} of each temporal conv's output channels "
+                         "start as zero-sum (temporal-difference) kernels (`--temporal-diff-init`)")
+        lines.append(f"- file: {size / 1e6:.2f} MB")
+        pbn = rec.get("precise_bn")
+        if pbn:
+            lines.append(
+                f"- BatchNorm statistics recomputed afterwards (precise BN, `atfr_analysis.train.recalibrate_bn`) over "
+                f"{pbn['batches']} training batches of {pbn['batch_size']}, seed {pbn['seed']}"
+            )
+        elif tr.get("precise_bn"):
+            lines.append(f"- BatchNorm statistics recomputed after training over {tr['precise_bn']} training batches (precise BN)")
+        if tr.get("init_from"):
+            lines.append(
+                f"- initialised from `{Path(tr['init_from']).name}` when it ran"
+                + ("; the SGS layer starts from its official initialisation" if role == "atfr" else "")
+            )
+        if role == "atfr":
+            lines.append(
+                f"- batching after SGS while training: {tr.get('batching', 'padded (the official code; before the option existed)')}"
+                + ("; BatchNorm statistics frozen (eval mode) while training" if tr.get("freeze_bn") else "")
+            )
+            clamp = tr.get("sgs_grad_clamp")
+            if clamp is None:
+                how = "official (untouched)"
+            elif clamp == 0:
+                how = ("no gradient into the SGS embedding (`--sgs-grad-clamp 0`): the embedding keeps its official "
+                       "initialisation, the frames get their gradient through the bins' aggregation; the forward is the official one")
+            else:
+                how = f"gradient into the SGS embedding clamped to [-{clamp:g}, {clamp:g}] (`--sgs-grad-clamp`; the forward is the official one)"
+            lines.append(f"- SGS backward: {how}")
+            if tr.get("precise_bn_first"):
+                lines.append(f"- BatchNorm statistics recomputed before the first step over {tr['precise_bn_first']} training "
+                             "batches (`--precise-bn-first`, population statistics), after SGS was inserted")
+        lines.append("")
+    if test_numbers:
+        n = test_numbers
+        lines += [
+            "## Test split (measured by `atfr demo`)",
+            "",
+            f"- top-1: baseline {n['top1_baseline']:.1f}%, ATFR {n['top1_atfr']:.1f}%; top-5: {n['top5_baseline']:.1f}% / {n['top5_atfr']:.1f}%",
+            f"- GFLOPs x views: {n['gflops_x_views_baseline']:.3f} / {n['gflops_x_views_atfr']:.3f} ({n['reduction_pct']:.1f}% less)",
+            "",
+        ]
+    path.write_text("\n".join(lines))
+    return path
