@@ -53,7 +53,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -284,6 +284,7 @@ def make_dataset(
     train_fraction: float = TRAIN_FRACTION,
     verify: bool = True,
     overwrite: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> SyntheticManifest:
     """Write the synthetic data set to ``out_dir`` (see the module's recipe); returns its manifest.
 
@@ -292,6 +293,8 @@ def make_dataset(
     Deterministic for ``seed``: each clip draws from its own generator seeded by
     ``(seed, split, class, k)``, so a clip does not change when other classes or counts do.
     ``overwrite`` replaces a previous data set in ``out_dir`` (one with a ``manifest.json``).
+    ``progress(step, done, total)``, if given, is called before the work starts and after each
+    unit of it: ``step`` is ``"decoding the source clips"`` (one per source) or ``"writing clips"``.
     """
     from atfr_analysis.data.samples import sample_videos
 
@@ -334,13 +337,20 @@ def make_dataset(
                     f"source's {split} range is that long (longest {longest}); use fewer frames"
                 )
     _prepare_out(out, overwrite)
-    srcs = {s: _load_source(s, videos[s], out_h, out_w) for s in sources}
+    tell = progress or (lambda step, done, total: None)
+    srcs = {}
+    for i, s in enumerate(sources):
+        tell("decoding the source clips", i, len(sources))
+        srcs[s] = _load_source(s, videos[s], out_h, out_w)
+    tell("decoding the source clips", len(sources), len(sources))
     for s, src in srcs.items():
         if len(src.frames) != lengths[s]:
             raise DataError(f"synthetic data: source {s} decodes to {len(src.frames)} frames, its header says {lengths[s]}")
 
     labels = {c: i for i, c in enumerate(classes)}
     clips: list[ClipInfo] = []
+    total = len(classes) * sum(counts.values())
+    tell("writing clips", 0, total)
     for split_i, split in enumerate(SPLITS):
         for c in classes:
             for k in range(counts[split]):
@@ -349,6 +359,7 @@ def make_dataset(
                 clips.append(
                     _make_clip(rng, srcs, fits[split, c], ranges, split, c, labels[c], frames, out_h, out_w, fps, out, rel, verify)
                 )
+                tell("writing clips", len(clips), total)
 
     manifest = SyntheticManifest(
         root=out,
