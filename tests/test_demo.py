@@ -149,6 +149,15 @@ def test_demo_data_is_built_under_ATFR_CACHE_DIR_and_says_so(monkeypatch, tmp_pa
     text.truncate(0)
     assert demo_data(demo_cache() / "data", quiet=False, console=Console(file=text)) == data  # reused, silently
     assert text.getvalue() == ""
+    # on a terminal: a rich progress bar per step, between the same first and last lines
+    tty = io.StringIO()
+    demo_data(tmp_path / "tty", quiet=False, console=Console(file=tty, force_terminal=True, width=120))
+    shown = tty.getvalue()
+    assert shown.startswith("building the demo data set in ") and "writing clips" in shown and "2/2" in shown
+    assert "built the demo data set in " in shown.rstrip().splitlines()[-1]  # after the bar (and its escapes)
+    quiet = io.StringIO()
+    demo_data(tmp_path / "quiet", quiet=True, console=Console(file=quiet))
+    assert quiet.getvalue() == ""
 
 
 def test_demo_log_is_cache_free(tmp_path):
