@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Self, Sequence
 
 import numpy as np
 import pandas as pd
@@ -129,7 +129,7 @@ class _BuildProgress:
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
         self.last = time.perf_counter()
 
-    def __enter__(self) -> "_BuildProgress":
+    def __enter__(self) -> Self:
         if self.quiet:
             return self
         self._line(f"building {self.what} (once; later runs reuse it)")

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from atfr_cli import cmd_bench, cmd_explain, cmd_export, cmd_flops, cmd_profile, cmd_report, cmd_train, cmd_views
 from rich.console import Console
 
 from atfr_analysis.errors import AtfrError
-from atfr_cli import cmd_bench, cmd_explain, cmd_export, cmd_flops, cmd_profile, cmd_report, cmd_train, cmd_views
 
 app = typer.Typer(
     name="atfr",
