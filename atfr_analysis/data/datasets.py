@@ -258,12 +258,12 @@ def read_video_list(
 def _missing_files_error(list_path: Path, missing: list[tuple[int, str, Path]], total: int, root: Path) -> ListError:
     """One line for the files of a list that do not exist, before any video is opened (as the
     Kinetics reader says it of its rows): how many, the first few, what to do."""
-    eg = ", ".join(f"line {no}: {p}" + ("" if Path(p).expanduser().is_absolute() else f" ({path})")
+    eg = ", ".join(f"line {no}: {p}" + ("" if Path(p).expanduser().is_absolute() else f" ({os.path.abspath(path)})")
                    for no, p, path in missing[:3])
     return ListError(
         f"{list_path}: {len(missing)} of {total} video files of the list do not exist (relative paths are taken "
-        f"under {root}), e.g. {eg}{', ...' if len(missing) > 3 else ''}; pass the right --data-root, or "
-        "--skip-missing to profile the others (the skipped rows are recorded)"
+        f"under {os.path.abspath(root)}), e.g. {eg}{', ...' if len(missing) > 3 else ''}; pass the right "
+        "--data-root, or --skip-missing to profile the others (the skipped rows are recorded)"
     )
 
 
