@@ -8,6 +8,10 @@ The Python API behind the ``atfr`` command line::
     df = atfr.profile_clips(model, clips)            # per-clip bins, exact dynamic GMACs, scores
     atfr.profile(ckpt, "x3d_s_atfr", "val.csv", "runs/x3d")   # a whole video list into a log
     log = atfr.load_run("runs/x3d")                  # pandas, one row per (video, view)
+
+The names are imported on first use (PEP 562), so that importing the package, or a light module
+of it such as ``atfr_analysis.errors`` (the CLI's ``--help`` and ``--version``), does not import
+torch.
 """
 import warnings as _warnings
 
@@ -16,11 +20,19 @@ import warnings as _warnings
 _warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=DeprecationWarning)
 
 from atfr_analysis._version import __version__  # noqa: E402
-
-from atfr_analysis.models import build_model, list_models  # noqa: E402
-
-# ``profile`` is the subpackage, callable: ``atfr.profile(ckpt, model, data, out)`` runs a profile
-from atfr_analysis import profile  # noqa: E402
-from atfr_analysis.profile import load_run, load_videos, profile_clips  # noqa: E402
+from atfr_analysis.lazy import SUBMODULE, lazy_exports  # noqa: E402
 
 __all__ = ["__version__", "build_model", "list_models", "profile_clips", "profile", "load_run", "load_videos"]
+
+# ``profile`` is the subpackage, callable: ``atfr.profile(ckpt, model, data, out)`` runs a profile
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "build_model": "models",
+        "list_models": "models",
+        "profile": SUBMODULE,
+        "profile_clips": "profile",
+        "load_run": "profile",
+        "load_videos": "profile",
+    },
+)

@@ -15,19 +15,19 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Self, Sequence
 
 import numpy as np
 import pandas as pd
 
-from atfr_analysis.errors import EnvironmentFailure
+from atfr_analysis.errors import EnvironmentFailure, InputError
 from atfr_analysis.profile.schema import bins_column
 from atfr_analysis.shipped import ATFR, BASELINE, CHECKPOINT_DIR, TRAINING_DATA, checkpoint_path, write_model_card
 
 # write_model_card (the shipped checkpoints' card) lives in atfr_analysis.shipped; the demo re-exports it
 
 __all__ = [
-    "DEMO", "ACCEPTANCE", "run_demo", "DemoResult", "demo_data", "checkpoint_path", "known_answer",
+    "DEMO", "ACCEPTANCE", "run_demo", "DemoResult", "demo_cache", "demo_data", "checkpoint_path", "known_answer",
     "demo_checks", "readme_section", "write_model_card",
 ]
 
@@ -68,15 +68,25 @@ def demo_checks(n: dict) -> dict:
     }
 
 
-def default_cache() -> Path:
-    import os
+def demo_cache(cache: str | Path | None = None) -> Path:
+    """The demo's folder (its data set under ``data/``, its profile runs under ``runs/``): ``cache``,
+    else the tool's user cache folder (``atfr_analysis.flops.cache.user_cache_dir``:
+    ``$ATFR_CACHE_DIR``, else ``$XDG_CACHE_HOME/atfr-analysis``, else ``~/.cache/atfr-analysis``)."""
+    if cache is not None and str(cache) != "":
+        return Path(cache).expanduser()
+    from atfr_analysis.flops.cache import user_cache_dir
 
-    return Path(os.environ.get("ATFR_CACHE", Path.home() / ".cache" / "atfr-analysis"))
+    folder = user_cache_dir()
+    if folder is None:
+        raise InputError("ATFR_CACHE_DIR is off, and the demo needs a folder for its data set and runs: "
+                         "give one with --cache DIR")
+    return folder
 
 
-def demo_data(root: Path, train: bool = False, quiet: bool = True) -> Path:
+def demo_data(root: Path, train: bool = False, quiet: bool = True, console=None) -> Path:
     """The demo data set under ``root`` (built once, then reused): its test split, and the train
-    split too with ``train=True``. Returns the data set folder."""
+    split too with ``train=True``. Returns the data set folder. While it builds, unless ``quiet``,
+    it says what it builds and how far it is (on stderr, or ``console``)."""
     from atfr_analysis.data.synthetic import SyntheticConfig, make_dataset
 
     ntrain = DEMO["clips_per_class_train"] if train else 0
@@ -91,10 +101,59 @@ def demo_data(root: Path, train: bool = False, quiet: bool = True) -> Path:
         seed=DEMO["seed"], frames=DEMO["frames"], size=DEMO["size"],
         clips_per_class_train=ntrain, clips_per_class_test=DEMO["clips_per_class_test"],
     )
-    make_dataset(tmp, cfg)
-    # the lists hold relative paths: the folder can move
-    tmp.rename(out)
+    with _BuildProgress(f"the demo data set in {out}", quiet, console) as progress:
+        make_dataset(tmp, cfg, progress=progress)
+        # the lists hold relative paths: the folder can move
+        tmp.rename(out)
     return out
+
+
+class _BuildProgress:
+    """The progress of a data set build, a ``progress(step, done, total)`` callback on stderr: a
+    rich bar per step on a terminal; elsewhere (a log, a pipe) a plain line when a step starts,
+    every ``every_s`` seconds and when it ends. ``quiet``: nothing."""
+
+    def __init__(self, what: str, quiet: bool = False, console=None, every_s: float = 15.0):
+        from rich.console import Console
+
+        self.what, self.quiet, self.every_s = what, quiet, every_s
+        self.console = console or Console(stderr=True)
+        self.bar = self.task = self.step = None
+        self.t0 = self.last = time.perf_counter()
+
+    def _line(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        self.last = time.perf_counter()
+
+    def __enter__(self) -> Self:
+        if self.quiet:
+            return self
+        self._line(f"building {self.what} (once; later runs reuse it)")
+        if self.console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=self.console)
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(exc_type, *exc)
+        if not self.quiet and exc_type is None:
+            self._line(f"built {self.what} in {time.perf_counter() - self.t0:.0f} s")
+
+    def __call__(self, step: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        new = step != self.step
+        self.step = step
+        if self.bar is not None:
+            if new:
+                self.task = self.bar.add_task(step, total=total)
+            self.bar.update(self.task, completed=done)
+        elif new or done >= total or time.perf_counter() - self.last >= self.every_s:
+            self._line(f"{step}: {done}/{total}")
 
 
 @dataclass
@@ -186,7 +245,7 @@ def run_demo(out: str | Path = "reports/demo", cache: str | Path | None = None, 
 
     t0 = time.perf_counter()
     out = Path(out)
-    cache = Path(cache) if cache else default_cache()
+    cache = demo_cache(cache)
     for m in (DEMO["baseline"], DEMO["atfr"]):
         if not checkpoint_path(m).is_file():
             raise EnvironmentFailure(f"shipped checkpoint missing: {checkpoint_path(m)} (reinstall the package)")
@@ -204,7 +263,7 @@ def run_demo(out: str | Path = "reports/demo", cache: str | Path | None = None, 
             workers=workers, device="cpu", quiet=quiet,
             command=["atfr", "demo"],
         ))
-        logs[role] = load_run(run_dir)
+        logs[role] = _cache_free(load_run(run_dir), data)
     base, atfr = logs["baseline"], logs["atfr"]
     out.mkdir(parents=True, exist_ok=True)
     write_report(atfr, out, baseline=base, by="gmacs", k=3, min_videos=1)
@@ -212,7 +271,7 @@ def run_demo(out: str | Path = "reports/demo", cache: str | Path | None = None, 
     write_paper_table(table, out, stem="baseline_vs_atfr")
     sources = _profile_sources(checkpoint_path(DEMO["atfr"]), DEMO["atfr"], atfr.attrs["meta"]["class_names"])
     sources.to_csv(out / "sources.csv", index=False)
-    write_demo_explains(out, cache)  # what SGS merges in a still, a slow-motion and a normal clip
+    write_demo_explains(out, cache, quiet=quiet)  # what SGS merges in a still, a slow-motion and a normal clip
 
     layer = atfr.attrs["meta"]["sgs_layers"] and next(iter(atfr.attrs["meta"]["sgs_layers"]))
     pc = per_class(atfr, baseline=base)
@@ -244,6 +303,22 @@ def run_demo(out: str | Path = "reports/demo", cache: str | Path | None = None, 
     (out / "readme_section.md").write_text(readme_section(numbers))
     _write_index(out, numbers, checks, sources, table)
     return DemoResult(out, numbers, time.perf_counter() - t0, checks)
+
+
+def _cache_free(log: pd.DataFrame, data: Path) -> pd.DataFrame:
+    """A run's log as the committed reports show it, the same wherever the cache lives: video paths
+    relative to the data set's folder (as its lists give them), no run folder (it is in the cache)."""
+    root = data.resolve()
+
+    def rel(p) -> str:
+        try:
+            return Path(str(p)).resolve().relative_to(root).as_posix()
+        except ValueError:
+            return str(p)
+
+    log["path"] = log["path"].map(rel)
+    log.attrs.pop("run_dir", None)
+    return log
 
 
 README_BEGIN = "<!-- demo-numbers: generated by `atfr demo` (reports/demo/readme_section.md); tests/test_demo.py checks it against reports/demo/demo_numbers.json -->"
@@ -334,7 +409,7 @@ EXPLAIN_CLASSES = ("still", "slow_4x", "normal")
 
 
 def write_demo_explains(out_dir: str | Path = "reports/demo", cache: str | Path | None = None,
-                        classes: Sequence[str] = EXPLAIN_CLASSES) -> list[Path]:
+                        classes: Sequence[str] = EXPLAIN_CLASSES, quiet: bool = False) -> list[Path]:
     """``explain_<class>.json/.png`` for the first test clip of each of ``classes`` of the demo
     data set, through the shipped ``slow_tiny_atfr`` checkpoint (CPU, a few seconds). Paths in
     the JSON are relative (package checkpoint, data-set clip), so the files are reproducible."""
@@ -343,8 +418,7 @@ def write_demo_explains(out_dir: str | Path = "reports/demo", cache: str | Path 
     )
     from atfr_analysis.flops.cost import CostModel
 
-    cache = Path(cache) if cache else default_cache()
-    data = demo_data(cache / "data", train=False)
+    data = demo_data(demo_cache(cache) / "data", train=False, quiet=quiet)
     name, ckpt = DEMO["atfr"], checkpoint_path(DEMO["atfr"])
     written, model, cost = [], None, None
     for c in classes:

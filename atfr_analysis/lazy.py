@@ -10,7 +10,10 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Mapping
 
-__all__ = ["lazy_exports"]
+__all__ = ["SUBMODULE", "lazy_exports"]
+
+#: a name that is itself a submodule of the package (``{"profile": SUBMODULE}``)
+SUBMODULE = "."
 
 
 def lazy_exports(package: str, names: Mapping[str, str]) -> Callable[[str], Any]:
@@ -23,6 +26,8 @@ def lazy_exports(package: str, names: Mapping[str, str]) -> Callable[[str], Any]
         sub = table.get(name)
         if sub is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        if sub == SUBMODULE:
+            return importlib.import_module(f"{package}.{name}")
         return getattr(importlib.import_module(f"{package}.{sub}"), name)
 
     return __getattr__

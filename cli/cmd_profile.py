@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         data_root: Optional[Path] = typer.Option(None, "--data-root", help="prefix for the list's relative paths"),
         labels: Optional[Path] = typer.Option(None, "--labels", help='label map: JSON {"name": id} or one name per line; it must name every output of the head, unless --class-subset says which ones its entries are'),
         class_subset: Optional[str] = typer.Option(None, "--class-subset", help="the head output of each label-map entry, in map order: a comma list (e.g. 0,5,7) or a file of indices; scores and predictions are then over those outputs only"),
-        skip_missing: bool = typer.Option(False, "--skip-missing", help="Kinetics annotation CSV: skip the rows whose file is missing (counted in run.json) instead of refusing the list"),
+        skip_missing: bool = typer.Option(False, "--skip-missing", help="skip the list's rows whose file is missing (recorded in run.json) instead of refusing the list"),
         views: Optional[int] = typer.Option(None, "--views", help="temporal clips per video (default: the model config's, 10 for Kinetics models)"),
         crops: Optional[int] = typer.Option(None, "--crops", help="spatial crops per clip: 3 or 1 (default: the model config's)"),
         short_side: Optional[int] = typer.Option(None, "--short-side", help="scale each frame's short side to S (default: the model's protocol: 3 crops: the test crop; 1 crop: PySlowFast's 1-crop rule, X3D-S 182)"),

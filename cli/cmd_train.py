@@ -71,7 +71,8 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_cmd(
         out: Path = typer.Option(Path("reports/demo"), "--out", help="report folder"),
-        cache: Optional[Path] = typer.Option(None, "--cache", help="where the demo data and runs live (default ~/.cache/atfr-analysis)"),
+        cache: Optional[Path] = typer.Option(None, "--cache", help="where the demo's data set and runs live (default: $ATFR_CACHE_DIR, else "
+                                    "$XDG_CACHE_HOME/atfr-analysis or ~/.cache/atfr-analysis)"),
         workers: int = typer.Option(0, "--workers"),
         quiet: bool = typer.Option(False, "--quiet"),
     ) -> None:

@@ -14,16 +14,15 @@ Errors end as exactly one line on stderr, never a traceback:
 from __future__ import annotations
 
 import errno
-import json
 import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from atfr_cli import cmd_bench, cmd_explain, cmd_export, cmd_flops, cmd_profile, cmd_report, cmd_train, cmd_views
 from rich.console import Console
-from rich.table import Table
 
-from atfr_analysis.errors import AtfrError, InputError
+from atfr_analysis.errors import AtfrError
 
 app = typer.Typer(
     name="atfr",
@@ -35,10 +34,6 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
-
-
-class CLIError(InputError):
-    """A bad command-line argument (exit 2)."""
 
 
 #: errno values that mean the operating system refused (not a bug of ours): exit status 1
@@ -77,6 +72,24 @@ def _fail(msg: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+# ---------------------------------------------------------------------------- --version
+def _print_version(value: bool) -> None:
+    if value:
+        from atfr_analysis import __version__
+
+        typer.echo(f"atfr-analysis {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
+    """Build, profile and report 3D CNNs with adaptive temporal feature resolution (SGS / ATFR)."""
+
+
 # ---------------------------------------------------------------------------- paper rows
 @app.command("paper-baselines")
 def paper_baselines_cmd(
@@ -90,25 +103,14 @@ def paper_baselines_cmd(
 
 
 # ---------------------------------------------------------------------------- entry point
-def _register_optional_commands() -> None:
-    """Commands that live in their own modules (added as they are written)."""
-    import importlib
-
-    for mod in (
-        "atfr_cli.cmd_flops", "atfr_cli.cmd_profile", "atfr_cli.cmd_views", "atfr_cli.cmd_explain", "atfr_cli.cmd_report",
-        "atfr_cli.cmd_export", "atfr_cli.cmd_train", "atfr_cli.cmd_bench",
-    ):
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name == mod:
-                continue
-            raise
-        m.register(app)
+# Each command module is a thin skin that imports only typer (and rich) at the top and the library
+# (torch, pandas) inside its command functions: `atfr --help`, `atfr --version` and `atfr CMD
+# --help` import no torch (tests/test_cli.py checks it).
+for _cmd in (cmd_flops, cmd_profile, cmd_views, cmd_explain, cmd_report, cmd_export, cmd_train, cmd_bench):
+    _cmd.register(app)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    _register_optional_commands()
     from typer._click.exceptions import NoArgsIsHelpError
     from typer.exceptions import Abort, Exit, TyperException
 

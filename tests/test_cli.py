@@ -18,6 +18,52 @@ def run_cli(capsys, *args):
     return code, out.out, out.err
 
 
+# what `atfr ARGS` imported: run in a fresh interpreter, as the console script runs it
+_IMPORTED = """
+import json, sys
+from atfr_cli.main import main
+code = 0
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code or 0
+heavy = sorted(m for m in ("torch", "pandas", "numpy", "fvcore", "av", "matplotlib") if m in sys.modules)
+print(json.dumps({"code": code, "heavy": heavy}))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], [], ["profile", "--help"], ["demo", "--help"]])
+def test_help_and_version_import_no_torch(args):
+    r = subprocess.run([sys.executable, "-c", _IMPORTED, *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    *shown, last = r.stdout.strip().splitlines()
+    res = json.loads(last)
+    assert res == {"code": 0, "heavy": []}, (args, res)
+    if args == ["--version"]:
+        from atfr_analysis import __version__
+
+        assert shown == [f"atfr-analysis {__version__}"]
+    elif args:
+        assert shown and shown[0].startswith("Usage: atfr")
+
+
+def test_version_is_the_package_metadata_version(capsys):
+    from importlib.metadata import version
+
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0 and out.split() == ["atfr-analysis", version("atfr-analysis")]
+
+
+def test_package_api_names_resolve_on_first_use():
+    import atfr_analysis as atfr
+    from atfr_analysis.profile.run import profile
+
+    assert callable(atfr.build_model) and callable(atfr.load_run) and "profile_clips" in dir(atfr)
+    assert atfr.profile is not profile and atfr.profile.__doc__.startswith("Profile a checkpoint")
+    with pytest.raises(AttributeError):
+        atfr.no_such_name
+
+
 def test_flops_json_keys(capsys):
     code, out, err = run_cli(capsys, "flops", "x3d_xs", "--crop", "64", "--views", "30", "--json")
     assert code == 0, err
@@ -137,11 +183,10 @@ def test_user_facing_error_classes_are_atfr_errors():
     from atfr_analysis.errors import AtfrError
     from atfr_analysis.models.registry import UnknownModelError
     from atfr_analysis.profile.log import RunError
-    from atfr_cli.main import CLIError
 
-    for cls in (AnalysisError, CheckpointError, DataError, ListError, VideoDecodeError, UnknownModelError, RunError, CLIError):
+    for cls in (AnalysisError, CheckpointError, DataError, ListError, VideoDecodeError, UnknownModelError, RunError):
         assert issubclass(cls, AtfrError), cls
-    for cls in (AnalysisError, CheckpointError, UnknownModelError, RunError, CLIError):  # old base kept
+    for cls in (AnalysisError, CheckpointError, UnknownModelError, RunError):  # old base kept
         assert issubclass(cls, ValueError), cls
 
 

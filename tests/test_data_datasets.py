@@ -38,6 +38,12 @@ def _write(p: Path, text: str) -> Path:
     return p
 
 
+def _touch(root: Path, *names: str) -> None:
+    """Empty files for a list's rows (lists refuse files that do not exist; these are not decoded)."""
+    for n in names:
+        _write(root / n, "")
+
+
 # ----------------------------------------------------------------------------- label maps
 def test_label_map_json_list_and_lines(tmp_path):
     m = read_label_map(_write(tmp_path / "a.json", json.dumps({"b": 1, "a": 0, "c": 2})))
@@ -73,17 +79,19 @@ def test_label_map_missing(tmp_path):
 
 # ----------------------------------------------------------------------------- lists
 def test_list_space_separated_ids_relative_to_list(tmp_path):
-    lst = _write(tmp_path / "lists" / "val.csv", "# comment\nv/a.mp4 3\n\nv/b.mp4 0\n/abs/c.mp4 1\n")
+    lst = _write(tmp_path / "lists" / "val.csv", f"# comment\nv/a.mp4 3\n\nv/b.mp4 0\n{tmp_path}/abs/c.mp4 1\n")
+    _touch(tmp_path, "lists/v/a.mp4", "lists/v/b.mp4", "abs/c.mp4", "root/v/a.mp4", "root/v/b.mp4")
     es = read_video_list(lst)
     assert [e.video_id for e in es] == [0, 1, 2]
     assert es[0] == VideoEntry(0, tmp_path / "lists" / "v" / "a.mp4", 3, "3")
-    assert es[2].path == Path("/abs/c.mp4")
+    assert es[2].path == tmp_path / "abs" / "c.mp4"
     es = read_video_list(lst, data_root=tmp_path / "root")
     assert es[1].path == tmp_path / "root" / "v" / "b.mp4"
 
 
 def test_list_csv_header_and_names(tmp_path):
     lst = _write(tmp_path / "l.csv", "path,label\nx/1.mp4,walking\nx/2.mp4,abseiling\nx 3.mp4,walking\n")
+    _touch(tmp_path, "x/1.mp4", "x/2.mp4", "x 3.mp4")
     es = read_video_list(lst)
     assert [(e.path.name, e.label, e.class_name) for e in es] == [
         ("1.mp4", 1, "walking"), ("2.mp4", 0, "abseiling"), ("x 3.mp4", 1, "walking")
@@ -93,6 +101,7 @@ def test_list_csv_header_and_names(tmp_path):
 def test_list_with_label_map(tmp_path):
     labels = {"abseiling": 0, "air drumming": 1, "walking": 2}
     lst = _write(tmp_path / "l.txt", "a.mp4 air drumming\nb.mp4 2\nc.mp4 abseiling\n")
+    _touch(tmp_path, "a.mp4", "b.mp4", "c.mp4")
     es = read_video_list(lst, labels=labels)
     assert [(e.label, e.class_name) for e in es] == [(1, "air drumming"), (2, "walking"), (0, "abseiling")]
     lm = _write(tmp_path / "labels.json", json.dumps(labels))
@@ -133,9 +142,29 @@ def test_list_duplicate_after_normalisation(tmp_path):
         read_video_list(lst)
 
 
-def test_list_missing_videos_are_not_an_error(tmp_path):
-    es = read_video_list(_write(tmp_path / "l.csv", "missing/a.mp4 0\n"))
-    assert len(es) == 1 and not es[0].path.exists()
+@pytest.mark.parametrize("fmt", ["space", "csv"])
+def test_list_missing_files_are_one_error_up_front_or_skipped(tmp_path, monkeypatch, fmt):
+    """As the Kinetics reader: files that do not exist are refused before any video is opened, in
+    one line (how many, the first few), or skipped and recorded with skip_missing."""
+    import atfr_analysis.data.video as video
+
+    sep = " " if fmt == "space" else ","
+    rows = [f"clips/v{i:04d}.mp4{sep}{i % 3}" for i in range(2000)]
+    _touch(tmp_path, "clips/v0007.mp4", "clips/v1500.mp4")
+    lst = _write(tmp_path / "l.txt", "\n".join(rows) + "\n")
+    monkeypatch.setattr(video, "probe", lambda *a, **k: pytest.fail("a video was opened"))
+    with pytest.raises(ListError) as ei:
+        read_video_list(lst)
+    msg = _one_line(ei.value)
+    assert f"{lst}: 1998 of 2000 video files of the list do not exist" in msg
+    assert f"line 1: clips/v0000.mp4 ({tmp_path / 'clips' / 'v0000.mp4'})" in msg and "line 3: clips/v0002.mp4" in msg
+    assert "line 4:" not in msg and "--data-root" in msg and "--skip-missing" in msg
+    es = read_video_list(lst, skip_missing=True)
+    assert [(e.video_id, e.path.name, e.label) for e in es] == [(0, "v0007.mp4", 1), (1, "v1500.mp4", 0)]
+    assert len(es.skipped) == 1998 and es.skipped[0] == (1, "clips/v0000.mp4")
+    _write(tmp_path / "none.txt", "gone.mp4 0\n")
+    with pytest.raises(ListError, match="none of its 1 video files exists"):
+        read_video_list(tmp_path / "none.txt", skip_missing=True)
 
 
 # ----------------------------------------------------------------------------- list formats
@@ -175,12 +204,14 @@ def test_list_format_is_detected_and_reported(tmp_path):
     assert detect_format("a.mp4 3") == "space" and detect_format("a.mp4,3") == "csv"
     assert detect_format("path,label") == "csv" and detect_format("a,b.mp4 3") == "space"
     assert detect_format("label,youtube_id,time_start,time_end,split") == "kinetics"
+    _touch(tmp_path, "a.mp4")
     assert read_video_list(_write(tmp_path / "a.csv", "a.mp4 3\n")).format == "space"
     assert read_video_list(_write(tmp_path / "b.csv", "a.mp4,3\n")).format == "csv"
 
 
 def test_commas_and_spaces_in_paths(tmp_path):
     # a real CSV reader: a quoted path holds commas (main split it at the last comma)
+    _touch(tmp_path, "clips/a, b.mp4", "c d.mp4", "x/a,b.mp4", "y/c,d.mp4")
     es = read_video_list(_write(tmp_path / "l.csv", 'path,label\n"clips/a, b.mp4",3\n"c d.mp4", 1\n'))
     assert [(e.path.name, e.label) for e in es] == [("a, b.mp4", 3), ("c d.mp4", 1)]
     # a space-separated list whose paths hold commas (main: 'unknown label' / path 'x/a')
@@ -191,6 +222,7 @@ def test_commas_and_spaces_in_paths(tmp_path):
 def test_class_names_with_spaces_need_the_label_map(tmp_path):
     labels = {"air": 0, "air drumming": 1, "drumming": 2}
     lst = _write(tmp_path / "l.txt", "a.mp4 air drumming\nb.mp4 drumming\nc.mp4 air\n")
+    _touch(tmp_path, "a.mp4", "b.mp4", "c.mp4")
     es = read_video_list(lst, labels=labels)  # all after the path is the class name (main split at the last space)
     assert [(e.path.name, e.class_name) for e in es] == [("a.mp4", "air drumming"), ("b.mp4", "drumming"), ("c.mp4", "air")]
 

@@ -61,8 +61,11 @@ def test_deterministic_for_a_seed(built):
 
 def test_other_seed_and_class_subset(built, tmp_path):
     a, _ = built
-    c = make_dataset(tmp_path, SyntheticConfig(seed=1, classes=["fast_4x", "normal"], **KW))
+    calls = []
+    c = make_dataset(tmp_path, SyntheticConfig(seed=1, classes=["fast_4x", "normal"], **KW), progress=lambda *a: calls.append(a))
     assert [x.class_name for x in c.clips] == ["fast_4x", "normal", "fast_4x", "normal"]
+    n = len(c.sources)  # progress: each step from 0 to its total, one call per unit of work
+    assert calls == [("decoding the source clips", i, n) for i in range(n + 1)] + [("writing clips", i, 4) for i in range(5)]
     assert c.labels == {"fast_4x": 0, "normal": 1}
     assert json.loads((tmp_path / "manifest.json").read_text())["seed"] == 1
     assert all(x.decoded_distinct == distinct_frames(x.class_name, T) for x in c.clips)

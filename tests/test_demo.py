@@ -34,6 +34,14 @@ def test_demo_reproduces_committed_numbers(tmp_path):
     for f in ("README.md", "report.md", "per_class.csv", "ranking.csv", "sources.csv", "class_distributions.png"):
         assert (tmp_path / "demo" / f).stat().st_size > 0
     assert res.seconds < 600
+    # the data set is in the cache given, the reports name videos relative to it (as committed)
+    assert (tmp_path / "cache" / "data").is_dir()
+    import pandas as pd
+
+    paths = pd.read_csv(tmp_path / "demo" / "videos.csv")["path"]
+    assert paths.tolist() == pd.read_csv(ROOT / "reports" / "demo" / "videos.csv")["path"].tolist()
+    assert paths.str.match(r"test/[a-z0-9_]+/[a-z0-9_]+\.mp4$").all()
+    assert str(tmp_path) not in (tmp_path / "demo" / "report.md").read_text()
 
     # `atfr report` and `atfr table` on those real profile runs (the CLI, one line of output each)
     from atfr_cli.main import main
@@ -88,3 +96,95 @@ def test_demo_checks_follow_the_acceptance():
     got = demo_checks(n)
     assert got["ATFR top-1 within 2 points of the baseline"] is False
     assert got["GFLOPs x views reduction >= 40%"] is True and got["baseline top-1 >= 75%"] is True
+
+
+# ------------------------------------------------------------------ the demo's cache (issue 21, item 5)
+def test_demo_cache_is_the_tools_user_cache(monkeypatch, tmp_path):
+    """`atfr demo` keeps its data set and runs where the cost cache lives: $ATFR_CACHE_DIR, else
+    $XDG_CACHE_HOME/atfr-analysis; the old undocumented $ATFR_CACHE is not read; --cache wins."""
+    from atfr_analysis.demo import demo_cache
+    from atfr_analysis.errors import InputError
+    from atfr_analysis.flops.cache import user_cache_dir
+
+    monkeypatch.setenv("ATFR_CACHE", str(tmp_path / "old"))
+    monkeypatch.setenv("ATFR_CACHE_DIR", str(tmp_path / "mine"))
+    assert demo_cache() == tmp_path / "mine" == user_cache_dir()
+    assert demo_cache(tmp_path / "given") == tmp_path / "given"
+    monkeypatch.delenv("ATFR_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert demo_cache() == tmp_path / "xdg" / "atfr-analysis"
+    monkeypatch.setenv("ATFR_CACHE_DIR", "off")
+    with pytest.raises(InputError, match="--cache"):
+        demo_cache()
+
+
+def _fake_make_dataset(out, progress=None, **kw):
+    """make_dataset's contract at no cost: reports progress, writes the lists and the manifest."""
+    out = Path(out)
+    for i in range(3):
+        progress("writing clips", i, 2)
+    (out / "test").mkdir(parents=True)
+    (out / "test.csv").write_text("test/still/still_000.mp4 0\n")
+    (out / "manifest.json").write_text("{}\n")
+
+
+def test_demo_data_is_built_under_ATFR_CACHE_DIR_and_says_so(monkeypatch, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    import atfr_analysis.data.synthetic as synthetic
+    from atfr_analysis.demo import demo_cache, demo_data
+
+    monkeypatch.setattr(synthetic, "make_dataset", _fake_make_dataset)
+    monkeypatch.setenv("ATFR_CACHE_DIR", str(tmp_path / "cache"))
+    text = io.StringIO()
+    data = demo_data(demo_cache() / "data", quiet=False, console=Console(file=text, width=200))
+    assert data.parent == tmp_path / "cache" / "data" and (data / "test.csv").is_file()
+    assert not list(data.parent.glob("*.partial"))
+    lines = text.getvalue().splitlines()  # not a terminal: plain lines
+    assert lines[0] == f"building the demo data set in {data} (once; later runs reuse it)"
+    assert lines[1:3] == ["writing clips: 0/2", "writing clips: 2/2"]  # a step's start and end
+    assert len(lines) == 4 and lines[3].startswith(f"built the demo data set in {data} in ")
+    text.truncate(0)
+    assert demo_data(demo_cache() / "data", quiet=False, console=Console(file=text)) == data  # reused, silently
+    assert text.getvalue() == ""
+    # on a terminal: a rich progress bar per step, between the same first and last lines
+    tty = io.StringIO()
+    demo_data(tmp_path / "tty", quiet=False, console=Console(file=tty, force_terminal=True, width=120))
+    shown = tty.getvalue()
+    assert shown.startswith("building the demo data set in ") and "writing clips" in shown and "2/2" in shown
+    assert "built the demo data set in " in shown.rstrip().splitlines()[-1]  # after the bar (and its escapes)
+    quiet = io.StringIO()
+    demo_data(tmp_path / "quiet", quiet=True, console=Console(file=quiet))
+    assert quiet.getvalue() == ""
+
+
+def test_demo_log_is_cache_free(tmp_path):
+    """The demo reports name videos relative to the data set and no run folder: the committed
+    reports are the same wherever the cache lives."""
+    import pandas as pd
+
+    from atfr_analysis.demo import _cache_free
+
+    data = tmp_path / "cache" / "data" / "synthetic"
+    log = pd.DataFrame({"path": [str(data / "test" / "still" / "still_000.mp4"), "/elsewhere/x.mp4"]})
+    log.attrs.update(run_dir=str(tmp_path / "cache" / "runs" / "slow_tiny_atfr"), meta={"model": "m"})
+    out = _cache_free(log, data)
+    assert out["path"].tolist() == ["test/still/still_000.mp4", "/elsewhere/x.mp4"]
+    assert "run_dir" not in out.attrs and out.attrs["meta"] == {"model": "m"}
+
+
+_ABSOLUTE = r"(?:^|[\s,`\"'(=])(?:~/|/(?:home|root|tmp|Users|var|work|mnt|private)/|[A-Za-z]:\\)"
+
+
+def test_committed_demo_reports_hold_no_absolute_path():
+    import re
+
+    hits = []
+    for p in sorted((ROOT / "reports" / "demo").iterdir()):
+        if p.suffix in (".csv", ".md", ".json", ".tex"):
+            for i, line in enumerate(p.read_text().splitlines(), 1):
+                if re.search(_ABSOLUTE, line):
+                    hits.append(f"{p.name}:{i}: {line[:100]}")
+    assert not hits, hits

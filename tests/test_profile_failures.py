@@ -3,6 +3,7 @@ lost); a bad list or a bad checkpoint is one line on stderr and exit status 2, b
 read and without writing anything; never a traceback."""
 import os
 import pickle
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -52,7 +53,8 @@ def test_resume_retry_failed_redoes_only_the_failed_videos(ckpt, tmp_path, capsy
     import shutil
 
     vids = sample_videos()
-    late = tmp_path / "late.mp4"  # missing at first, copied in before the retry
+    late = tmp_path / "late.mp4"  # not a video at first (a missing file refuses the list), replaced before the retry
+    late.write_text("not a video yet\n")
     lst = write_list(tmp_path / "l.csv", [vids["carphone_pristine"], late], labels=[0, 1])
     out = tmp_path / "run"
     code, stdout, err = run_cli(capsys, *profile_args(ckpt, lst, out))
@@ -84,7 +86,11 @@ def test_resume_retry_failed_redoes_only_the_failed_videos(ckpt, tmp_path, capsy
 
 def test_undecodable_videos_become_failed_rows_and_the_run_goes_on(ckpt, broken, tmp_path, capsys):
     vids = sample_videos()
-    order = ["carphone_pristine", "missing", "truncated", "text", "truncated_indexed", "zero_frames", "carphone_distorted"]
+    # (a missing file refuses the list up front: test_bad_list_is_one_line_before_any_compute)
+    import shutil
+
+    broken = dict(broken, text_copy=Path(shutil.copy(broken["text"], tmp_path / "text_copy.mp4")))
+    order = ["carphone_pristine", "text_copy", "truncated", "text", "truncated_indexed", "zero_frames", "carphone_distorted"]
     paths = [vids[n] if n in vids else broken[n] for n in order]
     lst = write_list(tmp_path / "mixed.csv", paths, labels=[0, 1, 1, 1, 1, 1, 3])
     out = tmp_path / "run"
@@ -93,11 +99,11 @@ def test_undecodable_videos_become_failed_rows_and_the_run_goes_on(ckpt, broken,
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and err.startswith("error: 4 of 7 videos failed")
     assert "3 ok, 4 failed" in stdout and "failed:" in stdout and "more failed videos" in stdout
     # the failures counted by reason, in the summary and in the error line
-    counted = "4 failed: 2 x cannot open, 1 x no such file, 1 x no video stream"
+    counted = "4 failed: 3 x cannot open, 1 x no video stream"
     assert counted in stdout, stdout
     # the truncated file whose index survived is partial: its first view decodes, its second not
     assert "1 partial video: 1 views failed" in stdout, stdout
-    assert "2 x cannot open, 1 x no such file" in err
+    assert "3 x cannot open, 1 x no video stream" in err
 
     log = atfr_analysis.load_run(out)
     assert len(log) == len(order) * 2  # failed videos keep their view rows
@@ -117,7 +123,7 @@ def test_undecodable_videos_become_failed_rows_and_the_run_goes_on(ckpt, broken,
             continue
         assert (rows["status"] == "failed").all(), name
         err_text = rows["error"].iloc[0]
-        assert FAILURE_REASONS[name] in err_text and str(paths[vid]) in err_text, (name, err_text)
+        assert FAILURE_REASONS[name.replace("_copy", "")] in err_text and str(paths[vid]) in err_text, (name, err_text)
         assert "\n" not in err_text
         assert rows[f"bins.{LAYER}"].isna().all() and rows["gmacs"].isna().all()
         assert rows["top5_ids"].isna().all() and (rows["frame_start"] == -1).all()
@@ -168,8 +174,10 @@ def test_a_crash_mid_run_keeps_what_was_profiled(ckpt, tmp_path, monkeypatch):
         ("{a},0\n{b},1\n{a},2\n", ["line 3", "duplicate path"]),
         ("{a} cat\n{b} dog\n{c} unicorn\n", ["line 3", "unknown label 'unicorn'"]),
         ("{a},0\n{b},9\n", ["10 classes", "4 outputs"]),
+        ("{a},0\n/nonexistent/x.mp4,1\n", ["1 of 2 video files of the list do not exist", "line 2: /nonexistent/x.mp4",
+                                           "--skip-missing"]),
     ],
-    ids=["empty", "duplicate", "unknown-label", "too-many-classes"],
+    ids=["empty", "duplicate", "unknown-label", "too-many-classes", "missing-files"],
 )
 def test_bad_list_is_one_line_before_any_compute(ckpt, tmp_path, capsys, content, needles):
     vids = sample_videos()

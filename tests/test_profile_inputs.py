@@ -133,35 +133,38 @@ def test_class_subset_restricts_scores_and_predictions_to_those_outputs(ckpt, tw
 
 # ----------------------------------------------------------------------------- exit status
 def test_a_run_where_every_video_fails_exits_4_and_keeps_its_log(ckpt, tmp_path, capsys):
-    lst = write_list(tmp_path / "l.csv", [tmp_path / "nope1.mp4", tmp_path / "nope2.mp4", tmp_path / "x.mp4"])
-    (tmp_path / "x.mp4").write_text("not a video\n" * 10)
+    # (files that do not exist refuse the list up front: videos that exist but do not decode)
+    lst = write_list(tmp_path / "l.csv", [tmp_path / "x1.mp4", tmp_path / "x2.mp4", tmp_path / "x.mp4"])
+    for name in ("x1.mp4", "x2.mp4", "x.mp4"):
+        (tmp_path / name).write_text("not a video\n" * 10)
     out = tmp_path / "run"
     code, stdout, err = run_cli(capsys, *args(ckpt, lst, out, "--max-failed-fraction", "1"))
     assert code == 4, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no video could be profiled: all 3 failed"), err
-    assert "2 x no such file, 1 x cannot open" in lines[0] and str(out) in lines[0] and "Traceback" not in err
-    assert "0 ok, 3 failed" in stdout and "3 failed: 2 x no such file, 1 x cannot open" in stdout
+    assert "3 x cannot open" in lines[0] and str(out) in lines[0] and "Traceback" not in err
+    assert "0 ok, 3 failed" in stdout and "3 failed: 3 x cannot open" in stdout
     log = atfr_analysis.load_run(out)  # nothing is lost: every video has its failed rows
     assert len(log) == 3 * 2 and (log["status"] == "failed").all()
     summary = log.attrs["meta"]["summary"]
-    assert summary["exit_code"] == 4 and summary["failure_reasons"] == {"no such file": 2, "cannot open": 1}
+    assert summary["exit_code"] == 4 and summary["failure_reasons"] == {"cannot open": 3}
 
 
 def test_partial_failure_exits_3_above_the_allowed_fraction(ckpt, two_videos, tmp_path, capsys):
-    lst = write_list(tmp_path / "l.csv", [two_videos[0], tmp_path / "missing.mp4", two_videos[1]])
+    (tmp_path / "broken.mp4").write_text("not a video\n" * 10)
+    lst = write_list(tmp_path / "l.csv", [two_videos[0], tmp_path / "broken.mp4", two_videos[1]])
     out = tmp_path / "run"
     code, stdout, err = run_cli(capsys, *args(ckpt, lst, out, "--max-failed-fraction", "0.25"))
     assert code == 3, err
-    assert err.strip().splitlines() == [err.strip()] and "1 of 3 videos failed (1 x no such file)" in err
+    assert err.strip().splitlines() == [err.strip()] and "1 of 3 videos failed (1 x cannot open)" in err
     assert "--max-failed-fraction 0.25" in err and "2 ok, 1 failed" in stdout
     assert len(atfr_analysis.load_run(out)) == 3 * 2
     # the same log judged with a fraction that allows one failure in three: exit 0, no error line
     code, stdout, err = run_cli(capsys, *args(ckpt, lst, out, "--resume", "--max-failed-fraction", "0.34"))
-    assert code == 0 and err == "" and "2 ok, 1 failed" in stdout and "1 failed: 1 x no such file" in stdout
+    assert code == 0 and err == "" and "2 ok, 1 failed" in stdout and "1 failed: 1 x cannot open" in stdout
     # the Python API returns the summary, whose exit_code says the same
     s = atfr_analysis.profile(ckpt, MODEL, lst, out, views=2, crops=1, device="cpu", quiet=True, resume=True)
-    assert s.exit_code == 3 and s.failure_reasons == {"no such file": 1} and "1 of 3 videos failed" in s.verdict()
+    assert s.exit_code == 3 and s.failure_reasons == {"cannot open": 1} and "1 of 3 videos failed" in s.verdict()
 
 
 @pytest.mark.parametrize("bad", ["-0.1", "1.5", "nan"])
@@ -271,7 +274,8 @@ def test_a_data_layer_column_is_one_schema_line(ckpt, two_videos, tmp_path, monk
     from atfr_analysis.data.views import view_protocol
     from atfr_analysis.loading import load_model_from_checkpoint
 
-    lst = write_list(tmp_path / "l.csv", [two_videos[0], tmp_path / "missing.mp4"])
+    (tmp_path / "broken.mp4").write_text("not a video\n" * 10)
+    lst = write_list(tmp_path / "l.csv", [two_videos[0], tmp_path / "broken.mp4"])
     kw = dict(views=2, crops=1, device="cpu", quiet=True, max_failed_fraction=1.0)
     with torch_threads(1):
         atfr_analysis.profile(ckpt, MODEL, lst, tmp_path / "old", **kw)

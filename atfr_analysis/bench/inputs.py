@@ -71,9 +71,9 @@ def resolve_inputs(cfg: BenchConfig) -> BenchConfig:
 
         c.checkpoint = str(checkpoint_path(ATFR))
     if c.data == "demo":
-        from atfr_analysis.demo import default_cache, demo_data
+        from atfr_analysis.demo import demo_cache, demo_data
 
-        root = demo_data(default_cache())
+        root = demo_data(demo_cache() / "data", quiet=cfg.quiet)
         c.data, c.data_root = str(root / "test.csv"), str(root)
     if c.model in (None, "auto"):
         if c.checkpoint:

@@ -3,8 +3,10 @@
 Reading (``read_video_list``, ``read_folder``, ``read_label_map``) checks everything that can be
 checked without touching the videos and raises a one-line ``ListError``/``LabelMapError`` (both
 ``DataError``) naming the offending line or path: an empty list, a malformed line, an unknown
-label, a duplicate path, a label map with gaps or duplicates. A video FILE that is missing is not
-an error here: ``ViewDataset`` reports it as a failed item and the profiler records it.
+label, a duplicate path, a label map with gaps or duplicates, video files that do not exist (one
+error for all of them, in every list format, or skipped and recorded with ``skip_missing``). A
+video that fails to decode is not an error here: ``ViewDataset`` reports it as a failed item and
+the profiler records it.
 
 ``ViewDataset`` yields one item per video: the video is decoded once (up to the last frame a view
 needs), and all ``views x crops`` test views are produced from it, in the order
@@ -15,6 +17,7 @@ reason in ``error`` instead of an exception, so a ``DataLoader`` with workers ke
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,7 +178,7 @@ def _as_label_map(labels) -> dict[str, int] | None:
 class VideoList(list):
     """The entries of a video list (a ``list`` of ``VideoEntry``), with the ``format`` it was read
     in (``"space"``, ``"csv"``, ``"kinetics"``; see ``atfr_analysis.data.lists``) and the rows
-    ``skipped`` because their file is missing (``[(line, file name)]``, Kinetics lists with
+    ``skipped`` because their file is missing (``[(line, file name or path as written)]``, with
     ``skip_missing=True``)."""
 
     def __init__(self, entries=(), format: str = "space", skipped=()) -> None:
@@ -199,8 +202,11 @@ def read_video_list(
     * CSV ``path,label`` (a real CSV reader: quoted paths may hold commas), optional header;
     * Kinetics' annotation CSV (``label,youtube_id,time_start,time_end,split``): files
       ``{youtube_id}_{start:06d}_{end:06d}.mp4`` found under ``data_root`` (or in its class
-      folder); rows whose file is missing are one ``ListError`` (counted, with examples), or
-      skipped and recorded in ``.skipped`` with ``skip_missing=True``.
+      folder).
+
+    In every format, rows whose file does not exist are one ``ListError`` (counted, with
+    examples), raised before any video is opened, or skipped and recorded in ``.skipped`` with
+    ``skip_missing=True``.
 
     Relative paths are taken relative to ``data_root`` (PySlowFast's ``PATH_PREFIX``), or to the
     list's own folder when ``data_root`` is ``None``. With ``labels`` (a label map: ``{name: id}``,
@@ -210,8 +216,8 @@ def read_video_list(
 
     Raises ``ListError`` (one line, naming the line and the formats we read) for a missing or
     empty list, a line with more fields than its format allows (an mmaction2 rawframe line, a
-    multi-label line, a class name with spaces without ``labels``), an unknown label or a
-    duplicate path. Missing video files of the other formats are not checked here.
+    multi-label line, a class name with spaces without ``labels``), an unknown label, a
+    duplicate path or missing video files.
     """
     from atfr_analysis.data.lists import parse_list
 
@@ -234,7 +240,8 @@ def read_video_list(
     ids = _resolve_labels(list_path, rows, label_map)
     names = {v: k for k, v in label_map.items()} if label_map else None
 
-    entries: list[VideoEntry] = []
+    found: list[tuple[Path, int, str]] = []
+    missing: list[tuple[int, str, Path]] = []
     seen: dict[str, int] = {}
     for (no, p, lab), cid in zip(rows, ids):
         path = Path(p).expanduser()
@@ -245,8 +252,28 @@ def read_video_list(
             raise ListError(f"{list_path} line {no}: duplicate path {p!r} (first on line {seen[key]})")
         seen[key] = no
         cname = names[cid] if names is not None else (lab if not is_int(lab) else str(cid))
-        entries.append(VideoEntry(len(entries), path, cid, cname))
-    return VideoList(entries, format=fmt, skipped=skipped)
+        if os.path.lexists(path):
+            found.append((path, cid, cname))
+        else:
+            missing.append((no, p, path))
+    if missing and not skip_missing:
+        raise _missing_files_error(list_path, missing, len(rows), root)
+    if not found:
+        raise ListError(f"video list {list_path}: none of its {len(rows)} video files exists (all skipped)")
+    entries = [VideoEntry(i, path, cid, cname) for i, (path, cid, cname) in enumerate(found)]
+    return VideoList(entries, format=fmt, skipped=skipped + [(no, p) for no, p, _ in missing])
+
+
+def _missing_files_error(list_path: Path, missing: list[tuple[int, str, Path]], total: int, root: Path) -> ListError:
+    """One line for the files of a list that do not exist, before any video is opened (as the
+    Kinetics reader says it of its rows): how many, the first few, what to do."""
+    eg = ", ".join(f"line {no}: {p}" + ("" if Path(p).expanduser().is_absolute() else f" ({os.path.abspath(path)})")
+                   for no, p, path in missing[:3])
+    return ListError(
+        f"{list_path}: {len(missing)} of {total} video files of the list do not exist (relative paths are taken "
+        f"under {os.path.abspath(root)}), e.g. {eg}{', ...' if len(missing) > 3 else ''}; pass the right "
+        "--data-root, or --skip-missing to profile the others (the skipped rows are recorded)"
+    )
 
 
 def _resolve_labels(list_path: Path, rows, label_map) -> list[int]:

@@ -53,7 +53,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -324,7 +324,11 @@ class SyntheticConfig:
 
 
 def make_dataset(
-    out_dir: str | Path, cfg: SyntheticConfig = SyntheticConfig(), *, overwrite: bool = False
+    out_dir: str | Path,
+    cfg: SyntheticConfig = SyntheticConfig(),
+    *,
+    overwrite: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> SyntheticManifest:
     """Write the synthetic data set ``cfg`` describes to ``out_dir`` (see the module's recipe);
     returns its manifest.
@@ -332,6 +336,8 @@ def make_dataset(
     Deterministic for ``cfg.seed``: each clip draws from its own generator seeded by
     ``(seed, split, class, k)``, so a clip does not change when other classes or counts do.
     ``overwrite`` replaces a previous data set in ``out_dir`` (one with a ``manifest.json``).
+    ``progress(step, done, total)``, if given, is called before the work starts and after each
+    unit of it: ``step`` is ``"decoding the source clips"`` (one per source) or ``"writing clips"``.
     """
     from atfr_analysis.data.samples import sample_videos
 
@@ -348,13 +354,20 @@ def make_dataset(
     ranges = {s: split_ranges(n, cfg.train_fraction) for s, n in lengths.items()}
     fits = _fitting_sources(cfg, ranges)
     _prepare_out(out, overwrite)
-    srcs = {s: _load_source(s, videos[s], cfg.height, cfg.out_width) for s in cfg.sources}
+    tell = progress or (lambda step, done, total: None)
+    srcs = {}
+    for i, s in enumerate(cfg.sources):
+        tell("decoding the source clips", i, len(cfg.sources))
+        srcs[s] = _load_source(s, videos[s], cfg.height, cfg.out_width)
+    tell("decoding the source clips", len(cfg.sources), len(cfg.sources))
     for s, src in srcs.items():
         if len(src.frames) != lengths[s]:
             raise DataError(f"synthetic data: source {s} decodes to {len(src.frames)} frames, its header says {lengths[s]}")
 
     labels = {c: i for i, c in enumerate(cfg.classes)}
     clips: list[ClipInfo] = []
+    total = len(cfg.classes) * sum(cfg.counts().values())
+    tell("writing clips", 0, total)
     for split_i, split in enumerate(SPLITS):
         for c in cfg.classes:
             for k in range(cfg.counts()[split]):
@@ -362,6 +375,7 @@ def make_dataset(
                 rel = Path(split) / c / f"{c}_{k:03d}.mp4"
                 where = _ClipSlot(split, c, labels[c], fits[split, c], out, rel)
                 clips.append(_make_clip(rng, srcs, ranges, where, cfg))
+                tell("writing clips", len(clips), total)
     manifest = _manifest(out, cfg, labels, videos, srcs, ranges, clips)
     for split in SPLITS:
         lines = [f"{c.path} {c.label}\n" for c in clips if c.split == split]

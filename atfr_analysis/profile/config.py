@@ -44,7 +44,7 @@ turns them by their rotation metadata. Decoding runs in ``workers``
     run starts; ``cuda_graphs`` and ``cudnn_benchmark`` apply on CUDA)
     (``batching="exact"``: every view's result as if alone; ``"padded"``: the official code's
     padding), in ``precision`` (bf16/fp16 on CUDA only). Parts are flushed every ``flush_every``
-    videos or ``flush_seconds`` seconds. ``skip_missing``: rows of a Kinetics annotation CSV whose
+    videos or ``flush_seconds`` seconds. ``skip_missing``: rows of the list (any format) whose
     file is missing are skipped (counted in ``run.json``) instead of refusing the list.
 
     ``resume`` continues the run in ``out`` (videos already logged are skipped; with
