@@ -20,7 +20,8 @@ import warnings as _warnings
 _warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=DeprecationWarning)
 
 from atfr_analysis._version import __version__  # noqa: E402
-from atfr_analysis.lazy import SUBMODULE, lazy_exports  # noqa: E402
+from atfr_analysis.lazy import SUBMODULE as _SUBMODULE  # noqa: E402
+from atfr_analysis.lazy import lazy_exports  # noqa: E402
 
 __all__ = ["__version__", "build_model", "list_models", "profile_clips", "profile", "load_run", "load_videos"]
 
@@ -30,9 +31,13 @@ __getattr__ = lazy_exports(
     {
         "build_model": "models",
         "list_models": "models",
-        "profile": SUBMODULE,
+        "profile": _SUBMODULE,
         "profile_clips": "profile",
         "load_run": "profile",
         "load_videos": "profile",
     },
 )
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | __getattr__.names)

@@ -30,4 +30,5 @@ def lazy_exports(package: str, names: Mapping[str, str]) -> Callable[[str], Any]
             return importlib.import_module(f"{package}.{name}")
         return getattr(importlib.import_module(f"{package}.{sub}"), name)
 
+    __getattr__.names = frozenset(table)  # for a package's ``__dir__``
     return __getattr__

@@ -118,7 +118,7 @@ def test_demo_cache_is_the_tools_user_cache(monkeypatch, tmp_path):
         demo_cache()
 
 
-def _fake_make_dataset(out, progress=None, **kw):
+def _fake_make_dataset(out, cfg=None, *, progress=None, overwrite=False):
     """make_dataset's contract at no cost: reports progress, writes the lists and the manifest."""
     out = Path(out)
     for i in range(3):

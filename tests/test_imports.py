@@ -302,8 +302,6 @@ def test_no_module_uses_another_modules_private_names():
     assert not uses, "private names used across modules:\n" + "\n".join(uses)
 
 
-@pytest.mark.xfail(reason="analysis/ still shares aggregate's and ranking's private names; its redesign (issue 23) "
-                          "removes them on its own branch", strict=False)
 def test_analysis_uses_no_other_modules_private_names():
     uses = [u for u in private_uses(_project_modules()) if u.startswith(ANALYSIS)]
     assert not uses, "private names used across modules:\n" + "\n".join(uses)
@@ -364,7 +362,5 @@ def test_lazy_imports_have_one_scheme():
     assert not own, f"packages with a lazy-import scheme of their own (use atfr_analysis.lazy.lazy_exports): {own}"
 
 
-@pytest.mark.xfail(reason="analysis/__init__ keeps its own lazy __getattr__ until its redesign (issue 23) "
-                          "moves it to lazy_exports", strict=False)
 def test_analysis_lazy_imports_use_the_one_scheme():
     assert ANALYSIS not in _own_getattr_packages()

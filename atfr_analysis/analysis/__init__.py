@@ -16,6 +16,7 @@ message; a baseline that covers other videos, classes or views raises
 :class:`IncomparableRunsError`. The figure functions (``plot_*``) import matplotlib only when
 called.
 """
+from atfr_analysis.lazy import lazy_exports
 from atfr_analysis.analysis.aggregate import (
     ENSEMBLES,
     AnalysisError,
@@ -95,12 +96,5 @@ __all__ = [
     "plot_delta_vs_reduction",
 ]
 
-_PLOTS = {n for n in __all__ if n.startswith("plot_")}
-
-
-def __getattr__(name):  # figures load matplotlib / seaborn lazily
-    if name in _PLOTS:
-        from atfr_analysis.analysis import plots
-
-        return getattr(plots, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# figures load matplotlib / seaborn on first use
+__getattr__ = lazy_exports(__name__, {n: "plots" for n in __all__ if n.startswith("plot_")})
