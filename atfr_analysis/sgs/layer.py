@@ -170,7 +170,9 @@ def sample_from_embedding(
     # real: mass > 0 (| nothing); forced: (mass > inf, never) | b < force_bins
     keep = (mass > (float("inf") if forced else 0.0)) | (bin_idx < (int(force_bins) if forced else 0))
     active = keep.sum(dim=1)  # [N] long
-    b_max = int(active.max())  # the one host sync
+    top = active.max()
+    # the one host sync; a forced count needs none (B'_max = force_bins), so it also runs on ``meta``
+    b_max = int(force_bins) if forced else int(top)
     # compaction: kept bins first, in ascending b; rows past a clip's own count are zeroed
     order = torch.where(keep, bin_idx, bin_idx + b).argsort(dim=1)[:, :b_max]
     kd = k.gather(1, order.unsqueeze(2).expand(n, b_max, t))
