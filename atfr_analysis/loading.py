@@ -27,6 +27,8 @@ def load_model_from_checkpoint(checkpoint: str | Path, model_name: str, allow_mi
     classes), or when keys are missing, unexpected or shape-mismatched (``allow_missing="sgs"``
     lets exactly the SGS parameters be missing).
     """
+    if ":" in str(model_name):  # one's own network, package.module:callable
+        return _load_user_model(checkpoint, model_name, allow_missing)
     get_entry(model_name)  # unknown name: one-line error before reading anything
     with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
         warnings.simplefilter("ignore")
@@ -36,5 +38,22 @@ def load_model_from_checkpoint(checkpoint: str | Path, model_name: str, allow_mi
     problems = check_cfg(ckpt.facts, model)
     if problems:
         raise CheckpointError(f"checkpoint cfg does not match --model {model_name}: " + "; ".join(problems))
+    info = load_state_into(model, ckpt.state_dict, allow_missing=allow_missing)
+    return model, ckpt, info
+
+
+def _load_user_model(checkpoint: str | Path, ref: str, allow_missing: str | None = None):
+    """``package.module:callable`` built (checked before reading anything), then the checkpoint's
+    state dict loaded strictly into it (the callable's own class count: a head of another size is
+    a shape mismatch, named)."""
+    from atfr_analysis.models.user import build_user_model
+
+    model = build_user_model(ref)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ckpt = load_checkpoint(checkpoint)
+    problems = check_cfg(ckpt.facts, model)
+    if problems:
+        raise CheckpointError(f"checkpoint cfg does not match --model {ref}: " + "; ".join(problems))
     info = load_state_into(model, ckpt.state_dict, allow_missing=allow_missing)
     return model, ckpt, info

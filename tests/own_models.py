@@ -12,7 +12,7 @@ from torch import nn
 from atfr_analysis.models import InputSpec
 from atfr_analysis.sgs import SimilarityGuidedSampling
 
-SPEC = InputSpec(frames=(8,), train_crop=32, test_crop=32, sampling_rate=2, num_views=2, num_crops=1)
+SPEC = InputSpec(frames=(8,), train_crop=32, test_crop=32, sampling_rate=2, num_views=2, num_crops=3)
 
 
 def _unit(cin: int, cout: int, stride=(1, 2, 2)) -> nn.Sequential:

@@ -131,7 +131,14 @@ def get_config(name: str, **overrides: Any) -> Any:
 
 
 def build_model(name: str, num_classes: int = 400, **overrides: Any) -> nn.Module:
-    """Build a registered model (random weights, eval mode off) from its config plus overrides."""
+    """Build a registered model (random weights, eval mode off) from its config plus overrides.
+
+    ``name`` may also be ``package.module:callable``: one's own network (the callable's keyword
+    arguments as overrides; :mod:`atfr_analysis.models.user`)."""
+    if ":" in name:
+        from atfr_analysis.models.user import build_user_model
+
+        return build_user_model(name, num_classes=num_classes, **overrides)
     cfg = get_config(name, num_classes=num_classes, **overrides)
     model = get_entry(name).builder(cfg)
     model.model_name = name

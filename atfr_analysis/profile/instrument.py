@@ -28,34 +28,17 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from atfr_analysis.errors import InputError
 from torch import nn
 
+from atfr_analysis.errors import InputError
 from atfr_analysis.flops.cost import CostModel
 from atfr_analysis.flops.module_cost import cost_model
-from atfr_analysis.models.base import BATCHING_MODES, AtfrStep, as_pathways, is_split_model
-from atfr_analysis.sgs.tap import SgsTap, sgs_layer_names
+from atfr_analysis.models.base import BATCHING_MODES, as_pathways, is_split_model
+from atfr_analysis.models.user import module_step
 from atfr_analysis.profile.schema import BINS, bins_column, view_topk
+from atfr_analysis.sgs.tap import sgs_layer_names
 
 __all__ = ["Profiler", "profile_clips", "module_step"]
-
-
-def module_step(model: nn.Module, x, batching: str = "exact") -> AtfrStep:
-    """One step of any module on a batch ``x`` (a tensor ``[N, ...]`` or a list of them): its
-    output, each clip's signature ``[N, L]`` (host) and, in ``"padded"`` batching, the lengths the
-    batch ran at. ``"exact"``: clip after clip, each alone."""
-    xs = as_pathways(x)
-    n = xs[0].shape[0]
-    if batching == "exact" and n > 1:
-        steps = [module_step(model, [t[i : i + 1] for t in xs] if isinstance(x, (list, tuple)) else x[i : i + 1])
-                 for i in range(n)]
-        return AtfrStep(torch.cat([s.scores for s in steps]), torch.cat([s.signatures for s in steps]))
-    with SgsTap(model) as tap:
-        scores = model(x)
-    if not tap.names:
-        return AtfrStep(scores, torch.zeros(n, 0, dtype=torch.long))
-    sig = tap.signatures()
-    return AtfrStep(scores, sig, tap.executed() if n > 1 else None)
 
 
 class Profiler:
