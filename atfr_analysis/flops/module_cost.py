@@ -111,13 +111,27 @@ class ModuleCostModel(CostModel):
         if self._base_key is None:
             from atfr_analysis.flops.cache import code_fingerprint
 
-            key = super().cache_key(part)
-            key = {k: v for k, v in key.items() if k not in ("part", "signature")}
-            key["code"] = code_fingerprint(module_files(self.model))
-            key["structure"] = hashlib.sha256(repr(self.model).encode()).hexdigest()[:16]
-            key["list_input"] = self.list_input
-            key["counted"] = "whole"
-            self._base_key = key
+            import dataclasses
+
+            m = self.model
+            cfg = getattr(m, "config", None)
+            h = hashlib.sha256()
+            for name, t in itertools.chain(m.named_parameters(), m.named_buffers()):
+                h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+            self._base_key = {
+                "model": getattr(m, "model_name", "") or type(m).__name__,
+                "class": f"{type(m).__module__}.{type(m).__qualname__}",
+                "config": dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else repr(cfg),
+                "tensors": h.hexdigest()[:16],
+                "structure": hashlib.sha256(repr(m).encode()).hexdigest()[:16],
+                "code": code_fingerprint(module_files(m)),
+                "input_shapes": [list(s) for s in self.input_shapes],
+                "list_input": self.list_input,
+                "counted": "whole",
+                "conventions": ["conv_fc", "fvcore"],
+                "backend": self.backend,
+                "counter": backend_version(self.backend),
+            }
         key = dict(self._base_key)
         key["part"] = part[0]
         key["signature"] = list(part[1:])
