@@ -21,12 +21,14 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import torch
 from torch import nn
 
 from atfr_analysis.errors import InputError
 from atfr_analysis.flops.count import FlopCount
 from atfr_analysis.flops.module_cost import cost_model
 from atfr_analysis.flops.table import param_counts
+from atfr_analysis.models.base import is_split_model
 
 __all__ = [
     "GOLDEN_SCHEMA", "golden", "golden_like", "compare", "format_rows", "read_golden", "write_golden", "default_shapes",
@@ -83,6 +85,8 @@ def golden(model: nn.Module, input_shapes: Sequence[Sequence[int]] | None = None
     }
     if cm.is_dynamic:
         record["num_bins"] = cm.num_bins
+        if not is_split_model(model):
+            record["placement"] = sgs_placement(model, cm)
         sigs = [tuple(int(b) for b in s) for s in signatures] if signatures is not None else _grid(cm, max_signatures)
         record["modules_at"] = list(cm.num_bins)
         record["modules"] = _modules(cm.cost(cm.num_bins), params, depth)
@@ -95,6 +99,31 @@ def golden(model: nn.Module, input_shapes: Sequence[Sequence[int]] | None = None
         rows.append({"signature": list(sig), "conv_fc": a, "fvcore": b})
     record["signatures"] = rows
     return record
+
+
+def sgs_placement(model: nn.Module, cm) -> dict[str, str]:
+    """Where each SGS layer runs: ``"after <module>"``, the last module (not inside the layer) whose
+    forward started before the layer's, in one ``meta`` run of the model with every bin kept."""
+    from torch.nn.modules.module import register_module_forward_pre_hook
+
+    from atfr_analysis.flops.meta import to_meta
+    from atfr_analysis.sgs.tap import SgsTap
+
+    names = {id(m): n for n, m in model.named_modules()}
+    order: list[str] = []
+    handle = register_module_forward_pre_hook(lambda m, a: order.append(names.get(id(m), "?")))
+    state = {k: to_meta(v) for k, v in model.state_dict(keep_vars=True).items()}
+    try:
+        with torch.no_grad(), SgsTap(model, force="full"):
+            torch.func.functional_call(model, state, (cm.meta_inputs(),), strict=False)
+    finally:
+        handle.remove()
+    out = {}
+    for layer in cm.layer_names:
+        i = order.index(layer)
+        prev = [n for n in order[:i] if n and n != "?" and not n.startswith(layer + ".") and not layer.startswith(n + ".")]
+        out[layer] = "after " + (prev[-1] if prev else "the input")
+    return out
 
 
 def _grid(cm, max_points: int) -> list[tuple[int, ...]]:
@@ -123,6 +152,9 @@ def compare(before: dict, after: dict) -> list[dict[str, Any]]:
     old_l, new_l = before.get("sgs_layers", []), after.get("sgs_layers", [])
     for layer in [n for n in old_l if n not in new_l] + [n for n in new_l if n not in old_l]:
         add(layer, "sgs layer", "", "present" if layer in old_l else "absent", "present" if layer in new_l else "absent")
+    bp, ap = before.get("placement", {}), after.get("placement", {})
+    for layer in [n for n in bp if n in ap and bp[n] != ap[n]]:
+        add(layer, "placement", "", bp[layer], ap[layer])
     at = after.get("modules_at")
     at_label = "full " + ",".join(map(str, at)) if at else ""
     bm, am = before.get("modules", {}), after.get("modules", {})

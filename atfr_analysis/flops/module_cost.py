@@ -104,6 +104,11 @@ class ModuleCostModel(CostModel):
     def _call_inputs(self, xs: list[torch.Tensor]):
         return list(xs) if self.list_input else xs[0]
 
+    def meta_inputs(self):
+        """One clip's input as the model is called with it (a tensor or a list), on ``meta``."""
+        p = self._param()
+        return self._call_inputs([torch.empty(s, dtype=p.dtype, device="meta") for s in self.input_shapes])
+
     def _reference(self) -> CostModel:
         return ModuleCostModel(self.model, self.input_shapes, backend="fvcore", list_input=self.list_input)
 
