@@ -115,7 +115,9 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Argument(..., help="registry name (see `atfr models`) or package.module:callable (your own model)"),
         frames: Optional[int] = typer.Option(None, "--frames", help="clip frames (fast pathway for SlowFast)"),
         crop: Optional[int] = typer.Option(None, "--crop", help="spatial size (default: the model's test crop)"),
-        classes: int = typer.Option(400, "--classes", help="number of classes"),
+        classes: Optional[int] = typer.Option(
+            None, "--classes", help="number of classes (default: 400; your own model: its callable's default)"
+        ),
         views: Optional[int] = typer.Option(None, "--views", help="views per video (default: the config's views x crops)"),
         bins: Optional[str] = typer.Option(
             None, "--bins", help="ATFR what-if: active bins per SGS layer, 'LAYER=B,...' or 'B1,B2' (slow,fast)"
@@ -144,6 +146,8 @@ def register(app: typer.Typer) -> None:
         from atfr_analysis.flops.cost import BACKENDS
         from atfr_analysis.flops.summary import model_flops
 
+        if classes is None and ":" not in model:
+            classes = 400
         if save or check:
             _golden(model, save, check, frames, crop, classes, depth, signatures, _cache(cache))
             return
@@ -218,12 +222,12 @@ def _golden(name, save, check, frames, crop, classes, depth, signatures, cache) 
     if save and check:
         raise InputError("--save and --check exclude each other")
     before = read_golden(check) if check else None
-    ncls = int(before.get("num_classes", classes)) if before else classes
+    ncls = before.get("num_classes", classes) if before else classes
     with torch.device("meta"):  # shapes only: nothing allocated
         model = build_model(name, num_classes=ncls).eval()
     if before is not None:
         after = golden_like(model, before, cache=cache)
-        after["num_classes"] = ncls
+        after["num_classes"] = getattr(model.config, "num_classes", ncls)
         rows = compare(before, after)
         if rows:
             console.print(f"[bold red]FLOPs moved[/] ({name} against {check}):")
@@ -236,7 +240,7 @@ def _golden(name, save, check, frames, crop, classes, depth, signatures, cache) 
     shapes = [tuple(x.shape) for x in make_inputs(spec, crop or spec.test_crop)]
     rec = golden(model, shapes, depth=2 if depth is None else depth, signatures=parse_signatures(signatures),
                  name=name, cache=cache)
-    rec["num_classes"] = ncls
+    rec["num_classes"] = getattr(model.config, "num_classes", ncls)
     write_golden(save, rec)
     console.print(f"wrote {save}: {len(rec['signatures'])} signature(s), {len(rec['modules'])} module(s)")
 

@@ -117,7 +117,7 @@ def model_flops(
     name: str,
     frames: int | None = None,
     crop: int | None = None,
-    num_classes: int = 400,
+    num_classes: int | None = 400,
     views: int | None = None,
     bins: str | Sequence[int] | None = None,
     curve: bool = False,
@@ -141,6 +141,7 @@ def model_flops(
         else:
             model = build_model(name, num_classes=num_classes)
     model.eval()
+    num_classes = getattr(model.config, "num_classes", num_classes)  # one's own model: its callable's
     spec = model.spec.with_frames(frames)
     s = crop or spec.test_crop
     if s <= 0:
