@@ -48,10 +48,12 @@ def _load_user_model(checkpoint: str | Path, ref: str, allow_missing: str | None
     a shape mismatch, named)."""
     from atfr_analysis.models.user import build_user_model
 
-    model = build_user_model(ref)
+    get_entry(ref)  # a bad reference: one line, before anything is read
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ckpt = load_checkpoint(checkpoint)
+    # the head size the checkpoint's cfg records (ours from `atfr train`), else the callable's default
+    model = build_user_model(ref, num_classes=ckpt.facts.get("num_classes"))
     problems = check_cfg(ckpt.facts, model)
     if problems:
         raise CheckpointError(f"checkpoint cfg does not match --model {ref}: " + "; ".join(problems))

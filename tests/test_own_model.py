@@ -286,3 +286,26 @@ def test_profile_user_model_on_real_footage_then_report(tmp_path):
     assert (tmp_path / "rep" / "report.md").is_file()
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert meta["model"] == "own_models:two_branch"
+
+
+@pytest.mark.slow
+def test_train_then_profile_then_explain_refuses(tmp_path, capsys, monkeypatch):
+    """``atfr train own_models:two_branch`` writes a checkpoint that ``atfr profile --model`` loads
+    (its head size from the checkpoint's cfg); ``atfr explain`` says in one line that it needs a zoo model."""
+    from atfr_cli.main import main
+    from profile_helpers import sample_list
+
+    data = sample_list(tmp_path / "list.csv", names=("bikes", "carphone_pristine"))
+    ckpt = tmp_path / "own.pyth"
+    main(["train", "own_models:two_branch", "--data", str(data), "--out", str(ckpt), "--max-steps", "1",
+          "--epochs", "1", "--batch-size", "2", "--workers", "0", "--quiet"])
+    main(["profile", str(ckpt), "--model", "own_models:two_branch", "--data", str(data), "--out", str(tmp_path / "run"),
+          "--quiet", "--views", "1"])
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["head_classes"] == 2 and meta["model_config"]["ref"] == "own_models:two_branch"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as ei:
+        main(["explain", str(data.read_text().split(",")[0]), "--checkpoint", str(ckpt), "--model",
+              "own_models:two_branch"])
+    err = capsys.readouterr().err.strip()
+    assert ei.value.code == 2 and err.startswith("error:") and "zoo model" in err and "\n" not in err

@@ -60,7 +60,8 @@ def is_split_model(model: nn.Module) -> bool:
     """A zoo-style model: a :class:`VideoModel` cut at its SGS layers (``forward_pre`` /
     ``forward_post``). Any other module (one's own network) is run whole and counted whole
     (:mod:`atfr_analysis.flops.module_cost`)."""
-    return isinstance(model, VideoModel) and type(model).forward_pre is not VideoModel.forward_pre
+    return (isinstance(model, VideoModel) and getattr(model, "split", True)
+            and type(model).forward_pre is not VideoModel.forward_pre)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,8 @@ class VideoModel(nn.Module):
     spec: InputSpec
     #: the family's name in the registry
     family: ClassVar[str] = ""
+    #: cut at its SGS layers (``forward_pre`` / ``forward_post``); False: run and counted whole
+    split: ClassVar[bool] = True
     #: name in the registry, set by ``build_model``
     model_name: str = ""
     #: the dataclass config the model was built from

@@ -110,6 +110,12 @@ def list_models(pattern: str = "*", atfr: bool | None = None) -> list[str]:
 
 
 def get_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``; ``package.module:callable`` gives an entry for one's own
+    model (the callable imported and checked, not called: :func:`atfr_analysis.models.user.user_entry`)."""
+    if ":" in name:
+        from atfr_analysis.models.user import user_entry
+
+        return user_entry(name)
     try:
         return _REGISTRY[name]
     except KeyError:

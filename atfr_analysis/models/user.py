@@ -35,6 +35,7 @@ from atfr_analysis.sgs.tap import SgsTap, sgs_layer_names
 
 __all__ = [
     "module_step", "UserModel", "UserModelError", "UserConfig", "is_user_ref", "build_user_model", "load_callable",
+    "user_entry",
 ]
 
 
@@ -92,9 +93,22 @@ class UserConfig:
     """What a :class:`UserModel` was built from (kept in checkpoints and ``run.json``)."""
 
     ref: str
-    num_classes: int
+    num_classes: int | None = None  # None: the callable's default
     kwargs: dict = field(default_factory=dict)
     sgs: bool = False
+
+
+def user_entry(ref: str):
+    """A registry entry for ``ref`` (``get_entry``): its builder calls the callable with the config's
+    ``num_classes`` and ``kwargs``. The callable is imported (a bad reference fails here), not called."""
+    from atfr_analysis.models.registry import ModelEntry
+
+    fn = load_callable(ref)
+
+    def builder(cfg: UserConfig) -> VideoModel:
+        return build_user_model(cfg.ref, num_classes=cfg.num_classes, **cfg.kwargs)
+
+    return ModelEntry(ref, builder, UserConfig(ref), "user", (inspect.getdoc(fn) or "").split("\n")[0])
 
 
 def _call(fn, ref: str, num_classes: int | None, kwargs: dict) -> nn.Module:
@@ -139,6 +153,7 @@ class UserModel(VideoModel):
     """A ``VideoModel`` that is the module ``net`` (see the module doc); ``net`` stays usable."""
 
     family = "user"
+    split = False
 
     def __init__(self, net: nn.Module, ref: str, spec: InputSpec, kwargs: dict | None = None):
         super().__init__(None)
@@ -185,6 +200,12 @@ class UserModel(VideoModel):
 
     def forward(self, x) -> torch.Tensor:
         return self.net(self._input(x))
+
+    def forward_pre(self, xs):
+        raise UserModelError(f"{self.model_name}: this needs a zoo model cut at its SGS layers (forward_pre / "
+                             "forward_post); your own model runs whole (profile, flops, train)")
+
+    forward_post = forward_pre
 
     def atfr_step(self, xs, batching: str | None = None) -> AtfrStep:
         """The module's own forward on the batch, bins read by hooks (``exact``: clip by clip)."""
