@@ -112,7 +112,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("flops")
     def flops_cmd(
-        model: str = typer.Argument(..., help="registry name (see `atfr models`) or package.module:callable (your own model)"),
+        model: str = typer.Argument(
+            ..., help="registry name (see `atfr models`) or package.module:callable (your own model)"
+        ),
         frames: Optional[int] = typer.Option(None, "--frames", help="clip frames (fast pathway for SlowFast)"),
         crop: Optional[int] = typer.Option(None, "--crop", help="spatial size (default: the model's test crop)"),
         classes: Optional[int] = typer.Option(
@@ -131,13 +133,15 @@ def register(app: typer.Typer) -> None:
         cache: bool = typer.Option(True, "--cache/--no-cache", help="use the user cost cache"),
         json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
         save: Optional[Path] = typer.Option(
-            None, "--save", help="write a golden FLOP file (exact MACs per module to --depth (default 2), params, per signature)"
+            None, "--save",
+            help="write a golden FLOP file (exact MACs per module to --depth (default 2), params, per signature)",
         ),
         check: Optional[Path] = typer.Option(
             None, "--check", help="count again as the golden FILE says; exit 0 when equal, 1 with a table of what moved"
         ),
         signatures: Optional[str] = typer.Option(
-            None, "--signatures", help="with --save: the signatures to pin, 'B1,B2;B1,B2' (default: the grid, at most 64)"
+            None, "--signatures",
+            help="with --save: the signatures to pin, 'B1,B2;B1,B2' (default: the grid, at most 64)",
         ),
     ) -> None:
         """GMACs of a model (batch 1, one view) in both counting conventions, with a per-stage split.

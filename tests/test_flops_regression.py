@@ -13,11 +13,11 @@ import uuid
 
 import pytest
 import torch
+from atfr_cli.main import main
 
 from atfr_analysis.flops.golden import compare, golden, read_golden
 from atfr_analysis.flops.module_cost import cost_model
 from atfr_analysis.models import build_model, list_models
-from atfr_cli.main import main
 
 pytest_plugins = ["pytester"]
 

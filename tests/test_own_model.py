@@ -13,10 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import own_models as om
 import pytest
 import torch
 
-import own_models as om
 from atfr_analysis.flops.cache import CostCache
 from atfr_analysis.flops.count import count_flops
 from atfr_analysis.flops.module_cost import ModuleCostModel, cost_model
@@ -266,8 +266,9 @@ def test_profile_user_model_on_real_footage_then_report(tmp_path):
     data = sample_list(tmp_path / "list.csv", names=("bikes", "carphone_pristine"))
     env = dict(os.environ, PYTHONPATH=str(TESTS))
     atfr = str(Path(sys.executable).parent / "atfr")
-    run = subprocess.run([atfr, "profile", str(tmp_path / "w.pt"), "--model", "own_models:two_branch", "--data",
-                          str(data), "--out", str(tmp_path / "run"), "--quiet"], capture_output=True, text=True, env=env)
+    argv = [atfr, "profile", str(tmp_path / "w.pt"), "--model", "own_models:two_branch", "--data", str(data),
+            "--out", str(tmp_path / "run"), "--quiet"]
+    run = subprocess.run(argv, capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     from atfr_analysis.profile.log import load_run
 

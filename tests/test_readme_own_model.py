@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from atfr_cli.main import main
 
 pytest_plugins = ["pytester"]
@@ -28,7 +27,7 @@ def _section(title: str) -> str:
 
 
 def _blocks(title: str) -> list[tuple[str, str]]:
-    return re.findall(r"```(\w+)\n(.*?)```", _section(title), re.S)
+    return re.findall(r"```(\w+)\n(.*?)```", _section(title), re.DOTALL)
 
 
 def _atfr_lines(code: str) -> list[list[str]]:
@@ -71,9 +70,10 @@ def test_own_model_section_runs(mynet, capsys):
     for argv in lines:
         code, out = _run(capsys, argv)
         assert code == 0, out
-    assert "error: --model 'mynet:nope': 'mynet' has no attribute 'nope'" in _section("Your own model").replace("\n", " ")
+    shown = "error: --model 'mynet:nope': 'mynet' has no attribute 'nope'"
+    assert shown in _section("Your own model").replace("\n", " ")
     code, out = _run(capsys, ["flops", "mynet:nope"])
-    assert code == 2 and "error: --model 'mynet:nope': 'mynet' has no attribute 'nope'" in out
+    assert code == 2 and shown in out
 
 
 def test_regression_section_runs_and_shows_what_check_prints(mynet, capsys):

@@ -18,8 +18,9 @@ fixture ``flops_regression`` (:mod:`atfr_analysis.testing.pytest_plugin`) are bu
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,8 +32,16 @@ from atfr_analysis.flops.table import param_counts
 from atfr_analysis.models.base import is_split_model
 
 __all__ = [
-    "GOLDEN_SCHEMA", "golden", "golden_like", "compare", "format_rows", "read_golden", "write_golden", "default_shapes",
-    "parse_signatures", "dumps_golden",
+    "GOLDEN_SCHEMA",
+    "compare",
+    "default_shapes",
+    "dumps_golden",
+    "format_rows",
+    "golden",
+    "golden_like",
+    "parse_signatures",
+    "read_golden",
+    "write_golden",
 ]
 
 GOLDEN_SCHEMA = 1
@@ -121,9 +130,14 @@ def sgs_placement(model: nn.Module, cm) -> dict[str, str]:
     out = {}
     for layer in cm.layer_names:
         i = order.index(layer)
-        prev = [n for n in order[:i] if n and n != "?" and not n.startswith(layer + ".") and not layer.startswith(n + ".")]
+        prev = [n for n in order[:i] if _places(n, layer)]
         out[layer] = "after " + (prev[-1] if prev else "the input")
     return out
+
+
+def _places(name: str, layer: str) -> bool:
+    """A module that can place ``layer``: named, neither inside the layer nor one of its ancestors."""
+    return bool(name) and name != "?" and not name.startswith(layer + ".") and not layer.startswith(name + ".")
 
 
 def _grid(cm, max_points: int) -> list[tuple[int, ...]]:
@@ -151,7 +165,8 @@ def compare(before: dict, after: dict) -> list[dict[str, Any]]:
             add("(settings)", key, "", before.get(key), after.get(key))
     old_l, new_l = before.get("sgs_layers", []), after.get("sgs_layers", [])
     for layer in [n for n in old_l if n not in new_l] + [n for n in new_l if n not in old_l]:
-        add(layer, "sgs layer", "", "present" if layer in old_l else "absent", "present" if layer in new_l else "absent")
+        state = ("present" if layer in old_l else "absent", "present" if layer in new_l else "absent")
+        add(layer, "sgs layer", "", *state)
     bp, ap = before.get("placement", {}), after.get("placement", {})
     for layer in [n for n in bp if n in ap and bp[n] != ap[n]]:
         add(layer, "placement", "", bp[layer], ap[layer])

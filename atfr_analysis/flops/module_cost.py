@@ -25,7 +25,7 @@ import hashlib
 import inspect
 import itertools
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -114,9 +114,9 @@ class ModuleCostModel(CostModel):
 
     def cache_key(self, part: tuple) -> dict:
         if self._base_key is None:
-            from atfr_analysis.flops.cache import code_fingerprint
-
             import dataclasses
+
+            from atfr_analysis.flops.cache import code_fingerprint
 
             m = self.model
             cfg = getattr(m, "config", None)

@@ -115,7 +115,8 @@ def get_entry(name: str) -> ModelEntry:
     if ":" in name:
         from atfr_analysis.models.user import user_entry
 
-        return user_entry(name)
+        builder, config, description = user_entry(name)
+        return ModelEntry(name, builder, config, "user", description)
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -34,7 +34,13 @@ from atfr_analysis.models.base import AtfrStep, InputSpec, VideoModel, as_pathwa
 from atfr_analysis.sgs.tap import SgsTap, sgs_layer_names
 
 __all__ = [
-    "module_step", "UserModel", "UserModelError", "UserConfig", "is_user_ref", "build_user_model", "load_callable",
+    "UserConfig",
+    "UserModel",
+    "UserModelError",
+    "build_user_model",
+    "is_user_ref",
+    "load_callable",
+    "module_step",
     "user_entry",
 ]
 
@@ -98,17 +104,16 @@ class UserConfig:
     sgs: bool = False
 
 
-def user_entry(ref: str):
-    """A registry entry for ``ref`` (``get_entry``): its builder calls the callable with the config's
-    ``num_classes`` and ``kwargs``. The callable is imported (a bad reference fails here), not called."""
-    from atfr_analysis.models.registry import ModelEntry
-
+def user_entry(ref: str) -> tuple:
+    """``(builder, config, description)`` of the registry entry of ``ref`` (``get_entry`` makes the
+    entry): the builder calls the callable with the config's ``num_classes`` and ``kwargs``. The
+    callable is imported (a bad reference fails here), not called."""
     fn = load_callable(ref)
 
     def builder(cfg: UserConfig) -> VideoModel:
         return build_user_model(cfg.ref, num_classes=cfg.num_classes, **cfg.kwargs)
 
-    return ModelEntry(ref, builder, UserConfig(ref), "user", (inspect.getdoc(fn) or "").split("\n")[0])
+    return builder, UserConfig(ref), (inspect.getdoc(fn) or "").split("\n")[0]
 
 
 def _call(fn, ref: str, num_classes: int | None, kwargs: dict) -> nn.Module:
@@ -193,7 +198,7 @@ class UserModel(VideoModel):
         xs = as_pathways(x)
         return xs if self.takes_list else xs[0]
 
-    def train(self, mode: bool = True) -> "UserModel":
+    def train(self, mode: bool = True) -> UserModel:
         super().train(mode)
         self.net.training = mode
         return self

@@ -19,7 +19,7 @@ order of ``model.named_modules()``. Each layer must run exactly once per forward
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ from torch import nn
 from atfr_analysis.errors import InputError
 from atfr_analysis.sgs.layer import SimilarityGuidedSampling
 
-__all__ = ["SgsTap", "SgsBypass", "sgs_layer_names", "without_sgs"]
+__all__ = ["SgsBypass", "SgsTap", "sgs_layer_names", "without_sgs"]
 
 
 def sgs_layer_names(model: nn.Module) -> list[str]:
@@ -89,7 +89,7 @@ class SgsTap:
 
         return hook
 
-    def __enter__(self) -> "SgsTap":
+    def __enter__(self) -> SgsTap:
         self.reset()
         for name in self.names:
             layer = self.model.get_submodule(name)

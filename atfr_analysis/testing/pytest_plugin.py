@@ -14,8 +14,9 @@ File handling, names and flags are ``pytest-regressions``' (``pip install 'atfr-
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,13 @@ class FlopsRegression:
         """Count ``model`` at ``input_shapes`` (default: its spec's test input) and compare with the
         golden file; returns the record counted now."""
         __tracebackhide__ = True
-        from atfr_analysis.flops.golden import compare, dumps_golden, format_rows, golden, read_golden
+        from atfr_analysis.flops.golden import (
+            compare,
+            dumps_golden,
+            format_rows,
+            golden,
+            read_golden,
+        )
 
         try:
             from pytest_regressions.common import perform_regression_check
