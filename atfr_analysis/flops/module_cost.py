@@ -165,8 +165,9 @@ class ModuleCostModel(CostModel):
                 self.stats["fallbacks"] += 1
             except (NotImplementedError, RuntimeError) as e:
                 raise InputError(
-                    f"{type(self.model).__name__} cannot run on the meta device (it reads tensor values outside "
-                    f"its SGS layers: {str(e).splitlines()[0][:120]}); count with backend='fvcore' (--counter fvcore)"
+                    f"{type(self.model).__name__}'s forward failed on the meta device ({str(e).splitlines()[0][:120]}); "
+                    "a model that reads tensor values outside its SGS layers is counted with backend='fvcore' "
+                    "(--counter fvcore)"
                 ) from None
         p = self._param()
         if p.is_meta:

@@ -76,7 +76,13 @@ class Profiler:
             scores = step.scores
             if not getattr(self.model, "scores_are_probabilities", False):
                 scores = scores.float().softmax(-1)
-            return self.record(cm, scores, step.signatures, step.executed, probabilities=True)
+            try:
+                return self.record(cm, scores, step.signatures, step.executed, probabilities=True)
+            except InputError as e:
+                if self.batching != "padded":
+                    raise
+                raise InputError(f"padded batching gave bins no clip can have alone ({e}): an SGS layer that "
+                                 "follows another one sees the padded batch; use batching='exact'") from None
         cm = self.cost_model(xs)
         step = self.model.atfr_step(xs, batching=self.batching)
         return self.record(cm, step.scores, step.signatures, step.executed)
