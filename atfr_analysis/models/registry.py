@@ -121,7 +121,8 @@ def get_entry(name: str) -> ModelEntry:
         return _REGISTRY[name]
     except KeyError:
         raise UnknownModelError(
-            f"unknown model {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}"
+            f"unknown model {name!r}; choose one of: {', '.join(sorted(_REGISTRY))} "
+            "(or your own model as package.module:callable)"
         ) from None
 
 
