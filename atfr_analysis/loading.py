@@ -38,6 +38,8 @@ def load_model_from_checkpoint(
     checkpoint must be of the model's architecture (``pytorchvideo.check_fits``: errors name
     PyTorchVideo's keys).
     """
+    if ":" in str(model_name):  # one's own network, package.module:callable
+        return _load_user_model(checkpoint, model_name, allow_missing, allow_nonfinite_weights)
     get_entry(model_name)  # unknown name: one-line error before reading anything
     with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
         warnings.simplefilter("ignore")
@@ -67,3 +69,26 @@ def load_into(
     return load_state_into(
         model, ckpt.state_dict, allow_missing=allow_missing, allow_nonfinite_weights=allow_nonfinite_weights
     )
+
+
+def _load_user_model(
+    checkpoint: str | Path, ref: str, allow_missing: str | None = None, allow_nonfinite_weights: bool = False
+):
+    """``package.module:callable`` built (checked before reading anything), then the checkpoint's
+    state dict loaded strictly into it (the callable's own class count: a head of another size is
+    a shape mismatch, named)."""
+    from atfr_analysis.models.user import build_user_model
+
+    get_entry(ref)  # a bad reference: one line, before anything is read
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ckpt = load_checkpoint(checkpoint)
+    # the head size the checkpoint's cfg records (ours from `atfr train`), else the callable's default
+    model = build_user_model(ref, num_classes=ckpt.facts.get("num_classes"))
+    problems = check_cfg(ckpt.facts, model)
+    if problems:
+        raise CheckpointError(f"checkpoint cfg does not match --model {ref}: " + "; ".join(problems))
+    info = load_state_into(
+        model, ckpt.state_dict, allow_missing=allow_missing, allow_nonfinite_weights=allow_nonfinite_weights
+    )
+    return model, ckpt, info

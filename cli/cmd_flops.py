@@ -112,10 +112,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command("flops")
     def flops_cmd(
-        model: str = typer.Argument(..., help="registry name (see `atfr models`)"),
+        model: str = typer.Argument(
+            ..., help="registry name (see `atfr models`) or package.module:callable (your own model)"
+        ),
         frames: Optional[int] = typer.Option(None, "--frames", help="clip frames (fast pathway for SlowFast)"),
         crop: Optional[int] = typer.Option(None, "--crop", help="spatial size (default: the model's test crop)"),
-        classes: int = typer.Option(400, "--classes", help="number of classes"),
+        classes: Optional[int] = typer.Option(
+            None, "--classes", help="number of classes (default: 400; your own model: its callable's default)"
+        ),
         views: Optional[int] = typer.Option(None, "--views", help="views per video (default: the config's views x crops)"),
         bins: Optional[str] = typer.Option(
             None, "--bins", help="ATFR what-if: active bins per SGS layer, 'LAYER=B,...' or 'B1,B2' (slow,fast)"
@@ -128,11 +132,29 @@ def register(app: typer.Typer) -> None:
         counter: str = typer.Option("meta", "--counter", help="counting backend: meta (nothing computed) or fvcore (the reference trace)"),
         cache: bool = typer.Option(True, "--cache/--no-cache", help="use the user cost cache"),
         json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+        save: Optional[Path] = typer.Option(
+            None, "--save",
+            help="write a golden FLOP file (exact MACs per module to --depth (default 2), params, per signature)",
+        ),
+        check: Optional[Path] = typer.Option(
+            None, "--check", help="count again as the golden FILE says; exit 0 when equal, 1 with a table of what moved"
+        ),
+        signatures: Optional[str] = typer.Option(
+            None, "--signatures",
+            help="with --save: the signatures to pin, 'B1,B2;B1,B2' (default: the grid, at most 64)",
+        ),
     ) -> None:
-        """GMACs of a model (batch 1, one view) in both counting conventions, with a per-stage split."""
+        """GMACs of a model (batch 1, one view) in both counting conventions, with a per-stage split.
+        MODEL: a registry name or your own package.module:callable."""
         from atfr_analysis.errors import InputError
         from atfr_analysis.flops.cost import BACKENDS
         from atfr_analysis.flops.summary import model_flops
+
+        if classes is None and ":" not in model:
+            classes = 400
+        if save or check:
+            _golden(model, save, check, frames, crop, classes, depth, signatures, _cache(cache))
+            return
 
         for opt, v in (("--frames", frames), ("--crop", crop), ("--classes", classes), ("--views", views)):
             if v is not None and v <= 0:
@@ -189,6 +211,42 @@ def register(app: typer.Typer) -> None:
             console.print(t)
         if plot:
             console.print(f"curve plot: {plot}")
+
+
+def _golden(name, save, check, frames, crop, classes, depth, signatures, cache) -> None:
+    """``--save`` / ``--check``: a golden FLOP file (:mod:`atfr_analysis.flops.golden`)."""
+    import torch
+
+    from atfr_analysis.errors import InputError
+    from atfr_analysis.flops.golden import (
+        compare, format_rows, golden, golden_like, parse_signatures, read_golden, write_golden,
+    )
+    from atfr_analysis.models import build_model, make_inputs
+
+    if save and check:
+        raise InputError("--save and --check exclude each other")
+    before = read_golden(check) if check else None
+    ncls = before.get("num_classes", classes) if before else classes
+    with torch.device("meta"):  # shapes only: nothing allocated
+        model = build_model(name, num_classes=ncls).eval()
+    if before is not None:
+        after = golden_like(model, before, cache=cache)
+        after["num_classes"] = getattr(model.config, "num_classes", ncls)
+        rows = compare(before, after)
+        if rows:
+            console.print(f"[bold red]FLOPs moved[/] ({name} against {check}):")
+            print(format_rows(rows))
+            raise SystemExit(1)
+        console.print(f"{name}: FLOPs equal to {check} ({len(after['signatures'])} signature(s), "
+                      f"{len(after['modules'])} module(s))")
+        return
+    spec = model.spec.with_frames(frames)
+    shapes = [tuple(x.shape) for x in make_inputs(spec, crop or spec.test_crop)]
+    rec = golden(model, shapes, depth=2 if depth is None else depth, signatures=parse_signatures(signatures),
+                 name=name, cache=cache)
+    rec["num_classes"] = getattr(model.config, "num_classes", ncls)
+    write_golden(save, rec)
+    console.print(f"wrote {save}: {len(rec['signatures'])} signature(s), {len(rec['modules'])} module(s)")
 
 
 def _register_counters(app: typer.Typer) -> None:

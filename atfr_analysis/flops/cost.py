@@ -122,8 +122,16 @@ class _EvalMode:
 
 
 def static_model(model: VideoModel) -> VideoModel:
-    """The same backbone without SGS (same config, ``sgs=False``), random weights."""
+    """The same backbone without SGS (same config, ``sgs=False``), random weights. A model that is
+    not cut at its SGS layers (one's own): a copy with each SGS layer passing its input through
+    (:func:`atfr_analysis.sgs.tap.without_sgs`)."""
+    from atfr_analysis.models.base import is_split_model
     from atfr_analysis.models.registry import get_entry
+
+    if not is_split_model(model):
+        from atfr_analysis.sgs.tap import without_sgs
+
+        return without_sgs(model)
 
     cfg = model.config
     if cfg is None or not hasattr(cfg, "sgs"):
@@ -499,6 +507,10 @@ class CostModel:
         fraction of its bins (B'_l = ceil(f * B_l) for f = k / max(B))."""
         return [(sig, *self.gmacs(sig)) for sig in self.grid(max_points)]
 
+    def _reference(self) -> "CostModel":
+        """The same model counted with fvcore (the reference of ``cross_check``)."""
+        return CostModel(self.model, self.input_shapes, backend="fvcore")
+
     def cross_check(self, k: int = 8, signatures: Iterable[Iterable[int]] | None = None) -> dict:
         """Count the first ``k`` signatures (default: the first ones this model was asked for, in
         order; none asked: the diagonal of ``curve``) again with fvcore and compare exactly.
@@ -515,7 +527,7 @@ class CostModel:
         else:
             sigs = [()]
         sigs = sigs[: max(0, int(k))]
-        ref = CostModel(self.model, self.input_shapes, backend="fvcore")
+        ref = self._reference()
         rows, t_self, t_ref = [], 0.0, 0.0
         for sig in sigs:
             t = time.perf_counter()

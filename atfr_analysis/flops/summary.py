@@ -8,7 +8,8 @@ from typing import Sequence
 import torch
 
 from atfr_analysis.errors import InputError
-from atfr_analysis.flops.cost import CostModel, static_model
+from atfr_analysis.flops.cost import static_model
+from atfr_analysis.flops.module_cost import cost_model
 from atfr_analysis.errors import InputError
 from atfr_analysis.flops.table import module_table
 from atfr_analysis.models import build_model, make_inputs
@@ -116,7 +117,7 @@ def model_flops(
     name: str,
     frames: int | None = None,
     crop: int | None = None,
-    num_classes: int = 400,
+    num_classes: int | None = 400,
     views: int | None = None,
     bins: str | Sequence[int] | None = None,
     curve: bool = False,
@@ -140,13 +141,14 @@ def model_flops(
         else:
             model = build_model(name, num_classes=num_classes)
     model.eval()
+    num_classes = getattr(model.config, "num_classes", num_classes)  # one's own model: its callable's
     spec = model.spec.with_frames(frames)
     s = crop or spec.test_crop
     if s <= 0:
         raise InputError(f"--crop must be positive, got {s}")
     xs = make_inputs(spec, s)
     shapes = [tuple(x.shape) for x in xs]
-    cost = CostModel(model, shapes, backend=backend, cache=cache)
+    cost = cost_model(model, shapes, backend=backend, cache=cache)
     nviews = views if views is not None else spec.num_views * spec.num_crops
     layer_names = model.sgs_layer_names()
     common = dict(
@@ -177,7 +179,7 @@ def model_flops(
         sig = cost.num_bins  # no --bins: every bin active (the most a clip can cost)
     c = cost.cost(sig)
     static_net = static_model(model).eval()
-    base = CostModel(static_net, shapes, backend=backend, cache=cache).static()
+    base = cost_model(static_net, shapes, backend=backend, cache=cache).static()
     out = FlopSummary(
         gmacs=c.gmacs,
         gmacs_fvcore=c.gmacs_fvcore,

@@ -40,7 +40,10 @@ from atfr_analysis.models import exact
 from atfr_analysis.models.blocks import init_weights
 from atfr_analysis.sgs import SimilarityGuidedSampling
 
-__all__ = ["InputSpec", "VideoModel", "AtfrStep", "as_pathways", "make_inputs", "check_batching", "BATCHING_MODES"]
+__all__ = [
+    "InputSpec", "VideoModel", "AtfrStep", "as_pathways", "make_inputs", "check_batching", "BATCHING_MODES",
+    "is_split_model",
+]
 
 #: how a batch runs after SGS (see the module doc); the one definition
 BATCHING_MODES = ("padded", "exact")
@@ -51,6 +54,14 @@ def check_batching(mode: str) -> str:
     if mode not in BATCHING_MODES:
         raise InputError(f"batching must be one of {', '.join(BATCHING_MODES)}, got {mode!r}")
     return mode
+
+
+def is_split_model(model: nn.Module) -> bool:
+    """A zoo-style model: a :class:`VideoModel` cut at its SGS layers (``forward_pre`` /
+    ``forward_post``). Any other module (one's own network) is run whole and counted whole
+    (:mod:`atfr_analysis.flops.module_cost`)."""
+    return (isinstance(model, VideoModel) and getattr(model, "split", True)
+            and type(model).forward_pre is not VideoModel.forward_pre)
 
 
 @dataclass(frozen=True)
@@ -171,6 +182,8 @@ class VideoModel(nn.Module):
     spec: InputSpec
     #: the family's name in the registry
     family: ClassVar[str] = ""
+    #: cut at its SGS layers (``forward_pre`` / ``forward_post``); False: run and counted whole
+    split: ClassVar[bool] = True
     #: name in the registry, set by ``build_model``
     model_name: str = ""
     #: the dataclass config the model was built from

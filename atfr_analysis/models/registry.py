@@ -110,11 +110,19 @@ def list_models(pattern: str = "*", atfr: bool | None = None) -> list[str]:
 
 
 def get_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``; ``package.module:callable`` gives an entry for one's own
+    model (the callable imported and checked, not called: :func:`atfr_analysis.models.user.user_entry`)."""
+    if ":" in name:
+        from atfr_analysis.models.user import user_entry
+
+        builder, config, description = user_entry(name)
+        return ModelEntry(name, builder, config, "user", description)
     try:
         return _REGISTRY[name]
     except KeyError:
         raise UnknownModelError(
-            f"unknown model {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}"
+            f"unknown model {name!r}; choose one of: {', '.join(sorted(_REGISTRY))} "
+            "(or your own model as package.module:callable)"
         ) from None
 
 
@@ -131,7 +139,14 @@ def get_config(name: str, **overrides: Any) -> Any:
 
 
 def build_model(name: str, num_classes: int = 400, **overrides: Any) -> nn.Module:
-    """Build a registered model (random weights, eval mode off) from its config plus overrides."""
+    """Build a registered model (random weights, eval mode off) from its config plus overrides.
+
+    ``name`` may also be ``package.module:callable``: one's own network (the callable's keyword
+    arguments as overrides; :mod:`atfr_analysis.models.user`)."""
+    if ":" in name:
+        from atfr_analysis.models.user import build_user_model
+
+        return build_user_model(name, num_classes=num_classes, **overrides)
     cfg = get_config(name, num_classes=num_classes, **overrides)
     model = get_entry(name).builder(cfg)
     model.model_name = name

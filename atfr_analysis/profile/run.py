@@ -32,6 +32,7 @@ from atfr_analysis.data import one_line
 from atfr_analysis.data.transforms import normalize_views
 from atfr_analysis.errors import InputError
 from atfr_analysis.flops.cost import CostModel, static_model
+from atfr_analysis.flops.module_cost import cost_model
 from atfr_analysis.loading import load_model_from_checkpoint
 from atfr_analysis.profile.schema import (
     failed_view_rows, nonfinite_scores_error, video_facts, video_row, view_results, view_row,
@@ -138,7 +139,7 @@ RUN_COST_CACHE = ".cache"
 def _static_cost(net, shapes, cache) -> tuple[float, float]:
     """GMACs (conv_fc, fvcore) of the same backbone without SGS at the same input (cached on disk)."""
     base = static_model(net).eval() if net.sgs_layer_names() else net
-    return CostModel(base, shapes, cache=cache).static_gmacs()
+    return cost_model(base, shapes, cache=cache).static_gmacs()
 
 
 def _with_costs(model: ProfiledModel, out: Path) -> ProfiledModel:
@@ -151,7 +152,7 @@ def _with_costs(model: ProfiledModel, out: Path) -> ProfiledModel:
     cache = CostCache.user(out / RUN_COST_CACHE)
     cache.defer(out / RUN_COST_CACHE)  # written once the folder is opened as this run's
     static, static_fvcore = _static_cost(model.net, model.shapes, cache)
-    cost = CostModel(model.net, model.shapes, cache=cache)
+    cost = cost_model(model.net, model.shapes, cache=cache)
     num_bins = dict(zip(model.layers, cost.num_bins)) if model.layers else {}
     return dataclasses.replace(model, cost=cost, static_gmacs=static, static_gmacs_fvcore=static_fvcore, num_bins=num_bins)
 

@@ -184,10 +184,14 @@ def sample_from_embedding(
     active = keep.sum(dim=1)  # [N] long
     # the one host sync: B'_max, and the non-finite distances (NaN/inf keep no bin). A distance is
     # a norm (>= 0 or NaN): "< inf" is False for NaN and inf alone (comparison ops only, which the
-    # cost counters leave out)
-    b_max, nonfinite = torch.stack([active.max(), (~(delta < math.inf)).sum()]).tolist()
-    if nonfinite:
-        raise NonFiniteError(_nonfinite_message(x, z, nonfinite, delta.numel(), name))
+    # cost counters leave out). A forced count needs none (B'_max = force_bins), so it also runs on
+    # ``meta``
+    if forced:
+        b_max = int(force_bins)
+    else:
+        b_max, nonfinite = torch.stack([active.max(), (~(delta < math.inf)).sum()]).tolist()
+        if nonfinite:
+            raise NonFiniteError(_nonfinite_message(x, z, nonfinite, delta.numel(), name))
     # compaction: kept bins first, in ascending b; rows past a clip's own count are zeroed
     order = torch.where(keep, bin_idx, bin_idx + b).argsort(dim=1)[:, :b_max]
     kd = k.gather(1, order.unsqueeze(2).expand(n, b_max, t))
