@@ -167,8 +167,10 @@ class DemoResult:
         n = self.numbers
         out = [
             f"demo report: {self.out / 'report.md'} (index: {self.out / 'README.md'})",
-            f"top-1 baseline {n['top1_baseline']:.1f}%  ATFR {n['top1_atfr']:.1f}%  (test split, {n['videos']} videos x {n['views_per_video']} views)",
-            f"GFLOPs x views: baseline {n['gflops_x_views_baseline']:.3f}  ATFR {n['gflops_x_views_atfr']:.3f}  reduction {n['reduction_pct']:.1f}%",
+            f"top-1 baseline {n['top1_baseline']:.1f}%  ATFR {n['top1_atfr']:.1f}%  (test split, {n['videos']} videos "
+            f"x {n['views_per_video']} views)",
+            f"GFLOPs x views: baseline {n['gflops_x_views_baseline']:.3f}  ATFR {n['gflops_x_views_atfr']:.3f}  "
+            f"reduction {n['reduction_pct']:.1f}%",
             "ranking (lowest temporal resolution first): " + ", ".join(n["class_order"]),
             f"Spearman(mean active bins, distinct frames) = {n['spearman_bins_distinct']:.3f}",
         ]
@@ -335,14 +337,17 @@ def readme_section(n: dict) -> str:
         "",
         "| | baseline | ATFR |",
         "|---|---:|---:|",
-        f"| top-1 / top-5 (%) | {n['top1_baseline']:.1f} / {n['top5_baseline']:.1f} | {n['top1_atfr']:.1f} / {n['top5_atfr']:.1f} |",
-        f"| GFLOPs x views | {n['gflops_x_views_baseline']:.3f} | {n['gflops_x_views_atfr']:.3f} ({n['reduction_pct']:.1f}% less) |",
+        f"| top-1 / top-5 (%) | {n['top1_baseline']:.1f} / {n['top5_baseline']:.1f} | {n['top1_atfr']:.1f} / "
+        f"{n['top5_atfr']:.1f} |",
+        f"| GFLOPs x views | {n['gflops_x_views_baseline']:.3f} | {n['gflops_x_views_atfr']:.3f} "
+        f"({n['reduction_pct']:.1f}% less) |",
     ]
     for c in n["class_order"]:
         lines.append(f"| top-1 `{c}` (%) | {pcb[c]:.1f} | {pca[c]:.1f} |")
     lines += [
         "",
-        f"- Ranking by mean GMACs per view, lowest first: {', '.join(n['lowest'])}; highest: {', '.join(n['highest'])}.",
+        f"- Ranking by mean GMACs per view, lowest first: {', '.join(n['lowest'])}; highest: "
+        f"{', '.join(n['highest'])}.",
         f"- Spearman(mean active bins, distinct frames) = {n['spearman_bins_distinct']:.3f}.",
         "- The demo's checks:",
     ]
