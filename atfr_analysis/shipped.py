@@ -23,6 +23,12 @@ TRAINING_DATA = {
 }
 #: the shipped models, by registry name (their files: ``<name>.pyth``)
 STAGE1, BASELINE, ATFR = "slow_tiny_stage1", "slow_tiny", "slow_tiny_atfr"
+#: the heading of each model's section in the model card, by role
+_ROLE_TITLES = {
+    "stage 1": "stage 1, from scratch",
+    "baseline": "baseline, stage 2",
+    "atfr": "with SGS after res2, stage 2",
+}
 
 
 def checkpoint_path(model: str) -> Path:
@@ -100,7 +106,7 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
         tr = rec.get("train", {})
         size = checkpoint_path(name).stat().st_size
         lines += [
-            f"## `{name}` ({ {'stage 1': 'stage 1, from scratch', 'baseline': 'baseline, stage 2', 'atfr': 'with SGS after res2, stage 2'}[role] })",
+            f"## `{name}` ({_ROLE_TITLES[role]})",
             "",
             f"- training command: `{' '.join(rec.get('command', []))}`",
             f"- seed {tr.get('seed')}, {rec.get('epochs_run')} epochs, {rec.get('steps')} steps, batch "
@@ -156,7 +162,10 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
                        "initialisation, the frames get their gradient through the bins' aggregation; the forward is the "
                     "official one")
             else:
-                how = f"gradient into the SGS embedding clamped to [-{clamp:g}, {clamp:g}] (`--sgs-grad-clamp`; the forward is the official one)"
+                how = (
+                    f"gradient into the SGS embedding clamped to [-{clamp:g}, {clamp:g}] "
+                    "(`--sgs-grad-clamp`; the forward is the official one)"
+                )
             lines.append(f"- SGS backward: {how}")
             if tr.get("precise_bn_first"):
                 lines.append(f"- BatchNorm statistics recomputed before the first step over {tr['precise_bn_first']} training "

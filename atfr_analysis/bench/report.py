@@ -311,7 +311,8 @@ command named in its section; none is typed in.
 Figures (see `atfr_analysis/bench/`): **overhead** = wall time of the instrumented profile
 (`Profiler.run` + `Profiler.frame`: bins, per-clip GMACs and scores logged) over the plain forward,
 both with exact batching, timed batch by batch as A B B A (median over batches and rounds; the
-ratio of whole-pass medians from the rotating rounds is given beside it); **speedup_exact_vs_baseline** = the backbone without SGS over the ATFR
+ratio of whole-pass medians from the rotating rounds is given beside it); \
+**speedup_exact_vs_baseline** = the backbone without SGS over the ATFR
 model with exact batching, same clips; **flop_ratio** = their GMACs (conv_fc); **efficiency** =
 speed-up / FLOP ratio; **speedup_exact_vs_padded** = official padded batching over exact;
 **gmacs_lookup_vs_fvcore_trace** = seconds per clip of an fvcore trace over our cached look-up;
