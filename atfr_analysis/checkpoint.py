@@ -265,7 +265,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         glob = re.search(r"GLOBAL (\S+)", text)
         if glob:
             raise CheckpointError(
-                f"refusing {path}: it needs arbitrary code to unpickle (imports {glob.group(1).rstrip('.,')}); {_REFUSED}"
+                f"refusing {path}: it needs arbitrary code to unpickle (imports {glob.group(1).rstrip('.,')}); "
+                f"{_REFUSED}"
             ) from None
         op = re.search(r"Unsupported operand (\S+)", text)
         why = f"Unsupported operand {op.group(1)}" if op else (text.strip().splitlines() or [type(e).__name__])[0][:120]

@@ -23,6 +23,12 @@ TRAINING_DATA = {
 }
 #: the shipped models, by registry name (their files: ``<name>.pyth``)
 STAGE1, BASELINE, ATFR = "slow_tiny_stage1", "slow_tiny", "slow_tiny_atfr"
+#: the heading of each model's section in the model card, by role
+_ROLE_TITLES = {
+    "stage 1": "stage 1, from scratch",
+    "baseline": "baseline, stage 2",
+    "atfr": "with SGS after res2, stage 2",
+}
 
 
 def checkpoint_path(model: str) -> Path:
@@ -66,7 +72,8 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
         "card is `DATASET_CARD.md` beside this file). Stage 1 trains `slow_tiny` from scratch",
         "(`slow_tiny_stage1.pyth`, shipped too); stage 2 fine-tunes it as it is (`slow_tiny`, the baseline);",
         "the ATFR model (`slow_tiny_atfr`) is the baseline with the SGS layer inserted after res2, fine-tuned;",
-        "each stage's exact settings are its training command below. PySlowFast checkpoint format (`model_state` + a `cfg` YAML record), weights",
+        "each stage's exact settings are its training command below. PySlowFast checkpoint format (`model_state` + a "
+        "`cfg` YAML record), weights",
         "stored in fp16 where they fit and loaded back to fp32. The train split is",
         "`atfr_analysis.demo.demo_data(root, train=True)` (the commands below name it where it was written);",
         "the validation top-1 is measured on the centre view of the videos the trainer held out of it",
@@ -76,7 +83,8 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
         "",
         "## Per stage",
         "",
-        "| stage | checkpoint | final training loss | final training top-1 (%) | validation top-1 (%) | wall time (s) | device |",
+        "| stage | checkpoint | final training loss | final training top-1 (%) | validation top-1 (%) | wall time (s) "
+        "| device |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
     titles = {STAGE1: "1 (from scratch)", BASELINE: "2, baseline", ATFR: "2, with SGS after res2"}
@@ -84,7 +92,8 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
         st = _stage_numbers(rec)
         val = _fmt(st["val_acc"], ".1f") + (f" ({st['val_videos']} videos)" if st["val_acc"] is not None else "")
         lines.append(
-            f"| {titles[name]} | `{name}` | {_fmt(st['final_train_loss'], '.4f')} | {_fmt(st['final_train_acc'], '.1f')} "
+            f"| {titles[name]} | `{name}` | {_fmt(st['final_train_loss'], '.4f')} | "
+            f"{_fmt(st['final_train_acc'], '.1f')} "
             f"| {val} | {_fmt(st['seconds'], '.1f')} | {st['device'] or 'not recorded'} |"
         )
     lb, la = recs[BASELINE].get("final_train_loss"), recs[ATFR].get("final_train_loss")
@@ -97,10 +106,11 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
         tr = rec.get("train", {})
         size = checkpoint_path(name).stat().st_size
         lines += [
-            f"## `{name}` ({ {'stage 1': 'stage 1, from scratch', 'baseline': 'baseline, stage 2', 'atfr': 'with SGS after res2, stage 2'}[role] })",
+            f"## `{name}` ({_ROLE_TITLES[role]})",
             "",
             f"- training command: `{' '.join(rec.get('command', []))}`",
-            f"- seed {tr.get('seed')}, {rec.get('epochs_run')} epochs, {rec.get('steps')} steps, batch {tr.get('batch_size')}, "
+            f"- seed {tr.get('seed')}, {rec.get('epochs_run')} epochs, {rec.get('steps')} steps, batch "
+            f"{tr.get('batch_size')}, "
             f"base lr {tr.get('lr')} (per 64, scaled linearly), weight decay {tr.get('weight_decay')}, "
             f"warm-up {tr.get('warmup_epochs')} epochs + cosine, gradient L2-norm clipping {tr.get('clip_grad')}",
             f"- trained on {rec.get('device')} with torch {rec.get('torch')} in {rec.get('seconds')} s",
@@ -131,7 +141,8 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
                 f"{pbn['batches']} training batches of {pbn['batch_size']}, seed {pbn['seed']}"
             )
         elif tr.get("precise_bn"):
-            lines.append(f"- BatchNorm statistics recomputed after training over {tr['precise_bn']} training batches (precise BN)")
+            lines.append(f"- BatchNorm statistics recomputed after training over {tr['precise_bn']} training batches (precise "
+                f"BN)")
         if tr.get("init_from"):
             lines.append(
                 f"- initialised from `{Path(tr['init_from']).name}` when it ran"
@@ -139,7 +150,8 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
             )
         if role == "atfr":
             lines.append(
-                f"- batching after SGS while training: {tr.get('batching', 'padded (the official code; before the option existed)')}"
+                f"- batching after SGS while training: "
+                f"{tr.get('batching', 'padded (the official code; before the option existed)')}"
                 + ("; BatchNorm statistics frozen (eval mode) while training" if tr.get("freeze_bn") else "")
             )
             clamp = tr.get("sgs_grad_clamp")
@@ -147,9 +159,13 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
                 how = "official (untouched)"
             elif clamp == 0:
                 how = ("no gradient into the SGS embedding (`--sgs-grad-clamp 0`): the embedding keeps its official "
-                       "initialisation, the frames get their gradient through the bins' aggregation; the forward is the official one")
+                       "initialisation, the frames get their gradient through the bins' aggregation; the forward is the "
+                    "official one")
             else:
-                how = f"gradient into the SGS embedding clamped to [-{clamp:g}, {clamp:g}] (`--sgs-grad-clamp`; the forward is the official one)"
+                how = (
+                    f"gradient into the SGS embedding clamped to [-{clamp:g}, {clamp:g}] "
+                    "(`--sgs-grad-clamp`; the forward is the official one)"
+                )
             lines.append(f"- SGS backward: {how}")
             if tr.get("precise_bn_first"):
                 lines.append(f"- BatchNorm statistics recomputed before the first step over {tr['precise_bn_first']} training "
@@ -160,8 +176,10 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
         lines += [
             "## Test split (measured by `atfr demo`)",
             "",
-            f"- top-1: baseline {n['top1_baseline']:.1f}%, ATFR {n['top1_atfr']:.1f}%; top-5: {n['top5_baseline']:.1f}% / {n['top5_atfr']:.1f}%",
-            f"- GFLOPs x views: {n['gflops_x_views_baseline']:.3f} / {n['gflops_x_views_atfr']:.3f} ({n['reduction_pct']:.1f}% less)",
+            f"- top-1: baseline {n['top1_baseline']:.1f}%, ATFR {n['top1_atfr']:.1f}%; top-5: "
+            f"{n['top5_baseline']:.1f}% / {n['top5_atfr']:.1f}%",
+            f"- GFLOPs x views: {n['gflops_x_views_baseline']:.3f} / {n['gflops_x_views_atfr']:.3f} "
+            f"({n['reduction_pct']:.1f}% less)",
             "",
         ]
     path.write_text("\n".join(lines))

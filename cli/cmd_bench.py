@@ -51,12 +51,14 @@ def register(app: typer.Typer) -> None:
         cudnn_benchmark: bool = typer.Option(True, "--cudnn-benchmark/--no-cudnn-benchmark", help="cuDNN autotuning (CUDA)"),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads"),
         profile_ops: int = typer.Option(0, "--profile-ops", help="add the top N operators of an exact and a baseline pass"),
-        profile_videos: Optional[int] = typer.Option(None, "--profile-videos", help="profile throughput: sample videos profiled (default: cpu 5, cuda 8; the first is the steady state's warm-up)"),
+        profile_videos: Optional[int] = typer.Option(None, "--profile-videos", help="profile throughput: sample videos profiled (default: cpu 5, cuda 8; the first is the steady state's "
+            "warm-up)"),
         profile_batch_size: Optional[int] = typer.Option(None, "--profile-batch-size", help="profile throughput: views per batch (default: the profile's default on the device)"),
         profile_views: Optional[int] = typer.Option(None, "--profile-views", help="profile throughput: temporal views per video (default: the model's)"),
         profile_crops: Optional[int] = typer.Option(None, "--profile-crops", help="profile throughput: spatial crops, 1 or 3 (default: cpu 1, cuda the model's)"),
         profile_workers: Optional[str] = typer.Option(None, "--profile-workers", help="a profile run per loader worker count, comma-separated (default: cpu 0,1, cuda 0,4; '' skips)"),
-        suite: Optional[str] = typer.Option(None, "--suite", help="'gpu': the prepared GPU run (SlowFast 4x16 R50 and X3D-S ATFR, batch 32, fp32 and bf16, a short profile); --out is then a folder"),
+        suite: Optional[str] = typer.Option(None, "--suite", help="'gpu': the prepared GPU run (SlowFast 4x16 R50 and X3D-S ATFR, batch 32, fp32 and bf16, a short "
+            "profile); --out is then a folder"),
         smoke: bool = typer.Option(False, "--smoke", help="with --suite: the same steps at a tiny size (runs on CPU)"),
         seed: int = typer.Option(0, "--seed", help="seed of the weights and the clips"),
         json_out: bool = typer.Option(False, "--json", help="print one JSON object"),

@@ -47,5 +47,6 @@ def register(app: typer.Typer) -> None:
         for lay in d["layers"]:
             bins = " ".join("-" if s["bin"] is None else str(s["bin"]) for s in lay["steps"])
             typer.echo(f"view {d['view']} {lay['name']}: B' = {lay['active_bins']} of {lay['num_bins']}; bin per step: {bins}")
-        typer.echo(f"view {d['view']}: {d['gmacs']:.4f} GMACs ({res['gmacs_all_bins']:.4f} at all bins); {res['num_views']} views in the JSON")
+        typer.echo(f"view {d['view']}: {d['gmacs']:.4f} GMACs ({res['gmacs_all_bins']:.4f} at all bins); {res['num_views']} "
+            f"views in the JSON")
         typer.echo(f"wrote {j} and {p}")

@@ -7,7 +7,10 @@ from typing import List, Optional
 import typer
 
 ENSEMBLE_HELP = "combine a video's views by the sum of their softmax (sum, PySlowFast's default) or its element-wise maximum (max)"
-ALLOW_HELP = "compare runs that cover other videos, classes or views (or the same model): the output then says it is not comparable"
+ALLOW_HELP = (
+    "compare runs that cover other videos, classes or views (or the same model): "
+    "the output then says it is not comparable"
+)
 INCOMPLETE_HELP = ("report a run that has not logged every video of its list (a profile still writing, or "
                    "interrupted), marked INCOMPLETE; refused without it")
 
@@ -66,7 +69,8 @@ def register(app: typer.Typer) -> None:
         allow_incomparable: bool = typer.Option(False, "--allow-incomparable", help=ALLOW_HELP),
         allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help=INCOMPLETE_HELP),
     ) -> None:
-        """The paper's table over runs: model | GFLOPs x views | top-1 | top-5 | mean class | params, with reductions."""
+        """The paper's table over runs: model | GFLOPs x views | top-1 | top-5 | mean class | params,
+        with reductions."""
         from atfr_analysis.analysis import INCOMPLETE, RunAnalysis, accuracy_vs_views, to_markdown, write_paper_table
         from atfr_analysis.analysis.tables import TableConfig, markdown_table
         from atfr_analysis.errors import InputError

@@ -16,7 +16,8 @@ def register(app: typer.Typer) -> None:
         views: Optional[int] = typer.Option(None, "--views", help="temporal clips (default: the model config's, 10 for Kinetics models)"),
         crops: Optional[int] = typer.Option(None, "--crops", help="spatial crops per clip: 3 or 1 (default: the model config's)"),
         short_side: Optional[int] = typer.Option(
-            None, "--short-side", help="scale the short side to S (default: 3 crops: the test crop; 1 crop: PySlowFast's 1-crop rule, X3D-S 182)"
+            None, "--short-side", help="scale the short side to S (default: 3 crops: the test crop; 1 crop: PySlowFast's 1-crop rule, X3D-S "
+            "182)"
         ),
         crop: Optional[int] = typer.Option(
             None, "--crop", help="crop size C (default: 3 crops: the test crop; 1 crop: the 1-crop test size, X3D-S 160)"
@@ -56,7 +57,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"warning: {video}: rotation metadata {r.video.rotation} degrees; frames {how}", err=True)
         if r.video.partial:
             typer.echo(
-                f"warning: {video}: partial video: {r.video.failed_views} of {len(r.views)} views failed: {r.video.error}",
+                f"warning: {video}: partial video: {r.video.failed_views} of {len(r.views)} views failed: "
+                f"{r.video.error}",
                 err=True,
             )
 

@@ -13,8 +13,8 @@ baselines=...)``) or a second run in one table must cover
 and a baseline must be another model: not the same run folder, and not the same checkpoint
 (``checkpoint_sha256``) of the same model; but the same backbone at the same input: the same
 frames and crop, and, when the run has SGS layers and the baseline none, the baseline's cost per
-view must be the run's ``static_gmacs`` (its backbone without SGS, same input; 0.1% apart at most). Two runs in one table must not be the same run (the
-same folder, or the same model, checkpoint, data and settings).
+view must be the run's ``static_gmacs`` (its backbone without SGS, same input; 0.1% apart at most).
+Two runs in one table must not be the same run (the same folder, or the same model, checkpoint, data and settings).
 
 :func:`check_comparable` raises :class:`IncomparableRunsError` (one line naming every difference)
 unless ``allow=True``; the differences are returned either way, so an output made with the

@@ -62,7 +62,10 @@ class ExportResult:
                 "mmaction2-0.x": "mmaction2 0.x --out pickle"}[self.format]
         how = "left out" if self.failed_policy == "drop" else "written as zero scores"
         note = f"; {self.failed} failed video(s) {how}" if self.failed else ""
-        return f"wrote {self.path} ({what}: {self.videos} videos x {self.classes} classes, views combined by {self.ensemble}{note})"
+        return (
+            f"wrote {self.path} ({what}: {self.videos} videos x {self.classes} classes, "
+            f"views combined by {self.ensemble}{note})"
+        )
 
 
 def check_exportable(a: RunAnalysis, failed: str) -> None:

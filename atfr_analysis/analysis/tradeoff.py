@@ -1,6 +1,7 @@
 """The accuracy trade-off of SGS (compared with :mod:`~atfr_analysis.analysis.comparable`, which
-says whether two runs can be compared at all). Where does SGS cost accuracy? An ATFR run against its baseline on the same videos, joined
-with the bins SGS kept: per class, and per group of videos by how few bins they kept.
+says whether two runs can be compared at all). Where does SGS cost accuracy? An ATFR run against its
+baseline on the same videos, joined with the bins SGS kept: per class, and per group of videos by how
+few bins they kept.
 
 Both runs must be comparable (same videos, classes and views; see
 :mod:`atfr_analysis.analysis.comparable`). Videos are paired by path. "Bins kept" is the

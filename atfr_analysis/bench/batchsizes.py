@@ -72,7 +72,8 @@ def batch_sizes(
         "rounds": len(times[str(sizes[0])]),
         "clips": n,
         "crop": crop,
-        "method": "a pass over clips made like the bench's, at the profile's crop, with exact batching at each batch size, the sizes timed in "
+        "method": "a pass over clips made like the bench's, at the profile's crop, with exact batching at each "
+        "batch size, the sizes timed in "
         "the same rounds (order rotating), median over rounds / clips; vs_largest = seconds per clip at the "
         "bench's batch size over those at this size (above 1: faster than the largest batch); padded: padded batching "
         "at the bench's batch size in the same rounds, speedup_exact_vs_padded = its seconds over exact's at that size",

@@ -66,7 +66,8 @@ def _headline_rows(r: dict) -> list[tuple[str, str, str]]:
     ]
     if r.get("overhead_bookkeeping") is not None:
         rows.insert(1, ("overhead_bookkeeping (the profile's own work, timed alone)", _f(r["overhead_bookkeeping"], 4),
-                        f"{_f(r['times']['bookkeeping_s_per_pass'] * 1e3, 2)} ms per pass of {_f(r['times']['median_s_per_pass']['exact'], 3)} s"))
+                        f"{_f(r['times']['bookkeeping_s_per_pass'] * 1e3, 2)} ms per pass of "
+                f"{_f(r['times']['median_s_per_pass']['exact'], 3)} s"))
     for w, v in r["decoding"].items():
         rows.append((f"decoding, {w} worker(s) (videos/s)", _f(v), f"{r['decoding_details']['views_per_video']} views/video at {r['decoding_details']['crop']} px"))
     return rows
@@ -93,10 +94,12 @@ def _scale_blocks(r: dict) -> list[list[str]]:
         per = ", ".join(f"{b} {_f(bs['s_per_clip'][str(b)] * 1e3, 1)} ms" for b in bs["sizes"])
         vs = ", ".join(f"{b} {_f(bs['vs_largest'][str(b)], 2)}x" for b in bs["sizes"])
         blocks.append([
-            f"Batch sizes (exact forward at the profile's crop {bs.get('crop', '-')} px, seconds per clip, median of "
+            f"Batch sizes (exact forward at the profile's crop {bs.get('crop', '-')} px, seconds per clip, median "
+                f"of "
             f"{bs['rounds']} rounds): {per}; "
             f"speed against batch {bs['sizes'][-1]}: {vs}; fastest: batch {bs['fastest']}"
-            + (f"; padded batching at batch {bs['sizes'][-1]} {_f(bs['padded_s_per_clip'] * 1e3, 1)} ms, exact vs padded "
+            + (f"; padded batching at batch {bs['sizes'][-1]} {_f(bs['padded_s_per_clip'] * 1e3, 1)} ms, exact vs "
+                    f"padded "
                f"{_f(bs['speedup_exact_vs_padded'], 3)}" if bs.get("padded_s_per_clip") else "")
             + "."
         ])
@@ -110,17 +113,22 @@ def _scale_blocks(r: dict) -> list[list[str]]:
         cpu = steady_cpu_seconds(sp)
         lines.append(
             f"Profile throughput (`profile()`, {tp['videos']} sample video(s) x {tp['views']} view(s) x "
-            f"{tp['crops']} crop(s) at {tp['crop']} px, batch {tp['batch_size']}{batch_note}): seconds per video decode "
+            f"{tp['crops']} crop(s) at {tp['crop']} px, batch {tp['batch_size']}{batch_note}): seconds per video "
+            f"decode "
             f"{_f(sp['decode_s_per_video'], 3)}, model {_f(sp['model_s_per_video'], 3)} ({parts}); new-signature "
-            f"counting on first sight {_f(sp['counting_s_per_video'], 3)} (the runs then read these counts from their cost "
-            f"cache, as a long run's later videos do); bound by {tp['bound_by']}. Each run is a fresh process: its whole "
+            f"counting on first sight {_f(sp['counting_s_per_video'], 3)} (the runs then read these counts from their "
+            f"cost "
+            f"cache, as a long run's later videos do); bound by {tp['bound_by']}. Each run is a fresh process: its "
+            f"whole "
             "loop also pays first-use costs (the first video's); the steady state runs from the first video logged to "
             "the last, against max(decode, model) of those videos"
             + (f" ({_f(sp['steady_bound_s_per_video'], 3)} s per video)" if sp.get("steady_bound_s_per_video") else "")
             + "."
-            + (f" CPU time per video over those videos: decode {_f(cpu[0], 3)} s, model {_f(cpu[1], 3)} s; on {sp['cores']} core(s) overlapping them takes "
+            + (f" CPU time per video over those videos: decode {_f(cpu[0], 3)} s, model {_f(cpu[1], 3)} s; on "
+                f"{sp['cores']} core(s) overlapping them takes "
                f"at least {_f(sp['cpu_bound_s_per_video'], 3)} s per video (the CPU bound)"
-               + (": above max(decode, model), so decoding and the model compete for the cores and max(decode, model) "
+               + (": above max(decode, model), so decoding and the model compete for the cores and max(decode, "
+                    "model) "
                   "is out of reach" if (sp['cpu_bound_s_per_video'] or 0) > (sp.get('steady_bound_s_per_video') or 0) else "")
                + "." if cpu and sp.get("cpu_bound_s_per_video") else "")
         )
@@ -136,8 +144,10 @@ def _scale_blocks(r: dict) -> list[list[str]]:
             )
             lines.append(
                 f"- profile loop, {w} worker(s): {_f(run['videos_per_s'], 3)} videos/s, efficiency "
-                f"{_f(run['efficiency'], 3)} of max(decode, model) (with counting {_f(run['efficiency_with_counting'], 3)})"
-                f"{steady}; peak RSS {_f(run['peak_rss_mib'], 0)} MiB (loader workers {_f(run['loader_workers_peak_rss_mib'], 0)} MiB)"
+                f"{_f(run['efficiency'], 3)} of max(decode, model) (with counting "
+                f"{_f(run['efficiency_with_counting'], 3)})"
+                f"{steady}; peak RSS {_f(run['peak_rss_mib'], 0)} MiB (loader workers "
+                f"{_f(run['loader_workers_peak_rss_mib'], 0)} MiB)"
                 + (f", CUDA peak {_f(run['cuda_max_allocated_mib'], 0)} MiB" if run.get("cuda_max_allocated_mib") else "")
             )
     mem = r.get("memory")
@@ -156,7 +166,8 @@ def format_summary(r: dict) -> str:
     """A plain-text summary (what ``atfr bench`` prints without ``--json``)."""
     lines = [
         f"atfr bench: {r['model']} on {r['device']} ({r['device_name']}), torch {r['torch']}, "
-        f"{r['precision']}, batch {r['batch_size']}, {r['clips']} clips, {'+'.join(map(str, r['frames']))}x{r['crop']}x{r['crop']}",
+        f"{r['precision']}, batch {r['batch_size']}, {r['clips']} clips, "
+        f"{'+'.join(map(str, r['frames']))}x{r['crop']}x{r['crop']}",
     ]
     for name, val, note in _headline_rows(r):
         lines.append(f"  {name:64s} {val:>10s}   {note}")
@@ -195,7 +206,8 @@ def _section(r: dict, report_cmd: str | None) -> str:
         + (f", load average {s['load_avg_start'][0]:.1f} at the start" if s.get("load_avg_start") else "")
         + f"; {r['clips']} clips of {'+'.join(map(str, r['frames']))}x{r['crop']}x{r['crop']}, "
         f"{s['warmup']} warm-up + {s['reps']} timed rounds"
-        + (f"; CUDA graphs {'on' if s['cuda_graphs'] else 'off'}, cuDNN benchmark {'on' if s['cudnn_benchmark'] else 'off'}, "
+        + (f"; CUDA graphs {'on' if s['cuda_graphs'] else 'off'}, cuDNN benchmark "
+            f"{'on' if s['cudnn_benchmark'] else 'off'}, "
            f"TF32 convolutions {'on' if s['tf32_conv'] else 'off'}" if r["device"].startswith("cuda") else "")
         + ".",
         "",
@@ -212,7 +224,8 @@ def _section(r: dict, report_cmd: str | None) -> str:
         "Videos per second by mode: " + ", ".join(f"{k} {_f(v)}" for k, v in t["videos_per_s"].items())
         + (f"; profile without the DataFrame step: overhead {_f(t['overhead_run_only'], 3)}" if t.get("overhead_run_only") else "")
         + (f"; CUDA graphs vs eager exact batching: {_f(t['speedup_exact_graphs_vs_eager'], 3)}x" if t.get("speedup_exact_graphs_vs_eager") else "")
-        + (f"; groups on {r['settings']['threads']} threads vs one after the other: {_f(t['speedup_exact_threads_vs_sequential'], 3)}x"
+        + (f"; groups on {r['settings']['threads']} threads vs one after the other: "
+            f"{_f(t['speedup_exact_threads_vs_sequential'], 3)}x"
            if t.get("speedup_exact_threads_vs_sequential") else "")
         + ".",
     ]
@@ -242,11 +255,14 @@ def _section(r: dict, report_cmd: str | None) -> str:
             "",
             f"Why the efficiency is what it is (phase times; the baseline's forward timed the same way: pre "
             f"{med['baseline_pre']:.4f} s, post {med['baseline_post']:.4f} s): pre runs in both models alike and takes "
-            f"{100 * an['pre_share_of_baseline_time']:.0f}% of the baseline's time for {100 * an['pre_share_of_baseline_gmacs']:.0f}% "
-            f"of its GMACs; SGS takes {100 * an['sgs_share_of_exact_time']:.1f}% of the exact forward. The post part runs "
+            f"{100 * an['pre_share_of_baseline_time']:.0f}% of the baseline's time for "
+            f"{100 * an['pre_share_of_baseline_gmacs']:.0f}% "
+            f"of its GMACs; SGS takes {100 * an['sgs_share_of_exact_time']:.1f}% of the exact forward. The post part "
+            f"runs "
             f"{_f(an['post_speedup'], 3)}x faster than the baseline's for {_f(an['post_flop_ratio'], 3)}x fewer GMACs "
             f"(post efficiency {_f(an['post_efficiency'], 3)}). With a FLOP-proportional post (post efficiency 1) the "
-            f"efficiency would be {_f(an['efficiency_post_proportional'], 3)}: what pre and SGS leave; from these phase times it is "
+            f"efficiency would be {_f(an['efficiency_post_proportional'], 3)}: what pre and SGS leave; from these "
+            f"phase times it is "
             f"{_f(an['efficiency_from_phases'], 3)} (end to end above: {_f(r['efficiency'], 3)}).",
         ]
     if ph.get("top_ops"):
@@ -265,14 +281,16 @@ def _section(r: dict, report_cmd: str | None) -> str:
         if c.get("max_abs_diff_pre") is not None:
             extra += (
                 f". Where a difference starts: pre's features differ by {c['max_abs_diff_pre']:.2e} between the batch "
-                f"and one clip at a time (of values up to {c['max_abs_pre']:.3g}: float rounding of another batch size), "
+                f"and one clip at a time (of values up to {c['max_abs_pre']:.3g}: float rounding of another batch "
+                f"size), "
                 f"the SGS outputs for them by {c['max_abs_diff_sgs_out']:.2e}"
                 + ("" if c.get("bins_equal", True) else " (and some clips keep another number of bins)")
                 + (f"; SGS rescales each clip's distances by 2B / max(delta), up to {c['sgs_rescale_max']:.3g}x here, "
                    "which magnifies that rounding for clips whose frames are all close to their mean"
                    if c.get("sgs_rescale_max") else "")
             )
-        lines += ["", f"Exact batching vs batch-1 outputs (softmax scores): max |diff| {c['max_abs_diff_vs_batch1']:.2e} over {c['clips']} clips{extra}."]
+        lines += ["", f"Exact batching vs batch-1 outputs (softmax scores): max |diff| {c['max_abs_diff_vs_batch1']:.2e} over "
+            f"{c['clips']} clips{extra}."]
     if c.get("cuda_graphs_error"):
         lines.append(f"CUDA graphs failed: {c['cuda_graphs_error']}")
     for block in _scale_blocks(r):
@@ -293,7 +311,8 @@ command named in its section; none is typed in.
 Figures (see `atfr_analysis/bench/`): **overhead** = wall time of the instrumented profile
 (`Profiler.run` + `Profiler.frame`: bins, per-clip GMACs and scores logged) over the plain forward,
 both with exact batching, timed batch by batch as A B B A (median over batches and rounds; the
-ratio of whole-pass medians from the rotating rounds is given beside it); **speedup_exact_vs_baseline** = the backbone without SGS over the ATFR
+ratio of whole-pass medians from the rotating rounds is given beside it); \
+**speedup_exact_vs_baseline** = the backbone without SGS over the ATFR
 model with exact batching, same clips; **flop_ratio** = their GMACs (conv_fc); **efficiency** =
 speed-up / FLOP ratio; **speedup_exact_vs_padded** = official padded batching over exact;
 **gmacs_lookup_vs_fvcore_trace** = seconds per clip of an fvcore trace over our cached look-up;

@@ -229,7 +229,8 @@ def profile_throughput(w: Workload, cfg: BenchConfig, log=None) -> dict[str, Any
         if "error" in split:
             log(f"profile split: {split['error']}")
             return {"skipped": True, "reason": split["error"]}
-        log(f"profile split: decode {split['decode_s_per_video']:.2f} s, model {split['model_s_per_video']:.2f} s per video")
+        log(f"profile split: decode {split['decode_s_per_video']:.2f} s, model {split['model_s_per_video']:.2f} s per "
+            f"video")
         bound = max(split["decode_s_per_video"], split["model_s_per_video"])
         bound_counting = max(split["decode_s_per_video"], split["model_s_per_video"] + split["counting_s_per_video"])
         split["steady_bound_s_per_video"] = _steady_bound(split)
@@ -263,13 +264,16 @@ def profile_throughput(w: Workload, cfg: BenchConfig, log=None) -> dict[str, Any
         "runs": runs,
         "method": "profile() (the atfr profile loop: decode in the loader, uint8 views to the device and normalised "
         "there, forward with exact batching, GMACs look-ups, rows, parquet parts) in a child process per worker "
-        "count, at the profile's batch size; the split measured in a fresh process of its own on the same videos (decoding "
+        "count, at the profile's batch size; the split measured in a fresh process of its own on the same videos "
+        "(decoding "
         "with 0 workers; each batch's parts synchronised; bookkeeping = Profiler.record + frame, warm cache; "
         "counting = the cold pass's extra bookkeeping, new signatures counted; the runs read those counts from "
         "their user cost cache, as a long run's later videos do); CPU bound: (decode + model CPU seconds) / cores "
-        "(process CPU time, every thread), what overlapping them on this machine's cores can reach at best; efficiency = max(decode, model) / "
+        "(process CPU time, every thread), what overlapping them on this machine's cores can reach at best; efficiency "
+        "= max(decode, model) / "
         "loop seconds per video; steady state: from the first video logged to the last (the first video's "
-        "first-use costs left out), against max(decode, model) of those videos; peak RSS of a run: VmHWM of its own process image",
+        "first-use costs left out), against max(decode, model) of those videos; peak RSS of a run: VmHWM of its own "
+        "process image",
     }
 
 

@@ -175,7 +175,10 @@ class SyntheticManifest:
             "fps": self.fps,
             "seed": self.seed,
             "train_fraction": self.train_fraction,
-            "split_rule": "train clips from source frames [0, floor(train_fraction * N)), test clips from [floor(train_fraction * N), N)",
+            "split_rule": (
+                "train clips from source frames [0, floor(train_fraction * N)), "
+                "test clips from [floor(train_fraction * N), N)"
+            ),
             "sources": self.sources,
             "lists": {"train": self.train_list.name, "test": self.test_list.name, "labels": self.labels_path.name},
             "clips": [asdict(c) for c in self.clips],
@@ -546,6 +549,11 @@ def _card(m: SyntheticManifest, train_fraction: float, verify: bool) -> str:
         per_source.setdefault((x.split, x.source), 0)
         per_source[(x.split, x.source)] += 1
     usage = ", ".join(f"{sp}/{s}: {n}" for (sp, s), n in sorted(per_source.items()))
+    decoded = (
+        "every clip was decoded and its distinct-frame count checked against its class"
+        if verify
+        else "clips were not verified (verify=False)"
+    )
     return f"""# Synthetic temporal-redundancy data set
 
 Clips of {m.frames} frames, {m.height}x{m.width} (HxW), {m.fps:g} fps, re-timed from real footage so
@@ -584,7 +592,7 @@ interpolation). A window is kept only if its distinct source frames stay distinc
 ## Encoding
 
 H.264 (libx264), lossless (`qp=0`), `yuv420p`, one encoder thread, MP4 (PyAV {av.__version__}).
-Identical frames decode identically; {"every clip was decoded and its distinct-frame count checked against its class" if verify else "clips were not verified (verify=False)"}.
+Identical frames decode identically; {decoded}.
 Files are byte-identical for a given seed on the same PyAV/FFmpeg build.
 
 ## Files

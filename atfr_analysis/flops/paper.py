@@ -144,7 +144,8 @@ def write_paper_baselines(out_dir: str | Path, progress: bool = False) -> tuple[
         "  convention that reproduces the paper.",
         "* **fvcore**: fvcore's default count, BatchNorm included.",
         "",
-        "| paper row | our model | input | paper GFLOPs | ours conv_fc | ours fvcore | ratio | paper params (M) | ours params (M) |",
+        "| paper row | our model | input | paper GFLOPs | ours conv_fc | ours fvcore | ratio | paper params (M) | ours "
+        "params (M) |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:

@@ -377,7 +377,7 @@ def resnet3d_18() -> ResNetConfig:
 
 @register_model(VideoResNet)
 def slow_tiny() -> ResNetConfig:
-    """Slow ResNet-18 (bottleneck) at a quarter of R50's width, 16x64x64: the demo's backbone, small enough to train on a CPU; temporal kernel 1 in the stem and res2, so nothing mixes frames before SGS"""
+    """Slow ResNet-18 (bottleneck) at a quarter of R50's width, 16x64x64: the demo's backbone, small enough to train on a CPU; temporal kernel 1 in the stem and res2, so nothing mixes frames before SGS"""  # noqa: E501
     return ResNetConfig(
         arch="slow", depth=18, frames=(16,), sampling_rate=1, train_crop=64, test_crop=64,
         stem_width=16, widths=(64, 128, 256, 512), inner_widths=(16, 32, 64, 128),

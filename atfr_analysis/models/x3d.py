@@ -420,29 +420,29 @@ class X3D(VideoModel):
 # ---------------------------------------------------------------------------------- registry
 @register_model(X3D)
 def x3d_xs() -> X3DConfig:
-    """X3D-XS, PySlowFast configs/Kinetics/X3D_XS.yaml: 4x12 frames, 160 px train / 182 px test (3 crops), width 2.0, depth 2.2"""
+    """X3D-XS, PySlowFast configs/Kinetics/X3D_XS.yaml: 4x12 frames, 160 px train / 182 px test (3 crops), width 2.0, depth 2.2"""  # noqa: E501
     return X3DConfig(frames=4, sampling_rate=12, train_crop=160, test_crop=182)
 
 
 @register_model(X3D)
 def x3d_s() -> X3DConfig:
-    """X3D-S, PySlowFast configs/Kinetics/X3D_S.yaml: 13x6 frames, 160 px train / 182 px test (3 crops), width 2.0, depth 2.2"""
+    """X3D-S, PySlowFast configs/Kinetics/X3D_S.yaml: 13x6 frames, 160 px train / 182 px test (3 crops), width 2.0, depth 2.2"""  # noqa: E501
     return X3DConfig(frames=13, sampling_rate=6, train_crop=160, test_crop=182)
 
 
 @register_model(X3D)
 def x3d_m() -> X3DConfig:
-    """X3D-M, PySlowFast configs/Kinetics/X3D_M.yaml: 16x5 frames, 224 px train / 256 px test (3 crops), width 2.0, depth 2.2"""
+    """X3D-M, PySlowFast configs/Kinetics/X3D_M.yaml: 16x5 frames, 224 px train / 256 px test (3 crops), width 2.0, depth 2.2"""  # noqa: E501
     return X3DConfig(frames=16, sampling_rate=5, train_crop=224, test_crop=256)
 
 
 @register_model(X3D)
 def x3d_l() -> X3DConfig:
-    """X3D-L, PySlowFast configs/Kinetics/X3D_L.yaml: 16x5 frames, 312 px train / 356 px test (3 crops), width 2.0, depth 5.0"""
+    """X3D-L, PySlowFast configs/Kinetics/X3D_L.yaml: 16x5 frames, 312 px train / 356 px test (3 crops), width 2.0, depth 5.0"""  # noqa: E501
     return X3DConfig(depth_factor=5.0, frames=16, sampling_rate=5, train_crop=312, test_crop=356)
 
 
 @register_model(X3D)
 def x3d_xl() -> X3DConfig:
-    """X3D-XL as published (X3D_L.yaml with X3D.WIDTH_FACTOR 2.9, widths rounded to multiples of 8: 11.10 M params); width_divisor=1 gives PySlowFast's rounding (11.09 M)"""
+    """X3D-XL as published (X3D_L.yaml with X3D.WIDTH_FACTOR 2.9, widths rounded to multiples of 8: 11.10 M params); width_divisor=1 gives PySlowFast's rounding (11.09 M)"""  # noqa: E501
     return X3DConfig(width_factor=2.9, depth_factor=5.0, frames=16, sampling_rate=5, train_crop=312, test_crop=356)

@@ -106,7 +106,8 @@ def check_label_map(label_map: dict[str, int] | None, head: int, subset: tuple[i
             )
         out = [i for i in subset if i >= head]
         if out:
-            raise InputError(f"--class-subset: head index {out[0]} is out of range: the checkpoint's head has {head} outputs (0..{head - 1})")
+            raise InputError(f"--class-subset: head index {out[0]} is out of range: the checkpoint's head has {head} outputs "
+                f"(0..{head - 1})")
         return
     if label_map is not None and len(label_map) != head:
         raise InputError(

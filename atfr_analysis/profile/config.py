@@ -55,7 +55,8 @@ turns them by their rotation metadata. Decoding runs in ``workers``
     ``allow_nonfinite_weights``: load a checkpoint whose weights hold NaN or inf (refused by
     default); its views whose scores are not finite are then ``failed`` rows (never a result).
     ``cross_check``: count the first K signatures met again with fvcore (the reference counter)
-    and record the comparison in ``run.json`` (``costs``). ``stop_after`` stops after that many videos of this call (tests of resumption);
+    and record the comparison in ``run.json`` (``costs``). ``stop_after`` stops after that many videos of
+    this call (tests of resumption);
     ``command``: the command line recorded in ``run.json`` (default: the equivalent
     ``atfr profile`` line of this config).
     """

@@ -107,7 +107,10 @@ class RunSummary:
         """The one-line error of a non-zero exit status (``None`` when the status is 0)."""
         code = self.exit_code
         logged = self.videos_ok + self.videos_failed
-        where = f"the log is in {self.run_dir} (status == 'failed' rows give each reason; --resume --retry-failed tries them again)"
+        where = (
+            f"the log is in {self.run_dir} (status == 'failed' rows give each reason; "
+            "--resume --retry-failed tries them again)"
+        )
         if code == EXIT_NONE_PROFILED:
             return f"no video could be profiled: all {logged} failed ({self.reasons_text()}); {where}"
         if code == EXIT_PARTIAL_FAILURE:
