@@ -178,7 +178,7 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
             "",
             f"- top-1: baseline {n['top1_baseline']:.1f}%, ATFR {n['top1_atfr']:.1f}%; top-5: "
             f"{n['top5_baseline']:.1f}% / {n['top5_atfr']:.1f}%",
-            f"- GFLOPs x views: {n['gflops_x_views_baseline']:.3f} / {n['gflops_x_views_atfr']:.3f} "
+            f"- GFLOPs x views: {n['gmacs_x_views_baseline']:.3f} / {n['gmacs_x_views_atfr']:.3f} "
             f"({n['reduction_pct']:.1f}% less)",
             "",
         ]

@@ -219,13 +219,13 @@ def _plain_log(gmacs, n_videos=2, views=2, C=3, layers=None):
     return build_log(vids, [f"k{i}" for i in range(C)], layers=layers, meta={"static_gmacs": 4.0})
 
 
-def test_paper_table_gflops_x_views_and_reduction():
+def test_paper_table_gmacs_x_views_and_reduction():
     atfr = _plain_log([1.0, 2.0], layers={LAYER: 8})  # per video 3.0 over 2 views
     base = _plain_log([4.0, 4.0])  # per video 8.0
     t = paper_table(atfr)
     row = t.iloc[0]
     assert row["kind"] == "ATFR" and row["views"] == 2
-    assert row["gflops_x_views"] == pytest.approx(3.0) and row["gflops_per_view"] == pytest.approx(1.5)
+    assert row["gmacs_x_views"] == pytest.approx(3.0) and row["gmacs_per_view"] == pytest.approx(1.5)
     assert row["reduction_pct"] == pytest.approx(100 * (1 - 3.0 / 8.0)) and "static" in row["reduction_ref"]
     t = paper_table([atfr], baselines=base)
     assert list(t["kind"]) == ["baseline", "ATFR"]
@@ -251,11 +251,11 @@ def test_accuracy_vs_views():
     overall = per_class(log).set_index("class_name").loc["overall"]
     last = sw.iloc[-1]
     assert last["top1"] == pytest.approx(overall["top1"]) and last["top5"] == pytest.approx(overall["top5"])
-    assert last["gflops_x_views"] == pytest.approx(paper_table(log).iloc[0]["gflops_x_views"])
+    assert last["gmacs_x_views"] == pytest.approx(paper_table(log).iloc[0]["gmacs_x_views"])
     first = _independent_topk(log[log["temporal_index"] == 0])
     assert sw.iloc[0]["top1"] == pytest.approx(100 * np.mean([a for a, _ in first.values()]))
     assert sw.iloc[0]["videos"] == len(first)
-    assert sw["gflops_x_views"].is_monotonic_increasing
+    assert sw["gmacs_x_views"].is_monotonic_increasing
 
 
 # ---------------------------------------------------------------------------------- reports

@@ -309,10 +309,10 @@ def plot_accuracy_vs_views(
         for (name, s), color in zip(runs, MODEL_COLORS):
             for col, ls, marker, lab in (("top1", "-", "o", "top-1"), ("top5", "--", "s", "top-5")):
                 if s[col].notna().any():
-                    ax.plot(s["gflops_x_views"], s[col], ls=ls, marker=marker, color=color, ms=5, label=f"{name} {lab}")
+                    ax.plot(s["gmacs_x_views"], s[col], ls=ls, marker=marker, color=color, ms=5, label=f"{name} {lab}")
             if s["top1"].notna().any():
                 for r in s.itertuples():
-                    ax.annotate(f"{r.views}", (r.gflops_x_views, r.top1), xytext=(0, -13), textcoords="offset points",
+                    ax.annotate(f"{r.views}", (r.gmacs_x_views, r.top1), xytext=(0, -13), textcoords="offset points",
                                 fontsize=8, ha="center", color=color)
         ax.set_xlabel("mean GFLOPs x views per video (sum over the views used)")
         ax.set_ylabel("accuracy (%), video-level")

@@ -268,18 +268,18 @@ def _accuracy_line(d: ReportData, overall: pd.Series) -> str:
 
 def _cost_lines(d: ReportData, overall: pd.Series) -> list[str]:
     row, run, nv = d.pt.iloc[-1], d.run, d.run.views_per_video
-    line = (f"- Mean GFLOPs x views: {_f(row['gflops_x_views'], '.4g')} "
-            f"(= {_f(row['gflops_per_view'], '.4g')} x {nv}; "
+    line = (f"- Mean GFLOPs x views: {_f(row['gmacs_x_views'], '.4g')} "
+            f"(= {_f(row['gmacs_per_view'], '.4g')} x {nv}; "
             f"mean per ok view {_f(overall['gmacs_per_view_mean'], '.4g')})")
     static = run.meta.get("static_gmacs")
     if run.layers and isinstance(static, (int, float)) and static > 0 and nv:
-        red = 100 * (1 - row["gflops_x_views"] / (static * nv))
+        red = 100 * (1 - row["gmacs_x_views"] / (static * nv))
         line += f"; static backbone (no SGS, same input): {static:.4g} x {nv} = {static * nv:.4g}; reduction {red:.1f}%"
     L = [line + "."]
     if d.base is not None:
         b = d.pt.iloc[0]
         L.append(f"- Against the baseline run {b['model']}" + (f" ({NOT_COMPARABLE})" if d.diffs else "")
-                 + f": {_f(b['gflops_x_views'], '.4g')} GFLOPs x views, "
+                 + f": {_f(b['gmacs_x_views'], '.4g')} GFLOPs x views, "
                  f"top-1 {_f(b['top1'], '.2f')}%, mean class {_f(b['mean_class_acc'], '.2f')}%; "
                  f"reduction {_f(row['reduction_pct'], '.1f')}%, "
                  f"top-1 change {_f(overall.get('top1_delta', np.nan), '+.2f')} points, "

@@ -31,8 +31,8 @@ __all__ = [
 _NUMBER = re.compile(r"^[-+]?\d[\d.,]*(e[-+]?\d+)?\s*(%|×.*|x \d+.*)?$")
 
 PAPER_COLUMNS = [
-    "model", "kind", "videos", "views", "gflops_per_view", "gflops_x_views", "reduction_pct",
-    "reduction_ref", "top1", "top5", "mean_class_acc", "params_m", "static_gflops_per_view", "crop", "frames",
+    "model", "kind", "videos", "views", "gmacs_per_view", "gmacs_x_views", "reduction_pct",
+    "reduction_ref", "top1", "top5", "mean_class_acc", "params_m", "static_gmacs_per_view", "crop", "frames",
     "ensemble", "comparable",
 ]
 
@@ -51,13 +51,13 @@ def run_summary(a: RunAnalysis, name: str, ensemble: str = "sum") -> dict[str, A
         "kind": "ATFR" if a.is_atfr else "baseline",
         "videos": int(len(ok)),
         "views": int(nv),
-        "gflops_per_view": gxv / nv if nv else np.nan,
-        "gflops_x_views": gxv,
+        "gmacs_per_view": gxv / nv if nv else np.nan,
+        "gmacs_x_views": gxv,
         "top1": acc.top1,
         "top5": acc.top5,
         "mean_class_acc": acc.mean_class_acc,
         "params_m": float(params) / 1e6 if isinstance(params, (int, float)) else np.nan,
-        "static_gflops_per_view": a.static_gmacs or np.nan,
+        "static_gmacs_per_view": a.static_gmacs or np.nan,
         "crop": meta.get("crop"),
         "frames": "+".join(map(str, meta["frames"])) if isinstance(meta.get("frames"), (list, tuple)) else meta.get("frames"),
         "failed_views": int((~a.ok).sum()),
@@ -171,11 +171,11 @@ def _rows(ra: list[RunAnalysis], ba: list[RunAnalysis | None], diffs: dict, ense
                 if id(base) not in listed:
                     listed.append(id(base))
                     rows.append(dict(b, reduction_pct=np.nan, reduction_ref=""))
-                if b["gflops_x_views"] > 0:
-                    s["reduction_pct"] = 100 * (1 - s["gflops_x_views"] / b["gflops_x_views"])
+                if b["gmacs_x_views"] > 0:
+                    s["reduction_pct"] = 100 * (1 - s["gmacs_x_views"] / b["gmacs_x_views"])
                     s["reduction_ref"] = f"baseline run {b['model']}" + (" (not comparable)" if i in diffs else "")
-            elif s["static_gflops_per_view"] > 0 and s["views"]:
-                s["reduction_pct"] = 100 * (1 - s["gflops_x_views"] / (s["static_gflops_per_view"] * s["views"]))
+            elif s["static_gmacs_per_view"] > 0 and s["views"]:
+                s["reduction_pct"] = 100 * (1 - s["gmacs_x_views"] / (s["static_gmacs_per_view"] * s["views"]))
                 s["reduction_ref"] = "static backbone x views"
         rows.append(s)
     return rows, not_comparable
@@ -195,12 +195,12 @@ def paper_table(
     baseline not among ``runs`` gets its own row just above its ATFR run.
 
     One row per run with columns ``model, kind`` ("ATFR" | "baseline"), ``videos`` (ok), ``views``
-    (per video), ``gflops_x_views`` (mean over ok videos of the sum over the video's ok views of
-    per-view gmacs), ``gflops_per_view`` (= gflops_x_views / views, the paper's "20.8" in
-    "20.8 x 30"), ``reduction_pct`` (ATFR rows: against the baseline run's gflops_x_views when
+    (per video), ``gmacs_x_views`` (mean over ok videos of the sum over the video's ok views of
+    per-view gmacs), ``gmacs_per_view`` (= gmacs_x_views / views, the paper's "20.8" in
+    "20.8 x 30"), ``reduction_pct`` (ATFR rows: against the baseline run's gmacs_x_views when
     given, else against ``static_gmacs`` x views; ``reduction_ref`` says which), ``top1, top5``
     (video-level %), ``mean_class_acc`` (mean of the classes' top-1, %), ``params_m``,
-    ``static_gflops_per_view``, ``crop``, ``frames``, ``ensemble`` ("sum" | "max": how views
+    ``static_gmacs_per_view``, ``crop``, ``frames``, ``ensemble`` ("sum" | "max": how views
     were combined) and ``comparable`` (False on rows made comparable only by the override).
     ``attrs["footer"]``: convention, crop counted and how GFLOPs x views is computed.
 
@@ -284,7 +284,7 @@ def format_paper_table(table: pd.DataFrame, arrows: str = "unicode") -> pd.DataF
                        "ascii": ("x", "-", "+")}[arrows]
     cells = []
     for _, r in table.iterrows():
-        g = f"{_fmt(r['gflops_per_view'])} {times} {r['views']}"
+        g = f"{_fmt(r['gmacs_per_view'])} {times} {r['views']}"
         if not pd.isna(r["reduction_pct"]):
             red = r["reduction_pct"]
             g += f" ({down if red >= 0 else up}{abs(red):.0f}%)"
@@ -400,9 +400,9 @@ def accuracy_vs_views(log: pd.DataFrame | RunAnalysis, ensemble: str = "sum") ->
     ``ensemble`` ("sum" of the softmax, or its element-wise "max").
 
     Columns: ``temporal_views`` (n), ``views`` (n x crops), ``videos`` (with an ok view among
-    those), ``top1, top5`` (%; NaN for a run with non-finite scores), ``gflops_x_views`` (mean
+    those), ``top1, top5`` (%; NaN for a run with non-finite scores), ``gmacs_x_views`` (mean
     over those videos of the sum of per-view gmacs over their first n temporal views),
-    ``gflops_per_view``. The row n = V equals the full video-level result (``attrs["ensemble"]``).
+    ``gmacs_per_view``. The row n = V equals the full video-level result (``attrs["ensemble"]``).
     One pass over the scores: each temporal view's scores are added (or maxed) in turn."""
     check_ensemble(ensemble)
     a = RunAnalysis.of(log)
@@ -414,7 +414,7 @@ def accuracy_vs_views(log: pd.DataFrame | RunAnalysis, ensemble: str = "sum") ->
         sweep.add(t)
         if sweep.seen.any():
             rows.append(sweep.row(n, crops))
-    out = pd.DataFrame(rows, columns=["temporal_views", "views", "videos", "top1", "top5", "gflops_x_views", "gflops_per_view"])
+    out = pd.DataFrame(rows, columns=["temporal_views", "views", "videos", "top1", "top5", "gmacs_x_views", "gmacs_per_view"])
     out.attrs = {"model": a.name, "ensemble": ensemble}
     return out
 
@@ -464,14 +464,14 @@ class _Sweep:
             "videos": int(len(sel)),
             "top1": float(100 * t1.astype("Float64").mean()) if finite and t1.notna().any() else np.nan,
             "top5": float(100 * t5.astype("Float64").mean()) if finite and t5.notna().any() else np.nan,
-            "gflops_x_views": g,
-            "gflops_per_view": g / (n * crops),
+            "gmacs_x_views": g,
+            "gmacs_per_view": g / (n * crops),
         }
 
 
 def accuracy_vs_views_both(log: pd.DataFrame | RunAnalysis) -> pd.DataFrame:
     """:func:`accuracy_vs_views` for both ensembles side by side: ``temporal_views, views, videos,
-    top1_sum, top5_sum, top1_max, top5_max, gflops_x_views, gflops_per_view``."""
+    top1_sum, top5_sum, top1_max, top5_max, gmacs_x_views, gmacs_per_view``."""
     run = RunAnalysis.of(log)
     a = accuracy_vs_views(run, "sum")
     b = accuracy_vs_views(run, "max")
@@ -479,7 +479,7 @@ def accuracy_vs_views_both(log: pd.DataFrame | RunAnalysis) -> pd.DataFrame:
     for e, t in (("sum", a), ("max", b)):
         out[f"top1_{e}"] = t["top1"].to_numpy()
         out[f"top5_{e}"] = t["top5"].to_numpy()
-    out["gflops_x_views"] = a["gflops_x_views"].to_numpy()
-    out["gflops_per_view"] = a["gflops_per_view"].to_numpy()
+    out["gmacs_x_views"] = a["gmacs_x_views"].to_numpy()
+    out["gmacs_per_view"] = a["gmacs_per_view"].to_numpy()
     out.attrs = {"model": a.attrs["model"]}
     return out
