@@ -10,8 +10,8 @@ import torch
 from atfr_analysis.errors import InputError
 from atfr_analysis.flops.cost import static_model
 from atfr_analysis.flops.module_cost import cost_model
-from atfr_analysis.errors import InputError
 from atfr_analysis.flops.table import module_table
+from atfr_analysis.profile.schema import layer_name
 from atfr_analysis.models import build_model, make_inputs
 from atfr_analysis.models.base import VideoModel
 
@@ -91,7 +91,7 @@ def parse_bins(text: str | None, layer_names: Sequence[str]) -> list[int] | None
         values = {}
         for p in parts:
             k, v = p.split("=", 1)
-            k = k.strip().removeprefix("bins.")
+            k = layer_name(k.strip())
             if k not in layer_names:
                 raise InputError(f"unknown SGS layer {k!r}; layers: {', '.join(layer_names)}")
             values[k] = v

@@ -141,6 +141,11 @@ def bins_column(layer: str) -> str:
     return _BINS_PREFIX + layer
 
 
+def layer_name(name: str) -> str:
+    """The SGS layer a ``bins.<layer>`` column names; any other name as it is (a bare layer)."""
+    return name.removeprefix(_BINS_PREFIX)
+
+
 def bins_layers(columns: Iterable[Any]) -> list[str]:
     """The SGS layer names of the ``bins.<layer>`` columns among ``columns``, in their order."""
     return [c[len(_BINS_PREFIX):] for c in columns if isinstance(c, str) and c.startswith(_BINS_PREFIX)]
