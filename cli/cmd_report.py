@@ -90,6 +90,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(to_markdown(t))
         for r, log in zip(runs, logs):
             sweep = accuracy_vs_views(log, cfg.ensemble)
+            if not log.complete:  # every output of an unfinished run says so, the CSV in a column
+                sweep.insert(0, "status", INCOMPLETE)
             mark = f" ({INCOMPLETE}: {log.videos_logged} of {log.videos_total} videos)" if not log.complete else ""
             typer.echo(f"\naccuracy vs views used ({ensemble} over views): {r}{mark}")
             typer.echo(markdown_table(sweep))

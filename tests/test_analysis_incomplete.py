@@ -72,6 +72,8 @@ def test_an_interrupted_run_is_reported_marked_incomplete(capsys, tmp_path, inte
     assert "INCOMPLETE" in stdout and "12 of 20 videos" in stdout
     for f in ("paper_table.md", "paper_table.csv", "paper_table.tex"):
         assert "INCOMPLETE" in (tmp_path / "t" / f).read_text(), f
+    (sweep,) = (tmp_path / "t").glob("accuracy_vs_views_*.csv")
+    assert "INCOMPLETE" in sweep.read_text()
 
 
 def test_the_library_refuses_an_unfinished_run_unless_asked(interrupted, tmp_path):
