@@ -31,18 +31,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from atfr_analysis.checkpoint import save_checkpoint
-from atfr_analysis.errors import InputError
+from atfr_analysis.errors import AtfrError, InputError
 from atfr_analysis.models import build_model
 from atfr_analysis.models.registry import get_entry
 
 __all__ = [
-    "TrainConfig", "TrainResult", "TrainDataError", "train", "make_record", "cosine_lr", "precise_bn",
+    "TrainConfig", "TrainResult", "TrainDataError", "TrainingDiverged", "train", "item_seed", "make_record", "cosine_lr", "precise_bn",
     "recalibrate_bn", "split_validation", "probe_videos", "temporal_difference_init",
 ]
 
 
 class TrainDataError(InputError):
     """The training list cannot be trained on (too many undecodable videos, an empty split)."""
+
+
+class TrainingDiverged(AtfrError):
+    """The loss (or an activation that reaches an SGS layer) is not finite: the run stops at that step."""
+
+
+class _NonFinite(Exception):
+    """Raised by the guard hooks inside a forward; turned into :class:`TrainingDiverged` with the step."""
 
 
 @dataclass
@@ -110,6 +118,13 @@ class TrainConfig:
     precise_bn_first: int = 0
     fp16_checkpoint: bool = False
     quiet: bool = False
+    #: CPU intra-op threads for the run (restored afterwards). A CPU reduction's order, and so its
+    #: last bits, depends on the thread count: a seeded run is bit-reproducible at a given count.
+    #: None = the cores this process may run on (its affinity set), whatever torch was set to before
+    threads: int | None = None
+    #: stop (one line naming the step) when a step's loss exceeds this: it is exploding. None = 100 x
+    #: ln(classes), a hundred times the cross-entropy of a uniform guess, where an untrained model starts
+    max_loss: float | None = None
 
 
 @dataclass
@@ -172,6 +187,12 @@ def _plain(obj):
     return obj
 
 
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one training clip's augmentation: a function of (run seed, epoch, item) only, so
+    a clip is the same whichever loader worker draws it, in whatever order."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(index)]).generate_state(1, np.uint64)[0] >> 1)
+
+
 def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -207,7 +228,7 @@ class TrainClips(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         from atfr_analysis.data.transforms import normalize, pack_pathways, temporal_indices
 
-        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) % (2**31))
+        g = torch.Generator().manual_seed(item_seed(self.seed, self.epoch, i))
         frames, fps = self._video(i)  # uint8 [T, H, W, 3]
         spec = self.spec
         idx = temporal_indices(frames.shape[0], fps, spec, clip_idx=-1, num_clips=1, generator=g)
@@ -284,7 +305,55 @@ def _param_groups(model: nn.Module, wd: float):
 
 
 def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = None) -> TrainResult:
-    """Train ``cfg.model`` on ``cfg.data`` and write a checkpoint to ``out``."""
+    """Train ``cfg.model`` on ``cfg.data`` and write a checkpoint to ``out`` (after every epoch, so
+    a run that diverges keeps the last good one).
+
+    Deterministic on the CPU for a given seed and thread count: the run sets torch's intra-op
+    thread count (``cfg.threads``) for its duration, since a CPU reduction's order follows it
+    (another test or command in the same process may have changed it), and every clip's
+    augmentation is drawn from its own seed (:func:`item_seed`)."""
+    from atfr_analysis.tuning import affinity_cores
+
+    if cfg.threads is not None and cfg.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {cfg.threads}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise InputError(f"--lr must be a finite number > 0, got {cfg.lr}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads or affinity_cores())
+    try:
+        return _train(cfg, out, command)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _nonfinite_guards(model: nn.Module) -> list:
+    """Hooks on every SGS layer that stop the step when its input or its embedding is not finite
+    (a finite but huge input overflows in the embedding's MLP): SGS would keep no bin and the next
+    pooling fail on an empty tensor. Returns the handles."""
+    from atfr_analysis.sgs import SimilarityGuidedSampling
+
+    def check(t: torch.Tensor, what: str) -> None:
+        if not bool(torch.isfinite(t.detach()).all()):
+            raise _NonFinite(what)
+
+    handles = []
+    for name, m in model.named_modules():
+        if isinstance(m, SimilarityGuidedSampling):
+            handles.append(m.register_forward_pre_hook(
+                lambda _m, inp, n=name: check(inp[0], f"the input of SGS layer {n} is not finite")))
+            handles.append(m.bn.register_forward_hook(
+                lambda _m, _i, z, n=name: check(z, f"the embedding of SGS layer {n} is not finite")))
+    return handles
+
+
+def _diverged(step: int, epoch: int, what: str, out: Path, saved_epoch: int | None) -> TrainingDiverged:
+    kept = (f"the last good checkpoint {out} (epoch {saved_epoch}) is kept" if saved_epoch is not None
+            else "no checkpoint was written (it diverged in the first epoch)")
+    return TrainingDiverged(f"training diverged at step {step + 1} (epoch {epoch + 1}): {what}; {kept}; "
+                            "lower --lr or set --clip-grad")
+
+
+def _train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = None) -> TrainResult:
     from atfr_analysis.data.datasets import loader_context, read_label_map, read_video_list
     from atfr_analysis.runtime import resolve_device
 
@@ -348,6 +417,10 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
     if held_out:
         val = (val or []) + held_out
     hooks = _sgs_grad_clamp_hooks(model, cfg.sgs_grad_clamp) if cfg.sgs_grad_clamp is not None else []
+    hooks += _nonfinite_guards(model)
+    max_loss = cfg.max_loss if cfg.max_loss is not None else 100 * math.log(max(ncls, 2))
+    out = Path(out)
+    saved_epoch = None
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -375,12 +448,13 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
                     gr["lr"] = cosine_lr(step, total, lr, warmup)
                 xs = [x.to(dev, non_blocking=True) for x in xs]
                 y = y.to(dev)
-                logits = model(xs)
+                try:
+                    logits = model(xs)
+                except _NonFinite as exc:
+                    raise _diverged(step, epoch, str(exc), out, saved_epoch) from None
                 loss = F.cross_entropy(logits, y)
-                if not torch.isfinite(loss):
-                    raise RuntimeError(
-                        f"training diverged at step {step} (loss {float(loss)}); lower --lr or set --clip-grad"
-                    )
+                if not torch.isfinite(loss) or float(loss.detach()) > max_loss:
+                    raise _diverged(step, epoch, f"loss {float(loss.detach())}", out, saved_epoch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.clip_grad:
@@ -411,7 +485,11 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
                     + f" {time.perf_counter() - t0:.0f}s",
                     flush=True,
                 )
-            if cfg.max_steps is not None and step >= cfg.max_steps:
+            stop = cfg.max_steps is not None and step >= cfg.max_steps
+            if epoch + 1 < cfg.epochs and not stop:  # the last epoch's checkpoint is written below
+                _save(out, model, cfg, command, {"steps": step, "losses": losses, "accs": accs}, epoch + 1)
+                saved_epoch = epoch + 1
+            if stop:
                 break
     for h in hooks:
         h.remove()
@@ -437,12 +515,26 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
             "failed": failed[:20],
             "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
             "class_names": sorted(label_map, key=label_map.get) if label_map else None,
+            "threads": torch.get_num_threads(),
             "torch": torch.__version__,
         },
     )
     model.cpu()
     path = save_checkpoint(out, model, record, epoch=len(losses), half=cfg.fp16_checkpoint)
     return TrainResult(path, len(losses), step, seconds, losses, accs, val_accs, first_loss or float("nan"), losses[-1] if losses else float("nan"), len(failed))
+
+
+def _save(out: Path, model: nn.Module, cfg: TrainConfig, command, progress: dict, epoch: int) -> Path:
+    """The checkpoint of a finished epoch that is not the last (written atomically over ``out``)."""
+    record = make_record(model, cfg.model, {
+        "train": _plain(dataclasses.asdict(cfg)),
+        "command": list(command) if command is not None else sys.argv,
+        "epochs_run": epoch, "steps": progress["steps"], "finished": False,
+        "final_train_loss": progress["losses"][-1] if progress["losses"] else None,
+        "final_train_acc": progress["accs"][-1] if progress["accs"] else None,
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+    })
+    return save_checkpoint(out, model, record, epoch=epoch, half=cfg.fp16_checkpoint)
 
 
 @torch.no_grad()
