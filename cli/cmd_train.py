@@ -1,6 +1,7 @@
 """``atfr train`` and ``atfr demo``."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -13,7 +14,7 @@ def register(app: typer.Typer) -> None:
     def train_cmd(
         model: str = typer.Argument(..., help="registry name, e.g. slow_tiny_atfr"),
         data: Path = typer.Option(..., "--data", help="PySlowFast list of training videos ('path label')"),
-        out: Path = typer.Option(..., "--out", help="checkpoint to write (PySlowFast format)"),
+        out: Path = typer.Option(..., "--out", help="the final checkpoint (m.pyth: its run folder m.run/ beside it) or a run folder (model.pyth in it)"),
         labels: Optional[Path] = typer.Option(None, "--labels", help="label map (JSON or one name per line)"),
         data_root: Optional[Path] = typer.Option(None, "--data-root", help="prefix for the list's paths (default: the list's folder)"),
         val: Optional[Path] = typer.Option(None, "--val", help="list evaluated (centre view) after each epoch"),
@@ -40,6 +41,14 @@ def register(app: typer.Typer) -> None:
         threads: Optional[int] = typer.Option(None, "--threads", help="CPU intra-op threads (default: the cores this process may use); a seeded run is bit-reproducible at a given count"),
         fp16: bool = typer.Option(False, "--fp16-checkpoint", help="store weights in fp16 (loaded back to fp32)"),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="stop after this many steps"),
+        precision: str = typer.Option("fp32", "--precision", help="fp32, or autocast to bf16 / fp16 (fp16 with a gradient scaler); SGS's distances stay fp32"),
+        checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="save the training state every this many steps (it is saved after every epoch too)"),
+        keep_last: int = typer.Option(2, "--keep-last", help="keep the newest this many training states"),
+        resume: bool = typer.Option(False, "--resume", help="continue the run in the output folder (automatic when it holds a state)"),
+        reset_head: bool = typer.Option(False, "--reset-head", help="with --init-from: re-initialise a head with another class count"),
+        sync_bn: bool = typer.Option(False, "--sync-bn", help="torchrun: SyncBatchNorm over the ranks"),
+        cache: bool = typer.Option(False, "--cache", help="keep decoded videos in memory (small data sets)"),
+        max_loss: Optional[float] = typer.Option(None, "--max-loss", help="stop when a step's loss exceeds this (default 100 x ln classes)"),
         quiet: bool = typer.Option(False, "--quiet"),
     ) -> None:
         """Train a model (SGD + momentum, warm-up + cosine, cross-entropy) into a PySlowFast-style checkpoint."""
@@ -59,12 +68,17 @@ def register(app: typer.Typer) -> None:
             init_from=str(init_from) if init_from else None, freeze_bn=freeze_bn, workers=workers, device=device, seed=seed, threads=threads, fp16_checkpoint=fp16,
             max_steps=max_steps, quiet=quiet, val_data=str(val) if val else None, model_overrides=overrides,
             val_fraction=val_fraction, max_failed_fraction=max_failed_fraction, sgs_grad_clamp=sgs_grad_clamp,
-            temporal_diff_init=temporal_diff_init, precise_bn_first=precise_bn_first,
+            temporal_diff_init=temporal_diff_init, precise_bn_first=precise_bn_first, precision=precision,
+            checkpoint_every=checkpoint_every, keep_last=keep_last, resume=resume, reset_head=reset_head,
+            sync_bn=sync_bn, cache=cache, max_loss=max_loss,
         )
         r = train(cfg, out, command=["atfr"] + sys.argv[1:])
+        if int(os.environ.get("RANK", "0")) != 0:
+            return
         typer.echo(
             f"wrote {r.checkpoint}: {r.epochs} epochs, {r.steps} steps, {r.seconds:.0f} s; "
-            f"loss {r.first_loss:.3f} -> {r.last_loss:.3f}; train top-1 {r.train_acc[-1]:.1f}%"
+            f"loss {r.first_loss:.3f} -> {r.last_loss:.3f}"
+            + (f"; train top-1 {r.train_acc[-1]:.1f}%" if r.train_acc else "")
             + (f"; val top-1 {r.val_acc[-1]:.1f}%" if r.val_acc else "")
             + (f"; skipped {r.failed} undecodable videos" if r.failed else "")
         )

@@ -97,8 +97,9 @@ def test_diverging_training_stops_with_one_line_and_keeps_the_last_checkpoint(ti
     assert len(err) == 1 and err[0].startswith("error: training diverged at step "), err
     step = int(err[0].split("step ")[1].split()[0])
     assert step >= 2 and f"(epoch {step - 1}) is kept" in err[0], err
-    ck = load_checkpoint(out)  # the last good epoch's weights: finite
-    assert ck.meta["epoch"] == step - 1
+    kept = err[0].split("the last good checkpoint ")[1].split(" (epoch")[0]
+    ck = load_checkpoint(kept)  # the last good epoch's weights: finite
+    assert ck.meta["epoch"] == step - 1 and not out.exists()
     assert all(bool(v.isfinite().all()) for v in ck.state_dict.values() if v.is_floating_point())
 
 
@@ -186,12 +187,12 @@ def test_precise_bn_uses_population_statistics():
 def test_sgs_grad_clamp_zero_stops_the_embedding_gradient_only():
     import torch
 
-    from atfr_analysis.train import _sgs_grad_clamp_hooks
+    from atfr_analysis.train import sgs_grad_clamp_hooks
 
     torch.manual_seed(0)
     m = build_model("slow_tiny_atfr", num_classes=7)
     m.set_batching("exact")
-    hooks = _sgs_grad_clamp_hooks(m, 0.0)
+    hooks = sgs_grad_clamp_hooks(m, 0.0)
     x = torch.randn(2, 3, 16, 64, 64)
     m([x]).sum().backward()
     for h in hooks:
