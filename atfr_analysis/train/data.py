@@ -186,6 +186,9 @@ def make_loader(ds: TrainClips, sampler: EpochSampler, workers: int):
         ds, batch_size=sampler.global_batch // sampler.world, sampler=sampler, num_workers=workers,
         collate_fn=collate_clips, multiprocessing_context=loader_context(workers),
         persistent_workers=workers > 0,
+        # its own generator: a DataLoader draws its workers' base seed when an epoch's iterator
+        # starts, from the global RNG otherwise, which would shift the dropout draws of a resumed run
+        generator=torch.Generator().manual_seed(sampler.seed),
     )
 
 

@@ -414,9 +414,11 @@ def _yaml(record: dict) -> str:
 
 
 def _finish(cfg: TrainConfig, run: _Run, data: _Data, model: _Model, optim: _Optim, state: _State) -> TrainResult:
-    """Precise BN (optional), then rank 0 writes the final checkpoint with the run's record."""
+    """The last training state, precise BN (optional), then rank 0 writes the final checkpoint with
+    the run's record."""
     from atfr_analysis.checkpoint import save_checkpoint
 
+    _save(cfg, run, model, optim, state)  # the last training state (with the scaler's)
     if cfg.precise_bn:
         from atfr_analysis.train.bn import precise_bn
 
