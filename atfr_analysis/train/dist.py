@@ -49,9 +49,14 @@ def wrap_model(model: nn.Module, world: World, device: torch.device, sync_bn: bo
     if world.size <= 1:
         return model
     if sync_bn:
+        if device.type != "cuda":
+            from atfr_analysis.errors import InputError
+
+            raise InputError("--sync-bn needs CUDA (torch's SyncBatchNorm runs on GPUs only); on the CPU use --freeze-bn")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=not sync_bn)
+    # BN buffers (running statistics) are broadcast from rank 0 before each forward, as PySlowFast's DDP does
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def gather_objects(obj, world: World) -> list:
