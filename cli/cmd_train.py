@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="the final checkpoint (m.pyth: its run folder m.run/ beside it) or a run folder (model.pyth in it)"),
         labels: Optional[Path] = typer.Option(None, "--labels", help="label map (JSON or one name per line)"),
         data_root: Optional[Path] = typer.Option(None, "--data-root", help="prefix for the list's paths (default: the list's folder)"),
-        val: Optional[Path] = typer.Option(None, "--val", help="list evaluated (centre view) after each epoch"),
+        val: Optional[Path] = typer.Option(None, "--val", help="validation list, profiled (--val-views x --val-crops) every --val-every epochs into <run>/val/epoch_NNN"),
         val_fraction: float = typer.Option(0.0, "--val-fraction", help="hold out this fraction of --data (stratified, seeded) as a validation split"),
         max_failed_fraction: float = typer.Option(0.1, "--max-failed-fraction", help="undecodable videos are recorded and skipped; stop only when more than this fraction fails"),
         sgs_grad_clamp: Optional[float] = typer.Option(None, "--sgs-grad-clamp", help="SGS models: clamp the gradient into the SGS embedding to [-c, c]; 0 stops it (the embedding keeps its weights); default: the official backward"),
@@ -49,6 +49,9 @@ def register(app: typer.Typer) -> None:
         sync_bn: bool = typer.Option(False, "--sync-bn", help="torchrun: SyncBatchNorm over the ranks"),
         cache: bool = typer.Option(False, "--cache", help="keep decoded videos in memory (small data sets)"),
         max_loss: Optional[float] = typer.Option(None, "--max-loss", help="stop when a step's loss exceeds this (default 100 x ln classes)"),
+        val_every: int = typer.Option(1, "--val-every", help="validate every this many epochs (and after the last)"),
+        val_views: int = typer.Option(1, "--val-views", help="validation: temporal views per video"),
+        val_crops: int = typer.Option(1, "--val-crops", help="validation: spatial crops per view (1 or 3)"),
         quiet: bool = typer.Option(False, "--quiet"),
     ) -> None:
         """Train a model (SGD + momentum, warm-up + cosine, cross-entropy) into a PySlowFast-style checkpoint."""
@@ -70,7 +73,8 @@ def register(app: typer.Typer) -> None:
             val_fraction=val_fraction, max_failed_fraction=max_failed_fraction, sgs_grad_clamp=sgs_grad_clamp,
             temporal_diff_init=temporal_diff_init, precise_bn_first=precise_bn_first, precision=precision,
             checkpoint_every=checkpoint_every, keep_last=keep_last, resume=resume, reset_head=reset_head,
-            sync_bn=sync_bn, cache=cache, max_loss=max_loss,
+            sync_bn=sync_bn, cache=cache, max_loss=max_loss, val_every=val_every, val_views=val_views,
+            val_crops=val_crops,
         )
         r = train(cfg, out, command=["atfr"] + sys.argv[1:])
         if int(os.environ.get("RANK", "0")) != 0:

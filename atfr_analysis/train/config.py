@@ -107,11 +107,17 @@ class TrainConfig:
     keep_last: int = 2
     #: continue the run in the output folder (also automatic when the folder holds a state)
     resume: bool = False
+    #: validate (through the profile, into ``<run>/val/epoch_NNN/``) every this many epochs and after the last
+    val_every: int = 1
+    #: the validation's test protocol: temporal views x spatial crops (1 x 1: the centre view)
+    val_views: int = 1
+    val_crops: int = 1
 
     def __post_init__(self) -> None:
         _check_name(self.model)
         for name, low in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("seed", 0), ("precise_bn", 0),
-                          ("precise_bn_first", 0), ("checkpoint_every", 0), ("keep_last", 1)):
+                          ("precise_bn_first", 0), ("checkpoint_every", 0), ("keep_last", 1), ("val_every", 1),
+                          ("val_views", 1)):
             _int_at_least(name, getattr(self, name), low)
         for name in ("crop", "max_steps", "threads"):
             if getattr(self, name) is not None:
@@ -140,6 +146,8 @@ class TrainConfig:
             raise InputError(f"scale_jitter must be (a, b) with 0 < a <= b, got {self.scale_jitter!r}")
         if not (isinstance(self.device, str) and (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"))):
             raise InputError(f"--device must be one of auto, cpu, cuda (or cuda:K), got {self.device!r}")
+        if self.val_crops not in (1, 3):
+            raise InputError(f"--val-crops must be 1 or 3, got {self.val_crops!r}")
         if self.reset_head and not self.init_from:
             raise InputError("--reset-head needs --init-from (it re-initialises the head of the weights read)")
         if self.freeze_bn and self.sync_bn:

@@ -244,6 +244,7 @@ class _State:
     seconds: float = 0.0  # before this process started
     saved: Path | None = None
     saved_epoch: float | None = None
+    epoch_t0: float = field(default_factory=time.perf_counter)  # when this process started the epoch
 
     def plain(self) -> dict:
         keys = ("step", "epoch", "batch", "totals", "losses", "accs", "val_accs", "failures", "first_loss")
@@ -361,22 +362,50 @@ def _diverged(state: _State, run: _Run, what: str) -> TrainingDiverged:
 
 
 def _end_epoch(cfg, run: _Run, data: _Data, model: _Model, optim: _Optim, state: _State) -> None:
-    """The epoch's mean loss and top-1 over all ranks, validation, the metrics row; next epoch."""
-    from atfr_analysis.train.metrics import append_metrics
-
+    """The epoch's mean loss and top-1 over all ranks, validation (rank 0, through the profile),
+    the metrics row and plot; on to the next epoch."""
     s = all_mean(list(state.totals), run.world)
     state.losses.append(s[0] / max(s[2], 1))
     state.accs.append(100 * s[1] / max(s[2], 1))
-    if data.val is not None:
-        from atfr_analysis.train.evaluate import evaluate_centre
-
-        acc = evaluate_centre(model.net, data.val, model.spec, run.device) if run.world.main else 0.0
-        state.val_accs.append(all_mean([acc], run.world)[0] * run.world.size)
-        model.step_net.train()
+    val = _validate(cfg, run, data, model, state.epoch + 1)
+    if val is not None:
+        state.val_accs.append(val["val_top1"])
+    seconds = state.seconds + time.perf_counter() - run.t0
+    row = {"epoch": state.epoch + 1, "step": state.step, "loss": state.losses[-1],
+           "lr": optim.opt.param_groups[0]["lr"], "train_top1": state.accs[-1], **(val or {}),
+           "clips_per_s": s[2] * run.world.size / max(time.perf_counter() - state.epoch_t0, 1e-9), "seconds": seconds}
     state.epoch, state.batch, state.totals = state.epoch + 1, 0, [0.0, 0.0, 0]
+    state.epoch_t0 = time.perf_counter()
     if run.world.main:
-        append_metrics(run.folder.root / "metrics.csv", state, optim.opt.param_groups[0]["lr"],
-                       state.seconds + time.perf_counter() - run.t0)
+        from atfr_analysis.train.metrics import append_metrics, plot_metrics
+
+        rows = append_metrics(run.folder.root / "metrics.csv", row)
+        plot_metrics(rows, run.folder.root / "metrics.png")
+
+
+def _validate(cfg, run: _Run, data: _Data, model: _Model, epoch: int) -> dict | None:
+    """Every ``val_every`` epochs and after the last: rank 0 profiles the validation list; the
+    others wait for it."""
+    if data.val is None or not (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
+        return None
+    from atfr_analysis.train.validate import validate_epoch, write_val_list
+
+    out = None
+    if run.world.main:
+        lst = write_val_list(data.val, run.folder.root / "val" / "videos.txt")
+        try:
+            out = validate_epoch(model.net, cfg, run.folder.root, lst, epoch, run.device)
+        except NonFinite as exc:
+            raise TrainingDiverged(f"the weights of epoch {epoch} diverged (validation: {exc}); "
+                                   "lower --lr or set --clip-grad") from None
+        out = {k: v for k, v in out.items() if k != "val_folder"}
+    out = gather_objects(out, run.world)[0]
+    model.step_net.train()
+    if cfg.freeze_bn:
+        from atfr_analysis.train.bn import freeze_bn_layers
+
+        freeze_bn_layers(model.net)
+    return out
 
 
 def _save(cfg: TrainConfig, run: _Run, model: _Model, optim: _Optim, state: _State) -> None:

@@ -119,22 +119,25 @@ def sgs_grad_clamp_hooks(model: nn.Module, clamp: float) -> list:
 
 
 def nonfinite_guards(model: nn.Module) -> list:
-    """Hooks on every SGS layer that stop the step when its input or its embedding is not finite
-    (a finite but huge input overflows in the embedding's MLP): SGS would keep no bin and the next
-    pooling fail on an empty tensor. Returns the handles."""
+    """Hooks on every SGS layer that stop the step when its input is not finite, or when its
+    embedding's squared distances would overflow (a finite but huge input overflows in the
+    embedding's MLP; an exploding SGS BatchNorm gives finite embeddings of 1e30 whose squares are
+    inf): SGS would keep no bin and the next pooling fail on an empty tensor. Returns the handles."""
     from atfr_analysis.sgs import SimilarityGuidedSampling
 
-    def check(t: torch.Tensor, what: str) -> None:
+    def check_input(t: torch.Tensor, name: str) -> None:
         if not bool(torch.isfinite(t.detach()).all()):
-            raise NonFinite(what)
+            raise NonFinite(f"the input of SGS layer {name} is not finite")
+
+    def check_embedding(z: torch.Tensor, name: str) -> None:
+        z = z.detach().float()
+        if not bool(torch.isfinite(z.square().sum(dim=1)).all()):
+            big = float(z.abs().nan_to_num(float("inf")).max())
+            raise NonFinite(f"the embedding of SGS layer {name} is not finite or overflows (|z| up to {big:.3g})")
 
     handles = []
     for name, m in model.named_modules():
         if isinstance(m, SimilarityGuidedSampling):
-            handles.append(m.register_forward_pre_hook(
-                lambda _m, inp, n=name: check(inp[0], f"the input of SGS layer {n} is not finite")))
-            handles.append(m.bn.register_forward_hook(
-                lambda _m, _i, z, n=name: check(z, f"the embedding of SGS layer {n} is not finite")))
+            handles.append(m.register_forward_pre_hook(lambda _m, inp, n=name: check_input(inp[0], n)))
+            handles.append(m.bn.register_forward_hook(lambda _m, _i, z, n=name: check_embedding(z, n)))
     return handles
-
-
