@@ -101,3 +101,59 @@ def test_states_are_atomic_and_the_last_k_kept(tiny_data, tmp_path):
 def test_resume_without_a_state_is_an_error(tiny_data, tmp_path):
     with pytest.raises(ResumeError, match="holds no training state"):
         train(_cfg(tiny_data, model="slow_tiny", resume=True), tmp_path / "none")
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (from /proc)."""
+    from pathlib import Path
+
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _torchrun(d, out):
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "atfr_cli.main",
+            "train", "slow_tiny", "--data", str(d / "train.csv"), "--labels", str(d / "labels.json"), "--out", str(out),
+            "--epochs", "2", "--batch-size", "4", "--crop", "64", "--lr", "0.2", "--checkpoint-every", "1",
+            "--threads", "1", "--quiet"]
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_with_two_processes_is_bit_identical(tmp_path):
+    """torchrun with 2 gloo processes, the whole process group SIGKILLed after the state at step 2,
+    the same command again: bit-identical to an uninterrupted 2-process run."""
+    import os
+
+    d = tmp_path / "d"
+    make_dataset(d, seed=3, frames=16, size=64, clips_per_class_train=2, clips_per_class_test=0)  # 14 videos, 3 steps/epoch
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ref = subprocess.run(_torchrun(d, tmp_path / "ref"), capture_output=True, text=True, timeout=600, env=env)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    out = tmp_path / "killed"
+    folder = RunFolder.of(out)
+    proc = subprocess.Popen(_torchrun(d, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 300
+    while not folder.state_path(2).exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    victims = [proc.pid] + _descendants(proc.pid)  # torchrun starts its workers in sessions of their own
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)  # the workers' ends reaped by init
+    assert not folder.final.exists() and folder.latest() is not None
+    done = subprocess.run(_torchrun(d, out), capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = _weights(RunFolder.of(tmp_path / "ref").final), _weights(folder.final)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len(torch.load(folder.latest(), weights_only=True)["train_state"]["rng"]) == 2
