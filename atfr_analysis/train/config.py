@@ -144,7 +144,8 @@ class TrainConfig:
         lo, hi = _pair("scale_jitter", self.scale_jitter)
         if not 0 < lo <= hi:
             raise InputError(f"scale_jitter must be (a, b) with 0 < a <= b, got {self.scale_jitter!r}")
-        if not (isinstance(self.device, str) and (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"))):
+        dev = self.device
+        if not (isinstance(dev, str) and (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"))):
             raise InputError(f"--device must be one of auto, cpu, cuda (or cuda:K), got {self.device!r}")
         if self.val_crops not in (1, 3):
             raise InputError(f"--val-crops must be 1 or 3, got {self.val_crops!r}")
@@ -190,7 +191,10 @@ def _number(name: str, v, positive: bool = False, low: float | None = None, high
     if ok and high is not None:
         ok = v < high if high_open else v <= high
     if not ok:
-        want = "> 0" if positive else f"in [{low:g}, {high:g}{')' if high_open else ']'}" if high is not None else f">= {low:g}"
+        if positive:
+            want = "> 0"
+        else:
+            want = f"in [{low:g}, {high:g}{')' if high_open else ']'}" if high is not None else f">= {low:g}"
         raise InputError(f"{flag} must be a finite number {want}, got {v!r}")
 
 

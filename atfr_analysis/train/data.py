@@ -128,7 +128,8 @@ class TrainClips(torch.utils.data.Dataset):
                 continue
             x = augment(clip, self.crop, self.scale_jitter, g)
             return pack_pathways(x, self.spec), int(self.entries[j].label), failures
-        raise InputError(f"{RETRIES} videos in a row cannot be decoded, from {failures[0]['path']}: {failures[0]['reason']}")
+        first = failures[0]
+        raise InputError(f"{RETRIES} videos in a row cannot be decoded, from {first['path']}: {first['reason']}")
 
 
 @dataclass

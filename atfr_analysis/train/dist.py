@@ -52,7 +52,8 @@ def wrap_model(model: nn.Module, world: World, device: torch.device, sync_bn: bo
         if device.type != "cuda":
             from atfr_analysis.errors import InputError
 
-            raise InputError("--sync-bn needs CUDA (torch's SyncBatchNorm runs on GPUs only); on the CPU use --freeze-bn")
+            raise InputError("--sync-bn needs CUDA (torch's SyncBatchNorm runs on GPUs only); "
+                             "on the CPU use --freeze-bn")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     # BN buffers (running statistics) are broadcast from rank 0 before each forward, as PySlowFast's DDP does

@@ -329,7 +329,8 @@ def _one_step(cfg, run: _Run, model: _Model, optim: _Optim, state: _State, batch
     y = batch.labels.to(run.device)
     bad, loss, logits = None, None, None
     try:
-        with torch.autocast(run.device.type, dtype=optim.amp_dtype or torch.bfloat16, enabled=optim.amp_dtype is not None):
+        amp = optim.amp_dtype
+        with torch.autocast(run.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             logits = model.step_net(xs)
         loss = F.cross_entropy(logits.float(), y)
         lv = float(loss.detach())
@@ -349,7 +350,8 @@ def _one_step(cfg, run: _Run, model: _Model, optim: _Optim, state: _State, batch
     state.step += 1
     state.batch += 1
     n = y.shape[0]
-    state.totals = [state.totals[0] + lv * n, state.totals[1] + float((logits.argmax(1) == y).sum()), state.totals[2] + n]
+    correct = float((logits.argmax(1) == y).sum())
+    state.totals = [state.totals[0] + lv * n, state.totals[1] + correct, state.totals[2] + n]
     state.first_loss = lv if state.first_loss is None else state.first_loss
     state.failures.extend(f for f in batch.failures if f not in state.failures)
 
@@ -477,7 +479,8 @@ def _record_extra(cfg, run: _Run, data: _Data, model: _Model, state: _State, sec
         "final_train_acc": state.accs[-1] if state.accs else None,
         "val_acc": state.val_accs,
         "val_videos": len(data.val) if data.val is not None else 0,
-        "val_split": {"fraction": cfg.val_fraction, "videos": len(data.held_out), "seed": cfg.seed} if data.held_out else None,
+        "val_split": ({"fraction": cfg.val_fraction, "videos": len(data.held_out), "seed": cfg.seed}
+                      if data.held_out else None),
         "videos_listed": data.listed,
         "videos_trained": len(data.entries),
         "failed_videos": len(failed),

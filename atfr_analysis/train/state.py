@@ -12,6 +12,7 @@ loader's clips need none: each is drawn from its own seed, and the sampler is a 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ def load_state(path: Path) -> dict:
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # an untrusted or truncated file: one line
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:  # untrusted or truncated
         raise CheckpointError(f"cannot read the training state {path}: {' '.join(str(exc).split())[:200]}") from None
     if not isinstance(obj, dict) or "train_state" not in obj:
         raise CheckpointError(f"{path} is not a training state of atfr train (no train_state)")
