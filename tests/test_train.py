@@ -201,3 +201,12 @@ def test_sgs_grad_clamp_zero_stops_the_embedding_gradient_only():
     assert sgs and all(p.grad is None or float(p.grad.abs().max()) == 0.0 for _, p in sgs), [n for n, _ in sgs]
     stem = next(p for n, p in m.named_parameters() if n.startswith("s1"))
     assert stem.grad is not None and float(stem.grad.abs().max()) > 0
+
+
+@pytest.mark.slow
+def test_loader_workers_give_the_losses_of_the_main_process(tiny_data, tmp_path):
+    """Clips decoded in 2 forkserver workers are the clips the main process decodes: the same
+    losses, bit for bit (each clip's draws come from its own seed, the loader has its own generator)."""
+    a = train(_cfg(tiny_data, batch_size=2), tmp_path / "a.pyth")
+    b = train(_cfg(tiny_data, batch_size=2, workers=2), tmp_path / "b.pyth")
+    assert [x.hex() for x in a.losses] == [x.hex() for x in b.losses]
