@@ -52,6 +52,7 @@ def register(app: typer.Typer) -> None:
         val_every: int = typer.Option(1, "--val-every", help="validate every this many epochs (and after the last)"),
         val_views: int = typer.Option(1, "--val-views", help="validation: temporal views per video"),
         val_crops: int = typer.Option(1, "--val-crops", help="validation: spatial crops per view (1 or 3)"),
+        tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", help="also log the scalars and the bins' histogram for TensorBoard here (extra: tensorboard)"),
         quiet: bool = typer.Option(False, "--quiet"),
     ) -> None:
         """Train a model (SGD + momentum, warm-up + cosine, cross-entropy) into a PySlowFast-style checkpoint."""
@@ -74,7 +75,7 @@ def register(app: typer.Typer) -> None:
             temporal_diff_init=temporal_diff_init, precise_bn_first=precise_bn_first, precision=precision,
             checkpoint_every=checkpoint_every, keep_last=keep_last, resume=resume, reset_head=reset_head,
             sync_bn=sync_bn, cache=cache, max_loss=max_loss, val_every=val_every, val_views=val_views,
-            val_crops=val_crops,
+            val_crops=val_crops, tensorboard=str(tensorboard) if tensorboard else None,
         )
         r = train(cfg, out, command=["atfr"] + sys.argv[1:])
         if int(os.environ.get("RANK", "0")) != 0:

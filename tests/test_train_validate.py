@@ -34,3 +34,28 @@ def test_validation_folders_open_with_report_and_metrics_are_written(tmp_path):
         code = e.code
     assert code in (0, None)
     assert any((tmp_path / "rep").iterdir())
+
+
+def test_tensorboard_logs_or_says_what_is_missing(tmp_path, capsys):
+    """--tensorboard writes event files with the tensorboard extra; without it, one line (exit 2)."""
+    import importlib.util
+
+    from atfr_cli.main import main
+
+    d = tmp_path / "d"
+    make_dataset(d, seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0)
+    args = ["train", "slow_tiny", "--data", str(d / "train.csv"), "--labels", str(d / "labels.json"), "--epochs", "1",
+            "--batch-size", "4", "--crop", "64", "--max-steps", "1", "--threads", "1", "--quiet",
+            "--tensorboard", str(tmp_path / "tb"), "--out", str(tmp_path / "m.pyth")]
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "tensorboard" in err[0], err
+    else:
+        try:
+            main(args)
+        except SystemExit as e:
+            assert e.code in (0, None)
+        assert any((tmp_path / "tb").iterdir())

@@ -112,6 +112,8 @@ class TrainConfig:
     #: the validation's test protocol: temporal views x spatial crops (1 x 1: the centre view)
     val_views: int = 1
     val_crops: int = 1
+    #: also write the epoch's scalars and the bins' histogram to this TensorBoard log folder (rank 0)
+    tensorboard: str | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.model)

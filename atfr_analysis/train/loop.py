@@ -73,6 +73,8 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
             _run_epochs(cfg, run, data, model, optim, state)
             return _finish(cfg, run, data, model, optim, state)
         finally:
+            if run.tensorboard is not None:
+                run.tensorboard.close()
             run.world.close()
 
 
@@ -97,6 +99,7 @@ class _Run:
     world: World
     command: list[str]
     t0: float = field(default_factory=time.perf_counter)
+    tensorboard: Any = None
 
     def say(self, line: str) -> None:
         if self.world.main and not self.cfg.quiet:
@@ -117,7 +120,12 @@ def _place(cfg: TrainConfig, out, command) -> _Run:
     if folder.final.exists():
         world.close()
         raise ResumeError(f"{folder.final} exists (a finished run): choose another --out; nothing was overwritten")
-    return _Run(cfg, folder, dev, world, list(command) if command is not None else list(sys.argv))
+    run = _Run(cfg, folder, dev, world, list(command) if command is not None else list(sys.argv))
+    if cfg.tensorboard and world.main:
+        from atfr_analysis.train.tensorboard import TensorBoard
+
+        run.tensorboard = TensorBoard(cfg.tensorboard)
+    return run
 
 
 @dataclass
@@ -383,6 +391,8 @@ def _end_epoch(cfg, run: _Run, data: _Data, model: _Model, optim: _Optim, state:
 
         rows = append_metrics(run.folder.root / "metrics.csv", row)
         plot_metrics(rows, run.folder.root / "metrics.png")
+        if run.tensorboard is not None:
+            run.tensorboard.epoch(row)
 
 
 def _validate(cfg, run: _Run, data: _Data, model: _Model, epoch: int) -> dict | None:
@@ -400,7 +410,6 @@ def _validate(cfg, run: _Run, data: _Data, model: _Model, epoch: int) -> dict | 
         except NonFinite as exc:
             raise TrainingDiverged(f"the weights of epoch {epoch} diverged (validation: {exc}); "
                                    "lower --lr or set --clip-grad") from None
-        out = {k: v for k, v in out.items() if k != "val_folder"}
     out = gather_objects(out, run.world)[0]
     model.step_net.train()
     if cfg.freeze_bn:
