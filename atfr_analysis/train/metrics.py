@@ -64,6 +64,8 @@ def plot_metrics(rows: list[dict], path: Path) -> Path:
         axes[1].set(xlabel="epoch", ylabel="cross-entropy", title="training loss")
         x, y = _col(rows, "gmacs_x_views")
         axes[2].plot(x, y, marker="o")
+        if not x:
+            axes[2].text(0.5, 0.5, "no validation run", ha="center", va="center", transform=axes[2].transAxes)
         axes[2].set(xlabel="epoch", ylabel="GFLOPs x views (1 FLOP = 1 MAC, fvcore)", title="validation cost")
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
