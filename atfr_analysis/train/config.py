@@ -151,6 +151,10 @@ class TrainConfig:
             raise InputError(f"--device must be one of auto, cpu, cuda (or cuda:K), got {self.device!r}")
         if self.val_crops not in (1, 3):
             raise InputError(f"--val-crops must be 1 or 3, got {self.val_crops!r}")
+        if self.model_overrides and (self.val_data or self.val_fraction):
+            raise InputError("validation runs through the profile, which builds the registry model as it is: "
+                             f"it cannot validate a model with overrides ({', '.join(self.model_overrides)}); "
+                             "drop --val / --val-fraction or the override")
         if self.reset_head and not self.init_from:
             raise InputError("--reset-head needs --init-from (it re-initialises the head of the weights read)")
         if self.freeze_bn and self.sync_bn:
