@@ -210,3 +210,25 @@ def test_loader_workers_give_the_losses_of_the_main_process(tiny_data, tmp_path)
     a = train(_cfg(tiny_data, batch_size=2), tmp_path / "a.pyth")
     b = train(_cfg(tiny_data, batch_size=2, workers=2), tmp_path / "b.pyth")
     assert [x.hex() for x in a.losses] == [x.hex() for x in b.losses]
+
+
+def test_a_video_that_fails_when_drawn_is_recorded_and_the_next_stands_in(tiny_data, tmp_path):
+    """On-the-fly decoding: a video gone (or broken) after the list was checked is recorded with its
+    reason, and the next video of the list gives the item, so the batch keeps its size."""
+    import dataclasses
+
+    import torch
+
+    from atfr_analysis.data.datasets import read_video_list
+    from atfr_analysis.train import TrainClips
+    from atfr_analysis.train.data import collate_clips
+
+    entries = list(read_video_list(str(tiny_data / "train.csv"), data_root=str(tiny_data))[:3])
+    gone = dataclasses.replace(entries[0], path=tmp_path / "gone.mp4")
+    ds = TrainClips([gone] + entries[1:], build_model("slow_tiny", num_classes=7).spec, 64, seed=0)
+    x, label, failures = ds[(0, 0)]
+    assert label == entries[1].label and len(failures) == 1
+    assert failures[0]["path"].endswith("gone.mp4") and failures[0]["reason"]
+    assert torch.equal(x[0], ds[(0, 1)][0][0])  # the stand-in is item 1's clip of that epoch
+    batch = collate_clips([ds[(0, 0)], ds[(0, 2)]])
+    assert batch.labels.shape[0] == 2 and len(batch.failures) == 1
