@@ -6,6 +6,7 @@ NCCL on CUDA and gloo on the CPU; each CUDA rank uses the device of its ``LOCAL_
 """
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -39,7 +40,9 @@ def init_world(device: torch.device) -> World:
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     started = False
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # the other ranks wait while rank 0 validates (a profile of the validation list): a long wait
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                             timeout=datetime.timedelta(hours=2))
         started = True
     return World(rank, size, local, started)
 
