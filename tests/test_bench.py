@@ -24,6 +24,13 @@ def result():
     return bench.run_bench(bench.BenchConfig(**TINY), command=["test"])
 
 
+def test_training_phase_measures_the_train_step(result):
+    """Issue 24: the train step's clips/s (1 process fp32 and bf16, 2 gloo processes on the CPU)."""
+    tr = result["training"]
+    assert set(tr["clips_per_s"]) == {"1 process fp32", "1 process bf16", "2 processes fp32"}
+    assert all(v > 0 for v in tr["clips_per_s"].values()) and tr["step_s_per_clip"] > 0
+
+
 def test_every_key_present_and_ratios_positive(result):
     for k in bench.RESULT_KEYS:
         assert k in result, k

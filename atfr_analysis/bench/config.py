@@ -90,6 +90,7 @@ class BenchConfig:
     profile_workers: tuple[int, ...] | None = None  # a profile run per loader worker count (cpu 0,1; cuda 0,4); () skips
     profile_timeout: float = 600.0  # seconds one profile run may take
     profile_ops: int = 0  # >0: torch.profiler table of the top ops of one exact and one baseline pass
+    train_processes: int = 2  # training phase on the CPU: also time 2 gloo processes (DDP) when >= 2; 0 skips the phase
     seed: int = 0
     quiet: bool = False
 
@@ -139,5 +140,7 @@ class BenchConfig:
             raise InputError("decode and profile workers must be >= 0")
         if self.profile_crops not in (None, 1, 3):
             raise InputError(f"--profile-crops must be 1 or 3, got {self.profile_crops}")
+        if self.train_processes < 0:
+            raise InputError(f"train_processes must be >= 0, got {self.train_processes}")
         if not self.profile_timeout > 0:
             raise InputError(f"profile_timeout must be > 0 seconds, got {self.profile_timeout}")

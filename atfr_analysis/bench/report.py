@@ -150,6 +150,8 @@ def _scale_blocks(r: dict) -> list[list[str]]:
                 f"{_f(run['loader_workers_peak_rss_mib'], 0)} MiB)"
                 + (f", CUDA peak {_f(run['cuda_max_allocated_mib'], 0)} MiB" if run.get("cuda_max_allocated_mib") else "")
             )
+    if r.get("training"):
+        blocks.append(_training_lines(r["training"]))
     mem = r.get("memory")
     if mem:
         cuda = mem.get("cuda_max_allocated_mib")
@@ -160,6 +162,19 @@ def _scale_blocks(r: dict) -> list[list[str]]:
             + "."
         ])
     return blocks
+
+
+def _training_lines(tr: dict) -> list[str]:
+    """The training phase: the train step's clips/s, and the train-time loading against it."""
+    rates = ", ".join(f"{k} {_f(v, 2)}" for k, v in tr["clips_per_s"].items())
+    load = tr.get("loading_s_per_clip")
+    return [
+        f"Train step (forward, backward, SGD; BN frozen; {tr['batch_per_process']} clips per process, median of "
+        f"{tr['steps']} steps), clips/s: {rates}"
+        + (f"; train-time loading (decode on the fly + augment) {_f(load, 3)} s per clip against the step's "
+           f"{_f(tr['step_s_per_clip'], 3)}" if load else "")
+        + "."
+    ]
 
 
 def format_summary(r: dict) -> str:

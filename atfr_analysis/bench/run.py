@@ -20,6 +20,7 @@ from atfr_analysis.bench.inputs import Workload, prepare, resolve_inputs
 from atfr_analysis.bench.memory import PeakMemory
 from atfr_analysis.bench.modes import time_modes
 from atfr_analysis.bench.phases import efficiency_analysis, phase_times, top_ops
+from atfr_analysis.bench.training import train_throughput
 from atfr_analysis.bench.throughput import profile_throughput
 from atfr_analysis.runtime import resolve_device
 
@@ -121,8 +122,10 @@ def run_bench(
     log(f"decoding {cfg.decode_videos} video(s) with {', '.join(map(str, cfg.decode_workers))} worker(s)")
     decoding = phase("decoding", bench_decoding, cfg, w.spec, w.crop, w.data_entries, log)
     throughput = phase("profile_throughput", profile_throughput, w, cfg, log)
+    training = phase("training", train_throughput, w, cfg, log) if cfg.train_processes else None
     result = _result(cfg, w, costs, bins, check, timed, phases, decoding, load0, command)
     result["profile_throughput"] = throughput
+    result["training"] = training
     result["batch_sizes"] = by_batch
     result["memory"] = mem.result()
     result["elapsed_s"] = time.perf_counter() - t_start

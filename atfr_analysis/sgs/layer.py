@@ -33,6 +33,11 @@ Pipeline of :class:`SimilarityGuidedSampling` on ``x`` of shape ``[N, C, T, H, W
    * mask: ``mask[n, j] = out[n, :, j].sum() != 0``, computed from the output values as the
      official code does.
 
+Under autocast (bf16 / fp16 training or inference) the embedding, the distances, the rescaling,
+the bins and the kernel are computed in fp32 (autocast off, low-precision inputs cast up): they
+decide which bins exist, and bf16's 8-bit mantissa moves frames across bin edges. Only the
+aggregation (the bmm) runs in the autocast dtype.
+
 Semantics worth knowing:
 
 * Output bins are ordered by ``Delta`` (the distance to the clip's mean embedding), **not by
@@ -138,7 +143,7 @@ def sample_from_embedding(
     _check_choice("distance", distance, DISTANCES)
     if x.dim() != 5 or z.dim() != 3:
         raise ValueError(f"expected x [N, C, T, H, W] and z [N, L, T], got {tuple(x.shape)} and {tuple(z.shape)}")
-    n, c, t, h, w = x.shape
+    n, t = x.shape[0], x.shape[2]
     if z.shape[0] != n or z.shape[2] != t:
         raise ValueError(f"z {tuple(z.shape)} does not match x {tuple(x.shape)}")
     b = int(num_bins)
@@ -147,6 +152,34 @@ def sample_from_embedding(
     if force_bins is not None and not 1 <= int(force_bins) <= b:
         raise ValueError(f"force_bins must be in [1, {b}], got {force_bins}")
 
+    # distances, rescaling, bins and kernel in fp32 at least, autocast off: they decide which bins
+    # exist, and bf16's 8-bit mantissa moves frames across bin edges (tests/test_train_precision.py)
+    with torch.autocast(z.device.type, enabled=False):
+        k, keep, scaled, centres, size, delta = _kernel(_at_least_fp32(z), b, kernel, distance, force_bins)
+    active = keep.sum(dim=1)  # [N] long
+    # the one host sync: B'_max, and the non-finite distances (NaN/inf keep no bin). A distance is
+    # a norm (>= 0 or NaN): "< inf" is False for NaN and inf alone (comparison ops only, which the
+    # cost counters leave out). A forced count needs none (B'_max = force_bins), so it also runs on
+    # ``meta``
+    if force_bins is not None:
+        b_max = int(force_bins)
+    else:
+        b_max, nonfinite = torch.stack([active.max(), (~(delta < math.inf)).sum()]).tolist()
+        if nonfinite:
+            raise NonFiniteError(_nonfinite_message(x, z, nonfinite, delta.numel(), name))
+    return _aggregate(x, k, keep, active, b_max, delta, scaled, centres, size)
+
+
+_LOW = (torch.float16, torch.bfloat16)
+
+
+def _at_least_fp32(z: torch.Tensor) -> torch.Tensor:
+    return z.float() if z.dtype in _LOW else z
+
+
+def _kernel(z: torch.Tensor, b: int, kernel: str, distance: str, force_bins: int | None):
+    """``(k [N, B, T], keep [N, B], Delta', centres, bin size, Delta)`` from the embedding ``z``."""
+    n = z.shape[0]
     # distances [N, T]
     if distance == "l2_to_mean":
         zbar = z.mean(dim=2, keepdim=True)
@@ -181,25 +214,22 @@ def sample_from_embedding(
     forced = force_bins is not None
     # real: mass > 0 (| nothing); forced: (mass > inf, never) | b < force_bins
     keep = (mass > (float("inf") if forced else 0.0)) | (bin_idx < (int(force_bins) if forced else 0))
-    active = keep.sum(dim=1)  # [N] long
-    # the one host sync: B'_max, and the non-finite distances (NaN/inf keep no bin). A distance is
-    # a norm (>= 0 or NaN): "< inf" is False for NaN and inf alone (comparison ops only, which the
-    # cost counters leave out). A forced count needs none (B'_max = force_bins), so it also runs on
-    # ``meta``
-    if forced:
-        b_max = int(force_bins)
-    else:
-        b_max, nonfinite = torch.stack([active.max(), (~(delta < math.inf)).sum()]).tolist()
-        if nonfinite:
-            raise NonFiniteError(_nonfinite_message(x, z, nonfinite, delta.numel(), name))
-    # compaction: kept bins first, in ascending b; rows past a clip's own count are zeroed
+    return k, keep, scaled, centres, size, delta
+
+
+def _aggregate(x, k, keep, active, b_max: int, delta, scaled, centres, size) -> SamplingResult:
+    """Compaction (kept bins first, in ascending b; rows past a clip's own count zeroed) and the
+    aggregation, one bmm ``[N, B'_max, T] x [N, T, C*H*W]`` (under autocast: in its dtype)."""
+    n, c, t, h, w = x.shape
+    b = k.shape[1]
+    bin_idx = torch.arange(b, device=k.device).unsqueeze(0).expand(n, b)
     order = torch.where(keep, bin_idx, bin_idx + b).argsort(dim=1)[:, :b_max]
     kd = k.gather(1, order.unsqueeze(2).expand(n, b_max, t))
-    pad = torch.arange(b_max, device=z.device).unsqueeze(0) >= active.unsqueeze(1)
+    pad = torch.arange(b_max, device=k.device).unsqueeze(0) >= active.unsqueeze(1)
     kd = kd.masked_fill(pad.unsqueeze(2), 0)
-
-    # aggregation: one bmm [N, B'_max, T] x [N, T, C*H*W]
     xs = x.permute(0, 2, 1, 3, 4).reshape(n, t, c * h * w)
+    if kd.dtype != xs.dtype and not torch.is_autocast_enabled(xs.device.type):
+        kd = kd.to(xs.dtype)
     out = torch.bmm(kd, xs).view(n, b_max, c, h, w).permute(0, 2, 1, 3, 4).contiguous()
     mask = out.sum(dim=(1, 3, 4)) != 0
     return SamplingResult(out, mask, active, delta, scaled, centres, size.squeeze(1), k, kd)
@@ -329,7 +359,8 @@ class SimilarityGuidedSampling(nn.Module):
         b = self.resolve_bins(x.shape[2])
         if force_bins is not None and not 1 <= int(force_bins) <= b:
             raise ValueError(f"force_bins must be in [1, {b}] (B = {b}), got {force_bins}")
-        z = self.embed(x)
+        with torch.autocast(x.device.type, enabled=False):  # the embedding decides the bins: fp32 under autocast
+            z = self.embed(x.float() if x.dtype in _LOW and self.fc[0].weight.dtype == torch.float32 else x)
         res = sample_from_embedding(
             x, z, b, kernel=self.kernel, distance=self.distance, force_bins=force_bins, name=self.name
         )

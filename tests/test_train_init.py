@@ -1,0 +1,85 @@
+"""--init-from: a baseline (our .pyth, a Caffe2 .pkl) fine-tunes into an _atfr model with only
+the SGS weights missing; a head with another class count needs --reset-head, and the record says
+what was re-initialised."""
+import json
+import pickle
+
+import pytest
+import torch
+
+from atfr_analysis import build_model
+from atfr_analysis.checkpoint import load_checkpoint
+from atfr_analysis.data.synthetic import make_dataset
+from atfr_analysis.train import TrainConfig, train
+
+BASELINE = "atfr_analysis/checkpoints/slow_tiny.pyth"
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    make_dataset(root / "d", seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0)
+    return root / "d"
+
+
+def _cfg(d, **kw):
+    args = dict(model="slow_tiny_atfr", data=str(d / "train.csv"), labels=str(d / "labels.json"), epochs=1,
+                batch_size=4, crop=64, lr=0.05, max_steps=1, threads=1, quiet=True)
+    args.update(kw)
+    return TrainConfig(**args)
+
+
+def _record(r):
+    return load_checkpoint(r.checkpoint).cfg["ATFR_ANALYSIS"]
+
+
+def test_a_baseline_fine_tunes_into_its_atfr_model(tiny_data, tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = train(_cfg(tiny_data, init_from=str(root / BASELINE)), tmp_path / "m.pyth")
+    init = _record(r)["init_from"]
+    assert init["format"] and not init["head_reset"]
+    assert init["reinitialised"] and all("ts_layer" in k for k in init["reinitialised"])
+    assert _record(r)["train"]["init_from"].endswith("slow_tiny.pyth")
+
+
+def test_another_class_count_needs_reset_head(tiny_data, tmp_path, capsys):
+    from pathlib import Path
+
+    from atfr_cli.main import main
+
+    root = Path(__file__).resolve().parents[1]
+    base = torch.load(root / BASELINE, weights_only=True)
+    state = dict(base["model_state"])
+    state["head.projection.weight"] = torch.zeros(5, state["head.projection.weight"].shape[1])
+    state["head.projection.bias"] = torch.zeros(5)
+    ck = tmp_path / "five.pyth"
+    torch.save({"model_state": state, "epoch": 1}, ck)
+    args = ["train", "slow_tiny_atfr", "--data", str(tiny_data / "train.csv"), "--labels", str(tiny_data / "labels.json"),
+            "--epochs", "1", "--batch-size", "4", "--crop", "64", "--max-steps", "1", "--threads", "1", "--quiet",
+            "--init-from", str(ck)]
+    with pytest.raises(SystemExit) as e:
+        main(args + ["--out", str(tmp_path / "a.pyth")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another class count" in err[0] and "--reset-head" in err[0], err
+    assert not (tmp_path / "a.pyth").exists()
+    r = train(_cfg(tiny_data, init_from=str(ck), reset_head=True), tmp_path / "b.pyth")
+    init = _record(r)["init_from"]
+    assert init["head_reset"] and {"head.projection.weight", "head.projection.bias"} <= set(init["reinitialised"])
+
+
+def test_a_caffe2_pkl_baseline_fine_tunes_into_atfr(tiny_data, tmp_path, shared_dir):
+    """A Caffe2-converted .pkl (PySlowFast's blob names, from the shared fixture's table) of the
+    slow_tiny baseline: read by the same loader as `atfr profile`, only SGS re-initialised."""
+    fx = json.loads((shared_dir / "fixtures" / "caffe2" / "slow_8x8_r50.json").read_text())
+    blob_of = {v["key"]: b for b, v in fx["blobs"].items()}
+    torch.manual_seed(0)
+    m = build_model("slow_tiny", num_classes=7)
+    blobs = {blob_of[k]: v.numpy() for k, v in m.state_dict().items() if not k.endswith("num_batches_tracked")}
+    pkl = tmp_path / "slow_tiny.pkl"
+    pkl.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
+    r = train(_cfg(tiny_data, init_from=str(pkl)), tmp_path / "m.pyth")
+    init = _record(r)["init_from"]
+    assert init["format"] == "caffe2" and all("ts_layer" in k for k in init["reinitialised"])
