@@ -47,11 +47,11 @@ def test_an_embedding_in_bf16_would_change_the_bins():
 def test_fp16_scaler_state_survives_a_resume(tmp_path):
     """An fp16 run stopped after 1 step and resumed ends as an uninterrupted one: the same weights
     and the same gradient-scaler state (scale and growth tracker) in the last training state."""
-    from atfr_analysis.data.synthetic import make_dataset
+    from atfr_analysis.data.synthetic import SyntheticConfig, make_dataset
     from atfr_analysis.train import RunFolder, TrainConfig, train
 
     d = tmp_path / "d"
-    make_dataset(d, seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0)
+    make_dataset(d, SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0))
     base = dict(model="slow_tiny", data=str(d / "train.csv"), labels=str(d / "labels.json"), epochs=1, batch_size=3,
                 crop=64, lr=0.2, precision="fp16", checkpoint_every=1, keep_last=10, threads=1, quiet=True)
     train(TrainConfig(**base), tmp_path / "ref")

@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from atfr_analysis.data.synthetic import make_dataset
+from atfr_analysis.data.synthetic import SyntheticConfig, make_dataset
 from atfr_analysis.train import RunFolder, TrainConfig, train
 
 
@@ -13,7 +13,7 @@ def test_validation_folders_open_with_report_and_metrics_are_written(tmp_path):
     from atfr_cli.main import main
 
     d = tmp_path / "d"
-    make_dataset(d, seed=3, frames=16, size=64, clips_per_class_train=2, clips_per_class_test=0)  # 14 videos
+    make_dataset(d, SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=2, clips_per_class_test=0))  # 14 videos
     cfg = TrainConfig(model="slow_tiny_atfr", data=str(d / "train.csv"), labels=str(d / "labels.json"), epochs=2,
                       batch_size=7, crop=64, lr=0.1, val_fraction=0.5, clip_grad=10.0, threads=1, quiet=True)
     r = train(cfg, tmp_path / "run")
@@ -43,7 +43,7 @@ def test_tensorboard_logs_or_says_what_is_missing(tmp_path, capsys):
     from atfr_cli.main import main
 
     d = tmp_path / "d"
-    make_dataset(d, seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0)
+    make_dataset(d, SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0))
     args = ["train", "slow_tiny", "--data", str(d / "train.csv"), "--labels", str(d / "labels.json"), "--epochs", "1",
             "--batch-size", "4", "--crop", "64", "--max-steps", "1", "--threads", "1", "--quiet",
             "--tensorboard", str(tmp_path / "tb"), "--out", str(tmp_path / "m.pyth")]
