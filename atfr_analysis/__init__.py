@@ -13,6 +13,7 @@ The names are imported on first use (PEP 562), so that importing the package, or
 of it such as ``atfr_analysis.errors`` (the CLI's ``--help`` and ``--version``), does not import
 torch.
 """
+
 import warnings as _warnings
 
 # The package's one warnings filter (every module of the package runs this file first):

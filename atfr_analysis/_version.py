@@ -1,2 +1,3 @@
 """The package version (one place; ``atfr_analysis.__version__`` re-exports it)."""
+
 __version__ = "0.1.0"

@@ -26,6 +26,7 @@ unconvertible blob with a warning and loads non-strictly, a blob that follows no
 here, and the state dict is loaded as strictly as a ``.pyth`` (missing, unexpected and
 shape-mismatched keys are refused by ``checkpoint.load_state_into``).
 """
+
 from __future__ import annotations
 
 import codecs
@@ -34,7 +35,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Caffe2Error", "ForbiddenGlobal", "caffe2_key", "is_training_state", "read_caffe2_blobs", "caffe2_state_dict", "RestrictedUnpickler"]
+__all__ = [
+    "Caffe2Error",
+    "ForbiddenGlobal",
+    "caffe2_key",
+    "is_training_state",
+    "read_caffe2_blobs",
+    "caffe2_state_dict",
+    "RestrictedUnpickler",
+]
 
 
 class Caffe2Error(Exception):
@@ -167,7 +176,11 @@ def read_caffe2_blobs(path: str | Path) -> dict[str, Any]:
             text = " ".join(str(e).split()) or type(e).__name__
             raise Caffe2Error(f"not a readable pickle ({type(e).__name__}: {text[:160]})") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("blobs"), dict):
-        what = f"a dict without 'blobs' (keys: {', '.join(map(str, list(obj)[:5]))})" if isinstance(obj, dict) else type(obj).__name__
+        what = (
+            f"a dict without 'blobs' (keys: {', '.join(map(str, list(obj)[:5]))})"
+            if isinstance(obj, dict)
+            else type(obj).__name__
+        )
         raise Caffe2Error(f"not a Caffe2 checkpoint (expected a dict with 'blobs', got {what})")
     blobs: dict[str, Any] = {}
     for name, arr in obj["blobs"].items():
@@ -209,9 +222,7 @@ def caffe2_state_dict(blobs: dict[str, Any]):
         source[key] = name
     if unknown:
         more = f" (+{len(unknown) - 3} more)" if len(unknown) > 3 else ""
-        raise Caffe2Error(
-            f"{len(unknown)} blob(s) follow no PySlowFast naming rule: {', '.join(unknown[:3])}{more}"
-        )
+        raise Caffe2Error(f"{len(unknown)} blob(s) follow no PySlowFast naming rule: {', '.join(unknown[:3])}{more}")
     if not state:
         raise Caffe2Error("no weight blob (only training state: " + ", ".join(skipped[:3]) + ")")
     return state, sorted(skipped)

@@ -26,14 +26,16 @@ baseline checkpoint into its ``_atfr`` variant, to fine-tune with SGS). Weights 
 (a diverged training; BN buffers such as ``running_var`` included) are refused too, naming the
 tensor, unless the caller allows them (``allow_nonfinite_weights=True``: to inspect such a model).
 """
+
 from __future__ import annotations
 
 import errno
 import hashlib
 import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -216,7 +218,7 @@ def _unwrap_state(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict |
         raise CheckpointError(f"{path}: not a state dict ({len(bad)} non-tensor entries, e.g. {bad[0]!r})")
     state = dict(state)
     if all(k.startswith("module.") for k in state):  # saved from DataParallel / DDP
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     # fp16 storage (our shipped checkpoints) is loaded back to fp32
     state = {k: (v.float() if v.is_floating_point() and v.dtype != torch.float64 else v) for k, v in state.items()}
     return state, cfg, meta
@@ -297,7 +299,9 @@ def _load_caffe2(path: Path) -> Checkpoint:
         blobs = read_caffe2_blobs(path)
         state, skipped = caffe2_state_dict(blobs)
     except ForbiddenGlobal as e:
-        raise CheckpointError(f"refusing {path}: it needs arbitrary code to unpickle (imports {e.name}); {_REFUSED}") from None
+        raise CheckpointError(
+            f"refusing {path}: it needs arbitrary code to unpickle (imports {e.name}); {_REFUSED}"
+        ) from None
     except Caffe2Error as e:
         raise CheckpointError(f"cannot read checkpoint {path} (not a torch.save file; as a Caffe2 .pkl: {e})") from None
     meta = {"epoch": -1, "caffe2_blobs": len(blobs), "caffe2_skipped": skipped}
@@ -341,7 +345,9 @@ def check_finite_weights(state: Mapping[str, torch.Tensor], allow: bool = False)
 
 
 def load_state_into(
-    model: nn.Module, state: Mapping[str, torch.Tensor], allow_missing: str | None = None,
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    allow_missing: str | None = None,
     allow_nonfinite_weights: bool = False,
 ) -> dict[str, list[str]]:
     """Load ``state`` into ``model``, refusing any missing / unexpected / mismatched key, and any
@@ -354,9 +360,7 @@ def load_state_into(
     initial values, and those allowed to hold NaN or inf.
     """
     if allow_missing is not None and allow_missing not in ALLOW_MISSING_CHOICES:
-        raise CheckpointError(
-            f"allow_missing must be one of {', '.join(ALLOW_MISSING_CHOICES)}, got {allow_missing!r}"
-        )
+        raise CheckpointError(f"allow_missing must be one of {', '.join(ALLOW_MISSING_CHOICES)}, got {allow_missing!r}")
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     counters = [k for k in missing if k.endswith(_COUNTER)]
@@ -385,7 +389,9 @@ def load_state_into(
             parts.append(f"{len(mismatched)} shape-mismatched ({_preview(mismatched, 2)})")
         hint = ""
         if missing and all(_SGS_KEY_MARK in k for k in missing):
-            hint = "; only SGS weights are missing: pass allow_missing='sgs' (--allow-missing sgs) to fine-tune a baseline"
+            hint = (
+                "; only SGS weights are missing: pass allow_missing='sgs' (--allow-missing sgs) to fine-tune a baseline"
+            )
         raise CheckpointError("checkpoint does not fit the model: " + "; ".join(parts) + hint)
     nonfinite = check_finite_weights(state, allow=allow_nonfinite_weights)
     model.load_state_dict(dict(state), strict=not (allowed or counters))

@@ -8,14 +8,16 @@ checkpoints shipped in the package (``atfr_analysis/checkpoints/``): the Slow Re
 card beside them). ``run_demo`` builds (or reuses) the test split, profiles both checkpoints with
 the multi-view protocol, profiles the raw source clips, and writes the report.
 """
+
 from __future__ import annotations
 
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self, Sequence
+from typing import Self
 
 import numpy as np
 import pandas as pd
@@ -27,8 +29,17 @@ from atfr_analysis.shipped import ATFR, BASELINE, CHECKPOINT_DIR, TRAINING_DATA,
 # write_model_card (the shipped checkpoints' card) lives in atfr_analysis.shipped; the demo re-exports it
 
 __all__ = [
-    "DEMO", "ACCEPTANCE", "run_demo", "DemoResult", "demo_cache", "demo_data", "checkpoint_path", "known_answer",
-    "demo_checks", "readme_section", "write_model_card",
+    "DEMO",
+    "ACCEPTANCE",
+    "run_demo",
+    "DemoResult",
+    "demo_cache",
+    "demo_data",
+    "checkpoint_path",
+    "known_answer",
+    "demo_checks",
+    "readme_section",
+    "write_model_card",
 ]
 
 #: the demo's fixed settings (the shipped checkpoints were trained on this data set's train split)
@@ -60,10 +71,12 @@ def demo_checks(n: dict) -> dict:
     worst = min(n["per_class_top1_baseline"].values())
     return {
         f"{', '.join(a['lowest'])} rank lowest, in that order": n["class_order"][:3] == a["lowest"],
-        f"Spearman(mean bins, distinct frames) >= {a['spearman_min']}": n["spearman_bins_distinct"] >= a["spearman_min"],
+        f"Spearman(mean bins, distinct frames) >= {a['spearman_min']}": n["spearman_bins_distinct"]
+        >= a["spearman_min"],
         f"baseline top-1 >= {a['baseline_top1_min']:.0f}%": n["top1_baseline"] >= a["baseline_top1_min"],
         f"every class's baseline top-1 >= {a['class_top1_min']:.0f}%": worst >= a["class_top1_min"],
-        f"ATFR top-1 within {a['atfr_top1_max_drop']:.0f} points of the baseline": n["top1_atfr"] >= n["top1_baseline"] - a["atfr_top1_max_drop"],
+        f"ATFR top-1 within {a['atfr_top1_max_drop']:.0f} points of the baseline": n["top1_atfr"]
+        >= n["top1_baseline"] - a["atfr_top1_max_drop"],
         f"GFLOPs x views reduction >= {a['reduction_min_pct']:.0f}%": n["reduction_pct"] >= a["reduction_min_pct"],
     }
 
@@ -78,8 +91,9 @@ def demo_cache(cache: str | Path | None = None) -> Path:
 
     folder = user_cache_dir()
     if folder is None:
-        raise InputError("ATFR_CACHE_DIR is off, and the demo needs a folder for its data set and runs: "
-                         "give one with --cache DIR")
+        raise InputError(
+            "ATFR_CACHE_DIR is off, and the demo needs a folder for its data set and runs: give one with --cache DIR"
+        )
     return folder
 
 
@@ -98,8 +112,11 @@ def demo_data(root: Path, train: bool = False, quiet: bool = True, console=None)
     if tmp.exists():
         shutil.rmtree(tmp)
     cfg = SyntheticConfig(
-        seed=DEMO["seed"], frames=DEMO["frames"], size=DEMO["size"],
-        clips_per_class_train=ntrain, clips_per_class_test=DEMO["clips_per_class_test"],
+        seed=DEMO["seed"],
+        frames=DEMO["frames"],
+        size=DEMO["size"],
+        clips_per_class_train=ntrain,
+        clips_per_class_test=DEMO["clips_per_class_test"],
     )
     with _BuildProgress(f"the demo data set in {out}", quiet, console) as progress:
         make_dataset(tmp, cfg, progress=progress)
@@ -132,8 +149,13 @@ class _BuildProgress:
         if self.console.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=self.console)
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=24),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
             self.bar.__enter__()
         return self
 
@@ -204,8 +226,8 @@ def _profile_sources(atfr_ckpt: Path, model_name: str, names: list[str]) -> pd.D
     from atfr_analysis.data.datasets import VideoEntry, ViewDataset
     from atfr_analysis.data.samples import sample_videos
     from atfr_analysis.data.views import ViewProtocol
-    from atfr_analysis.profile.instrument import Profiler
     from atfr_analysis.loading import load_model_from_checkpoint
+    from atfr_analysis.profile.instrument import Profiler
 
     model, ckpt, _ = load_model_from_checkpoint(atfr_ckpt, model_name)
     model.eval()
@@ -223,26 +245,30 @@ def _profile_sources(atfr_ckpt: Path, model_name: str, names: list[str]) -> pd.D
         df = prof.frame(r)
         pred = torch.tensor(np.asarray(df["scores"].tolist())).sum(0).argmax().item()
         b = df[bins_column(layer)].astype(int).tolist()
-        rows.append({
-            "source": item["class_name"],
-            "status": "ok",
-            "frames": item["num_frames"],
-            "fps": round(float(item["fps"]), 2),
-            "views": len(b),
-            "bins_per_view": " ".join(map(str, b)),
-            "mean_bins": float(np.mean(b)),
-            "gmacs_per_view_mean": float(df["gmacs"].mean()),
-            "predicted_class": names[pred] if pred < len(names) else str(pred),
-        })
+        rows.append(
+            {
+                "source": item["class_name"],
+                "status": "ok",
+                "frames": item["num_frames"],
+                "fps": round(float(item["fps"]), 2),
+                "views": len(b),
+                "bins_per_view": " ".join(map(str, b)),
+                "mean_bins": float(np.mean(b)),
+                "gmacs_per_view_mean": float(df["gmacs"].mean()),
+                "predicted_class": names[pred] if pred < len(names) else str(pred),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def run_demo(out: str | Path = "reports/demo", cache: str | Path | None = None, workers: int = 0, quiet: bool = False) -> DemoResult:
+def run_demo(
+    out: str | Path = "reports/demo", cache: str | Path | None = None, workers: int = 0, quiet: bool = False
+) -> DemoResult:
     """Profile the shipped checkpoints on the demo test split and write the report to ``out``."""
     from atfr_analysis.analysis import per_class, ranking, write_report
     from atfr_analysis.analysis.tables import paper_table, write_paper_table
-    from atfr_analysis.profile.log import load_run
     from atfr_analysis.profile.config import ProfileConfig
+    from atfr_analysis.profile.log import load_run
     from atfr_analysis.profile.run import run_profile
 
     t0 = time.perf_counter()
@@ -259,12 +285,23 @@ def run_demo(out: str | Path = "reports/demo", cache: str | Path | None = None, 
         run_dir = runs / name
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        run_profile(ProfileConfig(
-            checkpoint_path(name), name, data / "test.csv", run_dir, labels=data / "labels.json",
-            views=DEMO["views"], crops=DEMO["crops"], batching=DEMO["batching"], batch_size=DEMO["batch_size"],
-            workers=workers, device="cpu", quiet=quiet,
-            command=["atfr", "demo"],
-        ))
+        run_profile(
+            ProfileConfig(
+                checkpoint_path(name),
+                name,
+                data / "test.csv",
+                run_dir,
+                labels=data / "labels.json",
+                views=DEMO["views"],
+                crops=DEMO["crops"],
+                batching=DEMO["batching"],
+                batch_size=DEMO["batch_size"],
+                workers=workers,
+                device="cpu",
+                quiet=quiet,
+                command=["atfr", "demo"],
+            )
+        )
         logs[role] = _cache_free(load_run(run_dir), data)
     base, atfr = logs["baseline"], logs["atfr"]
     out.mkdir(parents=True, exist_ok=True)
@@ -362,7 +399,7 @@ def readme_section(n: dict) -> str:
 def _write_index(out: Path, n: dict, checks: dict, sources: pd.DataFrame, table: pd.DataFrame) -> None:
     from atfr_analysis.analysis.tables import markdown_table, to_markdown
 
-    card = (CHECKPOINT_DIR / "MODEL_CARD.md")
+    card = CHECKPOINT_DIR / "MODEL_CARD.md"
     lines = [
         "# atfr demo: ATFR on real footage with a known answer",
         "",
@@ -416,13 +453,22 @@ def _write_index(out: Path, n: dict, checks: dict, sources: pd.DataFrame, table:
 EXPLAIN_CLASSES = ("still", "slow_4x", "normal")
 
 
-def write_demo_explains(out_dir: str | Path = "reports/demo", cache: str | Path | None = None,
-                        classes: Sequence[str] = EXPLAIN_CLASSES, quiet: bool = False) -> list[Path]:
+def write_demo_explains(
+    out_dir: str | Path = "reports/demo",
+    cache: str | Path | None = None,
+    classes: Sequence[str] = EXPLAIN_CLASSES,
+    quiet: bool = False,
+) -> list[Path]:
     """``explain_<class>.json/.png`` for the first test clip of each of ``classes`` of the demo
     data set, through the shipped ``slow_tiny_atfr`` checkpoint (CPU, a few seconds). Paths in
     the JSON are relative (package checkpoint, data-set clip), so the files are reproducible."""
     from atfr_analysis.analysis.explain import (
-        ExplainConfig, explain_model, load_model_and_views, load_view_clips, thumbnails_of, write_explain,
+        ExplainConfig,
+        explain_model,
+        load_model_and_views,
+        load_view_clips,
+        thumbnails_of,
+        write_explain,
     )
     from atfr_analysis.flops.cost import CostModel
 

@@ -11,6 +11,7 @@ shows the traceback with ``ATFR_DEBUG=1``.
 Subclasses that used to derive from ``ValueError`` keep it as a second base, so ``except
 ValueError`` in user code still catches them.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,7 +40,9 @@ class EnvironmentFailure(AtfrError, OSError):
     exit_code = 1
 
 
-def environment_failure(exc: OSError, path: str | os.PathLike | None = None, doing: str = "write") -> EnvironmentFailure:
+def environment_failure(
+    exc: OSError, path: str | os.PathLike | None = None, doing: str = "write"
+) -> EnvironmentFailure:
     """An :class:`EnvironmentFailure` naming the path and the OS's reason of ``exc``."""
     where = path if path is not None else (exc.filename or "?")
     reason = exc.strerror or str(exc)

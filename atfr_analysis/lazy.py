@@ -5,10 +5,12 @@ module import that submodule when one of them is first read::
 
     __getattr__ = lazy_exports(__name__, {"sample_views": "views", "make_dataset": "synthetic"})
 """
+
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 __all__ = ["SUBMODULE", "lazy_exports"]
 

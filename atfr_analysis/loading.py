@@ -1,5 +1,6 @@
 """A checkpoint into a registry model: the class count from its head, its cfg checked, its
 weights loaded strictly. Used by ``profile``, ``bench``, ``demo`` and ``train``."""
+
 from __future__ import annotations
 
 import warnings

@@ -50,6 +50,7 @@ size) are refused by name (``PyTorchVideoError``). ``check_fits`` compares the i
 and the keys with the model asked for and names PyTorchVideo's key of any missing, unexpected or
 mis-shaped tensor; the load itself stays ``checkpoint.load_state_into``'s (strict).
 """
+
 from __future__ import annotations
 
 import re
@@ -133,7 +134,7 @@ _OUR_HEAD = re.compile(rf"head\.{_PARAM}")
 def strip_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The state without a ``model.`` prefix that every key carries (a Lightning-style wrapper)."""
     if state and all(k.startswith(_PREFIX) for k in state):
-        return {k[len(_PREFIX):]: v for k, v in state.items()}
+        return {k[len(_PREFIX) :]: v for k, v in state.items()}
     return dict(state)
 
 
@@ -170,9 +171,15 @@ def ptv_key_to_ours(key: str, head_block: int) -> str | None:
 
 def our_key_to_ptv(key: str, layout: PtvLayout) -> str | None:
     """PyTorchVideo's key of our ``key`` in ``layout`` (the inverse of ``ptv_key_to_ours``)."""
-    inv = {name: {v: k for k, v in table.items()} for name, table in
-           (("res", _X3D_RES if layout.x3d else _RES), ("fuse", _FUSE), ("head", _HEAD),
-            ("stem", _X3D_STEM if layout.x3d else _R_STEM))}
+    inv = {
+        name: {v: k for k, v in table.items()}
+        for name, table in (
+            ("res", _X3D_RES if layout.x3d else _RES),
+            ("fuse", _FUSE),
+            ("head", _HEAD),
+            ("stem", _X3D_STEM if layout.x3d else _R_STEM),
+        )
+    }
     multi = layout.pathways > 1
 
     def pw(p: str) -> str:
@@ -363,8 +370,11 @@ def check_fits(model_name: str, model: torch.nn.Module, state: Mapping[str, torc
     own = model.state_dict()
     missing = [our_key_to_ptv(k, layout) or k for k in own if k not in state and "ts_layer." not in k]
     unexpected = [source.get(k, k) for k in state if k not in own]
-    mismatched = [f"{source.get(k, k)} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-                  for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    mismatched = [
+        f"{source.get(k, k)} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     out = []
     for what, items in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", mismatched)):
         if items:

@@ -5,6 +5,7 @@ the one parser of ``--shard i/n`` and of torchrun's ``RANK`` / ``WORLD_SIZE``. B
 one-line :class:`~atfr_analysis.errors.InputError`. ``sigterm_as_interrupt`` lets a long run
 flush what it holds when a scheduler stops it.
 """
+
 from __future__ import annotations
 
 import os

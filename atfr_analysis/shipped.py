@@ -6,6 +6,7 @@ checkpoints carry).
 ``slow_tiny_atfr`` (SGS after res2, stage 2), trained on the train split of the demo's synthetic
 data set (``TRAINING_DATA``; ``atfr_analysis.demo.demo_data``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -98,8 +99,11 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
         )
     lb, la = recs[BASELINE].get("final_train_loss"), recs[ATFR].get("final_train_loss")
     if lb and la is not None:
-        lines += ["", f"The ATFR stage's final training loss is {100 * (la / lb - 1):+.1f}% of the baseline stage's "
-                  f"({la:.4f} vs {lb:.4f}; the goal is within 10%)."]
+        lines += [
+            "",
+            f"The ATFR stage's final training loss is {100 * (la / lb - 1):+.1f}% of the baseline stage's "
+            f"({la:.4f} vs {lb:.4f}; the goal is within 10%).",
+        ]
     lines.append("")
     for role, name in (("stage 1", STAGE1), ("baseline", BASELINE), ("atfr", ATFR)):
         rec = recs[name]
@@ -119,20 +123,27 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
         ]
         if rec.get("val_acc"):
             lines.append(
-                "- validation top-1 per epoch (%): " + ", ".join(f"{v:.1f}" for v in rec["val_acc"])
+                "- validation top-1 per epoch (%): "
+                + ", ".join(f"{v:.1f}" for v in rec["val_acc"])
                 + (f" ({rec['val_videos']} held-out videos)" if rec.get("val_videos") else "")
             )
         elif "val_split" in rec:
-            lines.append("- validation: none (trained without `--val-fraction`; a stage that starts from a checkpoint "
-                         "trained on the whole train split has no unseen part of it to validate on)")
+            lines.append(
+                "- validation: none (trained without `--val-fraction`; a stage that starts from a checkpoint "
+                "trained on the whole train split has no unseen part of it to validate on)"
+            )
         else:
             lines.append("- validation: none recorded (trained before the trainer held out a validation split)")
         if "failed_videos" in rec:
-            lines.append(f"- videos: {rec.get('videos_trained')} trained on of {rec.get('videos_listed')} listed; "
-                         f"{rec['failed_videos']} undecodable, skipped")
+            lines.append(
+                f"- videos: {rec.get('videos_trained')} trained on of {rec.get('videos_listed')} listed; "
+                f"{rec['failed_videos']} undecodable, skipped"
+            )
         if tr.get("temporal_diff_init"):
-            lines.append(f"- initialisation: {tr['temporal_diff_init']:g} of each temporal conv's output channels "
-                         "start as zero-sum (temporal-difference) kernels (`--temporal-diff-init`)")
+            lines.append(
+                f"- initialisation: {tr['temporal_diff_init']:g} of each temporal conv's output channels "
+                "start as zero-sum (temporal-difference) kernels (`--temporal-diff-init`)"
+            )
         lines.append(f"- file: {size / 1e6:.2f} MB")
         pbn = rec.get("precise_bn")
         if pbn:
@@ -141,8 +152,10 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
                 f"{pbn['batches']} training batches of {pbn['batch_size']}, seed {pbn['seed']}"
             )
         elif tr.get("precise_bn"):
-            lines.append(f"- BatchNorm statistics recomputed after training over {tr['precise_bn']} training batches (precise "
-                f"BN)")
+            lines.append(
+                f"- BatchNorm statistics recomputed after training over {tr['precise_bn']} training batches (precise "
+                f"BN)"
+            )
         if tr.get("init_from"):
             lines.append(
                 f"- initialised from `{Path(tr['init_from']).name}` when it ran"
@@ -158,9 +171,11 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
             if clamp is None:
                 how = "official (untouched)"
             elif clamp == 0:
-                how = ("no gradient into the SGS embedding (`--sgs-grad-clamp 0`): the embedding keeps its official "
-                       "initialisation, the frames get their gradient through the bins' aggregation; the forward is the "
-                    "official one")
+                how = (
+                    "no gradient into the SGS embedding (`--sgs-grad-clamp 0`): the embedding keeps its official "
+                    "initialisation, the frames get their gradient through the bins' aggregation; the forward is the "
+                    "official one"
+                )
             else:
                 how = (
                     f"gradient into the SGS embedding clamped to [-{clamp:g}, {clamp:g}] "
@@ -168,8 +183,10 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
                 )
             lines.append(f"- SGS backward: {how}")
             if tr.get("precise_bn_first"):
-                lines.append(f"- BatchNorm statistics recomputed before the first step over {tr['precise_bn_first']} training "
-                             "batches (`--precise-bn-first`, population statistics), after SGS was inserted")
+                lines.append(
+                    f"- BatchNorm statistics recomputed before the first step over {tr['precise_bn_first']} training "
+                    "batches (`--precise-bn-first`, population statistics), after SGS was inserted"
+                )
         lines.append("")
     if test_numbers:
         n = test_numbers

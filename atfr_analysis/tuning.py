@@ -29,19 +29,30 @@ One home for the choices that make a run fast and lean, so that what ``bench`` m
   hands the free pages back (``malloc_trim``), at most once every ``min_interval`` seconds. A no-op
   where there is no glibc.
 """
+
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import os
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
 __all__ = [
-    "default_batch_size", "default_workers", "local_cores", "affinity_cores", "ffmpeg_threads", "configure_inference",
-    "HeapRelease", "CUDA_BATCH_SIZE", "CPU_BATCH_SIZE", "MAX_CUDA_WORKERS", "decoder_niceness", "lower_priority",
+    "default_batch_size",
+    "default_workers",
+    "local_cores",
+    "affinity_cores",
+    "ffmpeg_threads",
+    "configure_inference",
+    "HeapRelease",
+    "CUDA_BATCH_SIZE",
+    "CPU_BATCH_SIZE",
+    "MAX_CUDA_WORKERS",
+    "decoder_niceness",
+    "lower_priority",
     "DECODER_NICENESS_CPU",
 ]
 
@@ -109,7 +120,9 @@ def lower_priority(niceness: int, worker_id: int = 0) -> None:
             pass
 
 
-def configure_inference(model, device: torch.device | str, cuda_graphs: bool = True, cudnn_benchmark: bool = True) -> dict:
+def configure_inference(
+    model, device: torch.device | str, cuda_graphs: bool = True, cudnn_benchmark: bool = True
+) -> dict:
     """The CUDA settings of an inference run (``bench`` and ``profile`` both call this): cuDNN
     autotuning and, for exact batching, one CUDA graph per signature and group size. Nothing
     changes on other devices. Returns what was set (for ``run.json`` and the bench report)."""

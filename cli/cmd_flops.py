@@ -5,11 +5,11 @@ Both count on the ``meta`` device (nothing computed) and keep their totals in th
 (``$ATFR_CACHE_DIR``, default ``$XDG_CACHE_HOME/atfr-analysis`` or ``~/.cache/atfr-analysis``;
 ``--no-cache`` to bypass it).
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -35,7 +35,9 @@ def print_module_table(s, out: Console = console) -> None:
     """The ``--depth`` table (rows of ``atfr_analysis.flops.table.module_table``)."""
     atfr = s.static_gmacs is not None
     t = Table(title=f"per module, depth {s.depth} (GMACs; a module includes its submodules)")
-    width = max((2 * r["depth"] + (9 if r["own"] else len(r["module"].rsplit(".", 1)[-1])) for r in s.modules), default=6)
+    width = max(
+        (2 * r["depth"] + (9 if r["own"] else len(r["module"].rsplit(".", 1)[-1])) for r in s.modules), default=6
+    )
     t.add_column("module", no_wrap=True, min_width=min(width, 40))
     t.add_column("#params", justify="right")
     t.add_column("conv_fc", justify="right")
@@ -98,7 +100,9 @@ def register(app: typer.Typer) -> None:
                 else:
                     with torch.device("meta"):
                         m = build_model(name)
-                    rows.append({"model": name, "params_m": param_count(m) / 1e6, "input": m.spec.label(), "gmacs": None})
+                    rows.append(
+                        {"model": name, "params_m": param_count(m) / 1e6, "input": m.spec.label(), "gmacs": None}
+                    )
                 bar.advance(task)
         if json_out:
             print(json.dumps(rows, indent=1))
@@ -107,7 +111,9 @@ def register(app: typer.Typer) -> None:
         for col in ("model", "params (M)", "frames x crop", "GFLOPs"):
             t.add_column(col, justify="left" if col == "model" else "right")
         for r in rows:
-            t.add_row(r["model"], f"{r['params_m']:.2f}", r["input"], "-" if r["gmacs"] is None else f"{r['gmacs']:.2f}")
+            t.add_row(
+                r["model"], f"{r['params_m']:.2f}", r["input"], "-" if r["gmacs"] is None else f"{r['gmacs']:.2f}"
+            )
         console.print(t)
 
     @app.command("flops")
@@ -115,32 +121,38 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Argument(
             ..., help="registry name (see `atfr models`) or package.module:callable (your own model)"
         ),
-        frames: Optional[int] = typer.Option(None, "--frames", help="clip frames (fast pathway for SlowFast)"),
-        crop: Optional[int] = typer.Option(None, "--crop", help="spatial size (default: the model's test crop)"),
-        classes: Optional[int] = typer.Option(
+        frames: int | None = typer.Option(None, "--frames", help="clip frames (fast pathway for SlowFast)"),
+        crop: int | None = typer.Option(None, "--crop", help="spatial size (default: the model's test crop)"),
+        classes: int | None = typer.Option(
             None, "--classes", help="number of classes (default: 400; your own model: its callable's default)"
         ),
-        views: Optional[int] = typer.Option(None, "--views", help="views per video (default: the config's views x crops)"),
-        bins: Optional[str] = typer.Option(
+        views: int | None = typer.Option(None, "--views", help="views per video (default: the config's views x crops)"),
+        bins: str | None = typer.Option(
             None, "--bins", help="ATFR what-if: active bins per SGS layer, 'LAYER=B,...' or 'B1,B2' (slow,fast)"
         ),
-        depth: Optional[int] = typer.Option(
-            None, "--depth", help="per-module table down to this depth (0 = the model; 1 = stages), instead of the stage split"
+        depth: int | None = typer.Option(
+            None,
+            "--depth",
+            help="per-module table down to this depth (0 = the model; 1 = stages), instead of the stage split",
         ),
         curve: bool = typer.Option(False, "--curve", help="ATFR: GMACs over every B' (plotted with --plot)"),
-        plot: Optional[Path] = typer.Option(None, "--plot", help="with --curve: write the curve as a PNG"),
-        counter: str = typer.Option("meta", "--counter", help="counting backend: meta (nothing computed) or fvcore (the reference trace)"),
+        plot: Path | None = typer.Option(None, "--plot", help="with --curve: write the curve as a PNG"),
+        counter: str = typer.Option(
+            "meta", "--counter", help="counting backend: meta (nothing computed) or fvcore (the reference trace)"
+        ),
         cache: bool = typer.Option(True, "--cache/--no-cache", help="use the user cost cache"),
         json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
-        save: Optional[Path] = typer.Option(
-            None, "--save",
+        save: Path | None = typer.Option(
+            None,
+            "--save",
             help="write a golden FLOP file (exact MACs per module to --depth (default 2), params, per signature)",
         ),
-        check: Optional[Path] = typer.Option(
+        check: Path | None = typer.Option(
             None, "--check", help="count again as the golden FILE says; exit 0 when equal, 1 with a table of what moved"
         ),
-        signatures: Optional[str] = typer.Option(
-            None, "--signatures",
+        signatures: str | None = typer.Option(
+            None,
+            "--signatures",
             help="with --save: the signatures to pin, 'B1,B2;B1,B2' (default: the grid, at most 64)",
         ),
     ) -> None:
@@ -164,8 +176,16 @@ def register(app: typer.Typer) -> None:
         if counter not in BACKENDS:
             raise InputError(f"--counter must be one of {', '.join(BACKENDS)}, got {counter!r}")
         s = model_flops(
-            model, frames=frames, crop=crop, num_classes=classes, views=views, bins=bins,
-            curve=curve or bool(plot), depth=depth, backend=counter, cache=_cache(cache),
+            model,
+            frames=frames,
+            crop=crop,
+            num_classes=classes,
+            views=views,
+            bins=bins,
+            curve=curve or bool(plot),
+            depth=depth,
+            backend=counter,
+            cache=_cache(cache),
         )
         if plot:
             if not s.curve:
@@ -176,7 +196,10 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print(json.dumps(s.to_dict(), indent=1))
             return
-        console.print(f"[bold]{s.model}[/]  input {'+'.join(map(str, s.frames))}x{s.crop}x{s.crop}, batch 1, {s.num_classes} classes")
+        console.print(
+            f"[bold]{s.model}[/]  input {'+'.join(map(str, s.frames))}x{s.crop}x{s.crop}, batch 1, "
+            f"{s.num_classes} classes"
+        )
         console.print(f"params           {s.params:,} ({s.params / 1e6:.2f} M)")
         if s.bins is not None:
             console.print("active bins      " + ", ".join(f"{k}={v}/{s.num_bins[k]}" for k, v in s.bins.items()))
@@ -197,7 +220,9 @@ def register(app: typer.Typer) -> None:
                 t.add_row(k, f"{v:.4f}", f"{100 * v / s.gmacs:.1f}%" if s.gmacs else "-")
             console.print(t)
         if s.unsupported_ops:
-            console.print("not counted (no flop formula): " + ", ".join(f"{k} x{v}" for k, v in sorted(s.unsupported_ops.items())))
+            console.print(
+                "not counted (no flop formula): " + ", ".join(f"{k} x{v}" for k, v in sorted(s.unsupported_ops.items()))
+            )
         if s.uncalled_modules:
             console.print("uncalled modules: " + ", ".join(s.uncalled_modules))
         if s.curve:
@@ -207,7 +232,11 @@ def register(app: typer.Typer) -> None:
             t.add_column("GMACs", justify="right")
             t.add_column("vs static", justify="right")
             for pt in s.curve:
-                t.add_row(*[str(v) for v in pt["bins"].values()], f"{pt['gmacs']:.4f}", f"{100 * pt['gmacs'] / s.static_gmacs:.1f}%")
+                t.add_row(
+                    *[str(v) for v in pt["bins"].values()],
+                    f"{pt['gmacs']:.4f}",
+                    f"{100 * pt['gmacs'] / s.static_gmacs:.1f}%",
+                )
             console.print(t)
         if plot:
             console.print(f"curve plot: {plot}")
@@ -219,7 +248,13 @@ def _golden(name, save, check, frames, crop, classes, depth, signatures, cache) 
 
     from atfr_analysis.errors import InputError
     from atfr_analysis.flops.golden import (
-        compare, format_rows, golden, golden_like, parse_signatures, read_golden, write_golden,
+        compare,
+        format_rows,
+        golden,
+        golden_like,
+        parse_signatures,
+        read_golden,
+        write_golden,
     )
     from atfr_analysis.models import build_model, make_inputs
 
@@ -237,13 +272,21 @@ def _golden(name, save, check, frames, crop, classes, depth, signatures, cache) 
             console.print(f"[bold red]FLOPs moved[/] ({name} against {check}):")
             print(format_rows(rows))
             raise SystemExit(1)
-        console.print(f"{name}: FLOPs equal to {check} ({len(after['signatures'])} signature(s), "
-                      f"{len(after['modules'])} module(s))")
+        console.print(
+            f"{name}: FLOPs equal to {check} ({len(after['signatures'])} signature(s), "
+            f"{len(after['modules'])} module(s))"
+        )
         return
     spec = model.spec.with_frames(frames)
     shapes = [tuple(x.shape) for x in make_inputs(spec, crop or spec.test_crop)]
-    rec = golden(model, shapes, depth=2 if depth is None else depth, signatures=parse_signatures(signatures),
-                 name=name, cache=cache)
+    rec = golden(
+        model,
+        shapes,
+        depth=2 if depth is None else depth,
+        signatures=parse_signatures(signatures),
+        name=name,
+        cache=cache,
+    )
     rec["num_classes"] = getattr(model.config, "num_classes", ncls)
     write_golden(save, rec)
     console.print(f"wrote {save}: {len(rec['signatures'])} signature(s), {len(rec['modules'])} module(s)")
@@ -253,11 +296,14 @@ def _register_counters(app: typer.Typer) -> None:
     @app.command("counters")
     def counters_cmd(
         n: int = typer.Option(20, "--n", help="random signatures per model"),
-        models: Optional[str] = typer.Option(None, "--models", help="name[:classes],... (default: SlowFast 4x16, SSv2 SlowFast 16x8, X3D-XL ATFR)"),
-        threads: Optional[int] = typer.Option(None, "--threads", help="torch threads"),
-        out: Optional[Path] = typer.Option(None, "--out", help="write the results as JSON (e.g. reports/counters.json)"),
+        models: str | None = typer.Option(
+            None, "--models", help="name[:classes],... (default: SlowFast 4x16, SSv2 SlowFast 16x8, X3D-XL ATFR)"
+        ),
+        threads: int | None = typer.Option(None, "--threads", help="torch threads"),
+        out: Path | None = typer.Option(None, "--out", help="write the results as JSON (e.g. reports/counters.json)"),
     ) -> None:
-        """The meta-device counter against fvcore's trace on random signatures: equal counts, cold seconds per signature."""
+        """The meta-device counter against fvcore's trace on random signatures: equal counts, cold seconds per
+        signature."""
         import torch
 
         from atfr_analysis.errors import InputError
@@ -267,7 +313,11 @@ def _register_counters(app: typer.Typer) -> None:
             raise InputError(f"--n must be >= 1, got {n}")
         if threads:
             torch.set_num_threads(threads)
-        items = [(m, int(c or 400)) for m, _, c in (s.partition(":") for s in models.split(","))] if models else list(DEFAULT_MODELS)
+        items = (
+            [(m, int(c or 400)) for m, _, c in (s.partition(":") for s in models.split(","))]
+            if models
+            else list(DEFAULT_MODELS)
+        )
         results = []
         for name, classes in items:
             r = compare_backends(name, classes, n=n)

@@ -1,18 +1,22 @@
 """``atfr report`` and ``atfr table``: pandas over profiling logs (no model needed)."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
-ENSEMBLE_HELP = "combine a video's views by the sum of their softmax (sum, PySlowFast's default) or its element-wise maximum (max)"
+ENSEMBLE_HELP = (
+    "combine a video's views by the sum of their softmax (sum, PySlowFast's default) or its element-wise maximum (max)"
+)
 ALLOW_HELP = (
     "compare runs that cover other videos, classes or views (or the same model): "
     "the output then says it is not comparable"
 )
-INCOMPLETE_HELP = ("report a run that has not logged every video of its list (a profile still writing, or "
-                   "interrupted), marked INCOMPLETE; refused without it")
+INCOMPLETE_HELP = (
+    "report a run that has not logged every video of its list (a profile still writing, or "
+    "interrupted), marked INCOMPLETE; refused without it"
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -20,16 +24,28 @@ def register(app: typer.Typer) -> None:
     def report_cmd(
         run: Path = typer.Argument(..., help="run folder written by `atfr profile`"),
         out: Path = typer.Option(..., "--out", help="folder for report.md, CSVs and PNGs"),
-        baseline: Optional[Path] = typer.Option(None, "--baseline", help="the matching baseline run (accuracy change per class)"),
-        by: str = typer.Option("gmacs", "--by", help="rank classes by mean GMACs per view (gmacs), fraction of bins kept (bins) or top-1 (top1)"),
+        baseline: Path | None = typer.Option(
+            None, "--baseline", help="the matching baseline run (accuracy change per class)"
+        ),
+        by: str = typer.Option(
+            "gmacs",
+            "--by",
+            help="rank classes by mean GMACs per view (gmacs), fraction of bins kept (bins) or top-1 (top1)",
+        ),
         k: int = typer.Option(5, "--k", help="classes at each end of the ranking"),
-        min_videos: int = typer.Option(1, "--min-videos", help="classes with fewer ok videos are listed apart, not ranked"),
+        min_videos: int = typer.Option(
+            1, "--min-videos", help="classes with fewer ok videos are listed apart, not ranked"
+        ),
         n_boot: int = typer.Option(1000, "--boot", help="bootstrap resamples for the confidence intervals"),
         seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
         ensemble: str = typer.Option("sum", "--ensemble", help=ENSEMBLE_HELP),
-        confusion_top: int = typer.Option(20, "--confusion-top", help="the confusion figure shows at most this many classes (the most confused)"),
-        confusion_classes: Optional[str] = typer.Option(
-            None, "--confusion-classes", help="the classes the confusion figure shows instead: names separated by commas"
+        confusion_top: int = typer.Option(
+            20, "--confusion-top", help="the confusion figure shows at most this many classes (the most confused)"
+        ),
+        confusion_classes: str | None = typer.Option(
+            None,
+            "--confusion-classes",
+            help="the classes the confusion figure shows instead: names separated by commas",
         ),
         allow_incomparable: bool = typer.Option(False, "--allow-incomparable", help=ALLOW_HELP),
         allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help=INCOMPLETE_HELP),
@@ -43,8 +59,14 @@ def register(app: typer.Typer) -> None:
         if min_videos < 1 or n_boot < 1:  # the library accepts 0 for both (no CI, every class ranked)
             raise InputError("--min-videos and --boot must be >= 1")
         classes = [c.strip() for c in confusion_classes.split(",") if c.strip()] if confusion_classes else None
-        cfg = ReportConfig(out, RankingSpec(by, k, min_videos, n_boot, seed, ensemble), classes, confusion_top,
-                           allow_incomparable, allow_incomplete)
+        cfg = ReportConfig(
+            out,
+            RankingSpec(by, k, min_videos, n_boot, seed, ensemble),
+            classes,
+            confusion_top,
+            allow_incomparable,
+            allow_incomplete,
+        )
         log = RunAnalysis(load_run(run), "log")
         base = RunAnalysis(load_run(baseline), "baseline") if baseline else None
         path = make_report(log, cfg, baseline=base)
@@ -60,11 +82,15 @@ def register(app: typer.Typer) -> None:
 
     @app.command("table")
     def table_cmd(
-        runs: List[Path] = typer.Argument(..., help="run folders (baselines and ATFR runs)"),
-        baseline: Optional[List[Path]] = typer.Option(
-            None, "--baseline", help="baseline run of each ATFR run, in order (repeat the option); default: the static backbone cost"
+        runs: list[Path] = typer.Argument(..., help="run folders (baselines and ATFR runs)"),
+        baseline: list[Path] | None = typer.Option(
+            None,
+            "--baseline",
+            help="baseline run of each ATFR run, in order (repeat the option); default: the static backbone cost",
         ),
-        out: Optional[Path] = typer.Option(None, "--out", help="write paper_table.{md,csv,tex} (and accuracy_vs_views.csv) here"),
+        out: Path | None = typer.Option(
+            None, "--out", help="write paper_table.{md,csv,tex} (and accuracy_vs_views.csv) here"
+        ),
         ensemble: str = typer.Option("sum", "--ensemble", help=ENSEMBLE_HELP),
         allow_incomparable: bool = typer.Option(False, "--allow-incomparable", help=ALLOW_HELP),
         allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help=INCOMPLETE_HELP),
@@ -78,13 +104,18 @@ def register(app: typer.Typer) -> None:
 
         cfg = TableConfig(ensemble, allow_incomparable, allow_incomplete, out)
         if baseline and len(baseline) != len(runs):
-            raise InputError(f"--baseline given {len(baseline)} time(s) for {len(runs)} run(s): give one per run, in order")
+            raise InputError(
+                f"--baseline given {len(baseline)} time(s) for {len(runs)} run(s): give one per run, in order"
+            )
         logs = [RunAnalysis(load_run(r), f"runs[{i}]") for i, r in enumerate(runs)]
         bases = [RunAnalysis(load_run(b), "baseline") for b in baseline] if baseline else None
         t = cfg.table(logs, bases)
         if t.attrs.get("not_comparable"):
-            typer.echo("warning: NOT COMPARABLE rows (the table says so): "
-                       + "; ".join(f"{m}: " + "; ".join(d) for m, d in t.attrs["not_comparable"].items()), err=True)
+            typer.echo(
+                "warning: NOT COMPARABLE rows (the table says so): "
+                + "; ".join(f"{m}: " + "; ".join(d) for m, d in t.attrs["not_comparable"].items()),
+                err=True,
+            )
         for note in t.attrs.get("notes", []):
             typer.echo(f"warning: {note} (the table says so)", err=True)
         typer.echo(to_markdown(t))

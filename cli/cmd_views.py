@@ -1,9 +1,9 @@
 """``atfr views``: the test views of one video (frames, scale, crop box, checksums), no model run."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,17 +13,31 @@ def register(app: typer.Typer) -> None:
     def views_cmd(
         video: Path = typer.Argument(..., help="a video file"),
         model: str = typer.Option(..., "--model", help="registry name (its frames, sampling rate and test protocol)"),
-        views: Optional[int] = typer.Option(None, "--views", help="temporal clips (default: the model config's, 10 for Kinetics models)"),
-        crops: Optional[int] = typer.Option(None, "--crops", help="spatial crops per clip: 3 or 1 (default: the model config's)"),
-        short_side: Optional[int] = typer.Option(
-            None, "--short-side", help="scale the short side to S (default: 3 crops: the test crop; 1 crop: PySlowFast's 1-crop rule, X3D-S "
-            "182)"
+        views: int | None = typer.Option(
+            None, "--views", help="temporal clips (default: the model config's, 10 for Kinetics models)"
         ),
-        crop: Optional[int] = typer.Option(
-            None, "--crop", help="crop size C (default: 3 crops: the test crop; 1 crop: the 1-crop test size, X3D-S 160)"
+        crops: int | None = typer.Option(
+            None, "--crops", help="spatial crops per clip: 3 or 1 (default: the model config's)"
         ),
-        apply_rotation: bool = typer.Option(False, "--apply-rotation", help="turn frames by their rotation metadata (default: as decoded, as PySlowFast)"),
-        checksums: bool = typer.Option(True, "--checksums/--no-checksums", help="mean and std of each view's normalised input"),
+        short_side: int | None = typer.Option(
+            None,
+            "--short-side",
+            help="scale the short side to S (default: 3 crops: the test crop; 1 crop: PySlowFast's 1-crop rule, X3D-S "
+            "182)",
+        ),
+        crop: int | None = typer.Option(
+            None,
+            "--crop",
+            help="crop size C (default: 3 crops: the test crop; 1 crop: the 1-crop test size, X3D-S 160)",
+        ),
+        apply_rotation: bool = typer.Option(
+            False,
+            "--apply-rotation",
+            help="turn frames by their rotation metadata (default: as decoded, as PySlowFast)",
+        ),
+        checksums: bool = typer.Option(
+            True, "--checksums/--no-checksums", help="mean and std of each view's normalised input"
+        ),
         json_out: bool = typer.Option(False, "--json", help="print one JSON object with a 'views' list"),
     ) -> None:
         """Print the test views PySlowFast's test path takes from VIDEO (source frames of the fastest
@@ -82,12 +96,23 @@ def _print_table(video: Path, model: str, r) -> None:
     rows = []
     for v in r.views:
         cs = v.checksum or {}
-        rows.append((
-            str(v.view), str(v.temporal_index), str(v.spatial_idx), _frames_text(v.frames),
-            "x".join(map(str, v.resized_hw or [])), ",".join(map(str, v.crop_box or [])),
-            f"{cs['mean']:.6f}" if cs else "-", f"{cs['std']:.6f}" if cs else "-",
-            "ok" if v.ok else f"failed: {v.error}",
-        ))
+        rows.append(
+            (
+                str(v.view),
+                str(v.temporal_index),
+                str(v.spatial_idx),
+                _frames_text(v.frames),
+                "x".join(map(str, v.resized_hw or [])),
+                ",".join(map(str, v.crop_box or [])),
+                f"{cs['mean']:.6f}" if cs else "-",
+                f"{cs['std']:.6f}" if cs else "-",
+                "ok" if v.ok else f"failed: {v.error}",
+            )
+        )
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head[:-1])]
     for row in (head, *rows):
-        typer.echo("  ".join(c.rjust(w) if i in (0, 1, 2, 6, 7) else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) + "  " + row[-1])
+        typer.echo(
+            "  ".join(c.rjust(w) if i in (0, 1, 2, 6, 7) else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+            + "  "
+            + row[-1]
+        )

@@ -11,18 +11,18 @@ Errors end as exactly one line on stderr, never a traceback:
 * anything else is a bug in atfr-analysis: ``error: bug in atfr-analysis: <type>: <message>``,
   exit status 1; ``ATFR_DEBUG=1`` shows the traceback (of every error).
 """
+
 from __future__ import annotations
 
 import errno
 import os
 from pathlib import Path
-from typing import List, Optional
 
 import typer
-from atfr_cli import cmd_bench, cmd_explain, cmd_export, cmd_flops, cmd_profile, cmd_report, cmd_train, cmd_views
 from rich.console import Console
 
 from atfr_analysis.errors import AtfrError
+from atfr_cli import cmd_bench, cmd_explain, cmd_export, cmd_flops, cmd_profile, cmd_report, cmd_train, cmd_views
 
 app = typer.Typer(
     name="atfr",
@@ -40,8 +40,24 @@ err_console = Console(stderr=True)
 ENVIRONMENT_ERRNOS = frozenset(
     getattr(errno, n)
     for n in (
-        "EACCES", "EPERM", "ENOSPC", "EDQUOT", "EROFS", "ENOENT", "ENOTDIR", "EISDIR", "EEXIST",
-        "ENAMETOOLONG", "EMFILE", "ENFILE", "EIO", "EBUSY", "ETXTBSY", "EFBIG", "ENOTEMPTY", "EXDEV",
+        "EACCES",
+        "EPERM",
+        "ENOSPC",
+        "EDQUOT",
+        "EROFS",
+        "ENOENT",
+        "ENOTDIR",
+        "EISDIR",
+        "EEXIST",
+        "ENAMETOOLONG",
+        "EMFILE",
+        "ENFILE",
+        "EIO",
+        "EBUSY",
+        "ETXTBSY",
+        "EFBIG",
+        "ENOTEMPTY",
+        "EXDEV",
     )
     if hasattr(errno, n)
 )
@@ -110,7 +126,7 @@ for _cmd in (cmd_flops, cmd_profile, cmd_views, cmd_explain, cmd_report, cmd_exp
     _cmd.register(app)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     from typer._click.exceptions import NoArgsIsHelpError
     from typer.exceptions import Abort, Exit, TyperException
 
@@ -124,7 +140,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     except NoArgsIsHelpError:
         app(args=["--help"], prog_name="atfr", standalone_mode=False)
     except Exit as e:
-        raise SystemExit(e.exit_code)
+        raise SystemExit(e.exit_code) from None
     except Abort:
         _fail("aborted", 130)
     except TyperException as e:  # bad option, missing argument, bad value

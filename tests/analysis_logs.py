@@ -1,7 +1,9 @@
 """Synthetic profiling logs (schema version 1) for the analysis tests: no model, no video."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,9 +58,23 @@ def build_log(
             row["top5_scores"] = scores[order] if ok else None
             row["scores"] = scores if ok else None
             rows.append(row)
-    cols = ["video_id", "path", "label", "class_name", "view", "temporal_index", "spatial_index",
-            "frame_start", "frame_end", "status", "error"] + [f"bins.{l}" for l in layers] + [
-            "gmacs", "gmacs_fvcore", "gmacs_executed", "top5_ids", "top5_scores", "scores"]
+    cols = (
+        [
+            "video_id",
+            "path",
+            "label",
+            "class_name",
+            "view",
+            "temporal_index",
+            "spatial_index",
+            "frame_start",
+            "frame_end",
+            "status",
+            "error",
+        ]
+        + [f"bins.{l}" for l in layers]
+        + ["gmacs", "gmacs_fvcore", "gmacs_executed", "top5_ids", "top5_scores", "scores"]
+    )
     df = pd.DataFrame(rows, columns=cols)
     for l in layers:
         df[f"bins.{l}"] = df[f"bins.{l}"].astype("Int64")
@@ -129,8 +145,13 @@ def planted_log(
                     status, nfail = "failed", nfail - 1
                 vv.append({"bins": bins, "gmacs": g, "scores": s.tolist(), "status": status})
             vids.append({"label": c, "views": vv})
-    return build_log(vids, names, layers=None if baseline else {l: B for l in layers}, crops=crops,
-                     meta={"static_gmacs": static_gmacs})
+    return build_log(
+        vids,
+        names,
+        layers=None if baseline else {l: B for l in layers},
+        crops=crops,
+        meta={"static_gmacs": static_gmacs},
+    )
 
 
 def write_run(run_dir, log: pd.DataFrame, meta: dict[str, Any] | None = None):
@@ -143,15 +164,24 @@ def write_run(run_dir, log: pd.DataFrame, meta: dict[str, Any] | None = None):
     run_dir = Path(run_dir)
     m = dict(log.attrs["meta"])
     m.update(meta or {})
-    layers = [c[len("bins."):] for c in log.columns if c.startswith("bins.")]
+    layers = [c[len("bins.") :] for c in log.columns if c.startswith("bins.")]
     vids = []
     for vid, g in log.groupby("video_id"):
         ok = g[g["status"] == "ok"]
         s = np.sum(np.stack(ok["scores"].tolist()), axis=0).astype("float32") if len(ok) else None
-        vids.append({"video_id": vid, "path": g["path"].iloc[0], "label": g["label"].iloc[0],
-                     "class_name": g["class_name"].iloc[0], "status": "ok" if len(ok) else "failed",
-                     "error": None if len(ok) else "all views failed", "views_ok": len(ok),
-                     "scores_sum": s, "top1_id": int(np.argmax(s)) if s is not None else -1})
+        vids.append(
+            {
+                "video_id": vid,
+                "path": g["path"].iloc[0],
+                "label": g["label"].iloc[0],
+                "class_name": g["class_name"].iloc[0],
+                "status": "ok" if len(ok) else "failed",
+                "error": None if len(ok) else "all views failed",
+                "views_ok": len(ok),
+                "scores_sum": s,
+                "top1_id": int(np.argmax(s)) if s is not None else -1,
+            }
+        )
     write_meta(run_dir, m)
     write_parts(run_dir, log.to_dict("records"), vids, layers, "0of1-20260101T000000000000-test-0")
     return run_dir

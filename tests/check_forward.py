@@ -12,6 +12,7 @@ separately and the bins are equal. Run as a script::
 
 Imports only torch, atfr_analysis and the standard library.
 """
+
 from __future__ import annotations
 
 import math

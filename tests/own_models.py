@@ -4,6 +4,7 @@ Importable as ``own_models:<fn>`` (``tests/`` on the path) by the CLI tests. Eac
 ``num_classes`` and keyword changes (``width``, ``where``) that the regression tests use to move
 a model's cost.
 """
+
 from __future__ import annotations
 
 import torch
@@ -73,8 +74,9 @@ def plain_cnn(num_classes: int = 5, width: int = 8, where: int = 1) -> nn.Module
 
 def static_cnn(num_classes: int = 5, width: int = 8) -> nn.Module:
     """No SGS at all: a static cost."""
-    net = nn.Sequential(_unit(3, width), _unit(width, width), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
-                        nn.Linear(width, num_classes))
+    net = nn.Sequential(
+        _unit(3, width), _unit(width, width), nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(width, num_classes)
+    )
     net.input_spec = SPEC
     return net
 

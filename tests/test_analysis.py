@@ -1,11 +1,12 @@
 """The analysis layer on synthetic logs (tests/analysis_logs.py): no model, no video."""
+
 import re
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from analysis_logs import LAYER, build_log, one_hot, planted_log
+
 from atfr_analysis.analysis import (
     AnalysisError,
     accuracy_vs_views,
@@ -30,15 +31,26 @@ def _s(*p):
 def hand_log(**kw):
     """3 videos. v0 (run): bins 2, 4; GMACs 1, 2; right. v1 (run): bins 6, 8; GMACs 3, 4; a third
     view failed; top-1 wrong (c2), top-5 right. v2 (sit): bins 1, 1; GMACs 0.5, 0.5; label last."""
-    v0 = [{"bins": 2, "gmacs": 1.0, "scores": _s(.5, .1, .1, .1, .1, .1)},
-          {"bins": 4, "gmacs": 2.0, "scores": _s(.4, .2, .1, .1, .1, .1)}]
-    v1 = [{"bins": 6, "gmacs": 3.0, "scores": _s(.3, .05, .4, .1, .1, .05)},
-          {"bins": 8, "gmacs": 4.0, "scores": _s(.2, .05, .5, .1, .1, .05)},
-          {"status": "failed"}]
-    v2 = [{"bins": 1, "gmacs": 0.5, "scores": _s(.3, .0, .2, .2, .2, .1)},
-          {"bins": 1, "gmacs": 0.5, "scores": _s(.3, .0, .2, .2, .2, .1)}]
-    return build_log([{"label": 0, "views": v0}, {"label": 0, "views": v1}, {"label": 1, "views": v2}],
-                     NAMES, layers={LAYER: 8}, meta={"static_gmacs": 5.0, "views": 2, "crops": 1}, **kw)
+    v0 = [
+        {"bins": 2, "gmacs": 1.0, "scores": _s(0.5, 0.1, 0.1, 0.1, 0.1, 0.1)},
+        {"bins": 4, "gmacs": 2.0, "scores": _s(0.4, 0.2, 0.1, 0.1, 0.1, 0.1)},
+    ]
+    v1 = [
+        {"bins": 6, "gmacs": 3.0, "scores": _s(0.3, 0.05, 0.4, 0.1, 0.1, 0.05)},
+        {"bins": 8, "gmacs": 4.0, "scores": _s(0.2, 0.05, 0.5, 0.1, 0.1, 0.05)},
+        {"status": "failed"},
+    ]
+    v2 = [
+        {"bins": 1, "gmacs": 0.5, "scores": _s(0.3, 0.0, 0.2, 0.2, 0.2, 0.1)},
+        {"bins": 1, "gmacs": 0.5, "scores": _s(0.3, 0.0, 0.2, 0.2, 0.2, 0.1)},
+    ]
+    return build_log(
+        [{"label": 0, "views": v0}, {"label": 0, "views": v1}, {"label": 1, "views": v2}],
+        NAMES,
+        layers={LAYER: 8},
+        meta={"static_gmacs": 5.0, "views": 2, "crops": 1},
+        **kw,
+    )
 
 
 # ------------------------------------------------------------------------------ aggregation
@@ -83,9 +95,14 @@ def test_per_class_required_columns():
 
 
 def test_per_class_with_baseline():
-    base = build_log([{"label": 0, "views": [{"gmacs": 5.0, "scores": one_hot(6, 0)}] * 2},
-                      {"label": 0, "views": [{"gmacs": 5.0, "scores": one_hot(6, 0)}] * 2},
-                      {"label": 1, "views": [{"gmacs": 5.0, "scores": one_hot(6, 1)}] * 2}], NAMES)
+    base = build_log(
+        [
+            {"label": 0, "views": [{"gmacs": 5.0, "scores": one_hot(6, 0)}] * 2},
+            {"label": 0, "views": [{"gmacs": 5.0, "scores": one_hot(6, 0)}] * 2},
+            {"label": 1, "views": [{"gmacs": 5.0, "scores": one_hot(6, 1)}] * 2},
+        ],
+        NAMES,
+    )
     pc = per_class(hand_log(), baseline=base).set_index("class_name")
     assert pc.loc["run", "top1_delta"] == -50.0 and pc.loc["sit", "top1_delta"] == -100.0
     assert pc.loc["run", "gmacs_reduction_vs_baseline_pct"] == pytest.approx(50.0)
@@ -95,15 +112,29 @@ def test_per_class_with_baseline():
 
 def test_meta_missing_pieces_and_two_pathways():
     layers = {"s2.pathway0_ts_layer": 4, "s2.pathway1_ts_layer": 16}
-    vids = [{"label": 0, "views": [{"bins": {"s2.pathway0_ts_layer": 2, "s2.pathway1_ts_layer": 4}, "gmacs": 1.0,
-                                     "scores": one_hot(2, 0)}]},
-            {"label": 1, "views": [{"bins": {"s2.pathway0_ts_layer": 4, "s2.pathway1_ts_layer": 16}, "gmacs": 2.0,
-                                     "scores": one_hot(2, 1)}]}]
+    vids = [
+        {
+            "label": 0,
+            "views": [
+                {"bins": {"s2.pathway0_ts_layer": 2, "s2.pathway1_ts_layer": 4}, "gmacs": 1.0, "scores": one_hot(2, 0)}
+            ],
+        },
+        {
+            "label": 1,
+            "views": [
+                {"bins": {"s2.pathway0_ts_layer": 4, "s2.pathway1_ts_layer": 16}, "gmacs": 2.0, "scores": one_hot(2, 1)}
+            ],
+        },
+    ]
     full = per_class(build_log(vids, ["a", "b"], layers=layers)).set_index("class_name")
     assert full.loc["a", "frac_kept_mean"] == pytest.approx((2 / 4 + 4 / 16) / 2)
     assert full.loc["b", "frac_kept_mean"] == pytest.approx(1.0)
-    bare = build_log(vids, ["a", "b"], layers=layers, drop_meta=["sgs_layers", "static_gmacs", "views", "crops",
-                                                                  "class_names", "num_classes"])
+    bare = build_log(
+        vids,
+        ["a", "b"],
+        layers=layers,
+        drop_meta=["sgs_layers", "static_gmacs", "views", "crops", "class_names", "num_classes"],
+    )
     pc = per_class(bare)
     assert "bins.s2.pathway1_ts_layer_mean" in pc.columns
     assert not any(c.startswith("frac") for c in pc.columns) and "reduction_pct" not in pc.columns
@@ -114,9 +145,14 @@ def test_meta_missing_pieces_and_two_pathways():
 
 
 def test_unlabelled_videos_are_not_scored():
-    log = build_log([{"label": 0, "views": [{"bins": 1, "gmacs": 1.0, "scores": one_hot(3, 0)}]},
-                     {"label": -1, "views": [{"bins": 2, "gmacs": 1.0, "scores": one_hot(3, 1)}]}],
-                    ["a", "b", "c"], layers={LAYER: 4})
+    log = build_log(
+        [
+            {"label": 0, "views": [{"bins": 1, "gmacs": 1.0, "scores": one_hot(3, 0)}]},
+            {"label": -1, "views": [{"bins": 2, "gmacs": 1.0, "scores": one_hot(3, 1)}]},
+        ],
+        ["a", "b", "c"],
+        layers={LAYER: 4},
+    )
     pc = per_class(log).set_index("class_name")
     assert pc.loc["overall", "labelled"] == 1 and pc.loc["overall", "top1"] == 100.0
     assert pc.loc["(unknown)", "videos"] == 1 and np.isnan(pc.loc["(unknown)", "top1"])
@@ -150,8 +186,16 @@ def test_topk_equals_independent_computation():
 def test_ranking_reproduces_planted_order(by):
     log = planted_log(n_classes=8, videos_per_class=6, seed=0)
     r = ranking(log, by=by, k=3, n_boot=300)
-    assert list(r.columns)[:8] == ["end", "rank", "class_name", "value", "ci_low", "ci_high", "videos",
-                                   "overlaps_other_end"]
+    assert list(r.columns)[:8] == [
+        "end",
+        "rank",
+        "class_name",
+        "value",
+        "ci_low",
+        "ci_high",
+        "videos",
+        "overlaps_other_end",
+    ]
     names = sorted(set(log["class_name"]))  # class i is the i-th name
     low, high = r[r["end"] == "lowest"], r[r["end"] == "highest"]
     assert list(low["class_name"]) == names[:3] and list(low["rank"]) == [1, 2, 3]
@@ -214,8 +258,10 @@ def test_ranking_few_classes_split_between_ends():
 
 # ----------------------------------------------------------------------------------- tables
 def _plain_log(gmacs, n_videos=2, views=2, C=3, layers=None):
-    vids = [{"label": i % C, "views": [{"bins": 2, "gmacs": g, "scores": one_hot(C, i % C)} for g in gmacs[:views]]}
-            for i in range(n_videos)]
+    vids = [
+        {"label": i % C, "views": [{"bins": 2, "gmacs": g, "scores": one_hot(C, i % C)} for g in gmacs[:views]]}
+        for i in range(n_videos)
+    ]
     return build_log(vids, [f"k{i}" for i in range(C)], layers=layers, meta={"static_gmacs": 4.0})
 
 
@@ -265,8 +311,16 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def _check_report(path, figures):
     out = path.parent
     text = path.read_text()
-    for f in ("per_class.csv", "ranking.csv", "unranked_classes.csv", "videos.csv", "paper_table.md",
-              "paper_table.csv", "paper_table.tex", "accuracy_vs_views.csv"):
+    for f in (
+        "per_class.csv",
+        "ranking.csv",
+        "unranked_classes.csv",
+        "videos.csv",
+        "paper_table.md",
+        "paper_table.csv",
+        "paper_table.tex",
+        "accuracy_vs_views.csv",
+    ):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
     rank = pd.read_csv(out / "ranking.csv")
     assert {"end", "rank", "class_name", "value", "ci_low", "ci_high"} <= set(rank.columns)
@@ -283,8 +337,14 @@ def _check_report(path, figures):
     return text
 
 
-ALL_FIGS = ["bins_hist.png", "class_distributions.png", "gmacs_vs_accuracy.png", "gmacs_distribution.png",
-            "accuracy_vs_views.png", "confusion.png"]
+ALL_FIGS = [
+    "bins_hist.png",
+    "class_distributions.png",
+    "gmacs_vs_accuracy.png",
+    "gmacs_distribution.png",
+    "accuracy_vs_views.png",
+    "confusion.png",
+]
 
 
 def test_report_with_failed_rows_and_baseline(tmp_path):
@@ -325,8 +385,12 @@ def _one_line(e):
 def test_bad_inputs_raise_analysis_error(tmp_path):
     log = hand_log()
     failed = log.assign(status="failed")
-    for bad, what in ((log.iloc[:0], "empty"), (failed, "no ok"), ("not a frame", "DataFrame"),
-                      (log.drop(columns=["gmacs"]), "gmacs")):
+    for bad, what in (
+        (log.iloc[:0], "empty"),
+        (failed, "no ok"),
+        ("not a frame", "DataFrame"),
+        (log.drop(columns=["gmacs"]), "gmacs"),
+    ):
         with pytest.raises(AnalysisError, match=what) as e:
             write_report(bad, tmp_path / "x")
         assert _one_line(e)
@@ -351,9 +415,19 @@ def test_log_round_trip_through_parquet(tmp_path):
     for vid, g in log.groupby("video_id"):
         ok = g[g["status"] == "ok"]
         s = np.sum(np.stack(ok["scores"].tolist()), axis=0).astype("float32")
-        vids.append({"video_id": vid, "path": g["path"].iloc[0], "label": g["label"].iloc[0],
-                     "class_name": g["class_name"].iloc[0], "status": "ok", "error": None,
-                     "views_ok": len(ok), "scores_sum": s, "top1_id": int(np.argmax(s))})
+        vids.append(
+            {
+                "video_id": vid,
+                "path": g["path"].iloc[0],
+                "label": g["label"].iloc[0],
+                "class_name": g["class_name"].iloc[0],
+                "status": "ok",
+                "error": None,
+                "views_ok": len(ok),
+                "scores_sum": s,
+                "top1_id": int(np.argmax(s)),
+            }
+        )
     write_meta(tmp_path, log.attrs["meta"])
     write_parts(tmp_path, rows, vids, [LAYER], "test")
     back = load_run(tmp_path)

@@ -1,29 +1,46 @@
 """Comparisons that refuse apples and oranges (issue 14, case 3): a baseline, or a second run of a
 table, must cover the same videos, classes and views, and be another run; otherwise one line
 that says what differs (exit 2), unless --allow-incomparable, which labels the output."""
+
 import shutil
 
 import pytest
-
 from analysis_logs import LAYER, build_log, one_hot, write_run
+from profile_helpers import run_cli
+
 from atfr_analysis.analysis import AnalysisError, paper_table, per_class, write_report
 from atfr_analysis.analysis.comparable import IncomparableRunsError, differences
 from atfr_analysis.errors import AtfrError
-from profile_helpers import run_cli
 
 NAMES = ["run", "sit", "jump"]
 
 
-def _log(names=NAMES, n_videos=6, views=2, atfr=True, sha="a" * 64, model=None, paths=None, labels=None, gmacs=None,
-         meta=None):
+def _log(
+    names=NAMES,
+    n_videos=6,
+    views=2,
+    atfr=True,
+    sha="a" * 64,
+    model=None,
+    paths=None,
+    labels=None,
+    gmacs=None,
+    meta=None,
+):
     """A small run: video i has label i % C (or ``labels[i]``), right on even videos."""
     C = len(names)
     vids = []
     for i in range(n_videos):
         lab = labels[i] if labels is not None else i % C
         right = lab if i % 2 == 0 else (lab + 1) % C
-        vv = [{"bins": 2 + i % 3, "gmacs": (gmacs if gmacs is not None else (1.0 if atfr else 2.0)),
-               "scores": one_hot(C, right)} for _ in range(views)]
+        vv = [
+            {
+                "bins": 2 + i % 3,
+                "gmacs": (gmacs if gmacs is not None else (1.0 if atfr else 2.0)),
+                "scores": one_hot(C, right),
+            }
+            for _ in range(views)
+        ]
         vids.append({"label": lab, "views": vv})
     m = {"checkpoint_sha256": sha, "static_gmacs": 2.0}
     if model:
@@ -56,21 +73,34 @@ def test_comparable_baseline_is_accepted():
     assert "not_comparable" not in pc.attrs and "top1_delta" in pc.columns
 
 
-@pytest.mark.parametrize("case, base, words", [
-    ("other classes", lambda: base_log(names=["run", "sit", "swim"]), "different classes: 1 of 3 class names differ"),
-    ("more classes", lambda: base_log(names=NAMES + ["swim"]), "different classes: 3 in the run, 4 in the baseline"),
-    ("other videos", lambda: base_log(n_videos=5), "different videos: 6 in the run, 5 in the baseline"),
-    ("other views", lambda: base_log(views=3), "different views: 2 temporal x 1 spatial in the run, 3 temporal"),
-    ("other labels", lambda: base_log(labels=[1, 1, 2, 0, 1, 2]), "different labels for 1 of 6 common videos"),
-    ("another backbone", lambda: base_log(gmacs=41.9), "another backbone or input: the baseline x3d_s costs 41.9"),
-    ("other input", lambda: base_log(meta={"crop": 224}), "different input: crop 160 in the run, 224"),
-    ("same model", lambda: atfr_log(), "same model and checkpoint"),
-])
+@pytest.mark.parametrize(
+    "case, base, words",
+    [
+        (
+            "other classes",
+            lambda: base_log(names=["run", "sit", "swim"]),
+            "different classes: 1 of 3 class names differ",
+        ),
+        (
+            "more classes",
+            lambda: base_log(names=NAMES + ["swim"]),
+            "different classes: 3 in the run, 4 in the baseline",
+        ),
+        ("other videos", lambda: base_log(n_videos=5), "different videos: 6 in the run, 5 in the baseline"),
+        ("other views", lambda: base_log(views=3), "different views: 2 temporal x 1 spatial in the run, 3 temporal"),
+        ("other labels", lambda: base_log(labels=[1, 1, 2, 0, 1, 2]), "different labels for 1 of 6 common videos"),
+        ("another backbone", lambda: base_log(gmacs=41.9), "another backbone or input: the baseline x3d_s costs 41.9"),
+        ("other input", lambda: base_log(meta={"crop": 224}), "different input: crop 160 in the run, 224"),
+        ("same model", lambda: atfr_log(), "same model and checkpoint"),
+    ],
+)
 def test_incomparable_baseline_refused_in_one_line(case, base, words, tmp_path):
     run, b = atfr_log(), base()
-    for call in (lambda: per_class(run, baseline=b),
-                 lambda: paper_table([run], baselines=b),
-                 lambda: write_report(run, tmp_path / "r", baseline=b, n_boot=20)):
+    for call in (
+        lambda: per_class(run, baseline=b),
+        lambda: paper_table([run], baselines=b),
+        lambda: write_report(run, tmp_path / "r", baseline=b, n_boot=20),
+    ):
         with pytest.raises(IncomparableRunsError, match=words) as e:
             call()
         assert "\n" not in str(e.value) and "--allow-incomparable" in str(e.value)
@@ -118,8 +148,11 @@ def test_cli_report_refuses_incomparable_baselines(capsys, tmp_path):
     a, b, other, fewer = _runs(tmp_path)
     code, _, err = run_cli(capsys, "report", a, "--baseline", b, "--out", tmp_path / "ok", "--boot", "20")
     assert code == 0, err
-    for base, words in ((other, "different classes"), (fewer, "different videos: 6 in the run, 4 in the baseline"),
-                        (a, "the run itself")):
+    for base, words in (
+        (other, "different classes"),
+        (fewer, "different videos: 6 in the run, 4 in the baseline"),
+        (a, "the run itself"),
+    ):
         code, out, err = run_cli(capsys, "report", a, "--baseline", base, "--out", tmp_path / "no", "--boot", "20")
         assert code == 2 and err.startswith("error: ") and words in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "no").exists()
@@ -128,8 +161,9 @@ def test_cli_report_refuses_incomparable_baselines(capsys, tmp_path):
     shutil.copytree(a, copy)
     code, _, err = run_cli(capsys, "report", a, "--baseline", copy, "--out", tmp_path / "no", "--boot", "20")
     assert code == 2 and "same model and checkpoint" in err
-    code, out, err = run_cli(capsys, "report", a, "--baseline", other, "--out", tmp_path / "forced", "--boot", "20",
-                             "--allow-incomparable")
+    code, out, err = run_cli(
+        capsys, "report", a, "--baseline", other, "--out", tmp_path / "forced", "--boot", "20", "--allow-incomparable"
+    )
     assert code == 0 and "NOT COMPARABLE" in err
     assert "NOT COMPARABLE" in (tmp_path / "forced" / "report.md").read_text()
 
@@ -138,10 +172,12 @@ def test_cli_table_refuses_incomparable_runs(capsys, tmp_path):
     a, b, other, fewer = _runs(tmp_path)
     code, out, err = run_cli(capsys, "table", a, "--baseline", b)
     assert code == 0, err
-    for args, words in (((a, "--baseline", other), "different classes"),
-                        ((a, "--baseline", fewer), "different videos"),
-                        ((a, a), "the same run twice"),
-                        ((b, other), "different classes")):
+    for args, words in (
+        ((a, "--baseline", other), "different classes"),
+        ((a, "--baseline", fewer), "different videos"),
+        ((a, a), "the same run twice"),
+        ((b, other), "different classes"),
+    ):
         code, out, err = run_cli(capsys, "table", *args)
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (args, err)
     code, out, err = run_cli(capsys, "table", a, "--baseline", other, "--allow-incomparable")

@@ -2,13 +2,13 @@
 (issue 21, items 1 and 2, analysis side): ``atfr report``, ``atfr table`` and ``atfr export`` refuse
 an unfinished run in one line, report it marked INCOMPLETE with ``--allow-incomplete``; a log
 whose scores are NaN gets no accuracy (report and table say why) and no export."""
+
 from __future__ import annotations
 
 import re
 
 import numpy as np
 import pytest
-
 from analysis_logs import planted_log, write_run
 from profile_helpers import assert_one_line_error, run_cli
 
@@ -51,7 +51,11 @@ def test_the_analysis_knows_whether_the_run_is_finished(interrupted, tmp_path):
 @pytest.mark.parametrize("cmd", ["report", "table", "export"])
 def test_an_interrupted_run_is_refused_in_one_line(capsys, tmp_path, interrupted, cmd):
     out = tmp_path / "out"
-    args = {"report": ["--out", out], "table": ["--out", out], "export": ["--format", "pyslowfast", "--out", out / "r.pkl"]}
+    args = {
+        "report": ["--out", out],
+        "table": ["--out", out],
+        "export": ["--format", "pyslowfast", "--out", out / "r.pkl"],
+    }
     code, stdout, err = run_cli(capsys, cmd, interrupted, *args[cmd])
     assert_one_line_error(code, err, "12 of", "20 videos")
     assert not out.exists(), "nothing is written for a refused run"

@@ -1,16 +1,16 @@
 """The shape of ``analysis/`` (issue 23): a report analyses each run once, every function is
 short, and no module reaches into another's private names."""
+
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
-
 from analysis_logs import planted_log
 
-from atfr_analysis.analysis import AnalysisError, RankingSpec, ReportConfig, RunAnalysis, write_report
-from atfr_analysis.analysis import run_analysis
+from atfr_analysis.analysis import AnalysisError, RankingSpec, ReportConfig, RunAnalysis, run_analysis, write_report
 
 ANALYSIS = Path(run_analysis.__file__).parent
 
@@ -57,7 +57,7 @@ def test_configs_are_checked_when_made(tmp_path):
         ReportConfig(tmp_path, confusion_classes="a,b")
     cfg = ReportConfig(str(tmp_path), RankingSpec("bins", k=3), ["a"])
     assert cfg.out_dir == tmp_path and cfg.confusion_classes == ("a",) and cfg.ensemble == "sum"
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.confusion_top = 5  # frozen
 
 
@@ -68,8 +68,12 @@ def _functions(path: Path):
 
 
 def test_no_function_in_analysis_is_over_60_lines():
-    long = [f"{p.name}:{f.name} ({f.end_lineno - f.lineno + 1} lines)"
-            for p in sorted(ANALYSIS.glob("*.py")) for f in _functions(p) if f.end_lineno - f.lineno + 1 > 60]
+    long = [
+        f"{p.name}:{f.name} ({f.end_lineno - f.lineno + 1} lines)"
+        for p in sorted(ANALYSIS.glob("*.py"))
+        for f in _functions(p)
+        if f.end_lineno - f.lineno + 1 > 60
+    ]
     assert not long, long
 
 

@@ -1,14 +1,16 @@
 """Issue 16 (items 1-3) on hand-built logs with known answers: mean class accuracy, the confusion
 matrix, view ensembling by sum or max, and the exports to PySlowFast's and mmaction2's result
 files."""
+
 import pickle
 import re
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from analysis_logs import LAYER, build_log, one_hot, planted_log, write_run
+from profile_helpers import run_cli
+
 from atfr_analysis.analysis import (
     AnalysisError,
     accuracy_by_bins,
@@ -24,7 +26,6 @@ from atfr_analysis.analysis import (
     video_table,
     write_report,
 )
-from profile_helpers import run_cli
 
 NAMES = ["A", "B", "C"]
 
@@ -33,8 +34,10 @@ def known_log():
     """A: 4 videos, 3 right, 1 predicted C; B: 1 video, right; C: 2 videos, both predicted A.
     top-1 = 4/7; mean class accuracy = (75 + 100 + 0) / 3; confusion rows A [3,0,1], B [0,1,0], C [2,0,0]."""
     preds = [(0, 0), (0, 0), (0, 0), (0, 2), (1, 1), (2, 0), (2, 0)]  # (label, predicted)
-    vids = [{"label": l, "views": [{"bins": 2 + i % 3, "gmacs": 1.0, "scores": one_hot(3, p)}] * 2}
-            for i, (l, p) in enumerate(preds)]
+    vids = [
+        {"label": l, "views": [{"bins": 2 + i % 3, "gmacs": 1.0, "scores": one_hot(3, p)}] * 2}
+        for i, (l, p) in enumerate(preds)
+    ]
     return build_log(vids, NAMES, layers={LAYER: 8}, meta={"views": 2, "crops": 1})
 
 
@@ -76,7 +79,10 @@ def test_confusion_counts_and_pairs_known_answer(tmp_path):
     assert cm.to_numpy().tolist() == [[3, 0, 1], [0, 1, 0], [2, 0, 0]]
     assert cm.attrs["videos"] == 7
     pairs = most_confused_pairs(cm)
-    assert pairs[["true_class", "predicted", "videos", "true_videos"]].values.tolist() == [["C", "A", 2, 2], ["A", "C", 1, 4]]
+    assert pairs[["true_class", "predicted", "videos", "true_videos"]].values.tolist() == [
+        ["C", "A", 2, 2],
+        ["A", "C", 1, 4],
+    ]
     assert pairs["share_pct"].tolist() == pytest.approx([100.0, 25.0])
     write_report(known_log(), tmp_path, n_boot=20, confusion_classes=["A", "C"])
     back = pd.read_csv(tmp_path / "confusion_matrix.csv", index_col=0)
@@ -93,7 +99,9 @@ def test_confusion_figure_subset_and_other_column(tmp_path):
     assert ids == [0, 2] and "2 chosen of 3" in why
     P = normalised_subset(cm, ids)
     assert list(P.columns) == ["A", "C", OTHER]
-    assert P.loc["A"].tolist() == pytest.approx([75.0, 25.0, 0.0]) and P.loc["C"].tolist() == pytest.approx([100.0, 0.0, 0.0])
+    assert P.loc["A"].tolist() == pytest.approx([75.0, 25.0, 0.0]) and P.loc["C"].tolist() == pytest.approx(
+        [100.0, 0.0, 0.0]
+    )
     ids, why = select_classes(cm, top=2)  # A and C are in the most errors (3 each); B in none
     assert ids == [0, 2] and "2 most confused of 3" in why
     with pytest.raises(AnalysisError, match="unknown class name.*'D'"):
@@ -115,11 +123,15 @@ def max_flips_log():
     """One video of class C (id 2), three views: [.6 .4 0], [.6 .4 0], [0 .3 .7]. Sum: A 1.2,
     B 1.1, C 0.7 -> A (wrong). Max: A .6, B .4, C .7 -> C (right). A second video (class A,
     one-hot) is right either way."""
-    v0 = [{"bins": 2, "gmacs": 1.0, "scores": [0.6, 0.4, 0.0]}, {"bins": 2, "gmacs": 1.0, "scores": [0.6, 0.4, 0.0]},
-          {"bins": 3, "gmacs": 1.0, "scores": [0.0, 0.3, 0.7]}]
+    v0 = [
+        {"bins": 2, "gmacs": 1.0, "scores": [0.6, 0.4, 0.0]},
+        {"bins": 2, "gmacs": 1.0, "scores": [0.6, 0.4, 0.0]},
+        {"bins": 3, "gmacs": 1.0, "scores": [0.0, 0.3, 0.7]},
+    ]
     v1 = [{"bins": 1, "gmacs": 1.0, "scores": [0.8, 0.1, 0.1]}] * 3
-    return build_log([{"label": 2, "views": v0}, {"label": 0, "views": v1}], NAMES, layers={LAYER: 8},
-                     meta={"views": 3, "crops": 1})
+    return build_log(
+        [{"label": 2, "views": v0}, {"label": 0, "views": v1}], NAMES, layers={LAYER: 8}, meta={"views": 3, "crops": 1}
+    )
 
 
 def test_max_ensembling_changes_a_known_prediction(tmp_path):
@@ -187,9 +199,15 @@ def test_ranking_by_top1_and_the_join_with_bins():
 class _Restricted(pickle.Unpickler):
     """Loads only what the documented structures need: no other code can run."""
 
-    ALLOWED = {("torch._utils", "_rebuild_tensor_v2"), ("torch.storage", "_load_from_bytes"),
-               ("collections", "OrderedDict"), ("numpy.core.multiarray", "_reconstruct"),
-               ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype")}
+    ALLOWED = {
+        ("torch._utils", "_rebuild_tensor_v2"),
+        ("torch.storage", "_load_from_bytes"),
+        ("collections", "OrderedDict"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -241,15 +259,23 @@ def test_export_mmaction2_reads_back(tmp_path):
     assert [d["gt_label"].item() for d in res] == [2, 0] and [d["pred_label"].item() for d in res] == [0, 0]
     export_predictions(log, tmp_path / "mm0.pkl", "mmaction2-0.x")
     old = _load(tmp_path / "mm0.pkl")
-    assert isinstance(old, list) and all(isinstance(a, np.ndarray) and a.dtype == np.float32 and a.shape == (3,) for a in old)
+    assert isinstance(old, list) and all(
+        isinstance(a, np.ndarray) and a.dtype == np.float32 and a.shape == (3,) for a in old
+    )
     assert old[0].tolist() == pytest.approx(res[0]["pred_score"].tolist())
 
 
 def test_export_refuses_failed_and_missing_videos(tmp_path, capsys):
-    log = build_log([{"label": 0, "views": [{"bins": 1, "gmacs": 1.0, "scores": one_hot(3, 0)}]},
-                     {"label": 1, "views": [{"status": "failed"}]},
-                     {"label": 2, "views": [{"bins": 1, "gmacs": 1.0, "scores": one_hot(3, 2)}]}],
-                    NAMES, layers={LAYER: 8}, meta={"num_videos": 3})
+    log = build_log(
+        [
+            {"label": 0, "views": [{"bins": 1, "gmacs": 1.0, "scores": one_hot(3, 0)}]},
+            {"label": 1, "views": [{"status": "failed"}]},
+            {"label": 2, "views": [{"bins": 1, "gmacs": 1.0, "scores": one_hot(3, 2)}]},
+        ],
+        NAMES,
+        layers={LAYER: 8},
+        meta={"num_videos": 3},
+    )
     with pytest.raises(AnalysisError, match="1 of 3 videos have no ok view"):
         export_predictions(log, tmp_path / "x.pkl")
     assert not (tmp_path / "x.pkl").exists()
@@ -257,7 +283,10 @@ def test_export_refuses_failed_and_missing_videos(tmp_path, capsys):
     preds, labels = _load(tmp_path / "z.pkl")
     assert preds[1].tolist() == [0.0, 0.0, 0.0] and labels.tolist() == [0, 1, 2]
     r = export_predictions(log, tmp_path / "d.pkl", "mmaction2", failed="drop")
-    assert [d["gt_label"].item() for d in _load(tmp_path / "d.pkl")] == [0, 2] and "1 failed video(s) left out" in r.summary()
+    assert [d["gt_label"].item() for d in _load(tmp_path / "d.pkl")] == [
+        0,
+        2,
+    ] and "1 failed video(s) left out" in r.summary()
     with pytest.raises(AnalysisError, match="no labels"):
         export_predictions(log, tmp_path / "y.pkl", "mmaction2-0.x", failed="drop")
     log.attrs["meta"]["num_videos"] = 5  # an unfinished run

@@ -1,8 +1,9 @@
 """Issue 14 case 10: generated reports are byte-reproducible, so `atfr demo` leaves the checkout
 clean."""
-import numpy as np
 
+import numpy as np
 from analysis_logs import planted_log
+
 from atfr_analysis.analysis import write_report
 
 

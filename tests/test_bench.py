@@ -1,6 +1,7 @@
 """``atfr bench``: a smoke run with tiny settings (every key present, ratios positive; no timing
 assertions) and the report's section bookkeeping. Exact batching's CUDA-graph and thread-pool
 bookkeeping is tested in ``test_models_exact.py``."""
+
 import json
 import math
 
@@ -13,9 +14,23 @@ from atfr_analysis.models import build_model
 pytest.importorskip("av")
 
 TINY = dict(
-    model="x3d_xs_atfr", device="cpu", crop=32, clips=4, batch_size=2, reps=1, warmup=1, trace_clips=1,
-    check_clips=2, decode_videos=1, decode_workers=(0, 1), decode_names=("carphone_pristine",), quiet=True,
-    profile_videos=2, profile_views=2, profile_crops=1, profile_workers=(0,),
+    model="x3d_xs_atfr",
+    device="cpu",
+    crop=32,
+    clips=4,
+    batch_size=2,
+    reps=1,
+    warmup=1,
+    trace_clips=1,
+    check_clips=2,
+    decode_videos=1,
+    decode_workers=(0, 1),
+    decode_names=("carphone_pristine",),
+    quiet=True,
+    profile_videos=2,
+    profile_views=2,
+    profile_crops=1,
+    profile_workers=(0,),
 )
 
 
@@ -34,8 +49,14 @@ def test_training_phase_measures_the_train_step(result):
 def test_every_key_present_and_ratios_positive(result):
     for k in bench.RESULT_KEYS:
         assert k in result, k
-    for k in ("overhead", "speedup_exact_vs_baseline", "flop_ratio", "efficiency", "speedup_exact_vs_padded",
-              "gmacs_lookup_vs_fvcore_trace"):
+    for k in (
+        "overhead",
+        "speedup_exact_vs_baseline",
+        "flop_ratio",
+        "efficiency",
+        "speedup_exact_vs_padded",
+        "gmacs_lookup_vs_fvcore_trace",
+    ):
         assert isinstance(result[k], float) and result[k] > 0 and math.isfinite(result[k]), k
     assert set(result["decoding"]) == {"0", "1"}
     assert all(v > 0 for v in result["decoding"].values())
@@ -109,7 +130,9 @@ def test_profile_bookkeeping_and_efficiency_analysis_reported(result, tmp_path):
     text = path.read_text()
     assert "overhead_bookkeeping" in text and "Why the efficiency is what it is" in text
     # a CPU run is not held to the GPU target; the overhead target says met or missed
-    assert "not a GPU run at batch 32" in text and ("target <= 1.02; met" in text or "target <= 1.02; **missed**" in text)
+    assert "not a GPU run at batch 32" in text and (
+        "target <= 1.02; met" in text or "target <= 1.02; **missed**" in text
+    )
 
 
 def test_efficiency_analysis_time_proportional_to_gmacs_is_one():
@@ -127,7 +150,10 @@ def test_efficiency_analysis_time_proportional_to_gmacs_is_one():
     assert an2["efficiency_from_phases"] == pytest.approx(an2["efficiency_post_proportional"])
     # a slow post (half as efficient) sits below the post-proportional efficiency
     an3 = bench.efficiency_analysis({"median_s_per_pass": dict(t, post_exact=6.0)}, g)
-    assert an3["post_efficiency"] == pytest.approx(0.5) and an3["efficiency_from_phases"] < an3["efficiency_post_proportional"]
+    assert (
+        an3["post_efficiency"] == pytest.approx(0.5)
+        and an3["efficiency_from_phases"] < an3["efficiency_post_proportional"]
+    )
 
 
 def test_auto_reps_more_rounds_for_short_passes():
@@ -139,11 +165,14 @@ def test_auto_reps_more_rounds_for_short_passes():
     def fn(k):
         def f():
             calls[k] += 1
+
         return f
 
     from atfr_analysis.bench.timing import timed_rounds
 
-    times = timed_rounds({"a": fn("a"), "b": fn("b")}, None, 0, torch.device("cpu"), min_time=1e-9, min_reps=3, max_reps=9)
+    times = timed_rounds(
+        {"a": fn("a"), "b": fn("b")}, None, 0, torch.device("cpu"), min_time=1e-9, min_reps=3, max_reps=9
+    )
     # reps=None forces one warm-up round; min_time is met at once, so min_reps timed rounds follow
     assert len(times["a"]) == len(times["b"]) == 3 and calls["a"] == 4
 

@@ -1,4 +1,5 @@
 """Checkpoints are untrusted: weights_only loading, strict key checks, PySlowFast cfg facts."""
+
 import json
 import pickle
 
@@ -44,7 +45,10 @@ def test_cfg_mismatch_is_reported(shared_dir):
 
 def _pyslowfast_checkpoint(shared_dir, tmp_path, fixture, cfg_name):
     ref = json.loads((shared_dir / "fixtures" / "reference_keys" / fixture).read_text())
-    state = {k: torch.zeros(v, dtype=torch.long if k.endswith("num_batches_tracked") else torch.float32) for k, v in ref["state_dict"].items()}
+    state = {
+        k: torch.zeros(v, dtype=torch.long if k.endswith("num_batches_tracked") else torch.float32)
+        for k, v in ref["state_dict"].items()
+    }
     cfg = (shared_dir / "fixtures" / "pyslowfast_cfg" / cfg_name).read_text()
     path = tmp_path / "ckpt.pyth"
     torch.save({"epoch": 196, "model_state": state, "optimizer_state": {}, "cfg": cfg}, path)
@@ -52,7 +56,9 @@ def _pyslowfast_checkpoint(shared_dir, tmp_path, fixture, cfg_name):
 
 
 def test_pyslowfast_format_loads_strictly(shared_dir, tmp_path):
-    path, ref = _pyslowfast_checkpoint(shared_dir, tmp_path, "sgs_slowfast_4x16_r50_atfr.json", "sgs_slowfast_4x16_r50_atfr.yaml")
+    path, ref = _pyslowfast_checkpoint(
+        shared_dir, tmp_path, "sgs_slowfast_4x16_r50_atfr.json", "sgs_slowfast_4x16_r50_atfr.yaml"
+    )
     ck = load_checkpoint(path)
     assert ck.num_classes() == 400 and ck.facts["alpha"] == 8
     m = build_model("slowfast_4x16_r50_atfr")
@@ -160,7 +166,11 @@ def test_caffe2_blob_names_map_onto_our_keys(shared_dir, model):
 def test_caffe2_fuse_block_index_is_ignored():
     from atfr_analysis.caffe2 import caffe2_key
 
-    assert caffe2_key("t_res3_0_branch2c_bn_subsample_w") == caffe2_key("t_res3_3_branch2c_bn_subsample_w") == "s3_fuse.conv_f2s.weight"
+    assert (
+        caffe2_key("t_res3_0_branch2c_bn_subsample_w")
+        == caffe2_key("t_res3_3_branch2c_bn_subsample_w")
+        == "s3_fuse.conv_f2s.weight"
+    )
     assert caffe2_key("t_res4_5_branch2c_bn_subsample_bn_riv") == "s4_fuse.bn.running_var"
     # a lateral exists on the fast pathway only; a slow-pathway spelling is no name
     assert caffe2_key("res3_3_branch2c_bn_subsample_w") is None and caffe2_key("pool1_subsample_w") is None
@@ -202,8 +212,11 @@ def _full_blobs(shared_dir, model, seed=0):
     rng = np.random.default_rng(seed)
     fx = _caffe2_fixture(shared_dir, model)
     blobs = {b: rng.standard_normal(v["shape"], dtype=np.float32) * 0.01 for b, v in fx["blobs"].items()}
-    blobs.update(conv1_w_momentum=np.zeros([64, 3, 1, 7, 7], np.float32), lr=np.array([0.1], np.float32),
-                 model_iter=np.array([196000], np.int64))
+    blobs.update(
+        conv1_w_momentum=np.zeros([64, 3, 1, 7, 7], np.float32),
+        lr=np.array([0.1], np.float32),
+        model_iter=np.array([196000], np.int64),
+    )
     return fx, blobs
 
 
@@ -235,8 +248,12 @@ def test_caffe2_blob_set_that_misses_a_key_is_refused_naming_it(shared_dir, tmp_
         load_state_into(build_model("slow_8x8_r50"), ck.state_dict)
     # a blob set of another model is refused too (a SlowFast file into Slow)
     with pytest.raises(CheckpointError, match="unexpected"):
-        load_state_into(build_model("slow_8x8_r50"), load_checkpoint(
-            _write_blobs(tmp_path / "sf.pkl", {"t_conv1_w": blobs["conv1_w"][:8], **blobs}, 4)).state_dict)
+        load_state_into(
+            build_model("slow_8x8_r50"),
+            load_checkpoint(
+                _write_blobs(tmp_path / "sf.pkl", {"t_conv1_w": blobs["conv1_w"][:8], **blobs}, 4)
+            ).state_dict,
+        )
 
 
 def test_caffe2_unknown_blob_and_bad_contents_are_refused(tmp_path):
@@ -244,7 +261,10 @@ def test_caffe2_unknown_blob_and_bad_contents_are_refused(tmp_path):
 
     w = np.zeros([4], np.float32)
     cases = [
-        ({"blobs": {"conv1_w": w, "res9_0_branch2a_bn_rm": w}}, "follow no PySlowFast naming rule: res9_0_branch2a_bn_rm"),
+        (
+            {"blobs": {"conv1_w": w, "res9_0_branch2a_bn_rm": w}},
+            "follow no PySlowFast naming rule: res9_0_branch2a_bn_rm",
+        ),
         ({"blobs": {"conv1_w": np.array(["a", 1], dtype=object)}}, "not a numeric numpy array"),
         ({"weights": {"conv1_w": w}}, "expected a dict with 'blobs'"),
         ({"blobs": {"lr": np.array([0.1])}}, "no weight blob"),
@@ -278,8 +298,13 @@ def test_caffe2_pickle_that_runs_code_is_refused_without_running(tmp_path, proto
 
     marker = tmp_path / "pwned"
     p = tmp_path / "evil.pkl"
-    p.write_bytes(pickle.dumps({"blobs": {"conv1_w": np.zeros(3, np.float32), "x": _System(marker)}}, protocol=protocol))
-    with pytest.raises(CheckpointError, match=r"refusing .*evil\.pkl: it needs arbitrary code to unpickle \(imports (posix|os|nt)\.system\)") as e:
+    p.write_bytes(
+        pickle.dumps({"blobs": {"conv1_w": np.zeros(3, np.float32), "x": _System(marker)}}, protocol=protocol)
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"refusing .*evil\.pkl: it needs arbitrary code to unpickle \(imports (posix|os|nt)\.system\)",
+    ) as e:
         load_checkpoint(p)
     assert "\n" not in str(e.value) and not marker.exists()
     # numpy, but not one of the three array pieces: refused as well

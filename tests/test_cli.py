@@ -1,4 +1,5 @@
 """The CLI: one-line errors with exit status 2, JSON output, what-if bins and curves."""
+
 import json
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def test_package_api_names_resolve_on_first_use():
     assert callable(atfr.build_model) and callable(atfr.load_run) and "profile_clips" in dir(atfr)
     assert atfr.profile is profile_package and callable(atfr.profile)  # the subpackage, callable
     with pytest.raises(AttributeError):
-        atfr.no_such_name
+        _ = atfr.no_such_name
 
 
 def test_flops_json_keys(capsys):
@@ -119,7 +120,9 @@ def test_bad_input_is_one_line(capsys, args, needle):
 
 def test_console_script_no_traceback():
     """The installed `atfr` entry point, in a subprocess."""
-    p = subprocess.run([sys.executable, "-m", "atfr_cli.main", "flops", "no_such_model"], capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "atfr_cli.main", "flops", "no_such_model"], capture_output=True, text=True
+    )
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and "x3d_s" in p.stderr and "Traceback" not in p.stderr
 
@@ -157,7 +160,9 @@ def test_a_library_bug_is_reported_as_a_bug(capsys, monkeypatch):
     code, out, err = run_cli(capsys, "flops", "x3d_xs")
     line = _one_error_line(err)
     assert code == 1
-    assert "bug in atfr-analysis" in line and "ValueError: an internal invariant broke" in line and "ATFR_DEBUG=1" in line
+    assert (
+        "bug in atfr-analysis" in line and "ValueError: an internal invariant broke" in line and "ATFR_DEBUG=1" in line
+    )
     monkeypatch.setenv("ATFR_DEBUG", "1")  # the traceback on request
     with pytest.raises(ValueError, match="invariant"):
         main(["flops", "x3d_xs"])
@@ -195,7 +200,10 @@ def test_environment_message_names_path_and_reason():
 
     from atfr_cli.main import environment_message
 
-    assert environment_message(OSError(errno.EROFS, "Read-only file system", "/ro/run")) == "/ro/run: Read-only file system"
+    assert (
+        environment_message(OSError(errno.EROFS, "Read-only file system", "/ro/run"))
+        == "/ro/run: Read-only file system"
+    )
     assert "No space left on device" in environment_message(OSError(errno.ENOSPC, "No space left on device"))
     assert environment_message(PermissionError(errno.EACCES, "Permission denied", "/x")) == "/x: Permission denied"
     assert environment_message(OSError("no errno")) is None  # not the OS: a bug
@@ -210,8 +218,23 @@ def tiny_run_inputs(tmp_path_factory):
 
 
 def _profile(ck, lst, out):
-    return ("profile", str(ck), "--model", "slow_tiny_atfr", "--data", str(lst), "--out", str(out),
-            "--views", "1", "--crops", "1", "--device", "cpu", "--quiet")
+    return (
+        "profile",
+        str(ck),
+        "--model",
+        "slow_tiny_atfr",
+        "--data",
+        str(lst),
+        "--out",
+        str(out),
+        "--views",
+        "1",
+        "--crops",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
 
 
 def test_read_only_output_folder_names_path_and_reason(capsys, monkeypatch, tmp_path, tiny_run_inputs):
@@ -293,14 +316,20 @@ def test_kinetics_csv_end_to_end(capsys, tmp_path, tiny_run_inputs):
     (root / "air drumming").mkdir(parents=True)
     shutil.copy(sample_videos()["carphone_pristine"], root / "air drumming" / "abcdefghijk_000003_000013.mp4")
     lst = tmp_path / "validate.csv"
-    lst.write_text("label,youtube_id,time_start,time_end,split\nair drumming,abcdefghijk,3,13,validate\n"
-                   "abseiling,missingvideo,0,10,validate\n")
+    lst.write_text(
+        "label,youtube_id,time_start,time_end,split\nair drumming,abcdefghijk,3,13,validate\n"
+        "abseiling,missingvideo,0,10,validate\n"
+    )
     labels = tmp_path / "labels.txt"
     labels.write_text("abseiling\nair drumming\nbaking\nzumba\n")
     args = _profile(ck, lst, tmp_path / "run") + ("--data-root", str(root), "--labels", str(labels))
     code, _, err = run_cli(capsys, *args)
     line = _one_error_line(err)  # main: "unknown label 'split'"
-    assert code == 2 and "1 of 2 videos of the Kinetics list are not under" in line and "missingvideo_000000_000010.mp4" in line
+    assert (
+        code == 2
+        and "1 of 2 videos of the Kinetics list are not under" in line
+        and "missingvideo_000000_000010.mp4" in line
+    )
     lst.write_text("label,youtube_id,time_start,time_end,split\nair drumming,abcdefghijk,3,13,validate\n")
     code, out, err = run_cli(capsys, *args)
     assert code == 0, err
@@ -312,7 +341,19 @@ def test_profile_a_partial_caffe2_checkpoint_names_the_missing_keys(capsys, shar
     _, lst = tiny_run_inputs
     sample = shared_dir / "fixtures" / "caffe2" / "slowfast_4x16_r50_sample.pkl"
     out = tmp_path / "run"
-    args = ("profile", str(sample), "--model", "slowfast_4x16_r50", "--data", str(lst), "--out", str(out), "--device", "cpu", "--quiet")
+    args = (
+        "profile",
+        str(sample),
+        "--model",
+        "slowfast_4x16_r50",
+        "--data",
+        str(lst),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     code, _, err = run_cli(capsys, *args)
     line = _one_error_line(err)
     assert code == 2 and "checkpoint does not fit the model" in line and "missing (s3." in line

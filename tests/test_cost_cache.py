@@ -1,11 +1,11 @@
 """The persistent cost cache: a second process (rank, shard, resumed run) counts nothing that is on
 disk; atomic files under concurrent writers; the run folder gets what the user cache served."""
+
 import json
 import multiprocessing as mp
 import os
 
 import pytest
-import torch
 
 import atfr_analysis.flops.cost as cost_mod
 from atfr_analysis.flops import CostModel
@@ -68,7 +68,18 @@ def test_key_holds_what_the_cost_depends_on(tmp_path):
     model, shapes = _model()
     cm = CostModel(model, shapes)
     key = cm.cache_key(("post", 2))
-    for k in ("model", "config", "tensors", "code", "input_shapes", "conventions", "backend", "counter", "part", "signature"):
+    for k in (
+        "model",
+        "config",
+        "tensors",
+        "code",
+        "input_shapes",
+        "conventions",
+        "backend",
+        "counter",
+        "part",
+        "signature",
+    ):
         assert k in key
     other_input = CostModel(model, [(1, 3, 4, 96, 96)]).cache_key(("post", 2))
     other_cfg = CostModel(build_model("x3d_xs_atfr", num_classes=10).eval(), shapes).cache_key(("post", 2))

@@ -1,4 +1,5 @@
 """Data layer: video lists, folders, label maps and the per-video view dataset."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import torch
 
 from atfr_analysis.data import DataError, LabelMapError, ListError
 from atfr_analysis.data.datasets import (
-    ViewDataset,
     VideoEntry,
+    ViewDataset,
     collate_videos,
     load_views,
     read_folder,
@@ -49,7 +50,10 @@ def test_label_map_json_list_and_lines(tmp_path):
     m = read_label_map(_write(tmp_path / "a.json", json.dumps({"b": 1, "a": 0, "c": 2})))
     assert m == {"a": 0, "b": 1, "c": 2} and list(m) == ["a", "b", "c"]
     assert read_label_map(_write(tmp_path / "l.json", '["x", "y"]')) == {"x": 0, "y": 1}
-    assert read_label_map(_write(tmp_path / "m.txt", "air drumming\nabseiling\n\n")) == {"air drumming": 0, "abseiling": 1}
+    assert read_label_map(_write(tmp_path / "m.txt", "air drumming\nabseiling\n\n")) == {
+        "air drumming": 0,
+        "abseiling": 1,
+    }
 
 
 @pytest.mark.parametrize(
@@ -94,7 +98,9 @@ def test_list_csv_header_and_names(tmp_path):
     _touch(tmp_path, "x/1.mp4", "x/2.mp4", "x 3.mp4")
     es = read_video_list(lst)
     assert [(e.path.name, e.label, e.class_name) for e in es] == [
-        ("1.mp4", 1, "walking"), ("2.mp4", 0, "abseiling"), ("x 3.mp4", 1, "walking")
+        ("1.mp4", 1, "walking"),
+        ("2.mp4", 0, "abseiling"),
+        ("x 3.mp4", 1, "walking"),
     ]
 
 
@@ -224,7 +230,11 @@ def test_class_names_with_spaces_need_the_label_map(tmp_path):
     lst = _write(tmp_path / "l.txt", "a.mp4 air drumming\nb.mp4 drumming\nc.mp4 air\n")
     _touch(tmp_path, "a.mp4", "b.mp4", "c.mp4")
     es = read_video_list(lst, labels=labels)  # all after the path is the class name (main split at the last space)
-    assert [(e.path.name, e.class_name) for e in es] == [("a.mp4", "air drumming"), ("b.mp4", "drumming"), ("c.mp4", "air")]
+    assert [(e.path.name, e.class_name) for e in es] == [
+        ("a.mp4", "air drumming"),
+        ("b.mp4", "drumming"),
+        ("c.mp4", "air"),
+    ]
 
 
 KINETICS_HEADER = "label,youtube_id,time_start,time_end,split\n"
@@ -254,8 +264,10 @@ def test_kinetics_annotation_csv(tmp_path):
     es = read_video_list(lst, data_root=root)  # main: "unknown label 'split'"
     assert es.format == "kinetics" and es.skipped == []
     assert [(e.path, e.label, e.class_name) for e in es] == [
-        (root / files[0], 0, "abseiling"), (root / files[1], 1, "air drumming"),
-        (root / files[2], 1, "air drumming"), (root / files[3], 0, "abseiling"),
+        (root / files[0], 0, "abseiling"),
+        (root / files[1], 1, "air drumming"),
+        (root / files[2], 1, "air drumming"),
+        (root / files[3], 0, "abseiling"),
     ]
     es = read_video_list(lst, data_root=root, labels={"air drumming": 0, "abseiling": 1, "zumba": 2})
     assert [e.label for e in es] == [1, 0, 0, 1]
@@ -299,7 +311,9 @@ def test_read_folder(tmp_path):
         _write(tmp_path / "root" / rel, "x")
     es = read_folder(tmp_path / "root")
     assert [(e.video_id, e.path.name, e.label, e.class_name) for e in es] == [
-        (0, "c.webm", 0, "abseiling"), (1, "a.MKV", 2, "walking"), (2, "b.mp4", 2, "walking")
+        (0, "c.webm", 0, "abseiling"),
+        (1, "a.MKV", 2, "walking"),
+        (2, "b.mp4", 2, "walking"),
     ]
     es = read_folder(tmp_path / "root", labels={"walking": 0, "abseiling": 1})
     assert [e.label for e in es] == [1, 0, 0]
@@ -367,8 +381,9 @@ def test_view_dataset_in_a_dataloader_with_a_worker(tmp_path, carphone):
     # the workers' context the profile uses: a fork of this threaded test process can hang in the child
     from atfr_analysis.data.datasets import loader_context
 
-    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1, collate_fn=collate_videos,
-                                         multiprocessing_context=loader_context(1))
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=1, num_workers=1, collate_fn=collate_videos, multiprocessing_context=loader_context(1)
+    )
     items = [it for batch in loader for it in batch]
     assert [it["status"] for it in items] == ["failed", "ok"]
     assert tuple(items[1]["pathways"][0].shape) == (1, 3, 8, 32, 32)

@@ -1,4 +1,5 @@
 """Data layer: the synthetic data set of known temporal redundancy."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from atfr_analysis.data import DataError
-from atfr_analysis.errors import InputError
 from atfr_analysis.data.datasets import read_folder, read_label_map, read_video_list
 from atfr_analysis.data.synthetic import (
     CLASSES,
@@ -20,6 +20,7 @@ from atfr_analysis.data.synthetic import (
     split_ranges,
 )
 from atfr_analysis.data.video import decode_video, probe
+from atfr_analysis.errors import InputError
 
 T = 16
 KW = dict(frames=T, size=48, clips_per_class_train=1, clips_per_class_test=1)
@@ -27,10 +28,22 @@ KW = dict(frames=T, size=48, clips_per_class_train=1, clips_per_class_test=1)
 
 def test_distinct_frames_and_spans():
     assert {c: distinct_frames(c, 16) for c in CLASSES} == {
-        "still": 1, "slow_4x": 4, "slow_2x": 8, "normal": 16, "fast_2x": 16, "fast_4x": 16, "reverse": 16
+        "still": 1,
+        "slow_4x": 4,
+        "slow_2x": 8,
+        "normal": 16,
+        "fast_2x": 16,
+        "fast_4x": 16,
+        "reverse": 16,
     }
     assert {c: distinct_frames(c, 10) for c in CLASSES} == {
-        "still": 1, "slow_4x": 3, "slow_2x": 5, "normal": 10, "fast_2x": 10, "fast_4x": 10, "reverse": 10
+        "still": 1,
+        "slow_4x": 3,
+        "slow_2x": 5,
+        "normal": 10,
+        "fast_2x": 10,
+        "fast_4x": 10,
+        "reverse": 10,
     }
     assert source_span("fast_4x", 16) == 61 and source_span("fast_2x", 16) == 31 and source_span("still", 16) == 1
     assert source_offsets("reverse", 4) == [3, 2, 1, 0] and source_offsets("slow_2x", 4) == [0, 0, 1, 1]
@@ -62,10 +75,14 @@ def test_deterministic_for_a_seed(built):
 def test_other_seed_and_class_subset(built, tmp_path):
     a, _ = built
     calls = []
-    c = make_dataset(tmp_path, SyntheticConfig(seed=1, classes=["fast_4x", "normal"], **KW), progress=lambda *a: calls.append(a))
+    c = make_dataset(
+        tmp_path, SyntheticConfig(seed=1, classes=["fast_4x", "normal"], **KW), progress=lambda *a: calls.append(a)
+    )
     assert [x.class_name for x in c.clips] == ["fast_4x", "normal", "fast_4x", "normal"]
     n = len(c.sources)  # progress: each step from 0 to its total, one call per unit of work
-    assert calls == [("decoding the source clips", i, n) for i in range(n + 1)] + [("writing clips", i, 4) for i in range(5)]
+    assert calls == [("decoding the source clips", i, n) for i in range(n + 1)] + [
+        ("writing clips", i, 4) for i in range(5)
+    ]
     assert c.labels == {"fast_4x": 0, "normal": 1}
     assert json.loads((tmp_path / "manifest.json").read_text())["seed"] == 1
     assert all(x.decoded_distinct == distinct_frames(x.class_name, T) for x in c.clips)
@@ -139,10 +156,18 @@ def test_errors_before_any_work(tmp_path, built):
     assert (other / "precious.txt").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("bad", [
-    dict(frames=0), dict(size=8), dict(classes=["still", "still"]), dict(classes=["sideways"]), dict(classes=[]),
-    dict(train_fraction=1.0), dict(clips_per_class_test=-1),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(frames=0),
+        dict(size=8),
+        dict(classes=["still", "still"]),
+        dict(classes=["sideways"]),
+        dict(classes=[]),
+        dict(train_fraction=1.0),
+        dict(clips_per_class_test=-1),
+    ],
+)
 def test_config_is_checked_when_built(bad):
     with pytest.raises(InputError):
         SyntheticConfig(**bad)

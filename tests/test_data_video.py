@@ -1,4 +1,5 @@
 """Data layer: sample footage, PyAV decoding and its failures, PySlowFast's test views."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from view_pipeline import make_views
 
 from atfr_analysis.data import (
     DataError,
@@ -32,7 +34,6 @@ from atfr_analysis.data.transforms import (
 )
 from atfr_analysis.data.video import Decoding, FrameOutput, decode_video, probe, read_frames
 from atfr_analysis.models.base import InputSpec
-from view_pipeline import make_views
 
 X3D_S = InputSpec(frames=(13,), train_crop=160, test_crop=160, sampling_rate=6)
 SF_4x16 = InputSpec(frames=(4, 32), train_crop=224, test_crop=256, sampling_rate=2, alpha=8)
@@ -100,7 +101,9 @@ def test_decode_stops_at_stop_and_ranges_agree(videos):
 
 def test_read_frames_past_the_end_and_transform(videos):
     fs = read_frames(
-        videos["carphone_pristine"], indices=[0, 119, 500], output=FrameOutput(transform=lambda a: torch.from_numpy(a[:4, :4]))
+        videos["carphone_pristine"],
+        indices=[0, 119, 500],
+        output=FrameOutput(transform=lambda a: torch.from_numpy(a[:4, :4])),
     )
     assert fs.eof and fs.num_decoded == 120 and fs.index == [0, 119]
     assert tuple(fs.frames.shape) == (2, 4, 4, 3)

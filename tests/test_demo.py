@@ -1,4 +1,5 @@
 """`atfr demo` reproduces the committed reports/demo numbers (the shipped checkpoints, real footage)."""
+
 import json
 import math
 from pathlib import Path
@@ -48,10 +49,33 @@ def test_demo_reproduces_committed_numbers(tmp_path):
 
     runs = tmp_path / "cache" / "runs"
     out = tmp_path / "report"
-    main(["report", str(runs / "slow_tiny_atfr"), "--out", str(out), "--baseline", str(runs / "slow_tiny"), "--by", "bins", "--k", "3"])
-    for f in ("report.md", "per_class.csv", "ranking.csv", "paper_table.md", "paper_table.tex", "bins_hist.png",
-              "class_distributions.png", "gmacs_vs_accuracy.png", "gmacs_distribution.png", "accuracy_vs_views.png",
-              "delta_vs_reduction.png"):
+    main(
+        [
+            "report",
+            str(runs / "slow_tiny_atfr"),
+            "--out",
+            str(out),
+            "--baseline",
+            str(runs / "slow_tiny"),
+            "--by",
+            "bins",
+            "--k",
+            "3",
+        ]
+    )
+    for f in (
+        "report.md",
+        "per_class.csv",
+        "ranking.csv",
+        "paper_table.md",
+        "paper_table.tex",
+        "bins_hist.png",
+        "class_distributions.png",
+        "gmacs_vs_accuracy.png",
+        "gmacs_distribution.png",
+        "accuracy_vs_views.png",
+        "delta_vs_reduction.png",
+    ):
         p = out / f
         assert p.stat().st_size > 0, f
         if f.endswith(".png"):
@@ -91,8 +115,13 @@ def test_demo_checks_follow_the_acceptance():
 
     committed = json.loads((ROOT / "reports" / "demo" / "demo_numbers.json").read_text())
     assert committed["checks"] == demo_checks(committed)
-    n = dict(committed, top1_baseline=80.0, top1_atfr=77.9, reduction_pct=40.0,
-             per_class_top1_baseline={c: 50.0 for c in committed["per_class_top1_baseline"]})
+    n = dict(
+        committed,
+        top1_baseline=80.0,
+        top1_atfr=77.9,
+        reduction_pct=40.0,
+        per_class_top1_baseline={c: 50.0 for c in committed["per_class_top1_baseline"]},
+    )
     got = demo_checks(n)
     assert got["ATFR top-1 within 2 points of the baseline"] is False
     assert got["GFLOPs x views reduction >= 40%"] is True and got["baseline top-1 >= 75%"] is True

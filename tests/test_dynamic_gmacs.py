@@ -1,11 +1,11 @@
 """Per-clip dynamic GMACs equal a direct fvcore trace of the whole model on that clip alone;
 exact batching equals batch-1 outputs; padded batching executes the batch's largest B'."""
+
 import pytest
 import torch
 
 from atfr_analysis import build_model, profile_clips
 from atfr_analysis.flops import CostModel, direct_trace
-from atfr_analysis.models import as_pathways
 
 
 def _clips(spec, crop, n=3, seed=0):

@@ -1,5 +1,6 @@
 """`atfr explain`: a frozen clip collapses into one bin, repeated frames share a bin, bad input is
 one line with exit status 2, the figure is byte-reproducible."""
+
 import json
 from fractions import Fraction
 
@@ -69,7 +70,9 @@ def videos(tmp_path_factory):
 
 def test_frozen_clip_is_one_bin_through_the_cli(capsys, tmp_path, videos):
     out = tmp_path / "frozen"
-    code, stdout, err = run_cli(capsys, "explain", videos["frozen"], "--checkpoint", CKPT, "--model", MODEL, "--out", out)
+    code, stdout, err = run_cli(
+        capsys, "explain", videos["frozen"], "--checkpoint", CKPT, "--model", MODEL, "--out", out
+    )
     assert code == 0, err
     assert "B' = 1 of" in stdout
     res = json.loads(out.with_suffix(".json").read_text())
@@ -114,7 +117,7 @@ def test_slow_motion_groups_share_a_bin(videos):
     model.eval()
     with torch.no_grad():
         for v in res["views"]:
-            _outs, bins = model.forward_sgs([p[v["view"]:v["view"] + 1] for p in clips.pathways])
+            _outs, bins = model.forward_sgs([p[v["view"] : v["view"] + 1] for p in clips.pathways])
             assert [int(b[0]) for b in bins] == v["signature"]
 
 
@@ -180,8 +183,9 @@ def test_demo_command_writes_the_three_explains(capsys, tmp_path):
         # reports/demo holds what the command writes (bins and signatures; floats may differ by CPU)
         old = json.loads((committed / f"explain_{c}.json").read_text())
         assert [v["signature"] for v in res["views"]] == [v["signature"] for v in old["views"]]
-        assert [[s["bin"] for s in v["layers"][0]["steps"]] for v in res["views"]] == \
-            [[s["bin"] for s in v["layers"][0]["steps"]] for v in old["views"]]
+        assert [[s["bin"] for s in v["layers"][0]["steps"]] for v in res["views"]] == [
+            [s["bin"] for s in v["layers"][0]["steps"]] for v in old["views"]
+        ]
         assert (tmp_path / f"explain_{c}.png").is_file()
         assert res["video"]["path"].endswith(f"test/{c}/{c}_000.mp4")
         if c == "still":
@@ -189,7 +193,7 @@ def test_demo_command_writes_the_three_explains(capsys, tmp_path):
         if c == "slow_4x":
             for v in res["views"]:
                 steps = v["layers"][0]["steps"]
-                assert all(len({s["bin"] for s in steps[i:i + 4]}) == 1 for i in range(0, FRAMES, 4))
+                assert all(len({s["bin"] for s in steps[i : i + 4]}) == 1 for i in range(0, FRAMES, 4))
 
 
 @pytest.mark.slow
@@ -206,10 +210,14 @@ def test_slowfast_both_pathways_and_their_frames(tmp_path):
     spec = model.spec
     t = spec.clip_frames
     fast = torch.rand(1, 3, t, 64, 64)
-    fast[:, :, t // 2:] = fast[:, :, t // 2:t // 2 + 1]  # the second half still
+    fast[:, :, t // 2 :] = fast[:, :, t // 2 : t // 2 + 1]  # the second half still
     src = list(range(100, 100 + 2 * t, 2))
-    clips = ViewClips(pack_pathways(fast, spec), [src], {"temporal_index": [0], "spatial_index": [0], "crop_position": [1]},
-                      {"num_frames": 300, "fps": 30.0})
+    clips = ViewClips(
+        pack_pathways(fast, spec),
+        [src],
+        {"temporal_index": [0], "spatial_index": [0], "crop_position": [1]},
+        {"num_frames": 300, "fps": 30.0},
+    )
     res = explain_model(model, clips)
     slow, fastl = res["layers"]
     assert (slow["pathway"], fastl["pathway"]) == (0, 1)
@@ -222,7 +230,7 @@ def test_slowfast_both_pathways_and_their_frames(tmp_path):
     assert [s["source_frames"] for s in lf["steps"]] == [[f] for f in src]
     lo, hi = fastl["temporal_reach"]
     assert lo < 0 < hi  # the fast stem's temporal kernel mixes neighbouring frames
-    inner = [s["bin"] for s in lf["steps"][t // 2 + hi: t - hi]]
+    inner = [s["bin"] for s in lf["steps"][t // 2 + hi : t - hi]]
     assert len(inner) > 1 and len(set(inner)) == 1
     assert v["signature"] == [ls["active_bins"], lf["active_bins"]]
     png = plot_explain(res, tmp_path / "sf.png", thumbnails=thumbnails_of(clips, 0))

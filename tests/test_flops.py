@@ -1,4 +1,5 @@
 """FLOP conventions, the paper's baseline rows, and the second backend (FlopCounterMode)."""
+
 import math
 
 import pytest

@@ -5,6 +5,7 @@ regenerated with ``pytest --force-regen``); a user's module file is saved, chang
 width, the SGS layer's place) and checked, from the command line and through the fixture in a
 pytest run of its own (``pytester``).
 """
+
 from __future__ import annotations
 
 import json
@@ -13,16 +14,16 @@ import uuid
 
 import pytest
 import torch
-from atfr_cli.main import main
 
 from atfr_analysis.flops.golden import compare, golden, read_golden
 from atfr_analysis.flops.module_cost import cost_model
 from atfr_analysis.models import build_model, list_models
+from atfr_cli.main import main
 
 pytest_plugins = ["pytester"]
 
 #: a user's module file: WIDTH is one layer's width, WHERE the place of the SGS layer
-NET = '''
+NET = """
 from collections import OrderedDict
 from torch import nn
 from atfr_analysis.models import InputSpec
@@ -47,7 +48,7 @@ def net(num_classes=5):
     model = nn.Sequential(OrderedDict(parts))
     model.input_spec = InputSpec(frames=(8,), train_crop=16, test_crop=16, sampling_rate=2)
     return model
-'''
+"""
 
 
 def _cli(capsys, *args) -> tuple[int, str]:
@@ -97,7 +98,7 @@ def test_check_fails_naming_the_layer_whose_width_changed(capsys, tmp_path, user
     assert _cli(capsys, "flops", user_net(width=8), "--save", str(gold))[0] == 0
     code, out = _cli(capsys, "flops", user_net(width=12), "--check", str(gold))
     assert code == 1
-    table = out[out.index("module"):]
+    table = out[out.index("module") :]
     assert "body.0" in table and "head" in table and "conv_fc" in table and "params" in table
     assert "sgs " not in table  # the SGS layer sits before the change: it did not move
 
@@ -107,7 +108,7 @@ def test_check_fails_naming_a_moved_sgs_layer(capsys, tmp_path, user_net):
     assert _cli(capsys, "flops", user_net(where="early"), "--save", str(gold))[0] == 0
     code, out = _cli(capsys, "flops", user_net(where="late"), "--check", str(gold))
     assert code == 1
-    table = out[out.index("module"):]
+    table = out[out.index("module") :]
     assert "placement" in table and "after stem" in table and "after body" in table
     assert table.splitlines()[1].split()[0] == "sgs"  # the first row names the moved layer
 
@@ -128,7 +129,7 @@ def test_compare_is_empty_for_equal_records_and_names_every_change():
 
 
 # ----------------------------------------------------------------------------- the pytest fixture
-FIXTURE_TEST = '''
+FIXTURE_TEST = """
 from torch import nn
 from atfr_analysis.sgs import SimilarityGuidedSampling
 
@@ -149,7 +150,7 @@ class Net(nn.Module):
 
 def test_net_cost(flops_regression):
     flops_regression.check(Net(), [(1, 3, 8, 16, 16)], signatures=[[8], [2]])
-'''
+"""
 
 
 @pytest.mark.slow

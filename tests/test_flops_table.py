@@ -1,4 +1,5 @@
 """``atfr flops MODEL --depth N``: the per-module table adds up to the model total at every depth."""
+
 import json
 
 import pytest
@@ -18,7 +19,12 @@ def _leaf_sums(rows):
 
 @pytest.mark.parametrize(
     "name,crop,bins",
-    [("x3d_xs", 64, None), ("slowfast_4x16_r50", None, None), ("slowfast_4x16_r50_atfr", None, (2, 9)), ("x3d_xs_atfr", 64, (2,))],
+    [
+        ("x3d_xs", 64, None),
+        ("slowfast_4x16_r50", None, None),
+        ("slowfast_4x16_r50_atfr", None, (2, 9)),
+        ("x3d_xs_atfr", 64, (2,)),
+    ],
 )
 def test_depth_tables_sum_to_the_total(name, crop, bins):
     with torch.device("meta"):

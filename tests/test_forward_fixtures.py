@@ -11,13 +11,13 @@ fixtures are 0.0 (X3D-XS was 3.4e-7 with ``F.silu``); with one thread X3D-XS dif
 5e-7 relative and 3D-ResNet-18+ATFR by 1.5e-6 (float rounding). Swish's bit-identity to PySlowFast is
 tested on its own (``test_models_x3d.py``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
-
 from check_forward import (
     REL_TOL,
     build_fixture_model,
@@ -36,7 +36,11 @@ def test_public_fixtures_present():
     assert PUBLIC <= {p.stem for p in PATHS}, f"missing fixtures under {FIXTURES}"
 
 
-@pytest.mark.parametrize("path", PATHS or [pytest.param(None, marks=pytest.mark.skip(reason="no fixtures"))], ids=lambda p: p.stem if p else "none")
+@pytest.mark.parametrize(
+    "path",
+    PATHS or [pytest.param(None, marks=pytest.mark.skip(reason="no fixtures"))],
+    ids=lambda p: p.stem if p else "none",
+)
 def test_forward_matches_upstream(path):
     res = check_fixture(path)
     assert res.logits_rel <= REL_TOL, res.line()

@@ -18,6 +18,7 @@ import it. Attribute access on objects that are not imported modules (``obj._x``
 apart statically and is not checked; nor are third-party private names (numpy's and torch's
 private modules are needed for unpickling and dispatch).
 """
+
 from __future__ import annotations
 
 import ast
@@ -276,8 +277,10 @@ def test_cycle_finder_and_resolution_rules(tmp_path):
     (pkg / "a.py").write_text("def f():\n    from .sub import b  # function-level, relative\n")
     (pkg / "sub" / "__init__.py").write_text("")
     (pkg / "sub" / "b.py").write_text("from ..c import thing\nimport os\n")
-    (pkg / "c.py").write_text("from atfr_analysis.sub.b import x\nfrom typing import TYPE_CHECKING\n"
-                              "if TYPE_CHECKING:\n    import atfr_analysis.a\n")
+    (pkg / "c.py").write_text(
+        "from atfr_analysis.sub.b import x\nfrom typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    import atfr_analysis.a\n"
+    )
     graph = import_graph(pkg)
     assert graph[PACKAGE] == {f"{PACKAGE}.a"}
     assert graph[f"{PACKAGE}.a"] == {f"{PACKAGE}.sub.b"}

@@ -1,5 +1,6 @@
 """The meta-device counter equals fvcore's trace exactly, in both conventions, on every zoo model and
 on random signatures; what cannot run on ``meta`` (the SGS layer reads values) and the fallback."""
+
 import random
 
 import pytest

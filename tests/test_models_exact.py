@@ -2,11 +2,11 @@
 stand-in for graph capture), the CPU thread pool of the groups, and ``VideoModel.atfr_step``'s
 contract (scores, host signatures, what a padded batch executed) for both batching modes and
 baselines. No timing assertions."""
+
 import pytest
 import torch
 
-from atfr_analysis.models import AtfrStep, build_model
-from atfr_analysis.models import exact
+from atfr_analysis.models import AtfrStep, build_model, exact
 
 
 def _fake_graph(self, fn, device):
@@ -22,7 +22,9 @@ def _fake_graph(self, fn, device):
 def test_graph_bookkeeping_matches_eager_and_batch_one(monkeypatch):
     monkeypatch.setattr(exact.PostGraphs, "_make_graph", _fake_graph)
     monkeypatch.setattr(
-        exact, "use_post_graphs", lambda model, device: model.exact_cuda_graphs and not model.training and not torch.is_grad_enabled()
+        exact,
+        "use_post_graphs",
+        lambda model, device: model.exact_cuda_graphs and not model.training and not torch.is_grad_enabled(),
     )
     assert [exact.bucket(k) for k in (1, 2, 3, 4, 5, 9)] == [1, 2, 4, 4, 8, 16]
     torch.manual_seed(0)

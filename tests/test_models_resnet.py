@@ -6,6 +6,7 @@ and against the fork's forward semantics (SGS before the last res2 ReLU, padded 
 head, exact batching). Every fixture of the family found there is tested, including ones this
 file does not name: the model is built from the facts in the fixture's ``arch``.
 """
+
 from __future__ import annotations
 
 import json
@@ -88,7 +89,11 @@ def _model_args(fx: dict) -> tuple[str, dict]:
         ov.update(stem_width=wf, widths=(4 * wf, 4 * ws, 8 * ws, 16 * ws), inner_widths=(wf, ws, 2 * ws, 4 * ws))
     else:
         w = a.get("width_per_group", 64)
-        ov.update(stem_width=w, widths=(4 * w, 8 * w, 16 * w, 32 * w), inner_widths=tuple(groups * w * m for m in (1, 2, 4, 8)))
+        ov.update(
+            stem_width=w,
+            widths=(4 * w, 8 * w, 16 * w, 32 * w),
+            inner_widths=tuple(groups * w * m for m in (1, 2, 4, 8)),
+        )
         if a["arch"] == "slow":
             name = "slow_8x8_r50"
             ov["frames"] = (a["frames"],)
@@ -187,7 +192,9 @@ def test_fixture_fvcore(path, key):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", [p for p in _FIXTURES if _is_atfr(_load(p))] or [_NO_FIXTURES], ids=lambda p: p.stem if p else "none")
+@pytest.mark.parametrize(
+    "path", [p for p in _FIXTURES if _is_atfr(_load(p))] or [_NO_FIXTURES], ids=lambda p: p.stem if p else "none"
+)
 def test_fixture_atfr_forward_shapes(path):
     fx = _load(path)
     model = _build_from_fixture(fx).eval()
@@ -332,7 +339,8 @@ def test_fixed_head_is_fully_convolutional():
     with torch.no_grad():
         out = head(xs)
         pooled = torch.cat(
-            [torch.nn.functional.avg_pool3d(xs[0], (2, 3, 3), 1), torch.nn.functional.avg_pool3d(xs[1], (4, 3, 3), 1)], 1
+            [torch.nn.functional.avg_pool3d(xs[0], (2, 3, 3), 1), torch.nn.functional.avg_pool3d(xs[1], (4, 3, 3), 1)],
+            1,
         )  # [2, 20, 1, 2, 2]: 4 positions
         logits = head.projection(pooled.permute(0, 2, 3, 4, 1))
         expect = logits.softmax(-1).mean((1, 2, 3))
@@ -399,7 +407,9 @@ def test_baseline_checkpoint_loads_into_atfr(name):
     assert all(k.startswith(tuple(p + "." for p in prefixes)) for k in ts_keys)
 
 
-@pytest.mark.parametrize("name,frames", [("resnet3d_18_atfr", 16), ("slowfast_4x16_r50_atfr", 32), ("slow_8x8_r50_atfr", 8)])
+@pytest.mark.parametrize(
+    "name,frames", [("resnet3d_18_atfr", 16), ("slowfast_4x16_r50_atfr", 32), ("slow_8x8_r50_atfr", 8)]
+)
 def test_atfr_forward_split_and_batching(name, frames):
     torch.manual_seed(0)
     model = build_model(name, num_classes=11).eval()

@@ -1,4 +1,5 @@
 """X3D family: PySlowFast state-dict names, parameter totals, fvcore counts and the ATFR split."""
+
 from __future__ import annotations
 
 import json
@@ -220,9 +221,7 @@ def test_baseline_forward_eval_and_train():
 STAGES = {"res2": "s2.ts_layer", "stem": "s1.ts_layer"}
 
 
-@pytest.mark.parametrize(
-    "name, stage", [(n, "res2") for n in BASE_NAMES] + [("x3d_s", "stem"), ("x3d_xl", "stem")]
-)
+@pytest.mark.parametrize("name, stage", [(n, "res2") for n in BASE_NAMES] + [("x3d_s", "stem"), ("x3d_xl", "stem")])
 def test_atfr_keys_and_baseline_checkpoint(name, stage):
     prefix = STAGES[stage]
     base = build_model(name)
@@ -304,12 +303,14 @@ def test_swish_is_bit_identical_to_pyslowfast():
     from atfr_analysis.models.x3d import X3DTransform, swish
 
     g = torch.Generator().manual_seed(0)
-    x = torch.cat([
-        torch.randn(100_000, generator=g),
-        torch.randn(10_000, generator=g) * 1e4,  # large: sigmoid saturates to 0 / 1
-        torch.randn(10_000, generator=g) * 1e-30,  # tiny and subnormal-adjacent
-        torch.tensor([0.0, -0.0, 88.7, -88.7, 1e38, -1e38, float("inf"), float("-inf"), 1e-45, -1e-45]),
-    ])
+    x = torch.cat(
+        [
+            torch.randn(100_000, generator=g),
+            torch.randn(10_000, generator=g) * 1e4,  # large: sigmoid saturates to 0 / 1
+            torch.randn(10_000, generator=g) * 1e-30,  # tiny and subnormal-adjacent
+            torch.tensor([0.0, -0.0, 88.7, -88.7, 1e38, -1e38, float("inf"), float("-inf"), 1e-45, -1e-45]),
+        ]
+    )
     bits = {torch.float32: torch.int32, torch.float64: torch.int64}
     for t in (x, x.double(), x[:120_000].view(-1, 8), x[::3]):
         ref = t * torch.sigmoid(t)

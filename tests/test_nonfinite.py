@@ -8,6 +8,7 @@ given as the checkpoint, an empty class name.
 The models are the demo's shipped tiny checkpoints (7 classes), the videos the real sample clips
 (one view, one crop each), so every test runs in seconds.
 """
+
 from __future__ import annotations
 
 import math
@@ -166,8 +167,23 @@ def test_cli_profile_nonfinite_scores_exit_non_zero_without_a_top1(tmp_path, cap
     out = tmp_path / "run"
     with torch_threads(1):
         code, stdout, err = run_cli(
-            capsys, "profile", ck, "--model", ATFR, "--data", videos, "--out", out, "--views", "1", "--crops", "1",
-            "--device", "cpu", "--quiet", "--allow-nonfinite-weights",
+            capsys,
+            "profile",
+            ck,
+            "--model",
+            ATFR,
+            "--data",
+            videos,
+            "--out",
+            out,
+            "--views",
+            "1",
+            "--crops",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--allow-nonfinite-weights",
         )
     assert code == EXIT_NONE_PROFILED, err
     assert "top-1" not in stdout and "top-5" not in stdout
@@ -209,14 +225,41 @@ def test_cli_profile_and_explain_report_the_sgs_layer(tmp_path, capsys, videos):
     ck = poisoned(tmp_path, ATFR, SGS_MLP)
     with torch_threads(1):
         code, _out, err = run_cli(
-            capsys, "profile", ck, "--model", ATFR, "--data", videos, "--out", tmp_path / "run", "--views", "1",
-            "--crops", "1", "--device", "cpu", "--quiet", "--allow-nonfinite-weights",
+            capsys,
+            "profile",
+            ck,
+            "--model",
+            ATFR,
+            "--data",
+            videos,
+            "--out",
+            tmp_path / "run",
+            "--views",
+            "1",
+            "--crops",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--allow-nonfinite-weights",
         )
         assert_one_line_error(code, err, f"SGS layer {SGS}", "NaN or inf")
         video = sample_videos()["bikes"]
         code, _out, err = run_cli(
-            capsys, "explain", video, "--checkpoint", ck, "--model", ATFR, "--views", "1", "--crops", "1",
-            "--out", tmp_path / "x", "--allow-nonfinite-weights",
+            capsys,
+            "explain",
+            video,
+            "--checkpoint",
+            ck,
+            "--model",
+            ATFR,
+            "--views",
+            "1",
+            "--crops",
+            "1",
+            "--out",
+            tmp_path / "x",
+            "--allow-nonfinite-weights",
         )
     assert_one_line_error(code, err, f"SGS layer {SGS}", "NaN or inf")
     assert "active bins" not in err
@@ -267,10 +310,17 @@ def test_model_names_its_sgs_layers():
 # ----------------------------------------------------------------------------- training numbers
 @pytest.mark.parametrize(
     "opt, value, needle",
-    [("lr", -1.0, "--lr must be"), ("lr", 0.0, "--lr must be"), ("lr", math.nan, "--lr must be"),
-     ("lr", math.inf, "--lr must be"), ("weight_decay", -1e-4, "--weight-decay must be"),
-     ("momentum", math.nan, "momentum must be"), ("warmup_epochs", -1.0, "--warmup-epochs must be"),
-     ("clip_grad", 0.0, "--clip-grad must be"), ("epochs", 0, "--epochs must be")],
+    [
+        ("lr", -1.0, "--lr must be"),
+        ("lr", 0.0, "--lr must be"),
+        ("lr", math.nan, "--lr must be"),
+        ("lr", math.inf, "--lr must be"),
+        ("weight_decay", -1e-4, "--weight-decay must be"),
+        ("momentum", math.nan, "momentum must be"),
+        ("warmup_epochs", -1.0, "--warmup-epochs must be"),
+        ("clip_grad", 0.0, "--clip-grad must be"),
+        ("epochs", 0, "--epochs must be"),
+    ],
 )
 def test_train_config_refuses_bad_numbers(opt, value, needle):
     from atfr_analysis.train import TrainConfig

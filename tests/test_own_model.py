@@ -5,6 +5,7 @@ SGS in both branches of a two-branch model, SGS inside an nn.Sequential of a pla
 CNN without SGS. Every clip's GMACs must equal a direct fvcore trace of the model on that clip
 alone (batch 1), in both conventions, and its bins what the layers output.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,10 @@ def _model(name: str, seed: int = 0) -> torch.nn.Module:
 def _alone(model, clip):
     """A direct fvcore trace of ``model`` on one clip, and the B' each SGS layer output (its length)."""
     lengths = {}
-    hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: lengths.__setitem__(n, o[0].shape[2]))
-             for n in sgs_layer_names(model)]
+    hooks = [
+        model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: lengths.__setitem__(n, o[0].shape[2]))
+        for n in sgs_layer_names(model)
+    ]
     try:
         fc = count_flops(model, clip)
     finally:
@@ -175,8 +178,12 @@ def test_second_process_reads_the_cache(tmp_path):
         "print(json.dumps({{'counts': c, 'stats': cm.stats}}))\n"
     ).format(tests=str(TESTS), cache=str(tmp_path / "cache"))
     env = dict(os.environ, PYTHONPATH=str(TESTS))
-    runs = [json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                      env=env).stdout) for _ in range(2)]
+    runs = [
+        json.loads(
+            subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+        )
+        for _ in range(2)
+    ]
     assert runs[0]["counts"] == runs[1]["counts"]
     assert runs[0]["stats"]["computed"] >= 2 and runs[1]["stats"]["computed"] == 0
     assert runs[1]["stats"]["loaded"] >= 2
@@ -266,8 +273,18 @@ def test_profile_user_model_on_real_footage_then_report(tmp_path):
     data = sample_list(tmp_path / "list.csv", names=("bikes", "carphone_pristine"))
     env = dict(os.environ, PYTHONPATH=str(TESTS))
     atfr = str(Path(sys.executable).parent / "atfr")
-    argv = [atfr, "profile", str(tmp_path / "w.pt"), "--model", "own_models:two_branch", "--data", str(data),
-            "--out", str(tmp_path / "run"), "--quiet"]
+    argv = [
+        atfr,
+        "profile",
+        str(tmp_path / "w.pt"),
+        "--model",
+        "own_models:two_branch",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+    ]
     run = subprocess.run(argv, capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     from atfr_analysis.profile.log import load_run
@@ -281,8 +298,9 @@ def test_profile_user_model_on_real_footage_then_report(tmp_path):
     for _, row in views.iterrows():
         sig = (int(row["bins.fine.sgs"]), int(row["bins.coarse.sgs"]))
         assert _close(row.gmacs, ref.exact_counts(sig)[0] / 1e9)
-    rep = subprocess.run([atfr, "report", str(tmp_path / "run"), "--out", str(tmp_path / "rep")],
-                         capture_output=True, text=True, env=env)
+    rep = subprocess.run(
+        [atfr, "report", str(tmp_path / "run"), "--out", str(tmp_path / "rep")], capture_output=True, text=True, env=env
+    )
     assert rep.returncode == 0, rep.stderr
     assert (tmp_path / "rep" / "report.md").is_file()
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -293,20 +311,59 @@ def test_profile_user_model_on_real_footage_then_report(tmp_path):
 def test_train_then_profile_then_explain_refuses(tmp_path, capsys, monkeypatch):
     """``atfr train own_models:two_branch`` writes a checkpoint that ``atfr profile --model`` loads
     (its head size from the checkpoint's cfg); ``atfr explain`` says in one line that it needs a zoo model."""
-    from atfr_cli.main import main
     from profile_helpers import sample_list
+
+    from atfr_cli.main import main
 
     data = sample_list(tmp_path / "list.csv", names=("bikes", "carphone_pristine"))
     ckpt = tmp_path / "own.pyth"
-    main(["train", "own_models:two_branch", "--data", str(data), "--out", str(ckpt), "--max-steps", "1",
-          "--epochs", "1", "--batch-size", "2", "--workers", "0", "--quiet"])
-    main(["profile", str(ckpt), "--model", "own_models:two_branch", "--data", str(data), "--out", str(tmp_path / "run"),
-          "--quiet", "--views", "1"])
+    main(
+        [
+            "train",
+            "own_models:two_branch",
+            "--data",
+            str(data),
+            "--out",
+            str(ckpt),
+            "--max-steps",
+            "1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--workers",
+            "0",
+            "--quiet",
+        ]
+    )
+    main(
+        [
+            "profile",
+            str(ckpt),
+            "--model",
+            "own_models:two_branch",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+            "--views",
+            "1",
+        ]
+    )
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert meta["head_classes"] == 2 and meta["model_config"]["ref"] == "own_models:two_branch"
     capsys.readouterr()
     with pytest.raises(SystemExit) as ei:
-        main(["explain", str(data.read_text().split(",")[0]), "--checkpoint", str(ckpt), "--model",
-              "own_models:two_branch"])
+        main(
+            [
+                "explain",
+                str(data.read_text().split(",")[0]),
+                "--checkpoint",
+                str(ckpt),
+                "--model",
+                "own_models:two_branch",
+            ]
+        )
     err = capsys.readouterr().err.strip()
     assert ei.value.code == 2 and err.startswith("error:") and "zoo model" in err and "\n" not in err

@@ -1,4 +1,5 @@
 """The committed reports/paper_baselines.{md,csv} are what `atfr paper-baselines` produces."""
+
 from pathlib import Path
 
 import pytest

@@ -1,17 +1,18 @@
 """``atfr profile`` end to end on the real sample clips with a small ATFR model (slow_tiny_atfr,
 16x64x64, SGS at res2 with B = 16): the log's shape, exact GMACs against a direct fvcore trace,
 video-level top-1 from summed softmax, and a frozen clip against the same footage in motion."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
+from profile_helpers import MODEL, SAMPLES, frozen_and_moving, make_checkpoint, run_cli, sample_list
 
 import atfr_analysis
 from atfr_analysis.data.samples import sample_videos
 from atfr_analysis.profile.log import load_videos
 from atfr_analysis.profile.schema import view_column_names
-from profile_helpers import MODEL, SAMPLES, frozen_and_moving, make_checkpoint, run_cli, sample_list
 
 VIEWS, CROPS = 2, 1
 LAYER = "s2.ts_layer"
@@ -58,8 +59,24 @@ def test_rows_columns_and_run_json(csv_run, ckpt):
 
     meta = json.loads((run / "run.json").read_text())
     assert meta == log.attrs["meta"]
-    for k in ("model", "checkpoint", "checkpoint_sha256", "frames", "sampling_rate", "crop", "views", "crops",
-              "batching", "conventions", "versions", "device", "start_time", "end_time", "command", "static_gmacs"):
+    for k in (
+        "model",
+        "checkpoint",
+        "checkpoint_sha256",
+        "frames",
+        "sampling_rate",
+        "crop",
+        "views",
+        "crops",
+        "batching",
+        "conventions",
+        "versions",
+        "device",
+        "start_time",
+        "end_time",
+        "command",
+        "static_gmacs",
+    ):
         assert meta.get(k) is not None, k
     assert meta["model"] == MODEL and meta["frames"] == [16] and meta["crop"] == 64
     assert meta["views"] == VIEWS and meta["crops"] == CROPS and meta["batching"] == "exact"
@@ -157,8 +174,25 @@ def test_folder_layout_cli_with_workers_and_three_crops(ckpt, clips, csv_run, tm
     (root / "zz_frozen").mkdir()
     (root / "zz_frozen" / "frozen.mp4").symlink_to(frozen)
     code, out, err = run_cli(
-        capsys, "profile", ckpt, "--model", MODEL, "--data", root, "--out", tmp_path / "run",
-        "--views", VIEWS, "--crops", 3, "--workers", 2, "--batch-size", 4, "--device", "cpu",
+        capsys,
+        "profile",
+        ckpt,
+        "--model",
+        MODEL,
+        "--data",
+        root,
+        "--out",
+        tmp_path / "run",
+        "--views",
+        VIEWS,
+        "--crops",
+        3,
+        "--workers",
+        2,
+        "--batch-size",
+        4,
+        "--device",
+        "cpu",
     )
     assert code == 0, err
     assert "3 ok, 0 failed" in out and "top-1" in out and "reduction" in out
@@ -186,8 +220,9 @@ def test_padded_batching_logs_executed_cost(ckpt, tmp_path):
     vids = sample_videos()
     lst = tmp_path / "l.csv"
     lst.write_text(f"{vids['carphone_pristine']},0\n")
-    atfr_analysis.profile(ckpt, MODEL, lst, tmp_path / "run", views=4, crops=1, batching="padded", batch_size=4,
-                          device="cpu", quiet=True)
+    atfr_analysis.profile(
+        ckpt, MODEL, lst, tmp_path / "run", views=4, crops=1, batching="padded", batch_size=4, device="cpu", quiet=True
+    )
     log = atfr_analysis.load_run(tmp_path / "run")
     assert log.attrs["meta"]["batching"] == "padded"
     assert (log["gmacs_executed"] >= log["gmacs"]).all()

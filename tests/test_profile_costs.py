@@ -1,14 +1,15 @@
 """The run's cost cache: a resumed run and a second shard count no signature that is already on
 disk (the counts are read back), and ``--cross-check K`` records fvcore's counts beside the
 meta counter's in ``run.json``."""
+
 import json
 
 import pytest
+from profile_helpers import MODEL, make_checkpoint, torch_threads, write_list
 
 from atfr_analysis.data.samples import sample_videos
 from atfr_analysis.profile import ProfileConfig
 from atfr_analysis.profile.run import RUN_COST_CACHE, run_profile
-from profile_helpers import MODEL, make_checkpoint, torch_threads, write_list
 
 
 @pytest.fixture()

@@ -1,11 +1,8 @@
 """Sharding: ``torchrun --nproc_per_node 2`` (gloo, CPU) and ``--shard i/n`` job arrays give the
 same rows as one process; every shard writes its own parts; load_run reads them all."""
+
 import pandas as pd
 import pytest
-
-import atfr_analysis
-from atfr_analysis.profile.log import load_videos
-from atfr_analysis.runtime import parse_shard
 from profile_helpers import (
     MODEL,
     VENV_BIN,
@@ -17,6 +14,10 @@ from profile_helpers import (
     sample_list,
     torch_threads,
 )
+
+import atfr_analysis
+from atfr_analysis.profile.log import load_videos
+from atfr_analysis.runtime import parse_shard
 
 VIEWS = 2
 
@@ -30,8 +31,23 @@ def setup(tmp_path_factory):
 
 
 def args(ck, lst, out, *extra):
-    return ["profile", str(ck), "--model", MODEL, "--data", str(lst), "--out", str(out), "--views", str(VIEWS),
-            "--crops", "1", "--device", "cpu", *map(str, extra)]
+    return [
+        "profile",
+        str(ck),
+        "--model",
+        MODEL,
+        "--data",
+        str(lst),
+        "--out",
+        str(out),
+        "--views",
+        str(VIEWS),
+        "--crops",
+        "1",
+        "--device",
+        "cpu",
+        *map(str, extra),
+    ]
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Failures of ``atfr profile``: undecodable videos become failed rows (the run goes on, nothing is
 lost); a bad list or a bad checkpoint is one line on stderr and exit status 2, before any video is
 read and without writing anything; never a traceback."""
+
 import os
 import pickle
 from pathlib import Path
@@ -8,10 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
-import atfr_analysis
-from atfr_analysis.data.samples import sample_videos
-from atfr_analysis.profile.log import load_videos
 from profile_helpers import (
     FAILURE_REASONS,
     MODEL,
@@ -23,6 +20,10 @@ from profile_helpers import (
     run_subprocess,
     write_list,
 )
+
+import atfr_analysis
+from atfr_analysis.data.samples import sample_videos
+from atfr_analysis.profile.log import load_videos
 
 LAYER = "s2.ts_layer"
 
@@ -44,8 +45,24 @@ def good_list(tmp_path):
 
 
 def profile_args(ckpt, data, out, *extra):
-    return ("profile", ckpt, "--model", MODEL, "--data", data, "--out", out, "--views", 1, "--crops", 1,
-            "--device", "cpu", "--quiet", *extra)
+    return (
+        "profile",
+        ckpt,
+        "--model",
+        MODEL,
+        "--data",
+        data,
+        "--out",
+        out,
+        "--views",
+        1,
+        "--crops",
+        1,
+        "--device",
+        "cpu",
+        "--quiet",
+        *extra,
+    )
 
 
 # ----------------------------------------------------------------------------- failed rows
@@ -77,8 +94,9 @@ def test_resume_retry_failed_redoes_only_the_failed_videos(ckpt, tmp_path, capsy
     assert log[f"bins.{LAYER}"].notna().all() and (log["gmacs"] > 0).all()
     # the video that was fine keeps its first rows (not recomputed)
     pd_testing = pytest.importorskip("pandas.testing")
-    pd_testing.assert_frame_equal(log[log["video_id"] == 0].reset_index(drop=True),
-                                  before[before["video_id"] == 0].reset_index(drop=True))
+    pd_testing.assert_frame_equal(
+        log[log["video_id"] == 0].reset_index(drop=True), before[before["video_id"] == 0].reset_index(drop=True)
+    )
     assert load_videos(out)["status"].tolist() == ["ok", "ok"]
     resumed = log.attrs["meta"]["resumed"]
     assert resumed[-1]["failed_retried"] == 1
@@ -90,13 +108,23 @@ def test_undecodable_videos_become_failed_rows_and_the_run_goes_on(ckpt, broken,
     import shutil
 
     broken = dict(broken, text_copy=Path(shutil.copy(broken["text"], tmp_path / "text_copy.mp4")))
-    order = ["carphone_pristine", "text_copy", "truncated", "text", "truncated_indexed", "zero_frames", "carphone_distorted"]
+    order = [
+        "carphone_pristine",
+        "text_copy",
+        "truncated",
+        "text",
+        "truncated_indexed",
+        "zero_frames",
+        "carphone_distorted",
+    ]
     paths = [vids[n] if n in vids else broken[n] for n in order]
     lst = write_list(tmp_path / "mixed.csv", paths, labels=[0, 1, 1, 1, 1, 1, 3])
     out = tmp_path / "run"
     code, stdout, err = run_cli(capsys, *profile_args(ckpt, lst, out, "--views", 2, "--flush-every", 2))
     assert code == 3, err  # partial failure: 4 of 7 failed
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and err.startswith("error: 4 of 7 videos failed")
+    assert (
+        "Traceback" not in err and len(err.strip().splitlines()) == 1 and err.startswith("error: 4 of 7 videos failed")
+    )
     assert "3 ok, 4 failed" in stdout and "failed:" in stdout and "more failed videos" in stdout
     # the failures counted by reason, in the summary and in the error line
     counted = "4 failed: 3 x cannot open, 1 x no video stream"
@@ -157,12 +185,15 @@ def test_a_crash_mid_run_keeps_what_was_profiled(ckpt, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Profiler, "run", flaky)
     with pytest.raises(RuntimeError, match="simulated"):
-        atfr_analysis.profile(ckpt, MODEL, lst, tmp_path / "run", views=1, crops=1, device="cpu", quiet=True,
-                              flush_every=100)  # only the final flush writes: it must run on the way out
+        atfr_analysis.profile(
+            ckpt, MODEL, lst, tmp_path / "run", views=1, crops=1, device="cpu", quiet=True, flush_every=100
+        )  # only the final flush writes: it must run on the way out
     log = atfr_analysis.load_run(tmp_path / "run")
     assert sorted(log["video_id"].unique()) == [0, 1]
     monkeypatch.setattr(Profiler, "run", real_run)
-    s = atfr_analysis.profile(ckpt, MODEL, lst, tmp_path / "run", views=1, crops=1, device="cpu", quiet=True, resume=True)
+    s = atfr_analysis.profile(
+        ckpt, MODEL, lst, tmp_path / "run", views=1, crops=1, device="cpu", quiet=True, resume=True
+    )
     assert s.processed == 1 and s.skipped == 2 and s.videos_ok == 3 and s.complete
 
 
@@ -174,8 +205,10 @@ def test_a_crash_mid_run_keeps_what_was_profiled(ckpt, tmp_path, monkeypatch):
         ("{a},0\n{b},1\n{a},2\n", ["line 3", "duplicate path"]),
         ("{a} cat\n{b} dog\n{c} unicorn\n", ["line 3", "unknown label 'unicorn'"]),
         ("{a},0\n{b},9\n", ["10 classes", "4 outputs"]),
-        ("{a},0\n/nonexistent/x.mp4,1\n", ["1 of 2 video files of the list do not exist", "line 2: /nonexistent/x.mp4",
-                                           "--skip-missing"]),
+        (
+            "{a},0\n/nonexistent/x.mp4,1\n",
+            ["1 of 2 video files of the list do not exist", "line 2: /nonexistent/x.mp4", "--skip-missing"],
+        ),
     ],
     ids=["empty", "duplicate", "unknown-label", "too-many-classes", "missing-files"],
 )
@@ -240,7 +273,10 @@ def _mismatched(tmp_path):
     from atfr_analysis.train import make_record
 
     out = {}
-    out["baseline-into-atfr"] = (make_checkpoint(tmp_path / "base.pyth", name="slow_tiny"), ["missing", "--allow-missing sgs"])
+    out["baseline-into-atfr"] = (
+        make_checkpoint(tmp_path / "base.pyth", name="slow_tiny"),
+        ["missing", "--allow-missing sgs"],
+    )
     out["other-arch"] = (make_checkpoint(tmp_path / "x3d.pyth", name="x3d_xs_atfr"), ["MODEL.ARCH=x3d"])
     m = build_model(MODEL, num_classes=4)
     rec = make_record(m, MODEL)

@@ -2,18 +2,13 @@
 tells the truth: the label map against the head (``--class-subset``), ``ProfileConfig``'s
 validation and its command line, a failed run's exit status and counted reasons, ``--resume``
 with the same ``--data-root`` spelled another way, and the log schema's one-line columns."""
+
 import json
 import math
 
 import numpy as np
 import pytest
 import torch
-
-import atfr_analysis
-from atfr_analysis.data.samples import sample_videos
-from atfr_analysis.errors import InputError
-from atfr_analysis.profile import ProfileConfig, schema
-from atfr_analysis.profile.log import load_videos
 from profile_helpers import (
     MODEL,
     assert_one_line_error,
@@ -23,6 +18,12 @@ from profile_helpers import (
     torch_threads,
     write_list,
 )
+
+import atfr_analysis
+from atfr_analysis.data.samples import sample_videos
+from atfr_analysis.errors import InputError
+from atfr_analysis.profile import ProfileConfig, schema
+from atfr_analysis.profile.log import load_videos
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,24 @@ def two_videos(tmp_path):
 
 
 def args(ckpt, data, out, *extra):
-    return ("profile", ckpt, "--model", MODEL, "--data", data, "--out", out, "--views", 2, "--crops", 1,
-            "--device", "cpu", "--quiet", *extra)
+    return (
+        "profile",
+        ckpt,
+        "--model",
+        MODEL,
+        "--data",
+        data,
+        "--out",
+        out,
+        "--views",
+        2,
+        "--crops",
+        1,
+        "--device",
+        "cpu",
+        "--quiet",
+        *extra,
+    )
 
 
 def no_video_decoded(monkeypatch):
@@ -83,7 +100,9 @@ def test_a_label_map_smaller_than_the_head_is_refused_before_any_video(ckpt, two
     ],
     ids=["length", "range", "duplicate", "not-ints", "empty"],
 )
-def test_a_bad_class_subset_is_one_line_before_any_video(ckpt, two_videos, tmp_path, capsys, monkeypatch, subset, needles):
+def test_a_bad_class_subset_is_one_line_before_any_video(
+    ckpt, two_videos, tmp_path, capsys, monkeypatch, subset, needles
+):
     labels = tmp_path / "labels.txt"
     labels.write_text("cat\ndog\nbird\n")
     lst = write_list(tmp_path / "l.csv", two_videos, labels=["cat", "dog"])
@@ -112,7 +131,9 @@ def test_class_subset_restricts_scores_and_predictions_to_those_outputs(ckpt, tw
         sub_file = tmp_path / "subset.txt"
         sub_file.write_text("# head output of cat, dog, bird\n3\n0\n2\n")
         lst = write_list(tmp_path / "l.csv", two_videos, labels=["cat", "dog"])
-        code, stdout, err = run_cli(capsys, *args(ckpt, lst, tmp_path / "run", "--labels", labels, "--class-subset", sub_file))
+        code, stdout, err = run_cli(
+            capsys, *args(ckpt, lst, tmp_path / "run", "--labels", labels, "--class-subset", sub_file)
+        )
     assert code == 0, err
     a, b = atfr_analysis.load_run(tmp_path / "full"), atfr_analysis.load_run(tmp_path / "run")
     sa = torch.tensor(np.stack(a["scores"].map(lambda x: np.asarray(x, np.float32)).tolist()))
@@ -230,9 +251,24 @@ def test_the_recorded_command_line_parses_back_to_the_same_config(tmp_path, caps
     run = importlib.import_module("atfr_analysis.profile.run")  # (atfr_analysis.profile is also a function)
 
     cfg = ProfileConfig(
-        tmp_path / "ck.pyth", MODEL, tmp_path / "val.csv", tmp_path / "run", data_root=tmp_path, labels=tmp_path / "l.txt",
-        class_subset="4,0,2", views=3, crops=3, batching="padded", batch_size=2, device="cpu", resume=True,
-        retry_failed=True, shard="1/2", max_failed_fraction=0.125, quiet=True, flush_every=4,
+        tmp_path / "ck.pyth",
+        MODEL,
+        tmp_path / "val.csv",
+        tmp_path / "run",
+        data_root=tmp_path,
+        labels=tmp_path / "l.txt",
+        class_subset="4,0,2",
+        views=3,
+        crops=3,
+        batching="padded",
+        batch_size=2,
+        device="cpu",
+        resume=True,
+        retry_failed=True,
+        shard="1/2",
+        max_failed_fraction=0.125,
+        quiet=True,
+        flush_every=4,
     )
     seen = []
 
@@ -246,8 +282,24 @@ def test_the_recorded_command_line_parses_back_to_the_same_config(tmp_path, caps
     code, _, err = run_cli(capsys, *cmd[1:])
     assert code == 2 and "stop here" in err
     got = seen[0]
-    for f in ("model", "views", "crops", "batching", "batch_size", "device", "resume", "retry_failed", "shard",
-              "class_subset", "max_failed_fraction", "quiet", "flush_every", "precision", "allow_missing", "workers"):
+    for f in (
+        "model",
+        "views",
+        "crops",
+        "batching",
+        "batch_size",
+        "device",
+        "resume",
+        "retry_failed",
+        "shard",
+        "class_subset",
+        "max_failed_fraction",
+        "quiet",
+        "flush_every",
+        "precision",
+        "allow_missing",
+        "workers",
+    ):
         assert getattr(got, f) == getattr(cfg, f), f
     for f in ("checkpoint", "data", "out", "data_root", "labels"):
         assert str(getattr(got, f)) == str(getattr(cfg, f)), f

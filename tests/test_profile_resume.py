@@ -1,5 +1,6 @@
 """Resuming: a run killed part-way (a real process, SIGKILL or SIGTERM) and continued with
 ``--resume`` gives the same log as an uninterrupted run: same rows, equal values."""
+
 import os
 import signal
 import subprocess
@@ -7,9 +8,6 @@ import time
 
 import numpy as np
 import pytest
-
-import atfr_analysis
-from atfr_analysis.profile.log import done_video_ids, load_videos
 from profile_helpers import (
     MODEL,
     assert_same_log,
@@ -23,6 +21,9 @@ from profile_helpers import (
     torch_threads,
     write_list,
 )
+
+import atfr_analysis
+from atfr_analysis.profile.log import done_video_ids, load_videos
 
 VIEWS = 2
 
@@ -42,8 +43,26 @@ def setup(tmp_path_factory):
 
 
 def cmd(ck, lst, out, *extra):
-    return atfr_cmd("profile", ck, "--model", MODEL, "--data", lst, "--out", out, "--views", VIEWS, "--crops", 1,
-                    "--device", "cpu", "--quiet", "--flush-every", 1, *extra)
+    return atfr_cmd(
+        "profile",
+        ck,
+        "--model",
+        MODEL,
+        "--data",
+        lst,
+        "--out",
+        out,
+        "--views",
+        VIEWS,
+        "--crops",
+        1,
+        "--device",
+        "cpu",
+        "--quiet",
+        "--flush-every",
+        1,
+        *extra,
+    )
 
 
 def start_and_stop_after_first_part(args, out, sig, timeout=240):
@@ -126,8 +145,18 @@ def test_sigterm_in_process_flushes_the_buffered_videos(setup, tmp_path, monkeyp
     monkeypatch.setattr(Profiler, "run", run)
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
-        atfr_analysis.profile(ck, MODEL, lst, tmp_path / "run", views=VIEWS, crops=1, batch_size=VIEWS, device="cpu",
-                              quiet=True, flush_every=100)
+        atfr_analysis.profile(
+            ck,
+            MODEL,
+            lst,
+            tmp_path / "run",
+            views=VIEWS,
+            crops=1,
+            batch_size=VIEWS,
+            device="cpu",
+            quiet=True,
+            flush_every=100,
+        )
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is restored
     assert done_video_ids(tmp_path / "run") == {0, 1}
 
@@ -136,14 +165,32 @@ def test_stop_and_resume_in_process_equals_the_uninterrupted_run(setup, tmp_path
     ck, lst, ref, ref_videos = setup
     out = tmp_path / "run"
     with torch_threads(1):
-        s1 = atfr_analysis.profile(ck, MODEL, lst, out, views=VIEWS, crops=1, device="cpu", quiet=True,
-                                   flush_every=1, stop_after=2)
+        s1 = atfr_analysis.profile(
+            ck, MODEL, lst, out, views=VIEWS, crops=1, device="cpu", quiet=True, flush_every=1, stop_after=2
+        )
         assert s1.processed == 2 and not s1.complete
         assert "incomplete" in "\n".join(s1.lines())
         # a resumption with other settings is refused, and changes nothing
         other = make_checkpoint(tmp_path / "other.pyth", seed=1)
-        code, _, err = run_cli(capsys, "profile", other, "--model", MODEL, "--data", lst, "--out", out,
-                               "--views", VIEWS, "--crops", 1, "--device", "cpu", "--quiet", "--resume")
+        code, _, err = run_cli(
+            capsys,
+            "profile",
+            other,
+            "--model",
+            MODEL,
+            "--data",
+            lst,
+            "--out",
+            out,
+            "--views",
+            VIEWS,
+            "--crops",
+            1,
+            "--device",
+            "cpu",
+            "--quiet",
+            "--resume",
+        )
         assert code == 2 and "checkpoint_sha256" in err and len(err.strip().splitlines()) == 1
         assert done_video_ids(out) == {0, 1}
         s2 = atfr_analysis.profile(ck, MODEL, lst, out, views=VIEWS, crops=1, device="cpu", quiet=True, resume=True)
@@ -161,8 +208,9 @@ def test_orphan_views_part_is_ignored_and_redone(setup, tmp_path):
     ck, lst, ref, ref_videos = setup
     out = tmp_path / "run"
     with torch_threads(1):
-        atfr_analysis.profile(ck, MODEL, lst, out, views=VIEWS, crops=1, device="cpu", quiet=True,
-                              flush_every=1, stop_after=3)
+        atfr_analysis.profile(
+            ck, MODEL, lst, out, views=VIEWS, crops=1, device="cpu", quiet=True, flush_every=1, stop_after=3
+        )
         last_videos = sorted(out.glob("videos-*.parquet"))[-1]
         orphan_id = int(np.asarray(load_videos(out)["video_id"]).max())
         last_videos.unlink()  # as if killed before the videos file landed

@@ -2,6 +2,7 @@
 and their GMACs, every view auditable in the log (frames, crop box, resized size, checked against
 ``shared/fixtures/pyslowfast_views``), Caffe2 checkpoints, rotation, partial videos, uint8 views
 normalised on the device, FFmpeg threads per local rank."""
+
 from __future__ import annotations
 
 import json
@@ -11,14 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from profile_helpers import MODEL, assert_one_line_error, make_checkpoint, run_cli, torch_threads, write_list
 
 import atfr_analysis
-from atfr_analysis.errors import InputError
 from atfr_analysis.data.views import view_protocol
+from atfr_analysis.errors import InputError
 from atfr_analysis.profile.config import ProfileConfig
 from atfr_analysis.profile.log import load_videos
 from atfr_analysis.tuning import ffmpeg_threads
-from profile_helpers import MODEL, assert_one_line_error, make_checkpoint, run_cli, torch_threads, write_list
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +48,16 @@ def _assert_log_matches(log: pd.DataFrame, want: list[dict]) -> None:
 
 def _profile(capsys, ckpt, model, video, out, *extra):
     lst = write_list(out.parent / f"{out.name}.csv", [video])
-    return run_cli(capsys, "profile", ckpt, "--model", model, "--data", lst, "--out", out, "--device", "cpu",
-                   "--quiet", *extra)
+    return run_cli(
+        capsys, "profile", ckpt, "--model", model, "--data", lst, "--out", out, "--device", "cpu", "--quiet", *extra
+    )
 
 
 @pytest.fixture(scope="module")
 def x3d_ckpt(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("x3d") / "x3d_s.pyth", name="x3d_s", num_classes=400)  # a Kinetics head, as the paper's rows
+    return make_checkpoint(
+        tmp_path_factory.mktemp("x3d") / "x3d_s.pyth", name="x3d_s", num_classes=400
+    )  # a Kinetics head, as the paper's rows
 
 
 # ----------------------------------------------------------------------------- protocol and GMACs
@@ -65,7 +69,9 @@ def test_x3d_s_1_crop_protocol_gmacs_and_fixture_views(x3d_ckpt, views_fixture, 
     root, fx = views_fixture
     out = tmp_path / "x3d_10x1"
     with torch_threads(2):
-        code, stdout, err = _profile(capsys, x3d_ckpt, "x3d_s", root / "videos" / "carphone_short40.mp4", out, "--crops", "1")
+        code, stdout, err = _profile(
+            capsys, x3d_ckpt, "x3d_s", root / "videos" / "carphone_short40.mp4", out, "--crops", "1"
+        )
     assert code == 0, err
     log = atfr_analysis.load_run(out)
     meta = log.attrs["meta"]
@@ -103,8 +109,21 @@ def test_protocol_options_are_checked_and_recorded(tmp_path, capsys):
     line = cfg.command_line()
     assert line[line.index("--short-side") + 1] == "80" and line[line.index("--crop") + 1] == "64"
     assert "--apply-rotation" in line
-    code, _, err = run_cli(capsys, "profile", "c.pyth", "--model", MODEL, "--data", "l.csv", "--out", tmp_path / "r",
-                           "--short-side", "60", "--crop", "64")
+    code, _, err = run_cli(
+        capsys,
+        "profile",
+        "c.pyth",
+        "--model",
+        MODEL,
+        "--data",
+        "l.csv",
+        "--out",
+        tmp_path / "r",
+        "--short-side",
+        "60",
+        "--crop",
+        "64",
+    )
     assert_one_line_error(code, err, "--crop 64 is larger than --short-side 60")
 
 
@@ -118,8 +137,21 @@ def test_short_side_and_crop_change_the_views_and_the_costs(tmp_path, capsys):
     with torch_threads(1):
         code, _, err = _profile(capsys, ckpt, MODEL, video, tmp_path / "a", "--views", "1", "--crops", "1")
         assert code == 0, err
-        code, _, err = _profile(capsys, ckpt, MODEL, video, tmp_path / "b", "--views", "1", "--crops", "1",
-                                "--short-side", "72", "--crop", "48")
+        code, _, err = _profile(
+            capsys,
+            ckpt,
+            MODEL,
+            video,
+            tmp_path / "b",
+            "--views",
+            "1",
+            "--crops",
+            "1",
+            "--short-side",
+            "72",
+            "--crop",
+            "48",
+        )
         assert code == 0, err
     a, b = atfr_analysis.load_run(tmp_path / "a"), atfr_analysis.load_run(tmp_path / "b")
     assert a.attrs["meta"]["protocol"] == {"views": 1, "crops": 1, "short_side": 64, "crop": 64}
@@ -128,8 +160,27 @@ def test_short_side_and_crop_change_the_views_and_the_costs(tmp_path, capsys):
     assert list(b["resized_hw"].iloc[0]) == [72, 88] and list(b["crop_box"].iloc[0]) == [12, 20, 60, 68]
     ratio = b.attrs["meta"]["static_gmacs"] / a.attrs["meta"]["static_gmacs"]
     assert 0.4 < ratio < 0.7  # (48/64)^2 = 0.56 of the spatial work
-    code, _, err = run_cli(capsys, "profile", ckpt, "--model", MODEL, "--data", tmp_path / "a.csv", "--out", tmp_path / "a",
-                           "--views", "1", "--crops", "1", "--crop", "48", "--short-side", "72", "--resume", "--quiet")
+    code, _, err = run_cli(
+        capsys,
+        "profile",
+        ckpt,
+        "--model",
+        MODEL,
+        "--data",
+        tmp_path / "a.csv",
+        "--out",
+        tmp_path / "a",
+        "--views",
+        "1",
+        "--crops",
+        "1",
+        "--crop",
+        "48",
+        "--short-side",
+        "72",
+        "--resume",
+        "--quiet",
+    )
     assert_one_line_error(code, err, "other settings", "short_side")
 
 
@@ -157,16 +208,28 @@ def test_a_caffe2_checkpoint_profiles_with_the_fixture_views(shared_dir, views_f
     for b in table["blobs"]:
         if b.endswith("_bn_riv"):
             blobs[b] = np.abs(blobs[b]) + 1.0
-    blobs.update(conv1_w_momentum=np.zeros([64, 3, 1, 7, 7], np.float32), lr=np.array([0.1], np.float32),
-                 model_iter=np.array([196000], np.int64))
+    blobs.update(
+        conv1_w_momentum=np.zeros([64, 3, 1, 7, 7], np.float32),
+        lr=np.array([0.1], np.float32),
+        model_iter=np.array([196000], np.int64),
+    )
     ckpt = tmp_path / "SLOWFAST_4x16_R50.pkl"
     with open(ckpt, "wb") as f:
         pickle.dump({"blobs": blobs}, f, protocol=2)
     del blobs
     out = tmp_path / "run"
     with torch_threads(2):
-        code, stdout, err = _profile(capsys, ckpt, "slowfast_4x16_r50", root / "videos" / "carphone_short40.mp4", out,
-                                     "--labels", _labels(tmp_path, 400), "--batch-size", "10")
+        code, stdout, err = _profile(
+            capsys,
+            ckpt,
+            "slowfast_4x16_r50",
+            root / "videos" / "carphone_short40.mp4",
+            out,
+            "--labels",
+            _labels(tmp_path, 400),
+            "--batch-size",
+            "10",
+        )
     assert code == 0, err
     log = atfr_analysis.load_run(out)
     meta = log.attrs["meta"]
@@ -184,13 +247,28 @@ def _labels(tmp_path, n):
 
 # ----------------------------------------------------------------------------- rotation
 def test_rotation_is_logged_warned_once_and_applied_on_request(tmp_path, capsys):
-    from atfr_analysis.data.samples import sample_videos
     from test_data_video import _rotated_clip
+
+    from atfr_analysis.data.samples import sample_videos
 
     ckpt = make_checkpoint(tmp_path / "c.pyth")
     rot = [_rotated_clip(tmp_path / f"rot{k}.mp4", rotation=90) for k in range(2)]
     lst = write_list(tmp_path / "l.csv", [rot[0], sample_videos()["carphone_distorted"], rot[1]], labels=[0, 1, 2])
-    base = ("profile", ckpt, "--model", MODEL, "--data", lst, "--views", "1", "--crops", "3", "--device", "cpu", "--quiet")
+    base = (
+        "profile",
+        ckpt,
+        "--model",
+        MODEL,
+        "--data",
+        lst,
+        "--views",
+        "1",
+        "--crops",
+        "3",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     with torch_threads(1):
         code, stdout, err = run_cli(capsys, *base, "--out", tmp_path / "asis")
         assert code == 0, err
@@ -214,9 +292,10 @@ def test_rotation_is_logged_warned_once_and_applied_on_request(tmp_path, capsys)
 
 # ----------------------------------------------------------------------------- partial videos
 def test_a_partial_video_profiles_the_views_that_decode(tmp_path, capsys):
+    from test_views import _truncated
+
     from atfr_analysis.data.samples import sample_videos
     from atfr_analysis.data.views import sample_views
-    from test_views import _truncated
 
     bikes = sample_videos()["bikes"]
     cut = _truncated(bikes, tmp_path, 140)
@@ -224,8 +303,24 @@ def test_a_partial_video_profiles_the_views_that_decode(tmp_path, capsys):
     lst = write_list(tmp_path / "l.csv", [cut])
     out = tmp_path / "run"
     with torch_threads(1):
-        code, stdout, err = run_cli(capsys, "profile", ckpt, "--model", MODEL, "--data", lst, "--out", out,
-                                    "--views", "4", "--crops", "1", "--device", "cpu", "--quiet")
+        code, stdout, err = run_cli(
+            capsys,
+            "profile",
+            ckpt,
+            "--model",
+            MODEL,
+            "--data",
+            lst,
+            "--out",
+            out,
+            "--views",
+            "4",
+            "--crops",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+        )
     assert code == 0, err
     log = atfr_analysis.load_run(out).sort_values("view")
     whole = sample_views(bikes, MODEL, view_protocol(MODEL, 4, 1), checksums=False)

@@ -7,6 +7,7 @@ the public path (``load_model_from_checkpoint``). A fixture matches when, per cl
 |softmax(ref) - ours| <= 1e-5 * max softmax(ref)`` (our eval output is a softmax) and the logits
 (the projection's output, averaged over positions) agree to ``1e-4`` relative.
 """
+
 from __future__ import annotations
 
 import json
@@ -236,7 +237,7 @@ def _slowfast_r101_table() -> dict[str, torch.Tensor]:
     state = {k: torch.zeros(tuple(s)) for k, s in zip(fx["keys"], fx["shapes"])}
     for p in (0, 1):
         pre = f"blocks.3.multipathway_blocks.{p}.res_blocks."
-        block1 = {k[len(pre) + 2:]: v for k, v in state.items() if k.startswith(pre + "1.")}
+        block1 = {k[len(pre) + 2 :]: v for k, v in state.items() if k.startswith(pre + "1.")}
         for j in range(6, 23):
             state.update({f"{pre}{j}.{k}": v for k, v in block1.items()})
     return state
@@ -247,18 +248,25 @@ def test_unsupported_models_refused_by_name(tmp_path, kind):
     if kind == "slowfast_r101":
         state, name = _slowfast_r101_table(), "SlowFast R101"
     elif kind == "mvit":
-        state = {"patch_embed.patch_model.weight": torch.zeros(96, 3, 3, 7, 7),
-                 "cls_positional_encoding.cls_token": torch.zeros(1, 1, 96),
-                 "blocks.0.attn.qkv.weight": torch.zeros(288, 96), "head.proj.weight": torch.zeros(400, 768)}
+        state = {
+            "patch_embed.patch_model.weight": torch.zeros(96, 3, 3, 7, 7),
+            "cls_positional_encoding.cls_token": torch.zeros(1, 1, 96),
+            "blocks.0.attn.qkv.weight": torch.zeros(288, 96),
+            "head.proj.weight": torch.zeros(400, 768),
+        }
         name = "MViT"
     elif kind == "csn":
-        state = {"blocks.0.conv.weight": torch.zeros(64, 3, 3, 7, 7),
-                 "blocks.1.res_blocks.0.branch2.conv_b.weight": torch.zeros(64, 1, 3, 3, 3),
-                 "blocks.5.proj.weight": torch.zeros(400, 2048)}
+        state = {
+            "blocks.0.conv.weight": torch.zeros(64, 3, 3, 7, 7),
+            "blocks.1.res_blocks.0.branch2.conv_b.weight": torch.zeros(64, 1, 3, 3, 3),
+            "blocks.5.proj.weight": torch.zeros(400, 2048),
+        }
         name = "CSN"
     elif kind == "r2plus1d":
-        state = {"blocks.1.res_blocks.0.branch2.conv_b.conv_t.weight": torch.zeros(64, 64, 3, 1, 1),
-                 "blocks.5.proj.weight": torch.zeros(400, 2048)}
+        state = {
+            "blocks.1.res_blocks.0.branch2.conv_b.conv_t.weight": torch.zeros(64, 64, 3, 1, 1),
+            "blocks.5.proj.weight": torch.zeros(400, 2048),
+        }
         name = "R(2+1)D"
     elif kind == "i3d":
         fx = _fixture("slow_r50")
@@ -349,8 +357,23 @@ def test_explain_cli_on_real_footage(tmp_path, capsys):
 
     ckpt = write_ptv(tmp_path / "x3d_s.pyth", ptv_state(_fixture("x3d_s")))
     out = tmp_path / "explain"
-    code, _, err = run_cli(capsys, "explain", sample_videos()["bikes"], "--checkpoint", ckpt, "--model", "x3d_s_atfr",
-                           "--allow-missing", "sgs", "--views", "1", "--crops", "1", "--out", out)
+    code, _, err = run_cli(
+        capsys,
+        "explain",
+        sample_videos()["bikes"],
+        "--checkpoint",
+        ckpt,
+        "--model",
+        "x3d_s_atfr",
+        "--allow-missing",
+        "sgs",
+        "--views",
+        "1",
+        "--crops",
+        "1",
+        "--out",
+        out,
+    )
     assert code == 0, err
     res = json.loads(out.with_suffix(".json").read_text())
     assert res["model"] == "x3d_s_atfr" and len(res["views"]) == 1

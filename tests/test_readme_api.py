@@ -5,6 +5,7 @@ The README's ``python`` blocks are read from the file. The analysis part (from t
 example profiles into; here a synthetic run, as profiling SlowFast R50 on 10 x 3 views does not
 fit a test); every name the other statements import or call on ``atfr`` must exist, and the
 model names they use must be registered."""
+
 from __future__ import annotations
 
 import ast
@@ -12,7 +13,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from analysis_logs import planted_log, write_run
 
 README = Path(__file__).resolve().parents[1] / "README.md"

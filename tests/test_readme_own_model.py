@@ -5,6 +5,7 @@ the change the README describes (its first lines must be what the README shows) 
 example (in a pytest run of its own). ``atfr profile`` on a user model is run on real footage by
 ``tests/test_own_model.py``.
 """
+
 from __future__ import annotations
 
 import re
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from atfr_cli.main import main
 
 pytest_plugins = ["pytester"]

@@ -18,6 +18,7 @@ same schema runs the same way). Tolerances are those of that directory's README:
   this is where degenerate clips and the delta kernel are checked;
 * case 08: each clip alone (N = 1) against its ``single_*`` fields, and against its batch slice.
 """
+
 from __future__ import annotations
 
 import functools
@@ -330,6 +331,8 @@ def test_batch_vs_single(path):
         # the stored single-run kernel: same support (exact) and weights of the same run
         with torch.no_grad():
             z = layer.embed(d["x"][i : i + 1])
-            k = sample_from_embedding(d["x"][i : i + 1], z, layer.resolve_bins(x.shape[2]), kernel=layer.kernel).kernel_matrix
+            k = sample_from_embedding(
+                d["x"][i : i + 1], z, layer.resolve_bins(x.shape[2]), kernel=layer.kernel
+            ).kernel_matrix
         assert torch.equal(k > 0, d[f"single_kernel_matrix_{i}"] > 0)
         assert_within(k, d[f"single_kernel_matrix_{i}"], rtol=1e-4, atol=1e-4, what=f"single kernel {i}")

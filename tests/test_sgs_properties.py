@@ -10,6 +10,7 @@
   that many active bins;
 * bad ``kernel`` / ``distance`` / ``force_bins`` raise ``ValueError``; the layer has no batching setting.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -50,8 +51,9 @@ def clips_from_frames(frames: torch.Tensor, index: list[list[int]]) -> torch.Ten
 @torch.no_grad()
 def maxframe_kept(layer: SimilarityGuidedSampling, x: torch.Tensor) -> torch.Tensor:
     """[N] bool: whether the max-distance frame of each clip has nonzero kernel weight."""
-    res = sample_from_embedding(x, layer.embed(x), layer.resolve_bins(x.shape[2]), kernel=layer.kernel,
-                                distance=layer.distance)
+    res = sample_from_embedding(
+        x, layer.embed(x), layer.resolve_bins(x.shape[2]), kernel=layer.kernel, distance=layer.distance
+    )
     mf = res.delta.argmax(dim=1)
     return res.kernel_matrix[torch.arange(x.shape[0]), :, mf].amax(dim=1) > 0
 
@@ -199,9 +201,7 @@ def test_tent_backward_matches_finite_differences(b, n, data):
     scaled = (torch.tensor(ints, dtype=torch.float64) + torch.tensor(fracs, dtype=torch.float64)).view(n, 1, t)
     centres = (2 * torch.arange(b, dtype=torch.float64) + 1).view(1, b, 1).expand(n, b, 1).contiguous()
     scaled.requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda s: tent_kernel(s, centres), (scaled,), eps=1e-6, atol=1e-6, rtol=1e-5
-    )
+    assert torch.autograd.gradcheck(lambda s: tent_kernel(s, centres), (scaled,), eps=1e-6, atol=1e-6, rtol=1e-5)
     # no gradient reaches the centres
     c = centres.clone().requires_grad_(True)
     tent_kernel(scaled, c).sum().backward()
@@ -330,8 +330,15 @@ def test_official_keys_and_init():
     with pytest.raises(TypeError):
         SimilarityGuidedSampling(64, batching="exact")
     assert list(layer.state_dict()) == [
-        "fc.0.weight", "fc.0.bias", "fc.2.weight", "fc.2.bias",
-        "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked",
+        "fc.0.weight",
+        "fc.0.bias",
+        "fc.2.weight",
+        "fc.2.bias",
+        "bn.weight",
+        "bn.bias",
+        "bn.running_mean",
+        "bn.running_var",
+        "bn.num_batches_tracked",
     ]
     assert layer.fc[0].weight.shape == (32, 64) and layer.fc[2].weight.shape == (8, 32)
     for m in (layer.fc[0], layer.fc[2]):

@@ -1,4 +1,5 @@
 """A short training run lowers the loss; the checkpoint it writes loads back strictly."""
+
 import pytest
 
 from atfr_analysis import build_model
@@ -10,15 +11,28 @@ from atfr_analysis.train import TrainConfig, cosine_lr, train
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    make_dataset(root / "d", SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0))
+    make_dataset(
+        root / "d", SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0)
+    )
     return root / "d"
 
 
 def _cfg(tiny_data, model="slow_tiny_atfr", **kw):
     args = dict(
-        model=model, data=str(tiny_data / "train.csv"), labels=str(tiny_data / "labels.json"),
-        epochs=3, batch_size=4, lr=0.4, warmup_epochs=1, weight_decay=0.0, crop=64,
-        scale_jitter=(1.0, 1.25), clip_grad=10.0, seed=0, quiet=True, threads=1,
+        model=model,
+        data=str(tiny_data / "train.csv"),
+        labels=str(tiny_data / "labels.json"),
+        epochs=3,
+        batch_size=4,
+        lr=0.4,
+        warmup_epochs=1,
+        weight_decay=0.0,
+        crop=64,
+        scale_jitter=(1.0, 1.25),
+        clip_grad=10.0,
+        seed=0,
+        quiet=True,
+        threads=1,
     )
     args.update(kw)
     return TrainConfig(**args)
@@ -67,8 +81,10 @@ def test_training_overfits_a_small_set_far_below_chance(tiny_data, tmp_path):
     below half of ln 7 (1.95, a uniform guess, where the model starts)."""
     import math
 
-    r = train(_cfg(tiny_data, model="slow_tiny", epochs=16, batch_size=7, warmup_epochs=0,
-                   scale_jitter=(1.0, 1.0)), tmp_path / "m.pyth")
+    r = train(
+        _cfg(tiny_data, model="slow_tiny", epochs=16, batch_size=7, warmup_epochs=0, scale_jitter=(1.0, 1.0)),
+        tmp_path / "m.pyth",
+    )
     assert r.steps == 16
     assert abs(r.losses[0] - math.log(7)) < 0.25, r.losses
     assert sum(r.losses[-4:]) / 4 < 0.5 * math.log(7), r.losses
@@ -89,9 +105,31 @@ def test_diverging_training_stops_with_one_line_and_keeps_the_last_checkpoint(ti
 
     out = tmp_path / "m.pyth"
     with pytest.raises(SystemExit) as e:
-        main(["train", model, "--data", str(tiny_data / "train.csv"), "--labels", str(tiny_data / "labels.json"),
-              "--out", str(out), "--epochs", "5", "--batch-size", "4", "--crop", "64", "--lr", "1e12",
-              "--warmup-epochs", "0", "--threads", "1", "--quiet"])
+        main(
+            [
+                "train",
+                model,
+                "--data",
+                str(tiny_data / "train.csv"),
+                "--labels",
+                str(tiny_data / "labels.json"),
+                "--out",
+                str(out),
+                "--epochs",
+                "5",
+                "--batch-size",
+                "4",
+                "--crop",
+                "64",
+                "--lr",
+                "1e12",
+                "--warmup-epochs",
+                "0",
+                "--threads",
+                "1",
+                "--quiet",
+            ]
+        )
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: training diverged at step "), err
@@ -124,8 +162,17 @@ def test_undecodable_videos_are_recorded_and_skipped(tiny_data, tmp_path):
     """Issue 14 item 7: one undecodable video of 8 is skipped and counted in the checkpoint's record."""
     lst = _list_with_bad_video(tiny_data, tmp_path, 1)
     cfg = TrainConfig(
-        model="slow_tiny", data=str(lst), labels=str(tiny_data / "labels.json"), data_root=str(tiny_data),
-        epochs=1, batch_size=4, crop=64, max_steps=1, max_failed_fraction=0.2, seed=0, quiet=True,
+        model="slow_tiny",
+        data=str(lst),
+        labels=str(tiny_data / "labels.json"),
+        data_root=str(tiny_data),
+        epochs=1,
+        batch_size=4,
+        crop=64,
+        max_steps=1,
+        max_failed_fraction=0.2,
+        seed=0,
+        quiet=True,
     )
     r = train(cfg, tmp_path / "m.pyth")
     assert r.failed == 1
@@ -140,8 +187,23 @@ def test_too_many_undecodable_videos_stop_with_one_line(tiny_data, tmp_path, cap
 
     lst = _list_with_bad_video(tiny_data, tmp_path, 2)  # 2 of 9 > 0.1
     with pytest.raises(SystemExit) as e:
-        main(["train", "slow_tiny", "--data", str(lst), "--labels", str(tiny_data / "labels.json"),
-              "--data-root", str(tiny_data), "--out", str(tmp_path / "m.pyth"), "--epochs", "1", "--quiet"])
+        main(
+            [
+                "train",
+                "slow_tiny",
+                "--data",
+                str(lst),
+                "--labels",
+                str(tiny_data / "labels.json"),
+                "--data-root",
+                str(tiny_data),
+                "--out",
+                str(tmp_path / "m.pyth"),
+                "--epochs",
+                "1",
+                "--quiet",
+            ]
+        )
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: 2 of 9 training videos cannot be decoded"), err
@@ -176,7 +238,10 @@ def test_precise_bn_uses_population_statistics():
             return self.bn(xs[0])
 
     g = torch.Generator().manual_seed(0)
-    batches = [([torch.randn(n, 2, 3, 2, 2, generator=g) * s + m], None) for n, s, m in ((1, 1.0, 5.0), (4, 2.0, -1.0), (2, 0.5, 0.0))]
+    batches = [
+        ([torch.randn(n, 2, 3, 2, 2, generator=g) * s + m], None)
+        for n, s, m in ((1, 1.0, 5.0), (4, 2.0, -1.0), (2, 0.5, 0.0))
+    ]
     m = M()
     assert precise_bn(m, batches, 3) == 3
     x = torch.cat([b[0][0] for b in batches]).transpose(0, 1).reshape(2, -1).double()

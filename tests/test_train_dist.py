@@ -1,4 +1,5 @@
 """DDP on the CPU (gloo): 2 processes at a global batch of 8 train the weights 1 process at 8 does."""
+
 import os
 import socket
 
@@ -10,16 +11,35 @@ from atfr_analysis.train import RunFolder, TrainConfig, train
 
 
 def _cfg(d, **kw):
-    args = dict(model="slow_tiny", data=str(d / "train.csv"), labels=str(d / "labels.json"), data_root=str(d),
-                epochs=2, batch_size=8, crop=64, lr=0.4, warmup_epochs=0, threads=1, quiet=True, freeze_bn=True,
-                model_overrides={"dropout_rate": 0.0}, weight_decay=1e-4)
+    args = dict(
+        model="slow_tiny",
+        data=str(d / "train.csv"),
+        labels=str(d / "labels.json"),
+        data_root=str(d),
+        epochs=2,
+        batch_size=8,
+        crop=64,
+        lr=0.4,
+        warmup_epochs=0,
+        threads=1,
+        quiet=True,
+        freeze_bn=True,
+        model_overrides={"dropout_rate": 0.0},
+        weight_decay=1e-4,
+    )
     args.update(kw)
     return TrainConfig(**args)
 
 
 def _rank(rank: int, world: int, port: int, d, out) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     train(_cfg(d), out)
 
 
@@ -42,7 +62,9 @@ def test_two_gloo_processes_equal_one_process_at_the_same_global_batch(tmp_path)
     import torch.multiprocessing as mp
 
     d = tmp_path / "d"
-    make_dataset(d, SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=3, clips_per_class_test=0))  # 21 videos
+    make_dataset(
+        d, SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=3, clips_per_class_test=0)
+    )  # 21 videos
     one = train(_cfg(d), tmp_path / "one")
     assert one.steps == 4
     ctx = mp.get_context("forkserver")

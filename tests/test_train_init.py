@@ -1,6 +1,7 @@
 """--init-from: a baseline (our .pyth, a Caffe2 .pkl) fine-tunes into an _atfr model with only
 the SGS weights missing; a head with another class count needs --reset-head, and the record says
 what was re-initialised."""
+
 import json
 import pickle
 
@@ -18,13 +19,25 @@ BASELINE = "atfr_analysis/checkpoints/slow_tiny.pyth"
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    make_dataset(root / "d", SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0))
+    make_dataset(
+        root / "d", SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0)
+    )
     return root / "d"
 
 
 def _cfg(d, **kw):
-    args = dict(model="slow_tiny_atfr", data=str(d / "train.csv"), labels=str(d / "labels.json"), epochs=1,
-                batch_size=4, crop=64, lr=0.05, max_steps=1, threads=1, quiet=True)
+    args = dict(
+        model="slow_tiny_atfr",
+        data=str(d / "train.csv"),
+        labels=str(d / "labels.json"),
+        epochs=1,
+        batch_size=4,
+        crop=64,
+        lr=0.05,
+        max_steps=1,
+        threads=1,
+        quiet=True,
+    )
     args.update(kw)
     return TrainConfig(**args)
 
@@ -56,9 +69,27 @@ def test_another_class_count_needs_reset_head(tiny_data, tmp_path, capsys):
     state["head.projection.bias"] = torch.zeros(5)
     ck = tmp_path / "five.pyth"
     torch.save({"model_state": state, "epoch": 1}, ck)
-    args = ["train", "slow_tiny_atfr", "--data", str(tiny_data / "train.csv"), "--labels", str(tiny_data / "labels.json"),
-            "--epochs", "1", "--batch-size", "4", "--crop", "64", "--max-steps", "1", "--threads", "1", "--quiet",
-            "--init-from", str(ck)]
+    args = [
+        "train",
+        "slow_tiny_atfr",
+        "--data",
+        str(tiny_data / "train.csv"),
+        "--labels",
+        str(tiny_data / "labels.json"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--crop",
+        "64",
+        "--max-steps",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+        "--init-from",
+        str(ck),
+    ]
     with pytest.raises(SystemExit) as e:
         main(args + ["--out", str(tmp_path / "a.pyth")])
     assert e.value.code == 2

@@ -1,5 +1,6 @@
 """Mixed precision: SGS decides its bins in fp32 under autocast; the fp16 gradient scaler's state
 survives a resume."""
+
 import pytest
 import torch
 
@@ -52,8 +53,20 @@ def test_fp16_scaler_state_survives_a_resume(tmp_path):
 
     d = tmp_path / "d"
     make_dataset(d, SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0))
-    base = dict(model="slow_tiny", data=str(d / "train.csv"), labels=str(d / "labels.json"), epochs=1, batch_size=3,
-                crop=64, lr=0.2, precision="fp16", checkpoint_every=1, keep_last=10, threads=1, quiet=True)
+    base = dict(
+        model="slow_tiny",
+        data=str(d / "train.csv"),
+        labels=str(d / "labels.json"),
+        epochs=1,
+        batch_size=3,
+        crop=64,
+        lr=0.2,
+        precision="fp16",
+        checkpoint_every=1,
+        keep_last=10,
+        threads=1,
+        quiet=True,
+    )
     train(TrainConfig(**base), tmp_path / "ref")
     train(TrainConfig(**base, max_steps=1), tmp_path / "cut")
     (tmp_path / "cut" / "model.pyth").unlink()  # as if killed after its state at step 1

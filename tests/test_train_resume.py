@@ -1,5 +1,6 @@
 """Resume that loses nothing: a SIGKILLed run resumed ends bit-identical to an uninterrupted one;
 the run folder is never overwritten; other settings are a one-line error; the last K states kept."""
+
 import signal
 import subprocess
 import sys
@@ -15,21 +16,60 @@ from atfr_analysis.train import ResumeError, RunFolder, TrainConfig, train
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    make_dataset(root / "d", SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0))
+    make_dataset(
+        root / "d", SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0)
+    )
     return root / "d"
 
 
 def _cfg(d, **kw):
-    args = dict(model="slow_tiny_atfr", data=str(d / "train.csv"), labels=str(d / "labels.json"), data_root=str(d),
-                epochs=3, batch_size=2, crop=64, lr=0.2, checkpoint_every=1, keep_last=2, threads=1, quiet=True)
+    args = dict(
+        model="slow_tiny_atfr",
+        data=str(d / "train.csv"),
+        labels=str(d / "labels.json"),
+        data_root=str(d),
+        epochs=3,
+        batch_size=2,
+        crop=64,
+        lr=0.2,
+        checkpoint_every=1,
+        keep_last=2,
+        threads=1,
+        quiet=True,
+    )
     args.update(kw)
     return TrainConfig(**args)
 
 
 def _command(d, out):
-    return [sys.executable, "-m", "atfr_cli.main", "train", "slow_tiny_atfr", "--data", str(d / "train.csv"),
-            "--labels", str(d / "labels.json"), "--out", str(out), "--epochs", "3", "--batch-size", "2",
-            "--crop", "64", "--lr", "0.2", "--checkpoint-every", "1", "--keep-last", "2", "--threads", "1", "--quiet"]
+    return [
+        sys.executable,
+        "-m",
+        "atfr_cli.main",
+        "train",
+        "slow_tiny_atfr",
+        "--data",
+        str(d / "train.csv"),
+        "--labels",
+        str(d / "labels.json"),
+        "--out",
+        str(out),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "2",
+        "--crop",
+        "64",
+        "--lr",
+        "0.2",
+        "--checkpoint-every",
+        "1",
+        "--keep-last",
+        "2",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
 
 
 def _weights(path):
@@ -77,8 +117,21 @@ def test_a_finished_run_is_never_overwritten(tiny_data, tmp_path, capsys):
     train(_cfg(tiny_data, model="slow_tiny", max_steps=2), out)
     before = out.read_bytes()
     with pytest.raises(SystemExit) as e:
-        main(["train", "slow_tiny", "--data", str(tiny_data / "train.csv"), "--out", str(out), "--epochs", "1",
-              "--crop", "64", "--quiet"])
+        main(
+            [
+                "train",
+                "slow_tiny",
+                "--data",
+                str(tiny_data / "train.csv"),
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--crop",
+                "64",
+                "--quiet",
+            ]
+        )
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "exists (a finished run)" in err[0], err
@@ -123,10 +176,37 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _torchrun(d, out):
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "atfr_cli.main",
-            "train", "slow_tiny", "--data", str(d / "train.csv"), "--labels", str(d / "labels.json"), "--out", str(out),
-            "--epochs", "2", "--batch-size", "4", "--crop", "64", "--lr", "0.2", "--checkpoint-every", "1",
-            "--threads", "1", "--quiet"]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "atfr_cli.main",
+        "train",
+        "slow_tiny",
+        "--data",
+        str(d / "train.csv"),
+        "--labels",
+        str(d / "labels.json"),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--crop",
+        "64",
+        "--lr",
+        "0.2",
+        "--checkpoint-every",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
 
 
 @pytest.mark.slow
@@ -136,7 +216,9 @@ def test_sigkill_and_resume_with_two_processes_is_bit_identical(tmp_path):
     import os
 
     d = tmp_path / "d"
-    make_dataset(d, SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=2, clips_per_class_test=0))  # 14 videos, 3 steps/epoch
+    make_dataset(
+        d, SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=2, clips_per_class_test=0)
+    )  # 14 videos, 3 steps/epoch
     env = dict(os.environ, OMP_NUM_THREADS="1")
     ref = subprocess.run(_torchrun(d, tmp_path / "ref"), capture_output=True, text=True, timeout=600, env=env)
     assert ref.returncode == 0, ref.stderr[-3000:]

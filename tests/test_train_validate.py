@@ -1,5 +1,6 @@
 """Validation through the profile: each epoch's folder opens with `atfr report`; metrics.csv and
 its PNG exist, with the validation's top-1/top-5, mean class accuracy, bins and GFLOPs."""
+
 import csv
 
 import pytest
@@ -13,17 +14,39 @@ def test_validation_folders_open_with_report_and_metrics_are_written(tmp_path):
     from atfr_cli.main import main
 
     d = tmp_path / "d"
-    make_dataset(d, SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=2, clips_per_class_test=0))  # 14 videos
-    cfg = TrainConfig(model="slow_tiny_atfr", data=str(d / "train.csv"), labels=str(d / "labels.json"), epochs=2,
-                      batch_size=7, crop=64, lr=0.1, val_fraction=0.5, clip_grad=10.0, threads=1, quiet=True)
+    make_dataset(
+        d, SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=2, clips_per_class_test=0)
+    )  # 14 videos
+    cfg = TrainConfig(
+        model="slow_tiny_atfr",
+        data=str(d / "train.csv"),
+        labels=str(d / "labels.json"),
+        epochs=2,
+        batch_size=7,
+        crop=64,
+        lr=0.1,
+        val_fraction=0.5,
+        clip_grad=10.0,
+        threads=1,
+        quiet=True,
+    )
     r = train(cfg, tmp_path / "run")
     folder = RunFolder.of(tmp_path / "run")
     assert len(r.val_acc) == 2
     with open(folder.root / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(x["epoch"]) for x in rows] == [1, 2]
-    for col in ("loss", "lr", "train_top1", "val_top1", "val_top5", "val_mean_class_acc", "gmacs_x_views",
-                "clips_per_s", "seconds"):
+    for col in (
+        "loss",
+        "lr",
+        "train_top1",
+        "val_top1",
+        "val_top5",
+        "val_mean_class_acc",
+        "gmacs_x_views",
+        "clips_per_s",
+        "seconds",
+    ):
         assert rows[-1][col] != "", col
     assert any(c.startswith("mean_bins_") for c in rows[0])
     assert float(rows[-1]["val_top1"]) == pytest.approx(r.val_acc[-1])
@@ -44,9 +67,29 @@ def test_tensorboard_logs_or_says_what_is_missing(tmp_path, capsys):
 
     d = tmp_path / "d"
     make_dataset(d, SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0))
-    args = ["train", "slow_tiny", "--data", str(d / "train.csv"), "--labels", str(d / "labels.json"), "--epochs", "1",
-            "--batch-size", "4", "--crop", "64", "--max-steps", "1", "--threads", "1", "--quiet",
-            "--tensorboard", str(tmp_path / "tb"), "--out", str(tmp_path / "m.pyth")]
+    args = [
+        "train",
+        "slow_tiny",
+        "--data",
+        str(d / "train.csv"),
+        "--labels",
+        str(d / "labels.json"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--crop",
+        "64",
+        "--max-steps",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+        "--tensorboard",
+        str(tmp_path / "tb"),
+        "--out",
+        str(tmp_path / "m.pyth"),
+    ]
     if importlib.util.find_spec("tensorboard") is None:
         with pytest.raises(SystemExit) as e:
             main(args)

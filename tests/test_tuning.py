@@ -1,22 +1,34 @@
 """The inference settings ``profile`` and ``bench`` share (``atfr_analysis.tuning``), the device
 defaults of ``ProfileConfig``, and the normalisation on the model's device."""
+
 import torch
 
 from atfr_analysis.data.transforms import normalize, normalize_views
 from atfr_analysis.models import build_model
 from atfr_analysis.profile.config import ProfileConfig
 from atfr_analysis.tuning import (
-    CPU_BATCH_SIZE, CUDA_BATCH_SIZE, HeapRelease, configure_inference, default_batch_size, default_workers, local_cores,
+    CPU_BATCH_SIZE,
+    CUDA_BATCH_SIZE,
+    HeapRelease,
+    configure_inference,
+    default_batch_size,
+    default_workers,
+    local_cores,
 )
 
 
 def test_default_batch_size_and_workers_follow_the_device_and_the_local_rank():
-    assert default_batch_size("cpu") == CPU_BATCH_SIZE == 1 and default_batch_size(torch.device("cuda:1")) == CUDA_BATCH_SIZE
+    assert (
+        default_batch_size("cpu") == CPU_BATCH_SIZE == 1
+        and default_batch_size(torch.device("cuda:1")) == CUDA_BATCH_SIZE
+    )
     assert default_workers("cpu", {}, cores=2) == 0 and default_workers("cpu", {}, cores=64) == 0
     assert default_workers("cuda", {}, cores=16) == 8  # at most 8
     assert default_workers("cuda", {"LOCAL_WORLD_SIZE": "8"}, cores=16) == 1  # 2 cores a rank, one for the main process
     assert default_workers("cuda", {"LOCAL_WORLD_SIZE": "4"}, cores=16) == 3
-    assert local_cores({"LOCAL_WORLD_SIZE": "32"}, cores=16) == 1 and local_cores({"LOCAL_WORLD_SIZE": "x"}, cores=6) == 6
+    assert (
+        local_cores({"LOCAL_WORLD_SIZE": "32"}, cores=16) == 1 and local_cores({"LOCAL_WORLD_SIZE": "x"}, cores=6) == 6
+    )
 
 
 def test_profile_config_leaves_batch_and_workers_to_the_device_unless_asked():

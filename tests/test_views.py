@@ -1,5 +1,6 @@
 """sample_views beyond the fixture: the full-decode fallback, float views bit-identical to the
 frame pipeline, uint8 views, partial (truncated) videos, rotation, the profiler's metadata."""
+
 from __future__ import annotations
 
 import json
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from profile_helpers import remux
+from view_pipeline import make_views, prepare_frames
 
 from atfr_analysis.data import VideoDecodeError
 from atfr_analysis.data.samples import sample_videos
@@ -15,8 +18,6 @@ from atfr_analysis.data.video import VideoReader, decode_video
 from atfr_analysis.data.views import Decoding, ViewProtocol, sample_views, view_protocol
 from atfr_analysis.models.base import InputSpec
 from atfr_cli.main import main
-from profile_helpers import remux
-from view_pipeline import make_views, prepare_frames
 
 X3D_S = InputSpec(frames=(13,), train_crop=160, test_crop=182, sampling_rate=6)
 
@@ -102,7 +103,15 @@ def test_slowfast_pathways_and_profiler_meta(videos):
     meta = got.meta()
     assert meta["view"] == list(range(6)) and meta["crop_position"] == crop_positions(3) * 2
     assert meta["frame_indices"][4] == v.frames and meta["crop_box"][4] == v.crop_box
-    assert set(meta) >= {"temporal_index", "spatial_index", "frame_start", "frame_end", "clip_start", "clip_end", "resized_hw"}
+    assert set(meta) >= {
+        "temporal_index",
+        "spatial_index",
+        "frame_start",
+        "frame_end",
+        "clip_start",
+        "clip_end",
+        "resized_hw",
+    }
     json.dumps([x.to_dict() for x in got.views])  # JSON-able
     json.dumps(got.video.to_dict())
 

@@ -5,6 +5,7 @@ checksums of the normalised input within the README's 1e-3 (float and uint8 view
 API and through ``atfr views --json``. ``x3d_s_10x1`` records PySlowFast HEAD literally, with a
 window bug we do not copy: there the test checks that HEAD differs from us only by that bug.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,16 +13,20 @@ from functools import lru_cache
 
 import pytest
 import torch
+from profile_helpers import run_cli
 
 from atfr_analysis.data.views import sample_views, view_protocol
-from profile_helpers import run_cli
 
 TOL = 1e-3  # README: checksum mean / std, absolute
 FIXTURE = "fixtures/pyslowfast_views"
 EXACT_SETTINGS = ("x3d_s_10x3", "slowfast_4x16_r50_10x3", "x3d_s_10x1_2020frames")
 VIDEOS = (
-    "bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4", "carphone_short40.mp4",
-    "bikes_short30.mp4", "bikes_23.976fps.mp4",
+    "bikes.mp4",
+    "bigbuckbunny.mp4",
+    "carphone_pristine.mp4",
+    "carphone_short40.mp4",
+    "bikes_short30.mp4",
+    "bikes_23.976fps.mp4",
 )
 SMALL = ("carphone_short40.mp4", "bikes_short30.mp4", "carphone_pristine.mp4")
 #: the heavy cases (SlowFast at 256 on the larger clips) run with the slow tests
@@ -43,7 +48,9 @@ def _load(path: str) -> dict:
 
 
 def _expected(data: dict, setting: str, video: str) -> list[dict]:
-    rows = sorted((v for v in data["views"] if v["setting"] == setting and v["video"] == video), key=lambda v: v["view"])
+    rows = sorted(
+        (v for v in data["views"] if v["setting"] == setting and v["video"] == video), key=lambda v: v["view"]
+    )
     assert rows, (setting, video)
     return rows
 
@@ -59,7 +66,15 @@ def _cases(settings, heavy=HEAVY):
 
 def _sample(root, data, setting, video, dtype=torch.float32):
     st = data["settings"][setting]
-    return _sampled(str(root / data["videos"][video]["file"]), st["model"], st["views"], st["crops"], st["short_side"], st["crop"], dtype)
+    return _sampled(
+        str(root / data["videos"][video]["file"]),
+        st["model"],
+        st["views"],
+        st["crops"],
+        st["short_side"],
+        st["crop"],
+        dtype,
+    )
 
 
 #: x3d_s_10x1 and x3d_s_10x1_2020frames share their protocol: sampled once. Only 1-crop results
@@ -124,7 +139,10 @@ def test_views_match_pyslowfast(fixture, setting, video):
 
 @pytest.mark.parametrize(
     "setting,video",
-    _cases(("x3d_s_10x3", "slowfast_4x16_r50_10x3"), {(s, v) for s in ("x3d_s_10x3", "slowfast_4x16_r50_10x3") for v in VIDEOS if v not in SMALL[:2]}),
+    _cases(
+        ("x3d_s_10x3", "slowfast_4x16_r50_10x3"),
+        {(s, v) for s in ("x3d_s_10x3", "slowfast_4x16_r50_10x3") for v in VIDEOS if v not in SMALL[:2]},
+    ),
 )
 def test_uint8_views_match_pyslowfast(fixture, setting, video):
     """uint8 views (rounded after the resize), normalised separately: the same frames and boxes,
@@ -222,8 +240,15 @@ def test_atfr_views_json_reproduces_fixture(fixture, capsys, setting, video):
     root, data = fixture
     st = data["settings"][setting]
     args = [
-        "views", str(root / data["videos"][video]["file"]), "--model", st["model"], "--views", str(st["views"]),
-        "--crops", str(st["crops"]), "--json",
+        "views",
+        str(root / data["videos"][video]["file"]),
+        "--model",
+        st["model"],
+        "--views",
+        str(st["views"]),
+        "--crops",
+        str(st["crops"]),
+        "--json",
     ]
     if setting == "x3d_s_10x1_2020frames":  # the defaults of 1 crop are the fixture's short side and crop
         assert (st["short_side"], st["crop"]) == (182, 160)
@@ -252,7 +277,10 @@ def test_atfr_views_table_and_errors(fixture, capsys, tmp_path):
         (["views", str(video), "--model", "nope"], "unknown model"),
         (["views", str(video), "--model", "x3d_s", "--crops", "2"], "crops must be 1 or 3"),
         (["views", str(video), "--model", "x3d_s", "--views", "0"], "--views must be a positive integer"),
-        (["views", str(video), "--model", "x3d_s", "--short-side", "100", "--crop", "150"], "larger than the short side"),
+        (
+            ["views", str(video), "--model", "x3d_s", "--short-side", "100", "--crop", "150"],
+            "larger than the short side",
+        ),
     ):
         code, out, err = run_cli(capsys, *args)
         assert code == 2, (args, err)

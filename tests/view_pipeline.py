@@ -1,9 +1,10 @@
 """The whole-video view pipeline the tests compare ``data.views.sample_views`` with: decode every
 frame, resize and normalise the frames some view needs (float), cut the ``views x crops`` views
 (PySlowFast's order and crops). Test-only: the library samples views with ``sample_views``."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -64,10 +65,20 @@ def views_from_frames(
     t = spec.clip_frames
     n = views * crops
     fast = frames.new_empty((n, 3, t, crop, crop))
-    meta: dict[str, list] = {k: [] for k in (
-        "view", "temporal_index", "spatial_index", "crop_position", "frame_start", "frame_end",
-        "clip_start", "clip_end", "frame_indices",
-    )}
+    meta: dict[str, list] = {
+        k: []
+        for k in (
+            "view",
+            "temporal_index",
+            "spatial_index",
+            "crop_position",
+            "frame_start",
+            "frame_end",
+            "clip_start",
+            "clip_end",
+            "frame_indices",
+        )
+    }
     offsets = [crop_offset(h, w, crop, p) for p in positions]
     for tv in tviews:
         ids = tv.indices.tolist()

@@ -16,7 +16,7 @@ message; a baseline that covers other videos, classes or views raises
 :class:`IncomparableRunsError`. The figure functions (``plot_*``) import matplotlib only when
 called.
 """
-from atfr_analysis.lazy import lazy_exports
+
 from atfr_analysis.analysis.aggregate import (
     ENSEMBLES,
     AnalysisError,
@@ -27,7 +27,6 @@ from atfr_analysis.analysis.aggregate import (
     video_table,
 )
 from atfr_analysis.analysis.comparable import IncomparableRunsError, check_comparable, differences
-from atfr_analysis.analysis.tradeoff import accuracy_by_bins, class_tradeoff, paired_videos
 from atfr_analysis.analysis.confusion import confusion_matrix, most_confused_pairs
 from atfr_analysis.analysis.export import EXPORT_FORMATS, export_predictions
 from atfr_analysis.analysis.ranking import RANK_BY, RankingSpec, below_min_videos, class_values, rank_classes, ranking
@@ -45,6 +44,8 @@ from atfr_analysis.analysis.tables import (
     to_markdown,
     write_paper_table,
 )
+from atfr_analysis.analysis.tradeoff import accuracy_by_bins, class_tradeoff, paired_videos
+from atfr_analysis.lazy import lazy_exports
 
 __all__ = [
     "RunAnalysis",

@@ -15,6 +15,7 @@ A log is the views table of a run (``atfr_analysis.load_run``): one row per (vid
   are omitted for layers whose B is unknown); ``frac_kept`` = mean of ``frac.<layer>`` over the
   layers with a known B.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -153,7 +154,9 @@ def with_baseline(out: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
     out["top1_delta"] = out["top1"].to_numpy() - b("top1")
     out["top5_delta"] = out["top5"].to_numpy() - b("top5")
     out["mean_class_acc_delta"] = out["mean_class_acc"].to_numpy() - b("mean_class_acc")
-    out["gmacs_reduction_vs_baseline_pct"] = 100 * (1 - out["gmacs_per_view_mean"].to_numpy() / b("gmacs_per_view_mean"))
+    out["gmacs_reduction_vs_baseline_pct"] = 100 * (
+        1 - out["gmacs_per_view_mean"].to_numpy() / b("gmacs_per_view_mean")
+    )
     return out
 
 

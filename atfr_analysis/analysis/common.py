@@ -3,6 +3,7 @@
 Kept apart from ``aggregate`` so that the modules ``aggregate`` calls (``comparable``) can use
 these without importing it back.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

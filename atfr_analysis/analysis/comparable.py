@@ -20,9 +20,11 @@ Two runs in one table must not be the same run (the same folder, or the same mod
 unless ``allow=True``; the differences are returned either way, so an output made with the
 override can say it is not comparable.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
+
 import pandas as pd
 
 from atfr_analysis.analysis.common import AnalysisError, run_meta, run_name
@@ -103,8 +105,10 @@ def _same_run(run: pd.DataFrame, other: pd.DataFrame, what: str) -> list[str]:
     if _same_model(ma, mb):
         sha = str(ma["checkpoint_sha256"])[:12]
         if what == "baseline":
-            return [f"the baseline is the same model and checkpoint as the run ({name_a}, checkpoint sha256 {sha}...); "
-                    "a baseline must be another model"]
+            return [
+                f"the baseline is the same model and checkpoint as the run ({name_a}, checkpoint sha256 {sha}...); "
+                "a baseline must be another model"
+            ]
         if all(ma.get(k) == mb.get(k) for k in _RUN_SETTINGS):
             return [f"the same run twice ({name_a}, checkpoint sha256 {sha}..., same data and settings)"]
     return []
@@ -134,8 +138,10 @@ def _other_videos(run: pd.DataFrame, other: pd.DataFrame, what: str) -> list[str
     relabelled = [p for p in common if pa[p] != pb[p]]
     if relabelled:
         p = relabelled[0]
-        out.append(f"different labels for {len(relabelled)} of {len(common)} common videos "
-                   f"(e.g. {Path(p).name!r}: {pa[p]} in the run, {pb[p]} in the {what})")
+        out.append(
+            f"different labels for {len(relabelled)} of {len(common)} common videos "
+            f"(e.g. {Path(p).name!r}: {pa[p]} in the run, {pb[p]} in the {what})"
+        )
     return out
 
 
@@ -147,8 +153,10 @@ def _other_classes(ma: dict, mb: dict, what: str) -> list[str]:
         if ca != cb:
             i = next(i for i, (x, y) in enumerate(zip(ca, cb)) if x != y)
             n = sum(x != y for x, y in zip(ca, cb))
-            return [f"different classes: {n} of {len(ca)} class names differ (class {i} is {ca[i]!r} in the run, "
-                    f"{cb[i]!r} in the {what})"]
+            return [
+                f"different classes: {n} of {len(ca)} class names differ (class {i} is {ca[i]!r} in the run, "
+                f"{cb[i]!r} in the {what})"
+            ]
         return []
     na, nb = ma.get("num_classes"), mb.get("num_classes")
     if isinstance(na, int) and isinstance(nb, int) and na != nb:
@@ -168,9 +176,11 @@ def _other_backbone(run: pd.DataFrame, other: pd.DataFrame) -> list[str]:
         ok = other["status"].eq("ok") if "status" in other.columns else pd.Series(True, index=other.index)
         g = pd.to_numeric(other.loc[ok, "gmacs"], errors="coerce").dropna()
         if len(g) and abs(float(g.mean()) - static) > _STATIC_RTOL * static:
-            out.append(f"another backbone or input: the baseline {run_name(other, 'baseline')} costs "
-                       f"{float(g.mean()):.4g} GMACs per view, the run's backbone without SGS {static:.4g} "
-                       "(same input)")
+            out.append(
+                f"another backbone or input: the baseline {run_name(other, 'baseline')} costs "
+                f"{float(g.mean()):.4g} GMACs per view, the run's backbone without SGS {static:.4g} "
+                "(same input)"
+            )
     return out
 
 
@@ -195,7 +205,9 @@ def check_comparable(run: pd.DataFrame, other: pd.DataFrame, what: str = "baseli
     diffs = differences(run, other, what)
     if diffs and not allow:
         a, b = run_name(run), run_name(other, what)
-        raise IncomparableRunsError(f"{what} {b} is not comparable with run {a}: " + "; ".join(diffs) + f". {OVERRIDE_HINT}")
+        raise IncomparableRunsError(
+            f"{what} {b} is not comparable with run {a}: " + "; ".join(diffs) + f". {OVERRIDE_HINT}"
+        )
     return diffs
 
 

@@ -6,6 +6,7 @@ Rows are the true classes, columns the predicted ones, both by class id in the l
 row-normalised (each row: where the videos of that class went, in %) and, for many classes,
 shows the most confused classes only, or a subset the user names.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +15,14 @@ import pandas as pd
 from atfr_analysis.analysis.common import AnalysisError
 from atfr_analysis.analysis.run_analysis import RunAnalysis, check_ensemble
 
-__all__ = ["confusion_matrix", "most_confused_pairs", "most_confused_classes", "select_classes", "normalised_subset", "OTHER"]
+__all__ = [
+    "confusion_matrix",
+    "most_confused_pairs",
+    "most_confused_classes",
+    "select_classes",
+    "normalised_subset",
+    "OTHER",
+]
 
 OTHER = "(other classes)"
 
@@ -75,13 +83,15 @@ def most_confused_pairs(log_or_matrix: pd.DataFrame, n: int | None = 20, ensembl
     order = np.lexsort((p, t, -share, -c))
     if n is not None:
         order = order[: max(0, int(n))]
-    out = pd.DataFrame({
-        "true_class": cm.index.to_numpy()[t[order]],
-        "predicted": cm.columns.to_numpy()[p[order]],
-        "videos": c[order].astype("int64"),
-        "true_videos": rows[t[order]].astype("int64"),
-        "share_pct": share[order],
-    })
+    out = pd.DataFrame(
+        {
+            "true_class": cm.index.to_numpy()[t[order]],
+            "predicted": cm.columns.to_numpy()[p[order]],
+            "videos": c[order].astype("int64"),
+            "true_videos": rows[t[order]].astype("int64"),
+            "share_pct": share[order],
+        }
+    )
     out.attrs = {"videos": cm.attrs.get("videos"), "ensemble": cm.attrs.get("ensemble", ensemble)}
     return out
 
@@ -110,8 +120,10 @@ def select_classes(cm: pd.DataFrame, classes: list[str] | None = None, top: int 
         unknown = [c for c in classes if c not in pos]
         if unknown:
             shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-            raise AnalysisError(f"unknown class name(s) for the confusion matrix: {shown} (the run has {C} classes, "
-                                f"e.g. {', '.join(repr(n) for n in names[:3])})")
+            raise AnalysisError(
+                f"unknown class name(s) for the confusion matrix: {shown} (the run has {C} classes, "
+                f"e.g. {', '.join(repr(n) for n in names[:3])})"
+            )
         ids = sorted({pos[c] for c in classes})
         return ids, f"{len(ids)} chosen of {C} classes"
     if int(top) < 1:

@@ -23,12 +23,13 @@ SGS); the pathway's input frames are the view's sampled source frames (fast path
 slow pathway of SlowFast the fast frames at ``linspace(0, T - 1, T / alpha)`` (PySlowFast's
 ``pack_pathway_output``). The JSON gives, per step, the source-video frame numbers it stands for.
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -49,6 +50,8 @@ __all__ = [
 
 #: identifies the JSON layout
 SCHEMA = "atfr-explain/1"
+
+
 @dataclass(frozen=True)
 class ExplainConfig:
     """What to explain.
@@ -170,28 +173,32 @@ def _explain_layer(layer, feat: torch.Tensor, positions: list[int], src: list[in
         col = k[:, j]
         w, bi = col.max(dim=0)
         bin_id = int(bi) if float(w) > 0 else None
-        pos = positions[j * stride:(j + 1) * stride]
-        steps.append({
-            "t": j,
-            "clip_positions": pos,
-            "source_frames": [src[q] for q in pos],
-            "delta": _f(res.delta[0, j]),
-            "delta_scaled": _f(res.delta_scaled[0, j]),
-            "bin": bin_id,
-            "weight": _f(w),
-        })
+        pos = positions[j * stride : (j + 1) * stride]
+        steps.append(
+            {
+                "t": j,
+                "clip_positions": pos,
+                "source_frames": [src[q] for q in pos],
+                "delta": _f(res.delta[0, j]),
+                "delta_scaled": _f(res.delta_scaled[0, j]),
+                "bin": bin_id,
+                "weight": _f(w),
+            }
+        )
     bins = []
     for i in active_ids:
         members = [s for s in steps if s["bin"] == i]
         frames = sorted({f for s in members for f in s["source_frames"]})
-        bins.append({
-            "bin": i,
-            "centre": _f(res.centres[0, i]),
-            "mass": _f(mass[i]),
-            "steps": [s["t"] for s in members],
-            "source_frames": frames,
-            "span": [frames[0], frames[-1]] if frames else None,
-        })
+        bins.append(
+            {
+                "bin": i,
+                "centre": _f(res.centres[0, i]),
+                "mass": _f(mass[i]),
+                "steps": [s["t"] for s in members],
+                "source_frames": frames,
+                "span": [frames[0], frames[-1]] if frames else None,
+            }
+        )
     return {
         "active_bins": int(res.active_bins[0]),
         "active_bin_ids": active_ids,
@@ -222,7 +229,7 @@ def _explain_view(model, clips: ViewClips, v: int, cost) -> tuple[dict, list[dic
     """One view's explanation, and what each SGS layer is (pathway, steps, stride, B, kernel)."""
     spec, names, layers = model.spec, model.sgs_layer_names(), model.sgs_layers()
     t_fast = int(clips.pathways[-1].shape[2])
-    xs = [p[v:v + 1] for p in clips.pathways]
+    xs = [p[v : v + 1] for p in clips.pathways]
     feats = model.forward_pre(xs)
     src = clips.frame_indices[v]
     per_layer, info = [], []
@@ -235,17 +242,19 @@ def _explain_view(model, clips: ViewClips, v: int, cost) -> tuple[dict, list[dic
         if int(active[0]) != d["active_bins"]:  # pragma: no cover - a bug if it happens
             raise RuntimeError(f"{name}: {d['active_bins']} active bins here, {int(active[0])} in the layer's forward")
         per_layer.append({"name": name, **d})
-        info.append({
-            "name": name,
-            "pathway": p,
-            "pathway_frames": len(positions),
-            "feature_frames": int(f.shape[2]),
-            "temporal_stride": len(positions) // int(f.shape[2]),
-            "num_bins": d["num_bins"],
-            "kernel": layer.kernel,
-            "distance": layer.distance,
-            "feature_shape": list(f.shape[1:]),
-        })
+        info.append(
+            {
+                "name": name,
+                "pathway": p,
+                "pathway_frames": len(positions),
+                "feature_frames": int(f.shape[2]),
+                "temporal_stride": len(positions) // int(f.shape[2]),
+                "num_bins": d["num_bins"],
+                "kernel": layer.kernel,
+                "distance": layer.distance,
+                "feature_shape": list(f.shape[1:]),
+            }
+        )
     if v == 0:
         reach = _temporal_reach(model, xs, feats, [li["pathway"] for li in info])
         for li, r in zip(info, reach):
@@ -272,7 +281,9 @@ def explain_model(model, clips: ViewClips, detail_view: int | None = None, cost=
     from atfr_analysis.flops.cost import CostModel
 
     if not model.is_atfr:
-        raise InputError(f"model {model.model_name or type(model).__name__} has no SGS layer: explain needs an _atfr model")
+        raise InputError(
+            f"model {model.model_name or type(model).__name__} has no SGS layer: explain needs an _atfr model"
+        )
     nviews = int(clips.pathways[0].shape[0])
     view = 0 if detail_view is None else int(detail_view)
     if not 0 <= view < nviews:

@@ -5,6 +5,7 @@ SGS layer under them), one panel per SGS layer with each step's rescaled distanc
 against the bin edges, and the bins' spans over all views of the video (which source frames each
 active bin merges), with each view's ``B'`` and GMACs. A bin has the same colour everywhere.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -74,17 +75,28 @@ def _film_strip(fig, box, result: dict, d: dict, thumbnails, colours, nl: int, t
             b = s["bin"]
             for q in s["clip_positions"]:
                 fc = colours[b] if b is not None else "white"
-                ax.add_patch(Rectangle((q + 0.04, y0 + 0.04), 0.92, row_h - 0.08, facecolor=fc,
-                                       edgecolor="0.3", lw=0.5))
-                ax.text(q + 0.5, y0 + row_h / 2, "-" if b is None else str(b), ha="center", va="center",
-                        fontsize=8, color="white" if b is not None else "black", fontweight="bold")
+                ax.add_patch(
+                    Rectangle((q + 0.04, y0 + 0.04), 0.92, row_h - 0.08, facecolor=fc, edgecolor="0.3", lw=0.5)
+                )
+                ax.text(
+                    q + 0.5,
+                    y0 + row_h / 2,
+                    "-" if b is None else str(b),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if b is not None else "black",
+                    fontweight="bold",
+                )
         ax.text(-0.08, y0 + row_h / 2, f"bin @ {lay['name']}", ha="right", va="center", fontsize=8)
     ax.set_xlim(0, t)
     ax.set_ylim(-nl * row_h - 0.02, 1.25)  # square thumbnails: the axis is per_frame * strip_units high
     ax.axis("off")
     ax.set_title(
         f"view {d['view']} of {result['num_views']} (temporal {d['temporal_index']}, crop {d['spatial_index']}): "
-        f"its {t} sampled frames and the bin each falls into", fontsize=10, loc="left",
+        f"its {t} sampled frames and the bin each falls into",
+        fontsize=10,
+        loc="left",
     )
 
 
@@ -119,7 +131,8 @@ def _distance_panel(fig, box, info: dict, lay: dict, colours, t: int) -> None:
         f"{info['name']} (pathway {info['pathway']}, {info['feature_frames']} steps, temporal stride "
         f"{info['temporal_stride']}, {info['kernel']} kernel, {info['distance']}): "
         f"B' = {lay['active_bins']} of {b} bins active; lines: bin edges, bands: active bins",
-        fontsize=9, loc="left",
+        fontsize=9,
+        loc="left",
     )
 
 
@@ -141,8 +154,15 @@ def _spans_panel(fig, box, views: list, d: dict, colours, nl: int) -> None:
                 c = colours[bn["bin"]]
                 a, z = bn["span"]
                 ax.plot([a, z], [y + off, y + off], color=c, lw=2.2, solid_capstyle="butt", zorder=2)
-                ax.scatter(bn["source_frames"], [y + off] * len(bn["source_frames"]), s=14, color=c,
-                           edgecolor="black", lw=0.4, zorder=3)
+                ax.scatter(
+                    bn["source_frames"],
+                    [y + off] * len(bn["source_frames"]),
+                    s=14,
+                    color=c,
+                    edgecolor="black",
+                    lw=0.4,
+                    zorder=3,
+                )
                 ax.text(z + 0.15, y + off, str(bn["bin"]), ha="left", va="center", fontsize=7, color="0.25")
             name = f"view {v['view']}" + (" (shown)" if v["view"] == d["view"] else "")
             if nl > 1:
@@ -159,8 +179,11 @@ def _spans_panel(fig, box, views: list, d: dict, colours, nl: int) -> None:
     ax.set_xlabel("source frame of the video", fontsize=8)
     ax.tick_params(axis="x", labelsize=7)
     ax.grid(axis="x", color="0.9", lw=0.5)
-    ax.set_title("bins' spans over the video's views: the source frames each active bin merges (one colour per bin)",
-                 fontsize=9, loc="left")
+    ax.set_title(
+        "bins' spans over the video's views: the source frames each active bin merges (one colour per bin)",
+        fontsize=9,
+        loc="left",
+    )
 
 
 def plot_explain(result: dict, path: str | Path, thumbnails=None, dpi: int = 100) -> Path:
@@ -190,7 +213,11 @@ def plot_explain(result: dict, path: str | Path, thumbnails=None, dpi: int = 100
         f"atfr explain: {result.get('model')} on {vid.get('path', '?')} ({vid.get('num_frames')} frames)   "
         f"view {d['view']}: B' = {', '.join(map(str, d['signature']))}, {g:.4f} GMACs "
         f"({100 * g / result['gmacs_all_bins']:.1f}% of {result['gmacs_all_bins']:.4f} at all bins)",
-        fontsize=10, x=0.01, y=1 - 0.15 / height, ha="left", va="top",
+        fontsize=10,
+        x=0.01,
+        y=1 - 0.15 / height,
+        ha="left",
+        va="top",
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, metadata={"Software": None})

@@ -27,6 +27,7 @@ got no view: it counts as wrong, or as class 0), ``"drop"`` leaves them out (row
 match the test list; refused for ``mmaction2-0.x``, whose file has no labels). A run that has
 not logged every video of its list is refused (finish it with ``atfr profile --resume``).
 """
+
 from __future__ import annotations
 
 import pickle
@@ -58,8 +59,11 @@ class ExportResult:
     failed_policy: str = "error"
 
     def summary(self) -> str:
-        what = {"pyslowfast": "PySlowFast SAVE_RESULTS_PATH pickle", "mmaction2": "mmaction2 1.2 --dump pickle",
-                "mmaction2-0.x": "mmaction2 0.x --out pickle"}[self.format]
+        what = {
+            "pyslowfast": "PySlowFast SAVE_RESULTS_PATH pickle",
+            "mmaction2": "mmaction2 1.2 --dump pickle",
+            "mmaction2-0.x": "mmaction2 0.x --out pickle",
+        }[self.format]
         how = "left out" if self.failed_policy == "drop" else "written as zero scores"
         note = f"; {self.failed} failed video(s) {how}" if self.failed else ""
         return (
@@ -72,13 +76,16 @@ def check_exportable(a: RunAnalysis, failed: str) -> None:
     """Refuse a run whose rows would not match its list, or whose scores are not numbers."""
     n_list = a.videos_total
     if n_list is not None and a.videos_logged < n_list:
-        raise AnalysisError(f"run {a.name} is not finished: it has logged {a.videos_logged} of the {n_list} videos "
-                            "of its list (a profile still writing, or interrupted): an export would not match the "
-                            "list (finish the run with `atfr profile --resume`)")
+        raise AnalysisError(
+            f"run {a.name} is not finished: it has logged {a.videos_logged} of the {n_list} videos "
+            "of its list (a profile still writing, or interrupted): an export would not match the "
+            "list (finish the run with `atfr profile --resume`)"
+        )
     ids = np.unique(a.views["video_id"].to_numpy())
     if len(ids) and (ids != np.arange(len(ids))).any() and failed != "drop":
-        raise AnalysisError("the run's video ids are not 0..N-1 (a sharded run not yet complete?): rows would not "
-                            "match the test list")
+        raise AnalysisError(
+            "the run's video ids are not 0..N-1 (a sharded run not yet complete?): rows would not match the test list"
+        )
     if a.nonfinite_views:
         raise AnalysisError(f"run {a.name}: {a.nonfinite_note()}; an export would write scores that are not numbers")
 
@@ -98,8 +105,10 @@ def video_scores(
     bad = (v["status"] != "ok").to_numpy() | v[f"scores_{ensemble}"].isna().to_numpy()
     if bad.any() and failed == "error":
         ex = v.loc[bad, "path"].astype(str).head(2).map(lambda p: Path(p).name).tolist()
-        raise AnalysisError(f"{int(bad.sum())} of {len(v)} videos have no ok view (e.g. {', '.join(ex)}): pass "
-                            "--failed zeros (zero scores, as PySlowFast keeps them) or --failed drop (left out)")
+        raise AnalysisError(
+            f"{int(bad.sum())} of {len(v)} videos have no ok view (e.g. {', '.join(ex)}): pass "
+            "--failed zeros (zero scores, as PySlowFast keeps them) or --failed drop (left out)"
+        )
     C = a.num_classes
     col = v[f"scores_{ensemble}"].to_numpy(dtype=object)
     lens = {len(x) for x, b in zip(col, bad) if not b}
@@ -159,8 +168,10 @@ def export_predictions(
     if format not in EXPORT_FORMATS:
         raise AnalysisError(f"unknown export format {format!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     if format == "mmaction2-0.x" and failed == "drop":
-        raise AnalysisError("--failed drop with mmaction2-0.x: that file has no labels, so its rows must match the test "
-                            "list; use --failed zeros")
+        raise AnalysisError(
+            "--failed drop with mmaction2-0.x: that file has no labels, so its rows must match the test "
+            "list; use --failed zeros"
+        )
     import torch
 
     v, S = video_scores(log, ensemble, failed)
@@ -174,11 +185,15 @@ def export_predictions(
             S = S / np.maximum(nviews, 1)[:, None]
         S32 = S.astype("float32")
         if format == "mmaction2":
-            obj = [{"num_classes": int(S.shape[1]),
+            obj = [
+                {
+                    "num_classes": int(S.shape[1]),
                     "gt_label": torch.tensor([int(l)], dtype=torch.int64),
                     "pred_score": torch.from_numpy(S32[i].copy()),
-                    "pred_label": torch.tensor([int(np.argmax(S32[i])) if S.shape[1] else 0], dtype=torch.int64)}
-                   for i, l in enumerate(labels)]
+                    "pred_label": torch.tensor([int(np.argmax(S32[i])) if S.shape[1] else 0], dtype=torch.int64),
+                }
+                for i, l in enumerate(labels)
+            ]
         else:
             obj = [S32[i].copy() for i in range(len(S32))]
     _dump(obj, path)

@@ -3,6 +3,7 @@
 Global matplotlib / seaborn state is left alone: styles are applied in a context. The PNGs are
 byte-reproducible: no software version in their metadata, and the jitter of strip plots comes
 from a seeded generator (seaborn's draws from NumPy's global one)."""
+
 from __future__ import annotations
 
 import textwrap
@@ -122,8 +123,11 @@ def _end_patches(n_low: int, n_high: int) -> list:
     """Legend patches of the two ends of a ranking."""
     from matplotlib.patches import Patch
 
-    return [Patch(color=c, alpha=0.6, label=f"{end} {n}")
-            for c, end, n in ((LOW_COLOR, "lowest", n_low), (HIGH_COLOR, "highest", n_high)) if n]
+    return [
+        Patch(color=c, alpha=0.6, label=f"{end} {n}")
+        for c, end, n in ((LOW_COLOR, "lowest", n_low), (HIGH_COLOR, "highest", n_high))
+        if n
+    ]
 
 
 def plot_class_distributions(
@@ -140,40 +144,18 @@ def plot_class_distributions(
     """Per-video values (box + points) of the k lowest and k highest classes, with each class's
     mean and bootstrap 95% CI; classes whose CI overlaps the other end are marked with †.
     ``rank``: a ranking already computed with these arguments (saves recomputing it)."""
-    import seaborn as sns
-
     check_by(by)
     df = RunAnalysis.of(log)
     if rank is None:
         rank = ranking(df, by=by, k=k, min_videos=min_videos, n_boot=n_boot, seed=seed)
-    pv, what = per_video_values(df, by, rank.attrs.get("ensemble", "sum"))
-    pv["value"] = pv["sum"] / pv["n"]
-    low = rank[rank["end"] == "lowest"]
-    high = rank[rank["end"] == "highest"].iloc[::-1]
-    order = pd.concat([low, high], ignore_index=True)
-    labels = {r.class_name: _wrap(r.class_name) + (" †" if r.overlaps_other_end else "") for r in order.itertuples()}
-    data = pv[pv["class_name"].isin(labels)].copy()
-    data["label"] = data["class_name"].map(labels)
-    data["end"] = data["class_name"].map(dict(zip(order["class_name"], order["end"])))
-    ylabels = [labels[c] for c in order["class_name"]]
+    data, order, ylabels, what = _class_value_points(df, rank, by)
+    low, high = (order["end"] == "lowest").sum(), (order["end"] == "highest").sum()
     lines = sum(l.count("\n") + 1 for l in ylabels)
     with _figure((8.6, max(3.0, 0.24 * lines + 0.2 * len(order) + 1.6))) as (fig, ax):
-        pal = {"lowest": LOW_COLOR, "highest": HIGH_COLOR}
-        with warnings.catch_warnings():  # seaborn 0.13 passes vert= to matplotlib >= 3.11 (deprecated there)
-            warnings.filterwarnings("ignore", message=r".*vert: bool.*")
-            sns.boxplot(data=data, x="value", y="label", order=ylabels, hue="end", palette=pal, ax=ax,
-                        showfliers=False, width=0.6, boxprops={"alpha": 0.45}, legend=False, dodge=False)
-        # the points, jittered by a seeded generator (seaborn's stripplot jitters with np.random)
-        rng = np.random.default_rng(seed)
-        ypos = {l: i for i, l in enumerate(ylabels)}
-        yy = data["label"].map(ypos).to_numpy(dtype="float64") + rng.uniform(-0.15, 0.15, len(data))
-        ax.scatter(data["value"], yy, s=12, alpha=0.8, c=data["end"].map(pal).tolist(), linewidths=0, zorder=3)
-        y = np.arange(len(order))
-        ax.errorbar(order["value"], y, xerr=[order["value"] - order["ci_low"], order["ci_high"] - order["value"]],
-                    fmt="D", color="k", ms=5, capsize=4, lw=1.4, label="class mean, 95% bootstrap CI (videos resampled)")
-        if len(low) and len(high):
-            ax.axhline(len(low) - 0.5, color="0.4", lw=0.8, ls=":")
-        handles = _end_patches(len(low), len(high))
+        _draw_class_values(ax, data, order, ylabels, seed)
+        if low and high:
+            ax.axhline(low - 0.5, color="0.4", lw=0.8, ls=":")
+        handles = _end_patches(low, high)
         h, _ = ax.get_legend_handles_labels()
         # below the axes, in a strip of its own (inside, it hides points wherever it goes)
         fig.legend(handles=handles + h, loc="lower center", ncol=3, fontsize=8.5, frameon=False)
@@ -183,27 +165,102 @@ def plot_class_distributions(
         ax.set_ylabel("")
         ax.tick_params(axis="y", labelsize=9)
         note = " († CI overlaps the other end)" if order["overlaps_other_end"].any() else ""
-        ax.set_title(_title(df, f"classes with the lowest / highest {what}") + "\n" +
-                     f"points = videos; classes with at least {min_videos} ok video(s){note}", fontsize=11)
+        ax.set_title(
+            _title(df, f"classes with the lowest / highest {what}")
+            + "\n"
+            + f"points = videos; classes with at least {min_videos} ok video(s){note}",
+            fontsize=11,
+        )
         return _save(fig, path, rect=(0, strip, 1, 1))
 
 
 # -------------------------------------------------------------------- class cost vs accuracy
+#: where a point's label may go, tried in order: (dx, dy) in points, horizontal and vertical alignment
+_LABEL_OFFSETS = (
+    (5, 4, "left", "bottom"),
+    (5, -4, "left", "top"),
+    (-5, 4, "right", "bottom"),
+    (-5, -4, "right", "top"),
+    (0, 8, "center", "bottom"),
+    (0, -8, "center", "top"),
+    (5, 16, "left", "bottom"),
+    (5, -16, "left", "top"),
+    (-5, 16, "right", "bottom"),
+    (-5, -16, "right", "top"),
+)
+
+
+def _class_value_points(df: RunAnalysis, rank: pd.DataFrame, by: str):
+    """The per-video values of the ranked classes (``data``: value, label, end), the classes in
+    plot order (lowest, then highest reversed), their y labels and what the values are."""
+    pv, what = per_video_values(df, by, rank.attrs.get("ensemble", "sum"))
+    pv["value"] = pv["sum"] / pv["n"]
+    low = rank[rank["end"] == "lowest"]
+    high = rank[rank["end"] == "highest"].iloc[::-1]
+    order = pd.concat([low, high], ignore_index=True)
+    labels = {r.class_name: _wrap(r.class_name) + (" †" if r.overlaps_other_end else "") for r in order.itertuples()}
+    data = pv[pv["class_name"].isin(labels)].copy()
+    data["label"] = data["class_name"].map(labels)
+    data["end"] = data["class_name"].map(dict(zip(order["class_name"], order["end"])))
+    return data, order, [labels[c] for c in order["class_name"]], what
+
+
+def _draw_class_values(ax, data: pd.DataFrame, order: pd.DataFrame, ylabels: list[str], seed: int) -> None:
+    """Boxes and seeded-jitter points of the per-video values, each class's mean with its CI."""
+    import seaborn as sns
+
+    pal = {"lowest": LOW_COLOR, "highest": HIGH_COLOR}
+    with warnings.catch_warnings():  # seaborn 0.13 passes vert= to matplotlib >= 3.11 (deprecated there)
+        warnings.filterwarnings("ignore", message=r".*vert: bool.*")
+        sns.boxplot(
+            data=data, x="value", y="label", order=ylabels, hue="end", palette=pal, ax=ax, showfliers=False,
+            width=0.6, boxprops={"alpha": 0.45}, legend=False, dodge=False,
+        )  # fmt: skip
+    # the points, jittered by a seeded generator (seaborn's stripplot jitters with np.random)
+    rng = np.random.default_rng(seed)
+    ypos = {l: i for i, l in enumerate(ylabels)}
+    yy = data["label"].map(ypos).to_numpy(dtype="float64") + rng.uniform(-0.15, 0.15, len(data))
+    ax.scatter(data["value"], yy, s=12, alpha=0.8, c=data["end"].map(pal).tolist(), linewidths=0, zorder=3)
+    xerr = [order["value"] - order["ci_low"], order["ci_high"] - order["value"]]
+    ax.errorbar(
+        order["value"], np.arange(len(order)), xerr=xerr, fmt="D", color="k", ms=5, capsize=4, lw=1.4,
+        label="class mean, 95% bootstrap CI (videos resampled)",
+    )  # fmt: skip
+
+
+def _points_to_label(x, y, max_labels: int, extremes: int) -> list[int]:
+    """Every point when few, else the ``extremes`` lowest / highest on each axis."""
+    if len(x) <= max_labels:
+        return list(range(len(x)))
+    pick = []
+    for v in (x, y):
+        o = np.argsort(np.where(np.isnan(v), np.inf, v), kind="stable")
+        o = [i for i in o if not np.isnan(v[i])]
+        for i in o[:extremes] + o[::-1][:extremes]:
+            if i not in pick:
+                pick.append(i)
+    return pick
+
+
+def _place_label(ax, renderer, axbox, placed: list, text: str, xy) -> bool:
+    """Put ``text`` at the first free position around ``xy`` inside the axes; False when none is."""
+    for dx, dy, ha, va in _LABEL_OFFSETS:
+        a = ax.annotate(text, xy, xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=7.5, color="0.15")
+        bb = a.get_window_extent(renderer)
+        inside = bb.x0 >= axbox.x0 and bb.x1 <= axbox.x1 and bb.y0 >= axbox.y0 and bb.y1 <= axbox.y1
+        if inside and not any(bb.overlaps(p) for p in placed):
+            placed.append(bb.expanded(1.04, 1.1))
+            return True
+        a.remove()
+    return False
+
+
 def _annotate(ax, x, y, names, max_labels: int = 25, extremes: int = 5) -> int:
     """Label points without overlaps: every point when few, else the ``extremes`` lowest / highest
     on each axis. Each label tries a few positions around its point and is left out when none is
     free inside the axes. Returns how many labels were left out (noted in the plot)."""
     x, y, names = np.asarray(x, float), np.asarray(y, float), list(names)
-    if len(names) <= max_labels:
-        pick = list(range(len(names)))
-    else:
-        pick = []
-        for v in (x, y):
-            o = np.argsort(np.where(np.isnan(v), np.inf, v), kind="stable")
-            o = [i for i in o if not np.isnan(v[i])]
-            for i in o[:extremes] + o[::-1][:extremes]:
-                if i not in pick:
-                    pick.append(i)
+    pick = _points_to_label(x, y, max_labels, extremes)
     fig = ax.figure
     ax.margins(x=0.06, y=0.1)
     fig.tight_layout()
@@ -211,34 +268,25 @@ def _annotate(ax, x, y, names, max_labels: int = 25, extremes: int = 5) -> int:
     renderer = fig.canvas.get_renderer()
     axbox = ax.get_window_extent(renderer)
     placed, labelled = [], []
-    offsets = [(5, 4, "left", "bottom"), (5, -4, "left", "top"), (-5, 4, "right", "bottom"), (-5, -4, "right", "top"),
-               (0, 8, "center", "bottom"), (0, -8, "center", "top"), (5, 16, "left", "bottom"), (5, -16, "left", "top"),
-               (-5, 16, "right", "bottom"), (-5, -16, "right", "top")]
     dropped = 0
     for i in pick:
         if np.isnan(x[i]) or np.isnan(y[i]):
             continue
-        for dx, dy, ha, va in offsets:
-            a = ax.annotate(_wrap(names[i], 24), (x[i], y[i]), xytext=(dx, dy), textcoords="offset points",
-                            ha=ha, va=va, fontsize=7.5, color="0.15")
-            bb = a.get_window_extent(renderer)
-            inside = bb.x0 >= axbox.x0 and bb.x1 <= axbox.x1 and bb.y0 >= axbox.y0 and bb.y1 <= axbox.y1
-            if inside and not any(bb.overlaps(p) for p in placed):
-                placed.append(bb.expanded(1.04, 1.1))
-                labelled.append(i)
-                break
-            a.remove()
+        if _place_label(ax, renderer, axbox, placed, _wrap(names[i], 24), (x[i], y[i])):
+            labelled.append(i)
         else:
             dropped += 1
     if labelled:  # ring the labelled points, so each label's point is plain to see
         ax.scatter(x[labelled], y[labelled], s=46, facecolors="none", edgecolors="k", linewidths=0.9, zorder=3)
     if dropped:
-        ax.text(0.995, 0.005, f"{dropped} crowded label(s) left out", transform=ax.transAxes, ha="right",
-                va="bottom", fontsize=7, color="0.4")
+        note = f"{dropped} crowded label(s) left out"
+        ax.text(0.995, 0.005, note, transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.4")
     return dropped
 
 
-def plot_gmacs_vs_accuracy(log: pd.DataFrame | RunAnalysis, path: str | Path, *, table: pd.DataFrame | None = None) -> Path:
+def plot_gmacs_vs_accuracy(
+    log: pd.DataFrame | RunAnalysis, path: str | Path, *, table: pd.DataFrame | None = None
+) -> Path:
     """Per class: mean GMACs per view vs video-level top-1 (labelled points, size = videos).
     ``table``: ``per_class(log)`` already computed."""
     df = RunAnalysis.of(log)
@@ -250,8 +298,13 @@ def plot_gmacs_vs_accuracy(log: pd.DataFrame | RunAnalysis, path: str | Path, *,
         ax.scatter(pc["gmacs_per_view_mean"], pc["top1"], s=sizes, color=LOW_COLOR, alpha=0.75, edgecolor="white")
         if not pd.isna(overall["top1"]):
             ax.axhline(overall["top1"], color="0.4", ls=":", lw=1, label=f"overall top-1 {overall['top1']:.1f}%")
-        ax.axvline(overall["gmacs_per_view_mean"], color=HIGH_COLOR, ls=":", lw=1,
-                   label=f"overall mean {overall['gmacs_per_view_mean']:.3g} GMACs/view")
+        ax.axvline(
+            overall["gmacs_per_view_mean"],
+            color=HIGH_COLOR,
+            ls=":",
+            lw=1,
+            label=f"overall mean {overall['gmacs_per_view_mean']:.3g} GMACs/view",
+        )
         static = df.static_gmacs
         if static:
             ax.axvline(static, color="k", ls="--", lw=1, label=f"static backbone {static:.3g} GMACs/view")
@@ -274,8 +327,11 @@ def plot_gmacs_distribution(log: pd.DataFrame | RunAnalysis, path: str | Path) -
         if isinstance(static, (int, float)) and static > 0:
             lo, hi = min(lo, static), max(hi, static)
         span = hi - lo or max(abs(hi), 1e-9) * 0.2  # all views alike (a static run): +-10% around it
-        edges = np.linspace(float(g.min()) - 1e-9, float(g.max()) + 1e-9, 41) if g.max() > g.min() else \
-            np.array([g.min() - span / 40, g.min() + span / 40])
+        edges = (
+            np.linspace(float(g.min()) - 1e-9, float(g.max()) + 1e-9, 41)
+            if g.max() > g.min()
+            else np.array([g.min() - span / 40, g.min() + span / 40])
+        )
         ax.hist(g, bins=edges, color=LOW_COLOR, edgecolor="white")
         ax.axvline(g.mean(), color=HIGH_COLOR, lw=1.8, label=f"mean {g.mean():.3g} GMACs")
         if isinstance(static, (int, float)) and static > 0:
@@ -312,8 +368,15 @@ def plot_accuracy_vs_views(
                     ax.plot(s["gmacs_x_views"], s[col], ls=ls, marker=marker, color=color, ms=5, label=f"{name} {lab}")
             if s["top1"].notna().any():
                 for r in s.itertuples():
-                    ax.annotate(f"{r.views}", (r.gmacs_x_views, r.top1), xytext=(0, -13), textcoords="offset points",
-                                fontsize=8, ha="center", color=color)
+                    ax.annotate(
+                        f"{r.views}",
+                        (r.gmacs_x_views, r.top1),
+                        xytext=(0, -13),
+                        textcoords="offset points",
+                        fontsize=8,
+                        ha="center",
+                        color=color,
+                    )
         ax.set_xlabel("mean GFLOPs x views per video (sum over the views used)")
         ax.set_ylabel("accuracy (%), video-level")
         how = "softmax summed" if ensemble == "sum" else "max of softmax"
@@ -343,8 +406,6 @@ def plot_confusion(
     involved in the most errors, or the ``classes`` named by the user; a last column then holds
     the share predicted as any class not shown, so each row sums to 100%. ``matrix``:
     ``confusion_matrix(log, ensemble)`` already computed."""
-    import seaborn as sns
-
     from atfr_analysis.analysis.confusion import OTHER, confusion_matrix, normalised_subset, select_classes
 
     cm = confusion_matrix(log, ensemble) if matrix is None else matrix
@@ -360,24 +421,40 @@ def plot_confusion(
     cols = P.shape[1]
     with _figure((side + 0.3 + cell * cols + 1.5, side + cell * n + 1.0)) as (fig, ax):
         # cells with no video stay blank; others show their share, "<1" when it rounds to 0
-        annot = P.map(lambda v: "" if pd.isna(v) or v == 0 else "<1" if v < 0.5 else f"{v:.0f}") if n <= 30 else False
-        sns.heatmap(P, ax=ax, cmap="Blues", vmin=0, vmax=100, annot=annot, fmt="", mask=P.isna(),
-                    annot_kws={"fontsize": fs - 0.5}, linewidths=0.5, linecolor="white", square=True,
-                    cbar_kws={"label": "% of the true class's videos", "shrink": 0.7})
-        ax.set_xticks(np.arange(P.shape[1]) + 0.5)
-        ax.set_xticklabels([_short(c) for c in P.columns], rotation=60, ha="right", rotation_mode="anchor", fontsize=fs)
-        ax.set_yticks(np.arange(n) + 0.5)
-        counts = P.attrs.get("row_videos", [])
-        ax.set_yticklabels([f"{_short(c)} ({k})" for c, k in zip(P.index, counts)], rotation=0, fontsize=fs)
-        if P.shape[1] > n:
-            ax.axvline(n, color="0.3", lw=1.2)
+        _draw_confusion_cells(ax, P, n, fs)
         ax.set_xlabel("predicted class" + (f"  (last column: {OTHER})" if P.shape[1] > n else ""))
         ax.set_ylabel("true class (labelled videos)")
         how = "sum" if ensemble == "sum" else "max"
-        ax.set_title(_title(log, f"confusion matrix, row-normalised: {why}; {cm.attrs.get('videos', '?')} "
-                                 f"labelled videos, views combined by {how}", width=max(40, int(11 * (cell * cols + 1.5)))),
-                     fontsize=10.5)
+        ax.set_title(
+            _title(
+                log,
+                f"confusion matrix, row-normalised: {why}; {cm.attrs.get('videos', '?')} "
+                f"labelled videos, views combined by {how}",
+                width=max(40, int(11 * (cell * cols + 1.5))),
+            ),
+            fontsize=10.5,
+        )
         return _save(fig, path)
+
+
+def _draw_confusion_cells(ax, P: pd.DataFrame, n: int, fs: float) -> None:
+    """The heatmap of the row-normalised shares ``P`` (``n`` true classes) and its tick labels;
+    cells with no video stay blank, others show their share, "<1" when it rounds to 0."""
+    import seaborn as sns
+
+    annot = P.map(lambda v: "" if pd.isna(v) or v == 0 else "<1" if v < 0.5 else f"{v:.0f}") if n <= 30 else False
+    sns.heatmap(
+        P, ax=ax, cmap="Blues", vmin=0, vmax=100, annot=annot, fmt="", mask=P.isna(),
+        annot_kws={"fontsize": fs - 0.5}, linewidths=0.5, linecolor="white", square=True,
+        cbar_kws={"label": "% of the true class's videos", "shrink": 0.7},
+    )  # fmt: skip
+    ax.set_xticks(np.arange(P.shape[1]) + 0.5)
+    ax.set_xticklabels([_short(c) for c in P.columns], rotation=60, ha="right", rotation_mode="anchor", fontsize=fs)
+    ax.set_yticks(np.arange(n) + 0.5)
+    counts = P.attrs.get("row_videos", [])
+    ax.set_yticklabels([f"{_short(c)} ({k})" for c, k in zip(P.index, counts)], rotation=0, fontsize=fs)
+    if P.shape[1] > n:
+        ax.axvline(n, color="0.3", lw=1.2)
 
 
 def _short(name: str, width: int = 30) -> str:
@@ -404,15 +481,26 @@ def plot_accuracy_by_bins(table: pd.DataFrame, path: str | Path, run: str = "ATF
         ax.bar(x + w / 2, table["top1"], w, color=MODEL_COLORS[0], label=f"{run}")
         spec = ".2f" if "fraction" in metric else ".1f"
         ax.set_xticks(x)
-        ax.set_xticklabels([f"{r.bins_kept_min:{spec}}-{r.bins_kept_max:{spec}}\n{r.videos} videos" for r in table.itertuples()],
-                           fontsize=8.5)
+        ax.set_xticklabels(
+            [f"{r.bins_kept_min:{spec}}-{r.bins_kept_max:{spec}}\n{r.videos} videos" for r in table.itertuples()],
+            fontsize=8.5,
+        )
         for xi, r in zip(x, table.itertuples()):
-            ax.annotate(f"{r.top1_delta:+.0f}", (xi + w / 2, r.top1), xytext=(0, 3), textcoords="offset points",
-                        ha="center", fontsize=8, color="0.2")
+            ax.annotate(
+                f"{r.top1_delta:+.0f}",
+                (xi + w / 2, r.top1),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                fontsize=8,
+                color="0.2",
+            )
         ax.set_ylim(0, 112)
         ax.set_xlabel(f"groups of videos by {metric} in the ATFR run (fewest first)")
         ax.set_ylabel("top-1 (%), same videos")
-        ax.set_title(textwrap.fill(f"{run} vs {baseline}: accuracy where SGS keeps few bins (numbers: top-1 change, points)", 72))
+        ax.set_title(
+            textwrap.fill(f"{run} vs {baseline}: accuracy where SGS keeps few bins (numbers: top-1 change, points)", 72)
+        )
         ax.legend(loc="upper left", fontsize=8.5, ncol=2)
         return _save(fig, path)
 
@@ -430,13 +518,26 @@ def plot_delta_vs_reduction(
     pc = pc[(pc["class_name"] != OVERALL) & pc["gmacs_reduction_vs_baseline_pct"].notna()]
     with _figure((8.2, 5.8)) as (fig, ax):
         ax.axhline(0, color="0.3", lw=0.8)
-        ax.scatter(pc["gmacs_reduction_vs_baseline_pct"], pc["top1_delta"], s=30, color=LOW_COLOR, alpha=0.75,
-                   edgecolor="white")
+        ax.scatter(
+            pc["gmacs_reduction_vs_baseline_pct"],
+            pc["top1_delta"],
+            s=30,
+            color=LOW_COLOR,
+            alpha=0.75,
+            edgecolor="white",
+        )
         if not pd.isna(overall["gmacs_reduction_vs_baseline_pct"]):
-            ax.scatter([overall["gmacs_reduction_vs_baseline_pct"]], [overall["top1_delta"]], marker="*", s=160,
-                       color=HIGH_COLOR, edgecolor="k", zorder=3,
-                       label=f"overall: {overall['gmacs_reduction_vs_baseline_pct']:.1f}% fewer GMACs, "
-                             f"top-1 {overall['top1_delta']:+.1f} pts")
+            ax.scatter(
+                [overall["gmacs_reduction_vs_baseline_pct"]],
+                [overall["top1_delta"]],
+                marker="*",
+                s=160,
+                color=HIGH_COLOR,
+                edgecolor="k",
+                zorder=3,
+                label=f"overall: {overall['gmacs_reduction_vs_baseline_pct']:.1f}% fewer GMACs, "
+                f"top-1 {overall['top1_delta']:+.1f} pts",
+            )
         ax.set_xlabel(f"GMACs per view reduction vs {_name(baseline, 'baseline')} (%)")
         ax.set_ylabel("top-1 change (percentage points)")
         ax.set_title(_title(log, f"accuracy change vs cost reduction per class ({len(pc)} classes)"))

@@ -1,5 +1,6 @@
 """Which classes need the lowest / highest temporal resolution (the poster's ranking), with
 bootstrap confidence intervals over each class's videos."""
+
 from __future__ import annotations
 
 import zlib
@@ -12,8 +13,16 @@ from atfr_analysis.analysis.common import AnalysisError
 from atfr_analysis.analysis.run_analysis import RunAnalysis, check_ensemble
 from atfr_analysis.profile.schema import bins_column
 
-__all__ = ["RANK_BY", "RankingSpec", "ranking", "rank_classes", "class_values", "below_min_videos", "per_video_values",
-           "check_by"]
+__all__ = [
+    "RANK_BY",
+    "RankingSpec",
+    "ranking",
+    "rank_classes",
+    "class_values",
+    "below_min_videos",
+    "per_video_values",
+    "check_by",
+]
 
 RANK_BY = ("gmacs", "bins", "top1")
 RANKING_COLUMNS = ["end", "rank", "class_name", "value", "ci_low", "ci_high", "videos", "overlaps_other_end"]
@@ -54,7 +63,9 @@ def _metric(a: RunAnalysis, by: str) -> tuple[pd.Series, str]:
     if by == "gmacs":
         return df["gmacs"], "mean GMACs per view (conv_fc)"
     if not a.layers:
-        raise AnalysisError("by='bins' needs bins.<layer> columns, and this log has none (a run without SGS layers); use by='gmacs'")
+        raise AnalysisError(
+            "by='bins' needs bins.<layer> columns, and this log has none (a run without SGS layers); use by='gmacs'"
+        )
     if "frac_kept" in df.columns:
         what = "mean fraction of bins kept" + (" over SGS layers" if len(a.num_bins) > 1 else "")
         return df["frac_kept"], what
@@ -70,8 +81,14 @@ def per_video_values(log: pd.DataFrame | RunAnalysis, by: str, ensemble: str = "
     if by == "top1":
         v = a.videos(check_ensemble(ensemble))
         v = v[(v["status"] == "ok") & v["top1"].notna()]
-        pv = pd.DataFrame({"video_id": v["video_id"].to_numpy(), "class_name": v["class_name"].to_numpy(),
-                           "sum": 100.0 * v["top1"].astype("float64").to_numpy(), "n": np.ones(len(v))})
+        pv = pd.DataFrame(
+            {
+                "video_id": v["video_id"].to_numpy(),
+                "class_name": v["class_name"].to_numpy(),
+                "sum": 100.0 * v["top1"].astype("float64").to_numpy(),
+                "n": np.ones(len(v)),
+            }
+        )
         return pv, f"top-1 accuracy (%, video-level, views combined by {ensemble})"
     x, what = _metric(a, by)
     ok = df["_ok"] & x.notna()

@@ -12,6 +12,7 @@ takes: the report, the tables, the exports and the profile's closing summary
 Every analysis function takes a ``RunAnalysis`` or a log (``f(log)`` builds the analysis:
 :meth:`RunAnalysis.of`), so a report builds one per run and queries it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ def frac_column(layer: str) -> str:
 
 def frac_layers(columns) -> list[str]:
     """The SGS layers of the ``frac.<layer>`` columns among ``columns``, in their order."""
-    return [c[len(FRAC_PREFIX):] for c in columns if isinstance(c, str) and c.startswith(FRAC_PREFIX)]
+    return [c[len(FRAC_PREFIX) :] for c in columns if isinstance(c, str) and c.startswith(FRAC_PREFIX)]
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,9 @@ class SharedMeta(dict):
 
 def check_log(log: Any, name: str = "log") -> None:
     if not isinstance(log, pd.DataFrame):
-        raise AnalysisError(f"{name} must be a pandas DataFrame (a views table from load_run), "
-                            f"got {type(log).__name__}")
+        raise AnalysisError(
+            f"{name} must be a pandas DataFrame (a views table from load_run), got {type(log).__name__}"
+        )
     if len(log) == 0:
         raise AnalysisError(f"{name} is empty: no views were logged")
     missing = [c for c in ("video_id", "gmacs") if c not in log.columns]
@@ -175,7 +177,7 @@ class RunAnalysis:
         self._nonfinite: int | None = None
 
     @classmethod
-    def of(cls, log: "RunAnalysis | pd.DataFrame", name: str = "log") -> "RunAnalysis":
+    def of(cls, log: RunAnalysis | pd.DataFrame, name: str = "log") -> RunAnalysis:
         """``log`` itself when it is an analysis already, else its analysis."""
         return log if isinstance(log, RunAnalysis) else cls(log, name)
 
@@ -230,8 +232,10 @@ class RunAnalysis:
         """``INCOMPLETE: 40 of 84 videos logged ...`` for an unfinished run, else ``""``."""
         if self.complete:
             return ""
-        return (f"{INCOMPLETE}: {self.videos_logged} of {self.videos_total} videos of the list logged "
-                "(a profile still writing, or interrupted); every number covers those videos only")
+        return (
+            f"{INCOMPLETE}: {self.videos_logged} of {self.videos_total} videos of the list logged "
+            "(a profile still writing, or interrupted); every number covers those videos only"
+        )
 
     def require_complete(self, allow_incomplete: bool = False) -> None:
         """Raise :class:`IncompleteRunError` (one line) for an unfinished run unless allowed."""
@@ -250,8 +254,10 @@ class RunAnalysis:
         n = self.nonfinite_views
         if not n:
             return ""
-        return (f"{n} of {int(self.ok.sum())} ok views have non-finite scores (NaN or inf: the model's output is not "
-                "a number, e.g. non-finite weights), so no accuracy is computed")
+        return (
+            f"{n} of {int(self.ok.sum())} ok views have non-finite scores (NaN or inf: the model's output is not "
+            "a number, e.g. non-finite weights), so no accuracy is computed"
+        )
 
     # ------------------------------------------------------------------- derived tables
     def videos(self, ensemble: str = "sum") -> pd.DataFrame:
@@ -269,8 +275,9 @@ class RunAnalysis:
         why = self.nonfinite_note() or ("" if len(ok) else "no labelled videos")
         if not len(ok):
             return Accuracy(np.nan, np.nan, np.nan, 0, why)
-        t1, t5, mca = video_accuracy(ok["top1"].astype(bool).to_numpy(), ok["top5"].astype(bool).to_numpy(),
-                                     ok["class_name"].to_numpy())
+        t1, t5, mca = video_accuracy(
+            ok["top1"].astype(bool).to_numpy(), ok["top5"].astype(bool).to_numpy(), ok["class_name"].to_numpy()
+        )
         return Accuracy(t1, t5, mca, int(len(ok)))
 
 
@@ -282,7 +289,7 @@ def count_nonfinite(ok: pd.DataFrame) -> int:
     vals = [x for x in ok[col].to_numpy(dtype=object) if x is not None and len(x)]
     bad = 0
     for i in range(0, len(vals), CHUNK_ROWS):
-        chunk = vals[i:i + CHUNK_ROWS]
+        chunk = vals[i : i + CHUNK_ROWS]
         try:
             bad += int((~np.isfinite(np.stack(chunk).astype("float64"))).any(axis=1).sum())
         except ValueError:  # vectors of different lengths: counted one by one
@@ -355,7 +362,7 @@ def reduce_dense(col: np.ndarray, vids: np.ndarray, reduce) -> tuple[np.ndarray,
     while i < len(have):
         j = max(i + 1, int(np.searchsorted(bounds, bounds[i] + CHUNK_ROWS, side="right")) - 1)
         j = min(j, len(have))
-        mat = np.stack(col[bounds[i]:bounds[j]]).astype("float64")
+        mat = np.stack(col[bounds[i] : bounds[j]]).astype("float64")
         out[i:j] = reduce.reduceat(mat, starts[i:j] - bounds[i], axis=0)
         i = j
     return have, out

@@ -1,18 +1,20 @@
 """Paper-style tables (model | GFLOPs x views | top-1 | top-5 | mean class | params) and the
 multi-view sweep, with writers to Markdown (pandas' to_markdown, through tabulate), CSV and LaTeX
 (pandas' Styler.to_latex)."""
+
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from atfr_analysis.analysis.common import AnalysisError, run_name
-from atfr_analysis.analysis.comparable import NOT_COMPARABLE, IncomparableRunsError, OVERRIDE_HINT, differences
+from atfr_analysis.analysis.comparable import NOT_COMPARABLE, OVERRIDE_HINT, IncomparableRunsError, differences
 from atfr_analysis.analysis.run_analysis import INCOMPLETE, RunAnalysis, check_ensemble, topk, video_scores
 
 __all__ = [
@@ -31,9 +33,23 @@ __all__ = [
 _NUMBER = re.compile(r"^[-+]?\d[\d.,]*(e[-+]?\d+)?\s*(%|×.*|x \d+.*)?$")
 
 PAPER_COLUMNS = [
-    "model", "kind", "videos", "views", "gmacs_per_view", "gmacs_x_views", "reduction_pct",
-    "reduction_ref", "top1", "top5", "mean_class_acc", "params_m", "static_gmacs_per_view", "crop", "frames",
-    "ensemble", "comparable",
+    "model",
+    "kind",
+    "videos",
+    "views",
+    "gmacs_per_view",
+    "gmacs_x_views",
+    "reduction_pct",
+    "reduction_ref",
+    "top1",
+    "top5",
+    "mean_class_acc",
+    "params_m",
+    "static_gmacs_per_view",
+    "crop",
+    "frames",
+    "ensemble",
+    "comparable",
 ]
 
 
@@ -59,7 +75,9 @@ def run_summary(a: RunAnalysis, name: str, ensemble: str = "sum") -> dict[str, A
         "params_m": float(params) / 1e6 if isinstance(params, (int, float)) else np.nan,
         "static_gmacs_per_view": a.static_gmacs or np.nan,
         "crop": meta.get("crop"),
-        "frames": "+".join(map(str, meta["frames"])) if isinstance(meta.get("frames"), (list, tuple)) else meta.get("frames"),
+        "frames": "+".join(map(str, meta["frames"]))
+        if isinstance(meta.get("frames"), (list, tuple))
+        else meta.get("frames"),
         "failed_views": int((~a.ok).sum()),
         "convention": meta.get("convention", "conv_fc"),
         "convention_text": (meta.get("conventions") or {}).get("gmacs"),
@@ -105,7 +123,9 @@ def _baseline_for(i: int, log: Any, baselines: Any, n: int) -> Any:
         if len(baselines) != n:
             raise AnalysisError(f"baselines: a list needs one entry (or None) per run: {len(baselines)} for {n} runs")
         return baselines[i]
-    raise AnalysisError(f"baselines must be a log, a list of logs (one per run) or a dict model -> log, got {type(baselines).__name__}")
+    raise AnalysisError(
+        f"baselines must be a log, a list of logs (one per run) or a dict model -> log, got {type(baselines).__name__}"
+    )
 
 
 def _comparisons(runs: list[pd.DataFrame], bases: list[pd.DataFrame | None]) -> dict[int, list[str]]:
@@ -252,14 +272,19 @@ def _footer(t: pd.DataFrame) -> str:
         inputs.append(f"{r['model']}: {fr}{crop}, {r['views']} views")
     parts = [
         f"GFLOPs are GMACs (one multiply-add counted once), convention {', '.join(conv)}"
-        + (f" ({text})" if text else "") + ".",
+        + (f" ({text})" if text else "")
+        + ".",
         "GFLOPs x views = mean over videos of the sum over the video's views of the per-view cost "
         "(each view costed at its own active bins); shown as that total / views x views.",
         "Reduction: against the baseline run when one is given, else against the static backbone "
         "(same network without SGS, same input) x views. Top-1/top-5: video-level, "
-        + ("softmax summed over views" if set(t["ensemble"]) == {"sum"} else
-           "element-wise maximum of the softmax over views" if set(t["ensemble"]) == {"max"} else
-           "views combined by " + ", ".join(sorted(set(t["ensemble"]))))
+        + (
+            "softmax summed over views"
+            if set(t["ensemble"]) == {"sum"}
+            else "element-wise maximum of the softmax over views"
+            if set(t["ensemble"]) == {"max"}
+            else "views combined by " + ", ".join(sorted(set(t["ensemble"])))
+        )
         + "; mean class: the mean of the classes' top-1 (mmaction2's mean class accuracy).",
         "Inputs: " + "; ".join(inputs) + ".",
     ]
@@ -280,8 +305,11 @@ def format_paper_table(table: pd.DataFrame, arrows: str = "unicode") -> pd.DataF
 
     ``arrows="unicode"`` writes "20.8 × 30 (↓42%)"; ``"latex"`` writes math-mode symbols;
     ``"ascii"`` writes "20.8 x 30 (-42%)"."""
-    times, down, up = {"unicode": ("×", "↓", "↑"), "latex": (r"$\times$", r"$\downarrow$", r"$\uparrow$"),
-                       "ascii": ("x", "-", "+")}[arrows]
+    times, down, up = {
+        "unicode": ("×", "↓", "↑"),
+        "latex": (r"$\times$", r"$\downarrow$", r"$\uparrow$"),
+        "ascii": ("x", "-", "+"),
+    }[arrows]
     cells = []
     for _, r in table.iterrows():
         g = f"{_fmt(r['gmacs_per_view'])} {times} {r['views']}"
@@ -289,14 +317,16 @@ def format_paper_table(table: pd.DataFrame, arrows: str = "unicode") -> pd.DataF
             red = r["reduction_pct"]
             g += f" ({down if red >= 0 else up}{abs(red):.0f}%)"
         comparable = bool(r["comparable"]) if "comparable" in r and not pd.isna(r["comparable"]) else True
-        cells.append({
-            "model": str(r["model"]) + ("" if comparable else " (not comparable)"),
-            f"GFLOPs {times} views": g,
-            "top-1": _fmt(r["top1"]) or "n/a",
-            "top-5": _fmt(r["top5"]) or "n/a",
-            "mean class": (_fmt(r["mean_class_acc"]) or "n/a") if "mean_class_acc" in r else "",
-            "params (M)": _fmt(r["params_m"], ".2f"),
-        })
+        cells.append(
+            {
+                "model": str(r["model"]) + ("" if comparable else " (not comparable)"),
+                f"GFLOPs {times} views": g,
+                "top-1": _fmt(r["top1"]) or "n/a",
+                "top-5": _fmt(r["top5"]) or "n/a",
+                "mean class": (_fmt(r["mean_class_acc"]) or "n/a") if "mean_class_acc" in r else "",
+                "params (M)": _fmt(r["params_m"], ".2f"),
+            }
+        )
     return pd.DataFrame(cells)
 
 
@@ -325,8 +355,9 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".2f", index: bool = False)
     ]
     cells = pd.DataFrame(rows, columns=range(len(header))) if rows else pd.DataFrame(columns=range(len(header)))
     cells.columns = header
-    return cells.to_markdown(index=False, tablefmt="pipe", disable_numparse=True,
-                             colalign=["right" if n else "left" for n in numeric])
+    return cells.to_markdown(
+        index=False, tablefmt="pipe", disable_numparse=True, colalign=["right" if n else "left" for n in numeric]
+    )
 
 
 def _write(text: str, path: str | Path | None) -> str:
@@ -354,9 +385,22 @@ def to_csv(table: pd.DataFrame, path: str | Path) -> Path:
 
 
 def _latex_escape(s: str) -> str:
-    rep = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-           "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-           "×": r"$\times$", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "²": r"$^2$"}
+    rep = {
+        "\\": r"\textbackslash{}",
+        "&": r"\&",
+        "%": r"\%",
+        "$": r"\$",
+        "#": r"\#",
+        "_": r"\_",
+        "{": r"\{",
+        "}": r"\}",
+        "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}",
+        "×": r"$\times$",
+        "↓": r"$\downarrow$",
+        "↑": r"$\uparrow$",
+        "²": r"$^2$",
+    }
     return "".join(rep.get(ch, ch) for ch in s)
 
 
@@ -368,15 +412,22 @@ def to_latex(table: pd.DataFrame, path: str | Path | None = None) -> str:
     caption = _latex_escape(table.attrs.get("footer", ""))
     try:
         body = disp.style.hide(axis="index").to_latex(
-            column_format="l" + "r" * (disp.shape[1] - 1), hrules=True,
-            caption=caption or None, position="t", position_float="centering",
+            column_format="l" + "r" * (disp.shape[1] - 1),
+            hrules=True,
+            caption=caption or None,
+            position="t",
+            position_float="centering",
         )
     except ImportError:  # Styler needs jinja2: fall back to a hand-written tabular
         lines = [r"\begin{table}[t]", r"\centering"]
         if caption:
             lines.append(rf"\caption{{{caption}}}")
-        lines += [rf"\begin{{tabular}}{{l{'r' * (disp.shape[1] - 1)}}}", r"\toprule",
-                  " & ".join(disp.columns) + r" \\", r"\midrule"]
+        lines += [
+            rf"\begin{{tabular}}{{l{'r' * (disp.shape[1] - 1)}}}",
+            r"\toprule",
+            " & ".join(disp.columns) + r" \\",
+            r"\midrule",
+        ]
         lines += [" & ".join(r) + r" \\" for r in disp.itertuples(index=False, name=None)]
         lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
         body = "\n".join(lines) + "\n"
@@ -414,7 +465,9 @@ def accuracy_vs_views(log: pd.DataFrame | RunAnalysis, ensemble: str = "sum") ->
         sweep.add(t)
         if sweep.seen.any():
             rows.append(sweep.row(n, crops))
-    out = pd.DataFrame(rows, columns=["temporal_views", "views", "videos", "top1", "top5", "gmacs_x_views", "gmacs_per_view"])
+    out = pd.DataFrame(
+        rows, columns=["temporal_views", "views", "videos", "top1", "top5", "gmacs_x_views", "gmacs_per_view"]
+    )
     out.attrs = {"model": a.name, "ensemble": ensemble}
     return out
 

@@ -8,6 +8,7 @@ Both runs must be comparable (same videos, classes and views; see
 fraction of bins kept (active bins / B, averaged over the SGS layers and the video's ok views);
 when B is unknown, the mean active bins.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,9 @@ __all__ = ["paired_videos", "class_tradeoff", "accuracy_by_bins"]
 
 
 def paired_videos(
-    log: pd.DataFrame | RunAnalysis, baseline: pd.DataFrame | RunAnalysis, ensemble: str = "sum",
+    log: pd.DataFrame | RunAnalysis,
+    baseline: pd.DataFrame | RunAnalysis,
+    ensemble: str = "sum",
     allow_incomparable: bool = False,
 ) -> pd.DataFrame:
     """The labelled videos ok in both runs: ``path, class_name, label, bins_kept, gmacs_per_view,
@@ -32,8 +35,10 @@ def paired_videos(
     run = RunAnalysis.of(log)
     layers = run.layers
     if not layers:
-        raise AnalysisError("the run has no bins.<layer> columns (a run without SGS layers): "
-                            "accuracy against bins kept needs the ATFR run first, then its baseline")
+        raise AnalysisError(
+            "the run has no bins.<layer> columns (a run without SGS layers): "
+            "accuracy against bins kept needs the ATFR run first, then its baseline"
+        )
     base = run if baseline is log else RunAnalysis.of(baseline, "baseline")
     diffs = check_comparable(run.views, base.views, "baseline", allow=allow_incomparable)
     a, b = run.videos(ensemble), base.videos(ensemble)
@@ -46,15 +51,24 @@ def paired_videos(
         p = v["path"].astype(str)
         return p.where(p != "", "#" + v["video_id"].astype(str))
 
-    left = pd.DataFrame({
-        "key": key(a), "path": a["path"], "class_name": a["class_name"], "label": a["label"],
-        "bins_kept": kept.astype("float64"), "gmacs_per_view": a["gmacs_per_view"].astype("float64"),
-        "top1": a["top1"], "ok": a["status"] == "ok",
-    })
+    left = pd.DataFrame(
+        {
+            "key": key(a),
+            "path": a["path"],
+            "class_name": a["class_name"],
+            "label": a["label"],
+            "bins_kept": kept.astype("float64"),
+            "gmacs_per_view": a["gmacs_per_view"].astype("float64"),
+            "top1": a["top1"],
+            "ok": a["status"] == "ok",
+        }
+    )
     right = pd.DataFrame({"key": key(b), "top1_baseline": b["top1"], "ok_b": b["status"] == "ok"})
     m = left.merge(right, on="key", how="inner")
     m = m[m["ok"] & m["ok_b"] & m["top1"].notna() & m["top1_baseline"].notna()]
-    out = m[["path", "class_name", "label", "bins_kept", "gmacs_per_view", "top1", "top1_baseline"]].reset_index(drop=True)
+    out = m[["path", "class_name", "label", "bins_kept", "gmacs_per_view", "top1", "top1_baseline"]].reset_index(
+        drop=True
+    )
     out["top1"] = out["top1"].astype(bool)
     out["top1_baseline"] = out["top1_baseline"].astype(bool)
     out.attrs = {"metric": metric, "ensemble": ensemble}
@@ -76,14 +90,19 @@ def _stats(g: pd.DataFrame) -> dict:
 
 
 def _finish(rows: list[dict], lead: list[str], pairs: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame(rows, columns=lead + ["videos", "bins_kept", "gmacs_per_view", "top1", "top1_baseline", "lost", "gained"])
+    out = pd.DataFrame(
+        rows, columns=lead + ["videos", "bins_kept", "gmacs_per_view", "top1", "top1_baseline", "lost", "gained"]
+    )
     out.insert(out.columns.get_loc("top1_baseline") + 1, "top1_delta", out["top1"] - out["top1_baseline"])
     out.attrs = dict(pairs.attrs)
     return out
 
 
 def class_tradeoff(
-    log: pd.DataFrame | RunAnalysis, baseline: pd.DataFrame | RunAnalysis, ensemble: str = "sum", allow_incomparable: bool = False
+    log: pd.DataFrame | RunAnalysis,
+    baseline: pd.DataFrame | RunAnalysis,
+    ensemble: str = "sum",
+    allow_incomparable: bool = False,
 ) -> pd.DataFrame:
     """Per class, sorted by bins kept (fewest first), then an ``overall`` row: ``class_name,
     videos`` (labelled, ok in both runs), ``bins_kept`` (mean over the class's videos),
@@ -107,7 +126,11 @@ def class_tradeoff(
 
 
 def accuracy_by_bins(
-    log: pd.DataFrame | RunAnalysis, baseline: pd.DataFrame | RunAnalysis, groups: int = 5, ensemble: str = "sum", allow_incomparable: bool = False
+    log: pd.DataFrame | RunAnalysis,
+    baseline: pd.DataFrame | RunAnalysis,
+    groups: int = 5,
+    ensemble: str = "sum",
+    allow_incomparable: bool = False,
 ) -> pd.DataFrame:
     """The paired videos in ``groups`` groups of (about) equal size by their bins kept, fewest
     first: ``group`` (1 = fewest), ``bins_kept_min``, ``bins_kept_max``, then the columns of
@@ -129,6 +152,12 @@ def accuracy_by_bins(
     pairs = pairs.assign(group=pairs["bins_kept"].map(which))
     rows = []
     for g, sub in pairs.groupby("group", sort=True):
-        rows.append(dict(group=int(g), bins_kept_min=float(sub["bins_kept"].min()),
-                         bins_kept_max=float(sub["bins_kept"].max()), **_stats(sub)))
+        rows.append(
+            dict(
+                group=int(g),
+                bins_kept_min=float(sub["bins_kept"].min()),
+                bins_kept_max=float(sub["bins_kept"].max()),
+                **_stats(sub),
+            )
+        )
     return _finish(rows, ["group", "bins_kept_min", "bins_kept_max"], pairs)

@@ -52,6 +52,7 @@ clips), ``clips``, ``costs`` (signatures, cost cache, fvcore traces, cold counti
 prepared GPU run, ``atfr bench --suite gpu``) and ``report`` (summary, JSON, Markdown). The command
 line is ``atfr bench`` (``cli/cmd_bench.py``).
 """
+
 from __future__ import annotations
 
 from atfr_analysis.bench.clips import CLIP_KINDS, CLIP_MIX, build_clips

@@ -8,9 +8,11 @@ size) run in batches of 1, 2, 4, ... up to the bench's batch size, every size ti
 rounds (their order rotating, ``timing.timed_rounds``), medians over the rounds. Padded batching
 at the bench's batch size is timed in the same rounds: exact against padded at the profile's crop
 (the bench's main figure is at its own crop)."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -30,7 +32,14 @@ def sizes_up_to(batch_size: int) -> list[int]:
 
 
 def batch_sizes(
-    w: Workload, batch_size: int, crop: int, reps: int | None, warmup: int, min_time: float, min_reps: int, max_reps: int,
+    w: Workload,
+    batch_size: int,
+    crop: int,
+    reps: int | None,
+    warmup: int,
+    min_time: float,
+    min_reps: int,
+    max_reps: int,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Median seconds per clip of a pass over ``batch_size`` clips at ``crop`` at each batch size
@@ -52,6 +61,7 @@ def batch_sizes(
             with torch.no_grad(), w.amp():
                 for xs in batches:
                     model(xs)
+
         return run
 
     sizes = sizes_up_to(batch_size)

@@ -1,4 +1,5 @@
 """The clips bench measures on: re-timed real footage (default) or a data set's test views."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -70,7 +71,9 @@ def build_clips(spec, crop: int, n: int, seed: int = 0) -> tuple[torch.Tensor, l
     return clips, plans
 
 
-def clips_from_data(data: str, data_root: str | None, spec, crop: int, n: int) -> tuple[list[torch.Tensor], list[dict], list]:
+def clips_from_data(
+    data: str, data_root: str | None, spec, crop: int, n: int
+) -> tuple[list[torch.Tensor], list[dict], list]:
     """Clips from a video list or class folder: each video's temporal test views (the model's
     ``num_views``, centre crop), videos taken round-robin over the classes so that a few batches
     already mix them, until ``n`` clips (videos are reused when the list holds too few views)."""

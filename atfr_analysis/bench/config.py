@@ -1,4 +1,5 @@
 """Settings of one bench run (``BenchConfig``) and the keys of its result."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -83,18 +84,22 @@ class BenchConfig:
     cuda_graphs: bool | None = None  # exact batching with CUDA graphs (cuda default: on)
     cudnn_benchmark: bool = True
     threads: int | None = None  # torch intra-op threads (default: torch's)
-    profile_videos: int | None = None  # profile throughput: sample videos profiled (cpu 5, cuda 8; the first is the warm-up)
+    profile_videos: int | None = (
+        None  # profile throughput: sample videos profiled (cpu 5, cuda 8; the first is the warm-up)
+    )
     profile_batch_size: int | None = None  # profile throughput: views per batch (default: the profile's for the device)
     profile_views: int | None = None  # temporal views per video (default: the model's)
     profile_crops: int | None = None  # spatial crops per view (cpu 1, cuda the model's)
-    profile_workers: tuple[int, ...] | None = None  # a profile run per loader worker count (cpu 0,1; cuda 0,4); () skips
+    profile_workers: tuple[int, ...] | None = (
+        None  # a profile run per loader worker count (cpu 0,1; cuda 0,4); () skips
+    )
     profile_timeout: float = 600.0  # seconds one profile run may take
     profile_ops: int = 0  # >0: torch.profiler table of the top ops of one exact and one baseline pass
     train_processes: int = 2  # training phase on the CPU: also time 2 gloo processes (DDP) when >= 2; 0 skips the phase
     seed: int = 0
     quiet: bool = False
 
-    def resolved(self, dev: torch.device) -> "BenchConfig":
+    def resolved(self, dev: torch.device) -> BenchConfig:
         cuda = dev.type == "cuda"
         c = dataclasses.replace(self)
         if c.batch_size is None:
@@ -125,8 +130,18 @@ class BenchConfig:
             raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.precision != "fp32" and dev.type != "cuda":
             raise InputError("--precision bf16/fp16 is offered on CUDA only")
-        for name in ("batch_size", "clips", "reps", "min_reps", "max_reps", "decode_videos", "decode_reps",
-                     "profile_videos", "profile_views", "profile_batch_size"):
+        for name in (
+            "batch_size",
+            "clips",
+            "reps",
+            "min_reps",
+            "max_reps",
+            "decode_videos",
+            "decode_reps",
+            "profile_videos",
+            "profile_views",
+            "profile_batch_size",
+        ):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise InputError(f"{name} must be >= 1, got {v}")

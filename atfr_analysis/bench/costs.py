@@ -1,11 +1,13 @@
 """GMACs phases: the clips' signatures, the cost cache cold and warm, fvcore re-traces, and the
 cold cost of counting a new signature with a pluggable counter (fvcore's trace by default)."""
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 
@@ -14,8 +16,16 @@ from atfr_analysis.bench.inputs import Workload
 from atfr_analysis.bench.timing import median
 
 __all__ = [
-    "Counter", "CounterFactory", "fvcore_counter", "new_counter_factory", "signatures", "count_cold",
-    "Costs", "measure_costs", "bins_distribution", "cold_signatures",
+    "Counter",
+    "CounterFactory",
+    "fvcore_counter",
+    "new_counter_factory",
+    "signatures",
+    "count_cold",
+    "Costs",
+    "measure_costs",
+    "bins_distribution",
+    "cold_signatures",
 ]
 
 Signature = tuple[int, ...]
@@ -43,9 +53,13 @@ def _counter(backend: str, doc: str) -> CounterFactory:
 
 
 #: the reference: ``CostModel`` tracing each new part with fvcore
-fvcore_counter = _counter("fvcore", "The reference: CostModel(backend='fvcore'), which traces each new part with fvcore.")
+fvcore_counter = _counter(
+    "fvcore", "The reference: CostModel(backend='fvcore'), which traces each new part with fvcore."
+)
 #: the new counter: ``CostModel`` counting each part on the ``meta`` device, computing nothing
-meta_counter = _counter("meta", "The new counter: CostModel(backend='meta'), which counts each part on the meta device.")
+meta_counter = _counter(
+    "meta", "The new counter: CostModel(backend='meta'), which counts each part on the meta device."
+)
 
 
 def new_counter_factory() -> CounterFactory | None:
@@ -84,8 +98,9 @@ def count_cold(factory: CounterFactory, model, shapes, sigs: Sequence[Signature]
     }
 
 
-def cold_signatures(reference: dict[str, Any], model, shapes, sigs: Sequence[Signature],
-                    new_counter: CounterFactory | None) -> dict[str, Any]:
+def cold_signatures(
+    reference: dict[str, Any], model, shapes, sigs: Sequence[Signature], new_counter: CounterFactory | None
+) -> dict[str, Any]:
     """fvcore's seconds per new signature (``reference``: ``count_cold`` of the fvcore counter on
     ``sigs``) against ``new_counter``'s on the same signatures, and whether both give the same GMACs."""
     fv = {k: v for k, v in reference.items() if k != "values"}
@@ -191,9 +206,17 @@ def measure_costs(w: Workload, trace_clips: int, bs: int, new_counter: CounterFa
         "cold_cache_s_per_clip": cold_s / n,
     }
     return Costs(
-        cm=cm, sigs=sigs, base_gmacs=base_cost.gmacs, per_clip=per_clip,
-        post_gmacs=post_gmacs, pre_gmacs=pre_gmacs,
-        executed_gmacs=executed, cold=cold, summary=summary, signature_seconds=t_sig, fvcore_trace_s=fv_s,
+        cm=cm,
+        sigs=sigs,
+        base_gmacs=base_cost.gmacs,
+        per_clip=per_clip,
+        post_gmacs=post_gmacs,
+        pre_gmacs=pre_gmacs,
+        executed_gmacs=executed,
+        cold=cold,
+        summary=summary,
+        signature_seconds=t_sig,
+        fvcore_trace_s=fv_s,
     )
 
 

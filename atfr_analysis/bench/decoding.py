@@ -1,4 +1,5 @@
 """Decoding throughput: videos per second of the profile's data pipeline, by loader workers."""
+
 from __future__ import annotations
 
 import time
@@ -42,8 +43,14 @@ def bench_decoding(cfg: BenchConfig, spec, crop: int, data_entries=None, log=Non
     ds[0]  # warm-up: the file cache, PyAV's and FFmpeg's first-use costs
     for w in cfg.decode_workers:
         loader = torch.utils.data.DataLoader(
-            ds, batch_size=1, shuffle=False, num_workers=w, collate_fn=collate_videos,
-            persistent_workers=w > 0, prefetch_factor=4 if w > 0 else None, multiprocessing_context=loader_context(w),
+            ds,
+            batch_size=1,
+            shuffle=False,
+            num_workers=w,
+            collate_fn=collate_videos,
+            persistent_workers=w > 0,
+            prefetch_factor=4 if w > 0 else None,
+            multiprocessing_context=loader_context(w),
         )
 
         def one_pass(loader=loader) -> tuple[float, int]:

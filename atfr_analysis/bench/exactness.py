@@ -1,4 +1,5 @@
 """Exact batching against batch-1 outputs, and where a difference would start."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -54,9 +55,9 @@ def exactness_check(w: Workload, clips: int) -> dict[str, Any]:
         one = torch.cat([model([p[i : i + 1] for p in xs]).float() for i in range(k)])
         outs, bins = model.forward_sgs(xs)
         grouped = post_exact(model, outs, bins).float()
-        single = torch.cat([
-            model.forward_post([o[i : i + 1, :, : int(b[i])] for o, b in zip(outs, bins)]).float() for i in range(k)
-        ])
+        single = torch.cat(
+            [model.forward_post([o[i : i + 1, :, : int(b[i])] for o, b in zip(outs, bins)]).float() for i in range(k)]
+        )
         check["max_abs_diff_post_only"] = float((grouped - single).abs().max())
         # where a difference to batch-1 starts: pre's features (float rounding of another batch size)
         pre_b = model.forward_pre(xs)

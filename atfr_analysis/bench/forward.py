@@ -6,6 +6,7 @@ them. These functions are the one place where it does so, through the models' pu
 the profiler's (``Profiler.use_cost_model``) and the cost model's (``CostModel.pre_cost``,
 ``CostModel.post_cost``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,7 +16,9 @@ import torch
 __all__ = ["post_exact", "sgs_layer", "sgs_layers", "post_graphs", "profiler_with_costs", "part_gmacs"]
 
 
-def post_exact(model, outs: list[torch.Tensor], bins: list[torch.Tensor], sig: torch.Tensor | None = None) -> torch.Tensor:
+def post_exact(
+    model, outs: list[torch.Tensor], bins: list[torch.Tensor], sig: torch.Tensor | None = None
+) -> torch.Tensor:
     """Exact batching's post part: every group of clips sharing a signature run at its own B'."""
     return model.forward_post_exact(outs, torch.stack(bins, dim=1).cpu() if sig is None else sig)
 

@@ -1,4 +1,5 @@
 """What a bench run measures: the ATFR model, its backbone without SGS, and the clips on the device."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -162,6 +163,15 @@ def prepare(cfg: BenchConfig, dev: torch.device) -> Workload:
     configure_inference(model, dev, cuda_graphs=bool(cfg.cuda_graphs), cudnn_benchmark=cfg.cudnn_benchmark)
     model.reset_post_graphs()
     return Workload(
-        model=model, base=base, dev=dev, precision=cfg.precision, crop=crop, xs_all=xs_all, recs=recs,
-        clip_source=clip_source, batches=batches, data_entries=data_entries, notes=_notes(cfg, spec, crop),
+        model=model,
+        base=base,
+        dev=dev,
+        precision=cfg.precision,
+        crop=crop,
+        xs_all=xs_all,
+        recs=recs,
+        clip_source=clip_source,
+        batches=batches,
+        data_entries=data_entries,
+        notes=_notes(cfg, spec, crop),
     )

@@ -1,5 +1,6 @@
 """Peak memory: the process's peak resident set (``getrusage``) after each phase, and on CUDA the
 peak of ``torch.cuda.max_memory_allocated`` within each phase."""
+
 from __future__ import annotations
 
 import resource

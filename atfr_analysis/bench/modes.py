@@ -1,8 +1,10 @@
 """The timed modes: exact batching plain and instrumented, padded batching, the baseline (and the
 controls: exact timed twice, without CUDA graphs, groups one after the other), and the overhead."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -24,6 +26,7 @@ class Modes:
             def one(xs):
                 with torch.no_grad(), w.amp():
                     net(xs)
+
             return one
 
         def profile_one(xs):
@@ -37,7 +40,11 @@ class Modes:
         self.plain_one, self.profile_one = forward_one(model), profile_one
         plain = self.over_batches(self.plain_one, "exact")
         # "exact_repeat" times the plain forward a second time: the A/A control of the overhead ratio
-        fns: dict[str, Callable[[], None]] = {"exact": plain, "profile": self.over_batches(profile_one), "exact_repeat": plain}
+        fns: dict[str, Callable[[], None]] = {
+            "exact": plain,
+            "profile": self.over_batches(profile_one),
+            "exact_repeat": plain,
+        }
         if w.dev.type == "cuda":  # where the DataFrame step could matter against a fast forward
             fns["profile_run_only"] = self.over_batches(profile_run_only_one)
         fns["padded"] = self.over_batches(self.plain_one, "padded")
@@ -54,9 +61,12 @@ class Modes:
                 self.w.model.set_batching(batching)
             for xs in self.w.batches:
                 one(xs)
+
         return run
 
-    def with_setting(self, name: str, value, fn: Callable[[], None], restore_previous: bool = False) -> Callable[[], None]:
+    def with_setting(
+        self, name: str, value, fn: Callable[[], None], restore_previous: bool = False
+    ) -> Callable[[], None]:
         """``fn`` with the model's ``name`` set to ``value``, restored afterwards (``restore_previous``: to
         its value before the call, which stays False once a CUDA graph capture failed; else None)."""
         model = self.w.model
@@ -68,6 +78,7 @@ class Modes:
                 fn()
             finally:
                 setattr(model, name, was)
+
         return run
 
 

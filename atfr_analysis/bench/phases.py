@@ -1,8 +1,10 @@
 """Where the time goes: the exact forward's parts and the baseline's, timed apart; what they say
 about the efficiency; the top operators of a pass."""
+
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 

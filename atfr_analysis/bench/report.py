@@ -1,4 +1,5 @@
 """The bench's outputs: a plain-text summary, JSON, and the Markdown report's sections."""
+
 from __future__ import annotations
 
 import json
@@ -50,26 +51,58 @@ def _headline_rows(r: dict) -> list[tuple[str, str, str]]:
     t = r["times"]["videos_per_s"]
     g = r["gmacs"]
     rows = [
-        ("overhead (instrumented profile / plain forward, exact batching)", _f(r["overhead"], 3),
-         "target <= 1.02" + (f"; {_met(r['overhead'] <= 1.02)}" if r.get("overhead") is not None else "")
-         + _overhead_context(r)),
-        ("speedup_exact_vs_baseline", _f(r["speedup_exact_vs_baseline"], 3),
-         f"{_f(t['exact'])} vs {_f(t['baseline'])} videos/s"),
-        ("flop_ratio (baseline GMACs / ATFR GMACs)", _f(r["flop_ratio"], 3),
-         f"{_f(g['baseline'], 3)} vs {_f(g['atfr_mean'], 3)} GMACs/clip"),
-        ("efficiency (speed-up / FLOP ratio)", _f(r["efficiency"], 3),
-         "target >= 0.8 (GPU, batch 32)" + (f"; {_met(r['efficiency'] >= 0.8)}" if _gpu_target(r) else "; not a GPU run at batch 32")),
-        ("speedup_exact_vs_padded", _f(r["speedup_exact_vs_padded"], 3),
-         f"padded {_f(t['padded'])} videos/s, executes {_f(g['flop_ratio_padded_vs_exact'], 3)}x the exact GMACs"),
-        ("gmacs_lookup_vs_fvcore_trace (trace s / look-up s, per clip)", _f(r["gmacs_lookup_vs_fvcore_trace"], 0),
-         f"{_f((g['lookup_s_per_clip'] or 0) * 1e6)} us vs {_f(g['fvcore_trace_s_per_clip'], 2)} s"),
+        (
+            "overhead (instrumented profile / plain forward, exact batching)",
+            _f(r["overhead"], 3),
+            "target <= 1.02"
+            + (f"; {_met(r['overhead'] <= 1.02)}" if r.get("overhead") is not None else "")
+            + _overhead_context(r),
+        ),
+        (
+            "speedup_exact_vs_baseline",
+            _f(r["speedup_exact_vs_baseline"], 3),
+            f"{_f(t['exact'])} vs {_f(t['baseline'])} videos/s",
+        ),
+        (
+            "flop_ratio (baseline GMACs / ATFR GMACs)",
+            _f(r["flop_ratio"], 3),
+            f"{_f(g['baseline'], 3)} vs {_f(g['atfr_mean'], 3)} GMACs/clip",
+        ),
+        (
+            "efficiency (speed-up / FLOP ratio)",
+            _f(r["efficiency"], 3),
+            "target >= 0.8 (GPU, batch 32)"
+            + (f"; {_met(r['efficiency'] >= 0.8)}" if _gpu_target(r) else "; not a GPU run at batch 32"),
+        ),
+        (
+            "speedup_exact_vs_padded",
+            _f(r["speedup_exact_vs_padded"], 3),
+            f"padded {_f(t['padded'])} videos/s, executes {_f(g['flop_ratio_padded_vs_exact'], 3)}x the exact GMACs",
+        ),
+        (
+            "gmacs_lookup_vs_fvcore_trace (trace s / look-up s, per clip)",
+            _f(r["gmacs_lookup_vs_fvcore_trace"], 0),
+            f"{_f((g['lookup_s_per_clip'] or 0) * 1e6)} us vs {_f(g['fvcore_trace_s_per_clip'], 2)} s",
+        ),
     ]
     if r.get("overhead_bookkeeping") is not None:
-        rows.insert(1, ("overhead_bookkeeping (the profile's own work, timed alone)", _f(r["overhead_bookkeeping"], 4),
-                        f"{_f(r['times']['bookkeeping_s_per_pass'] * 1e3, 2)} ms per pass of "
-                f"{_f(r['times']['median_s_per_pass']['exact'], 3)} s"))
+        rows.insert(
+            1,
+            (
+                "overhead_bookkeeping (the profile's own work, timed alone)",
+                _f(r["overhead_bookkeeping"], 4),
+                f"{_f(r['times']['bookkeeping_s_per_pass'] * 1e3, 2)} ms per pass of "
+                f"{_f(r['times']['median_s_per_pass']['exact'], 3)} s",
+            ),
+        )
     for w, v in r["decoding"].items():
-        rows.append((f"decoding, {w} worker(s) (videos/s)", _f(v), f"{r['decoding_details']['views_per_video']} views/video at {r['decoding_details']['crop']} px"))
+        rows.append(
+            (
+                f"decoding, {w} worker(s) (videos/s)",
+                _f(v),
+                f"{r['decoding_details']['views_per_video']} views/video at {r['decoding_details']['crop']} px",
+            )
+        )
     return rows
 
 
@@ -84,8 +117,12 @@ def _scale_blocks(r: dict) -> list[list[str]]:
         lines.append(
             f"Cold-signature counting ({cold['signatures']} signatures new to the counter): fvcore "
             f"{_f(fv['s_per_signature'], 3)} s/signature (set-up {_f(fv['setup_s'], 2)} s), new counter (meta device) "
-            + (f"{_f(new['s_per_signature'], 4)} s/signature (set-up {_f(new['setup_s'], 2)} s), ratio "
-               f"{_f(cold['ratio'], 1)}x, same GMACs: {cold['equal']}" if new else "not plugged in (no figure), ratio -")
+            + (
+                f"{_f(new['s_per_signature'], 4)} s/signature (set-up {_f(new['setup_s'], 2)} s), ratio "
+                f"{_f(cold['ratio'], 1)}x, same GMACs: {cold['equal']}"
+                if new
+                else "not plugged in (no figure), ratio -"
+            )
             + "."
         )
         blocks.append(lines)
@@ -93,16 +130,22 @@ def _scale_blocks(r: dict) -> list[list[str]]:
     if bs:
         per = ", ".join(f"{b} {_f(bs['s_per_clip'][str(b)] * 1e3, 1)} ms" for b in bs["sizes"])
         vs = ", ".join(f"{b} {_f(bs['vs_largest'][str(b)], 2)}x" for b in bs["sizes"])
-        blocks.append([
-            f"Batch sizes (exact forward at the profile's crop {bs.get('crop', '-')} px, seconds per clip, median "
+        blocks.append(
+            [
+                f"Batch sizes (exact forward at the profile's crop {bs.get('crop', '-')} px, seconds per clip, median "
                 f"of "
-            f"{bs['rounds']} rounds): {per}; "
-            f"speed against batch {bs['sizes'][-1]}: {vs}; fastest: batch {bs['fastest']}"
-            + (f"; padded batching at batch {bs['sizes'][-1]} {_f(bs['padded_s_per_clip'] * 1e3, 1)} ms, exact vs "
+                f"{bs['rounds']} rounds): {per}; "
+                f"speed against batch {bs['sizes'][-1]}: {vs}; fastest: batch {bs['fastest']}"
+                + (
+                    f"; padded batching at batch {bs['sizes'][-1]} {_f(bs['padded_s_per_clip'] * 1e3, 1)} ms, exact vs "
                     f"padded "
-               f"{_f(bs['speedup_exact_vs_padded'], 3)}" if bs.get("padded_s_per_clip") else "")
-            + "."
-        ])
+                    f"{_f(bs['speedup_exact_vs_padded'], 3)}"
+                    if bs.get("padded_s_per_clip")
+                    else ""
+                )
+                + "."
+            ]
+        )
     tp = r.get("profile_throughput")
     if tp and not tp.get("skipped"):
         lines = []
@@ -124,13 +167,21 @@ def _scale_blocks(r: dict) -> list[list[str]]:
             "the last, against max(decode, model) of those videos"
             + (f" ({_f(sp['steady_bound_s_per_video'], 3)} s per video)" if sp.get("steady_bound_s_per_video") else "")
             + "."
-            + (f" CPU time per video over those videos: decode {_f(cpu[0], 3)} s, model {_f(cpu[1], 3)} s; on "
+            + (
+                f" CPU time per video over those videos: decode {_f(cpu[0], 3)} s, model {_f(cpu[1], 3)} s; on "
                 f"{sp['cores']} core(s) overlapping them takes "
-               f"at least {_f(sp['cpu_bound_s_per_video'], 3)} s per video (the CPU bound)"
-               + (": above max(decode, model), so decoding and the model compete for the cores and max(decode, "
+                f"at least {_f(sp['cpu_bound_s_per_video'], 3)} s per video (the CPU bound)"
+                + (
+                    ": above max(decode, model), so decoding and the model compete for the cores and max(decode, "
                     "model) "
-                  "is out of reach" if (sp['cpu_bound_s_per_video'] or 0) > (sp.get('steady_bound_s_per_video') or 0) else "")
-               + "." if cpu and sp.get("cpu_bound_s_per_video") else "")
+                    "is out of reach"
+                    if (sp["cpu_bound_s_per_video"] or 0) > (sp.get("steady_bound_s_per_video") or 0)
+                    else ""
+                )
+                + "."
+                if cpu and sp.get("cpu_bound_s_per_video")
+                else ""
+            )
         )
         for w, run in tp["runs"].items():
             if run.get("error"):
@@ -139,8 +190,13 @@ def _scale_blocks(r: dict) -> list[list[str]]:
             steady = (
                 f"; steady state over {run['steady_videos']} video(s): {_f(run['steady_videos_per_s'], 3)} videos/s, "
                 f"efficiency {_f(run['efficiency_steady'], 3)}"
-                + (f" (against the CPU bound {_f(run['efficiency_steady_cpu_bound'], 3)})" if run.get("efficiency_steady_cpu_bound") else "")
-                if run.get("efficiency_steady") is not None else ""
+                + (
+                    f" (against the CPU bound {_f(run['efficiency_steady_cpu_bound'], 3)})"
+                    if run.get("efficiency_steady_cpu_bound")
+                    else ""
+                )
+                if run.get("efficiency_steady") is not None
+                else ""
             )
             lines.append(
                 f"- profile loop, {w} worker(s): {_f(run['videos_per_s'], 3)} videos/s, efficiency "
@@ -148,19 +204,26 @@ def _scale_blocks(r: dict) -> list[list[str]]:
                 f"{_f(run['efficiency_with_counting'], 3)})"
                 f"{steady}; peak RSS {_f(run['peak_rss_mib'], 0)} MiB (loader workers "
                 f"{_f(run['loader_workers_peak_rss_mib'], 0)} MiB)"
-                + (f", CUDA peak {_f(run['cuda_max_allocated_mib'], 0)} MiB" if run.get("cuda_max_allocated_mib") else "")
+                + (
+                    f", CUDA peak {_f(run['cuda_max_allocated_mib'], 0)} MiB"
+                    if run.get("cuda_max_allocated_mib")
+                    else ""
+                )
             )
     if r.get("training"):
         blocks.append(_training_lines(r["training"]))
     mem = r.get("memory")
     if mem:
         cuda = mem.get("cuda_max_allocated_mib")
-        blocks.append([
-            f"Peak memory of the bench process: RSS {_f(mem['peak_rss_mib'], 0)} MiB ("
-            + ", ".join(f"after {k} {_f(v, 0)}" for k, v in mem["peak_rss_mib_after"].items()) + ")"
-            + ("; CUDA max allocated " + ", ".join(f"{k} {_f(v, 0)} MiB" for k, v in cuda.items()) if cuda else "")
-            + "."
-        ])
+        blocks.append(
+            [
+                f"Peak memory of the bench process: RSS {_f(mem['peak_rss_mib'], 0)} MiB ("
+                + ", ".join(f"after {k} {_f(v, 0)}" for k, v in mem["peak_rss_mib_after"].items())
+                + ")"
+                + ("; CUDA max allocated " + ", ".join(f"{k} {_f(v, 0)} MiB" for k, v in cuda.items()) if cuda else "")
+                + "."
+            ]
+        )
     return blocks
 
 
@@ -171,8 +234,12 @@ def _training_lines(tr: dict) -> list[str]:
     return [
         f"Train step (forward, backward, SGD; BN frozen; {tr['batch_per_process']} clips per process, median of "
         f"{tr['steps']} steps), clips/s: {rates}"
-        + (f"; train-time loading (decode on the fly + augment) {_f(load, 3)} s per clip against the step's "
-           f"{_f(tr['step_s_per_clip'], 3)}" if load else "")
+        + (
+            f"; train-time loading (decode on the fly + augment) {_f(load, 3)} s per clip against the step's "
+            f"{_f(tr['step_s_per_clip'], 3)}"
+            if load
+            else ""
+        )
         + "."
     ]
 
@@ -194,7 +261,9 @@ def format_summary(r: dict) -> str:
     lines.append("  exact forward time: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in ph.items()))
     c = r["exact_check"]
     if c.get("max_abs_diff_vs_batch1") is not None:
-        lines.append(f"  exact vs batch-1 outputs: max |diff| {c['max_abs_diff_vs_batch1']:.2e} over {c['clips']} clips")
+        lines.append(
+            f"  exact vs batch-1 outputs: max |diff| {c['max_abs_diff_vs_batch1']:.2e} over {c['clips']} clips"
+        )
     lines += [f"  {x}" for block in _scale_blocks(r) for x in block]
     for note in r["notes"]:
         lines.append(f"  note: {note}")
@@ -221,9 +290,13 @@ def _section(r: dict, report_cmd: str | None) -> str:
         + (f", load average {s['load_avg_start'][0]:.1f} at the start" if s.get("load_avg_start") else "")
         + f"; {r['clips']} clips of {'+'.join(map(str, r['frames']))}x{r['crop']}x{r['crop']}, "
         f"{s['warmup']} warm-up + {s['reps']} timed rounds"
-        + (f"; CUDA graphs {'on' if s['cuda_graphs'] else 'off'}, cuDNN benchmark "
+        + (
+            f"; CUDA graphs {'on' if s['cuda_graphs'] else 'off'}, cuDNN benchmark "
             f"{'on' if s['cudnn_benchmark'] else 'off'}, "
-           f"TF32 convolutions {'on' if s['tf32_conv'] else 'off'}" if r["device"].startswith("cuda") else "")
+            f"TF32 convolutions {'on' if s['tf32_conv'] else 'off'}"
+            if r["device"].startswith("cuda")
+            else ""
+        )
         + ".",
         "",
         f"Command: `{cmd}`" + (f"  (this section written by `{report_cmd}`)" if report_cmd else ""),
@@ -236,18 +309,32 @@ def _section(r: dict, report_cmd: str | None) -> str:
     t = r["times"]
     lines += [
         "",
-        "Videos per second by mode: " + ", ".join(f"{k} {_f(v)}" for k, v in t["videos_per_s"].items())
-        + (f"; profile without the DataFrame step: overhead {_f(t['overhead_run_only'], 3)}" if t.get("overhead_run_only") else "")
-        + (f"; CUDA graphs vs eager exact batching: {_f(t['speedup_exact_graphs_vs_eager'], 3)}x" if t.get("speedup_exact_graphs_vs_eager") else "")
-        + (f"; groups on {r['settings']['threads']} threads vs one after the other: "
+        "Videos per second by mode: "
+        + ", ".join(f"{k} {_f(v)}" for k, v in t["videos_per_s"].items())
+        + (
+            f"; profile without the DataFrame step: overhead {_f(t['overhead_run_only'], 3)}"
+            if t.get("overhead_run_only")
+            else ""
+        )
+        + (
+            f"; CUDA graphs vs eager exact batching: {_f(t['speedup_exact_graphs_vs_eager'], 3)}x"
+            if t.get("speedup_exact_graphs_vs_eager")
+            else ""
+        )
+        + (
+            f"; groups on {r['settings']['threads']} threads vs one after the other: "
             f"{_f(t['speedup_exact_threads_vs_sequential'], 3)}x"
-           if t.get("speedup_exact_threads_vs_sequential") else "")
+            if t.get("speedup_exact_threads_vs_sequential")
+            else ""
+        )
         + ".",
     ]
     b = r["bins"]
     lines.append("")
-    lines.append(f"B' distribution ({b['clip_source']}; {b['distinct_signatures']} distinct signatures, "
-                 f"groups per batch {b['groups_per_batch']}):")
+    lines.append(
+        f"B' distribution ({b['clip_source']}; {b['distinct_signatures']} distinct signatures, "
+        f"groups per batch {b['groups_per_batch']}):"
+    )
     lines.append("")
     for name, d in b["layers"].items():
         hist = ", ".join(f"{k}: {v}" for k, v in d["hist"].items())
@@ -260,7 +347,8 @@ def _section(r: dict, report_cmd: str | None) -> str:
         "",
         "Where the exact forward's time goes (seconds per pass, synchronised between parts): "
         + ", ".join(f"{k} {med[k]:.4f} s" for k in ("pre", "sgs", "post_exact", "post_padded"))
-        + "; shares of the exact forward: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in ph["share_of_exact"].items())
+        + "; shares of the exact forward: "
+        + ", ".join(f"{k} {100 * v:.0f}%" for k, v in ph["share_of_exact"].items())
         + f". GMACs per clip: pre {gp['pre']:.3f}, SGS {gp['sgs']:.4f}, post {gp['post_exact']:.3f} "
         f"(baseline {gp['baseline']:.3f}).",
     ]
@@ -283,16 +371,24 @@ def _section(r: dict, report_cmd: str | None) -> str:
     if ph.get("top_ops"):
         for name, rows in ph["top_ops"].items():
             lines.append("")
-            what = "exact pass (groups one after the other: the profiler sees one thread)" if name == "exact" else f"{name} pass"
-            lines.append(f"Top operators (self time), {what}: " + ", ".join(
-                f"{x['op']} {100 * x['share']:.0f}% ({x['calls']} calls)" for x in rows))
+            what = (
+                "exact pass (groups one after the other: the profiler sees one thread)"
+                if name == "exact"
+                else f"{name} pass"
+            )
+            lines.append(
+                f"Top operators (self time), {what}: "
+                + ", ".join(f"{x['op']} {100 * x['share']:.0f}% ({x['calls']} calls)" for x in rows)
+            )
     c = r["exact_check"]
     if c.get("max_abs_diff_vs_batch1") is not None:
         extra = ""
         if c.get("max_abs_diff_eager_vs_graphs") is not None:
             extra = f"; graphs vs eager {c['max_abs_diff_eager_vs_graphs']:.2e}"
         if c.get("max_abs_diff_post_only") is not None:
-            extra += f"; grouping alone (same SGS outputs, grouped vs one clip at a time): {c['max_abs_diff_post_only']:.2e}"
+            extra += (
+                f"; grouping alone (same SGS outputs, grouped vs one clip at a time): {c['max_abs_diff_post_only']:.2e}"
+            )
         if c.get("max_abs_diff_pre") is not None:
             extra += (
                 f". Where a difference starts: pre's features differ by {c['max_abs_diff_pre']:.2e} between the batch "
@@ -300,12 +396,18 @@ def _section(r: dict, report_cmd: str | None) -> str:
                 f"size), "
                 f"the SGS outputs for them by {c['max_abs_diff_sgs_out']:.2e}"
                 + ("" if c.get("bins_equal", True) else " (and some clips keep another number of bins)")
-                + (f"; SGS rescales each clip's distances by 2B / max(delta), up to {c['sgs_rescale_max']:.3g}x here, "
-                   "which magnifies that rounding for clips whose frames are all close to their mean"
-                   if c.get("sgs_rescale_max") else "")
+                + (
+                    f"; SGS rescales each clip's distances by 2B / max(delta), up to {c['sgs_rescale_max']:.3g}x here, "
+                    "which magnifies that rounding for clips whose frames are all close to their mean"
+                    if c.get("sgs_rescale_max")
+                    else ""
+                )
             )
-        lines += ["", f"Exact batching vs batch-1 outputs (softmax scores): max |diff| {c['max_abs_diff_vs_batch1']:.2e} over "
-            f"{c['clips']} clips{extra}."]
+        lines += [
+            "",
+            f"Exact batching vs batch-1 outputs (softmax scores): max |diff| {c['max_abs_diff_vs_batch1']:.2e} over "
+            f"{c['clips']} clips{extra}.",
+        ]
     if c.get("cuda_graphs_error"):
         lines.append(f"CUDA graphs failed: {c['cuda_graphs_error']}")
     for block in _scale_blocks(r):

@@ -1,4 +1,5 @@
 """``run_bench``: one bench run as a composition of its measurement phases."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -6,8 +7,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -20,8 +22,8 @@ from atfr_analysis.bench.inputs import Workload, prepare, resolve_inputs
 from atfr_analysis.bench.memory import PeakMemory
 from atfr_analysis.bench.modes import time_modes
 from atfr_analysis.bench.phases import efficiency_analysis, phase_times, top_ops
-from atfr_analysis.bench.training import train_throughput
 from atfr_analysis.bench.throughput import profile_throughput
+from atfr_analysis.bench.training import train_throughput
 from atfr_analysis.runtime import resolve_device
 
 __all__ = ["run_bench"]
@@ -31,6 +33,7 @@ def _logger(cfg: BenchConfig) -> Callable[[str], None]:
     def log(msg: str) -> None:
         if not cfg.quiet:
             print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
     return log
 
 
@@ -93,7 +96,9 @@ def _settings(cfg: BenchConfig, w: Workload, timed: dict, load0) -> dict[str, An
 
 
 def run_bench(
-    cfg: BenchConfig, command: Sequence[str] | None = None, new_counter: CounterFactory | None = None,
+    cfg: BenchConfig,
+    command: Sequence[str] | None = None,
+    new_counter: CounterFactory | None = None,
 ) -> dict[str, Any]:
     """Run every measurement of the package doc; returns one JSON-able dict (keys ``RESULT_KEYS``).
 
@@ -110,13 +115,26 @@ def run_bench(
     costs = phase("costs", measure_costs, w, cfg.trace_clips, cfg.batch_size, new_counter or new_counter_factory(), log)
     bins = bins_distribution(w, costs, cfg.batch_size)
     check = phase("exactness", exactness_check, w, cfg.check_clips)
-    timed = phase("timings", time_modes, w, costs.cm, cfg.reps, cfg.warmup, cfg.min_time, cfg.min_reps, cfg.max_reps, log)
+    timed = phase(
+        "timings", time_modes, w, costs.cm, cfg.reps, cfg.warmup, cfg.min_time, cfg.min_reps, cfg.max_reps, log
+    )
     graphs = timed["graphs"]
     if graphs is not None and graphs.error:
         w.notes.append(f"CUDA graphs failed and were turned off: {graphs.error}")
         check["cuda_graphs_error"] = graphs.error
-    by_batch = phase("batch_sizes", batch_sizes, w, cfg.batch_size, _profile_crop(w, cfg), None, 1, cfg.min_time / 2, 3,
-                     cfg.max_reps, cfg.seed)
+    by_batch = phase(
+        "batch_sizes",
+        batch_sizes,
+        w,
+        cfg.batch_size,
+        _profile_crop(w, cfg),
+        None,
+        1,
+        cfg.min_time / 2,
+        3,
+        cfg.max_reps,
+        cfg.seed,
+    )
     log("seconds per clip by batch size: " + ", ".join(f"{b}: {v:.4f}" for b, v in by_batch["s_per_clip"].items()))
     phases = phase("phases", _phases, w, costs, timed["reps"], cfg.profile_ops)
     log(f"decoding {cfg.decode_videos} video(s) with {', '.join(map(str, cfg.decode_workers))} worker(s)")
@@ -188,7 +206,7 @@ def _result(cfg, w: Workload, costs, bins, check, timed, phases, decoding, load0
         "decoding_details": decoding,
         "settings": _settings(cfg, w, timed, load0),
         "notes": w.notes,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": list(command) if command is not None else ["atfr", "bench"] + sys.argv[1:],
         "elapsed_s": None,
     }

@@ -7,13 +7,15 @@ workers); the bf16 runs skip both (decoding does not depend on the precision). S
 minutes on one H200 (2 s timed per mode). ``smoke=True`` runs the same steps at a tiny size (crop
 32, 2 clips, one view), on CPU without bf16, to show that the suite works where no GPU is lent.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -30,13 +32,26 @@ SUITE_MODELS = ("slowfast_4x16_r50_atfr", "x3d_s_atfr")
 
 _GPU = dict(batch_size=32, clips=64, min_time=2.0, decode_videos=8)
 _SMOKE = dict(
-    crop=32, clips=2, batch_size=2, reps=1, warmup=1, trace_clips=1, check_clips=1, decode_videos=1,
-    decode_workers=(0,), decode_names=("carphone_pristine",), profile_videos=1, profile_views=1,
-    profile_crops=1, profile_workers=(0,),
+    crop=32,
+    clips=2,
+    batch_size=2,
+    reps=1,
+    warmup=1,
+    trace_clips=1,
+    check_clips=1,
+    decode_videos=1,
+    decode_workers=(0,),
+    decode_names=("carphone_pristine",),
+    profile_videos=1,
+    profile_views=1,
+    profile_crops=1,
+    profile_workers=(0,),
 )
 
 
-def suite_configs(suite: str, dev: torch.device, smoke: bool = False, quiet: bool = False) -> tuple[list[BenchConfig], list[str]]:
+def suite_configs(
+    suite: str, dev: torch.device, smoke: bool = False, quiet: bool = False
+) -> tuple[list[BenchConfig], list[str]]:
     """The suite's bench configs on ``dev`` and the runs it leaves out (with why)."""
     if suite not in SUITES:
         raise InputError(f"--suite must be one of {', '.join(SUITES)}, got {suite!r}")
@@ -57,8 +72,13 @@ def suite_configs(suite: str, dev: torch.device, smoke: bool = False, quiet: boo
 
 
 def run_suite(
-    suite: str = "gpu", device: str = "auto", smoke: bool = False, out: str | Path | None = None,
-    report: str | Path | None = None, quiet: bool = False, command: Sequence[str] | None = None,
+    suite: str = "gpu",
+    device: str = "auto",
+    smoke: bool = False,
+    out: str | Path | None = None,
+    report: str | Path | None = None,
+    quiet: bool = False,
+    command: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run every config of the suite; write each result (and ``suite.json``) under ``out`` and
     its section into ``report``. Returns ``{"suite", "smoke", "device", "runs", "skipped", ...}``."""
@@ -84,7 +104,7 @@ def run_suite(
         "runs": runs,
         "skipped": skipped,
         "elapsed_s": time.perf_counter() - t0,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if out_dir:
         (out_dir / "suite.json").write_text(dumps(summary) + "\n")

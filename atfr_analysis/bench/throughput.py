@@ -1,6 +1,7 @@
 """Profile throughput: videos per second of the real ``atfr profile`` loop (``profile()``, run in a
 child process so that its peak memory is its own) on the sample clips, and the split of one
 video's time into decode, transfer, pre, SGS, post and bookkeeping, against max(decode, model)."""
+
 from __future__ import annotations
 
 import json
@@ -78,8 +79,15 @@ def child_main(args_path: str) -> None:
         result_path.write_text(json.dumps(_split_child(args)))
         return
     done: list[float] = []  # when each video was logged
-    cfg = ProfileConfig(args.pop("checkpoint"), args.pop("model"), args.pop("data"), args.pop("out"), **args,
-                        quiet=True, command=["atfr", "bench"])
+    cfg = ProfileConfig(
+        args.pop("checkpoint"),
+        args.pop("model"),
+        args.pop("data"),
+        args.pop("out"),
+        **args,
+        quiet=True,
+        command=["atfr", "bench"],
+    )
     summary = run_profile(cfg, on_video=lambda row: done.append(time.perf_counter()))
     out = summary.to_dict()
     out["video_done_s"] = [t - done[0] for t in done] if done else []
@@ -115,7 +123,9 @@ def _run_profile(args: dict, folder: Path, tag: str, timeout_s: float, what: str
     try:
         # the user cost cache of the runs: the one the split filled
         env = dict(os.environ, ATFR_CACHE_DIR=str(folder / "cost-cache"))
-        p = subprocess.run([sys.executable, "-c", code, str(args_path)], capture_output=True, text=True, timeout=timeout_s, env=env)
+        p = subprocess.run(
+            [sys.executable, "-c", code, str(args_path)], capture_output=True, text=True, timeout=timeout_s, env=env
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"{what} took over {timeout_s:.0f} s"}
     wall = time.perf_counter() - t0
@@ -127,7 +137,9 @@ def _run_profile(args: dict, folder: Path, tag: str, timeout_s: float, what: str
     return out
 
 
-def _split(model, dev: torch.device, precision: str, entries, proto, batch_size: int, cache_dir: Path) -> dict[str, Any]:
+def _split(
+    model, dev: torch.device, precision: str, entries, proto, batch_size: int, cache_dir: Path
+) -> dict[str, Any]:
     """Seconds per video of decoding (0 workers, the profile's dataset settings: its protocol,
     uint8 views) and of each part of the profile's batch (``PARTS``: uint8 to the device and
     normalised there, as the profile does), the cost cache cold (first pass) and warm (second).
@@ -220,17 +232,30 @@ def profile_throughput(w: Workload, cfg: BenchConfig, log=None) -> dict[str, Any
         folder = Path(tmp)
         data = _video_list(cfg, folder)
         args = {
-            "checkpoint": _checkpoint(w, cfg, folder), "model": w.model.model_name, "data": str(data),
-            "views": proto.views, "crops": proto.crops, "batch_size": batch, "device": str(w.dev),
-            "precision": cfg.precision, "threads": cfg.threads,
+            "checkpoint": _checkpoint(w, cfg, folder),
+            "model": w.model.model_name,
+            "data": str(data),
+            "views": proto.views,
+            "crops": proto.crops,
+            "batch_size": batch,
+            "device": str(w.dev),
+            "precision": cfg.precision,
+            "threads": cfg.threads,
         }
-        split = _run_profile(dict(args, split=True, cache_dir=str(folder / "cost-cache")), folder, "split",
-                             cfg.profile_timeout, what="the split")
+        split = _run_profile(
+            dict(args, split=True, cache_dir=str(folder / "cost-cache")),
+            folder,
+            "split",
+            cfg.profile_timeout,
+            what="the split",
+        )
         if "error" in split:
             log(f"profile split: {split['error']}")
             return {"skipped": True, "reason": split["error"]}
-        log(f"profile split: decode {split['decode_s_per_video']:.2f} s, model {split['model_s_per_video']:.2f} s per "
-            f"video")
+        log(
+            f"profile split: decode {split['decode_s_per_video']:.2f} s, model {split['model_s_per_video']:.2f} s per "
+            f"video"
+        )
         bound = max(split["decode_s_per_video"], split["model_s_per_video"])
         bound_counting = max(split["decode_s_per_video"], split["model_s_per_video"] + split["counting_s_per_video"])
         split["steady_bound_s_per_video"] = _steady_bound(split)
@@ -239,17 +264,35 @@ def profile_throughput(w: Workload, cfg: BenchConfig, log=None) -> dict[str, Any
         for nw in cfg.profile_workers:
             r = _run_profile(dict(args, workers=nw), folder, f"w{nw}", cfg.profile_timeout)
             if "error" not in r:
-                r.update(_rates(r, bound, bound_counting, split["steady_bound_s_per_video"], split["cpu_bound_s_per_video"]))
-                log(f"profile loop, {nw} worker(s): {r['videos_per_s']:.3f} videos/s, efficiency {r['efficiency']:.3f} "
-                    f"(steady state {_g(r['efficiency_steady'])}), peak RSS {r['peak_rss_mib']:.0f} MiB")
+                r.update(
+                    _rates(r, bound, bound_counting, split["steady_bound_s_per_video"], split["cpu_bound_s_per_video"])
+                )
+                log(
+                    f"profile loop, {nw} worker(s): {r['videos_per_s']:.3f} videos/s, efficiency {r['efficiency']:.3f} "
+                    f"(steady state {_g(r['efficiency_steady'])}), peak RSS {r['peak_rss_mib']:.0f} MiB"
+                )
             else:
                 log(f"profile loop, {nw} worker(s): {r['error']}")
-            runs[str(nw)] = {k: r.get(k) for k in (
-                "videos_per_s", "efficiency", "efficiency_with_counting", "steady_videos_per_s", "efficiency_steady",
-                "efficiency_steady_cpu_bound",
-                "steady_videos", "loop_s", "processed", "elapsed_s", "process_wall_s", "peak_rss_mib",
-                "loader_workers_peak_rss_mib", "cuda_max_allocated_mib", "error",
-            )}
+            runs[str(nw)] = {
+                k: r.get(k)
+                for k in (
+                    "videos_per_s",
+                    "efficiency",
+                    "efficiency_with_counting",
+                    "steady_videos_per_s",
+                    "efficiency_steady",
+                    "efficiency_steady_cpu_bound",
+                    "steady_videos",
+                    "loop_s",
+                    "processed",
+                    "elapsed_s",
+                    "process_wall_s",
+                    "peak_rss_mib",
+                    "loader_workers_peak_rss_mib",
+                    "cuda_max_allocated_mib",
+                    "error",
+                )
+            }
     return {
         "videos": cfg.profile_videos,
         "views": proto.views,
@@ -311,7 +354,9 @@ def _cpu_bound(split: dict) -> float | None:
     return None if cpu is None else sum(cpu) / max(1, split.get("cores") or 1)
 
 
-def _rates(r: dict, bound: float, bound_counting: float, steady_bound: float | None, cpu_bound: float | None = None) -> dict[str, Any]:
+def _rates(
+    r: dict, bound: float, bound_counting: float, steady_bound: float | None, cpu_bound: float | None = None
+) -> dict[str, Any]:
     """Videos per second and efficiencies of one profile run: whole loop and steady state."""
     out: dict[str, Any] = {"videos_per_s": r["processed"] / r["loop_s"] if r["loop_s"] > 0 else None}
     per_video = r["loop_s"] / r["processed"]

@@ -1,12 +1,14 @@
 """Wall-clock timing: medians over rounds whose mode order rotates, A B B A pairs, laps."""
+
 from __future__ import annotations
 
 import functools
 import math
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -65,8 +67,13 @@ def _timed(fn: Callable[[], None], dev: torch.device, repeats: int = 1) -> float
 
 
 def timed_rounds(
-    fns: dict[str, Callable[[], None]], reps: int | None, warmup: int, dev: torch.device,
-    min_time: float = 10.0, min_reps: int = 5, max_reps: int = 50,
+    fns: dict[str, Callable[[], None]],
+    reps: int | None,
+    warmup: int,
+    dev: torch.device,
+    min_time: float = 10.0,
+    min_reps: int = 5,
+    max_reps: int = 50,
 ) -> dict[str, list[float]]:
     """Wall seconds of each function, ``reps`` timed rounds after ``warmup`` untimed ones; the
     order of the functions rotates from round to round (drifting load hits every mode alike).
@@ -93,8 +100,14 @@ def timed_rounds(
 
 
 def paired_overhead(
-    plain: Callable, instrumented: Callable, batches, dev, rounds: int, batch_s: float,
-    unit_s: float = 0.25, budget_s: float = 40.0,
+    plain: Callable,
+    instrumented: Callable,
+    batches,
+    dev,
+    rounds: int,
+    batch_s: float,
+    unit_s: float = 0.25,
+    budget_s: float = 40.0,
 ) -> dict[str, Any]:
     """The overhead measured batch by batch: ``plain(batch)`` (A, the model set to exact batching
     by the caller) and ``instrumented(batch)`` (B) timed back to back as A B B A (a linear drift of
@@ -113,6 +126,10 @@ def paired_overhead(
             break
     q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
     return {
-        "median": median(ratios), "q1": q[0], "q3": q[2], "pairs": len(ratios), "repeats": repeats,
+        "median": median(ratios),
+        "q1": q[0],
+        "q3": q[2],
+        "pairs": len(ratios),
+        "repeats": repeats,
         "method": "A B B A per batch, each timing the batch run `repeats` times",
     }

@@ -2,6 +2,7 @@
 train --freeze-bn`` runs per batch) on the workload's clips, in fp32 and bf16 autocast, with 1 process and
 (CPU, ``train_processes``) 2 gloo processes under DDP; and the data loading of the train-time
 clips (decoded on the fly) against the step, per clip."""
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,6 @@ __all__ = ["train_throughput"]
 
 def _model(name: str, classes: int, dev: torch.device):
     from atfr_analysis.models import build_model
-
     from atfr_analysis.train.bn import freeze_bn_layers
 
     torch.manual_seed(0)
@@ -115,6 +115,9 @@ def train_throughput(w, cfg, log) -> dict[str, Any]:
     load = _loading(w, batch)
     out["loading_s_per_clip"] = load
     out["step_s_per_clip"] = batch / out["clips_per_s"]["1 process fp32"]
-    log("train step clips/s: " + ", ".join(f"{k} {v:.2f}" for k, v in out["clips_per_s"].items())
-        + (f"; train-time loading {load:.3f} s/clip vs step {out['step_s_per_clip']:.3f} s/clip" if load else ""))
+    log(
+        "train step clips/s: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in out["clips_per_s"].items())
+        + (f"; train-time loading {load:.3f} s/clip vs step {out['step_s_per_clip']:.3f} s/clip" if load else "")
+    )
     return out

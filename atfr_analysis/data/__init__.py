@@ -23,6 +23,7 @@ Modules (imported lazily, so that ``from atfr_analysis.data import DataError`` s
 
 Every error of this layer is a ``DataError`` with a one-line message.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

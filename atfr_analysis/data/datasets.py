@@ -14,14 +14,16 @@ needs), and all ``views x crops`` test views are produced from it, in the order
 that fails (missing, truncated, not a video, no frames, ...) gives ``status='failed'`` and the
 reason in ``error`` instead of an exception, so a ``DataLoader`` with workers keeps going.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -42,7 +44,6 @@ __all__ = [
     "ViewDataset",
     "collate_videos",
 ]
-
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def _label_map_json(path: Path, text: str) -> dict[str, int]:
             raise LabelMapError(f"label map {path}: a JSON list must hold class names (non-empty strings)")
         return _check_names(path, [n.strip() for n in names], [f"item {i}" for i in range(len(names))])
     if not isinstance(obj, dict):
-        raise LabelMapError(f"label map {path}: expected a JSON object {{\"name\": id}} or a list of names")
+        raise LabelMapError(f'label map {path}: expected a JSON object {{"name": id}} or a list of names')
     out: dict[str, int] = {}
     for name, v in obj.items():
         if isinstance(v, bool) or not isinstance(v, int):
@@ -171,7 +172,9 @@ def _as_label_map(labels) -> dict[str, int] | None:
         return _check_ids(Path("<labels>"), dict(labels))
     if isinstance(labels, Sequence):
         return _check_names(Path("<labels>"), list(labels), [f"item {i}" for i in range(len(labels))])
-    raise TypeError(f"labels must be a label-map path, a {{name: id}} mapping or a list of names, got {type(labels).__name__}")
+    raise TypeError(
+        f"labels must be a label-map path, a {{name: id}} mapping or a list of names, got {type(labels).__name__}"
+    )
 
 
 # ----------------------------------------------------------------------------- lists
@@ -267,8 +270,10 @@ def read_video_list(
 def _missing_files_error(list_path: Path, missing: list[tuple[int, str, Path]], total: int, root: Path) -> ListError:
     """One line for the files of a list that do not exist, before any video is opened (as the
     Kinetics reader says it of its rows): how many, the first few, what to do."""
-    eg = ", ".join(f"line {no}: {p}" + ("" if Path(p).expanduser().is_absolute() else f" ({os.path.abspath(path)})")
-                   for no, p, path in missing[:3])
+    eg = ", ".join(
+        f"line {no}: {p}" + ("" if Path(p).expanduser().is_absolute() else f" ({os.path.abspath(path)})")
+        for no, p, path in missing[:3]
+    )
     return ListError(
         f"{list_path}: {len(missing)} of {total} video files of the list do not exist (relative paths are taken "
         f"under {os.path.abspath(root)}), e.g. {eg}{', ...' if len(missing) > 3 else ''}; pass the right "
@@ -342,7 +347,8 @@ def read_folder(
     videos: dict[str, list[Path]] = {}
     for c in classes:
         vs = sorted(
-            p for p in (root / c).rglob("*")
+            p
+            for p in (root / c).rglob("*")
             if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".")
         )
         videos[c] = vs
@@ -415,7 +421,17 @@ def load_views(
 
 
 #: the video facts of ``load_views`` an item of ``ViewDataset`` carries (``None`` when failed)
-_ITEM_FACTS = ("num_frames", "fps", "decode_s", "transform_s", "rotation", "rotated", "partial", "failed_views", "protocol")
+_ITEM_FACTS = (
+    "num_frames",
+    "fps",
+    "decode_s",
+    "transform_s",
+    "rotation",
+    "rotated",
+    "partial",
+    "failed_views",
+    "protocol",
+)
 
 
 class ViewDataset(torch.utils.data.Dataset):

@@ -25,15 +25,16 @@ are skipped):
 Not read, with an error that says so: mmaction2 rawframe lists (``frame_dir total_frames label``:
 frame folders, not videos) and multi-label lines (``a.mp4 1 4 7``).
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from atfr_analysis.data import ListError
 
@@ -132,7 +133,9 @@ def _space_row(list_path: Path, no: int, line: str, label_map) -> ListRow:
     tokens = line.split()
     where = f"{list_path} line {no}"
     if len(tokens) < 2:
-        raise ListError(f"{where}: malformed line {_short(line)!r} (expected 'path label' or 'path,label'; {FORMATS_WE_READ})")
+        raise ListError(
+            f"{where}: malformed line {_short(line)!r} (expected 'path label' or 'path,label'; {FORMATS_WE_READ})"
+        )
     path, rest = tokens[0], tokens[1:]
     if len(rest) == 1:
         return ListRow(no, path, rest[0])

@@ -13,6 +13,7 @@ name                   frames  size       fps
 ``carphone_distorted`` 120     176x144    29.97
 =====================  ======  =========  =========
 """
+
 from __future__ import annotations
 
 import importlib.metadata

@@ -43,6 +43,7 @@ Note on the test protocol: at the default ``fps = 30`` a model whose clip covers
 ``linspace`` positions over that many frames; when it exceeds ``T`` the positions clamp to the
 clip's last frame. Pick ``frames`` (and ``fps``) to fit the model.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,10 +51,10 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -218,7 +219,9 @@ def _load_source(name: str, path: Path, out_h: int, out_w: int) -> _Source:
 
 
 # ----------------------------------------------------------------------------- clips
-def _render(src: _Source, idx: list[int], box: tuple[int, int, int, int], flip: bool, out_h: int, out_w: int) -> dict[int, np.ndarray]:
+def _render(
+    src: _Source, idx: list[int], box: tuple[int, int, int, int], flip: bool, out_h: int, out_w: int
+) -> dict[int, np.ndarray]:
     """Crop ``box`` (working coords) of each source frame in ``idx``, resize (FFmpeg's swscale, area
     interpolation), flip -> ``{idx: uint8 [H, W, 3]}``."""
     import av
@@ -365,7 +368,9 @@ def make_dataset(
     tell("decoding the source clips", len(cfg.sources), len(cfg.sources))
     for s, src in srcs.items():
         if len(src.frames) != lengths[s]:
-            raise DataError(f"synthetic data: source {s} decodes to {len(src.frames)} frames, its header says {lengths[s]}")
+            raise DataError(
+                f"synthetic data: source {s} decodes to {len(src.frames)} frames, its header says {lengths[s]}"
+            )
 
     labels = {c: i for i, c in enumerate(cfg.classes)}
     clips: list[ClipInfo] = []
@@ -445,7 +450,9 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         if not overwrite:
             raise DataError(f"synthetic data: {out} is not empty; pass overwrite=True to replace a previous data set")
         if not (out / "manifest.json").is_file():
-            raise DataError(f"synthetic data: {out} is not empty and holds no synthetic data set; refusing to overwrite it")
+            raise DataError(
+                f"synthetic data: {out} is not empty and holds no synthetic data set; refusing to overwrite it"
+            )
         for d in SPLITS:
             if (out / d).is_dir():
                 shutil.rmtree(out / d)

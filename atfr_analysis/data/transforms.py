@@ -35,11 +35,12 @@ View order (``atfr_analysis.data.views.sample_views``): ``view = temporal_index 
 spatial_index``, ``spatial_index`` in ``0 .. crops - 1``; PySlowFast's ``spatial_idx`` is 0/1/2
 (1 when ``crops == 1``).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -158,9 +159,7 @@ def temporal_indices(
     ``generator``); ``clip_idx = i`` gives the ``i``-th of ``num_clips`` test clips.
     """
     _check_video(num_video_frames, fps)
-    start, end = get_start_end_idx(
-        num_video_frames, clip_size(spec, fps, target_fps), clip_idx, num_clips, generator
-    )
+    start, end = get_start_end_idx(num_video_frames, clip_size(spec, fps, target_fps), clip_idx, num_clips, generator)
     return sample_indices(start, end, spec.clip_frames, num_video_frames)
 
 

@@ -22,12 +22,14 @@ Every failure raises a ``VideoError`` (a ``DataError``) whose one-line message r
   clearly short of the frame count the header lists (a truncated file whose index survived);
 * ``EmptyVideoError``: no video stream, or not a single decodable frame.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -393,7 +395,11 @@ def decode_video(
     if start < 0 or (stop is not None and stop <= start):
         raise ValueError(f"need 0 <= start < stop, got start={start} stop={stop}")
     fs = read_frames(
-        path, None, stop, start=start, output=FrameOutput(stack=False),
+        path,
+        None,
+        stop,
+        start=start,
+        output=FrameOutput(stack=False),
         decoding=Decoding(thread_type=thread_type, thread_count=thread_count),
     )
     frames = fs.frames
@@ -459,7 +465,7 @@ class VideoReader:
             self._container.close()
             self._container = None
 
-    def __enter__(self) -> "VideoReader":
+    def __enter__(self) -> VideoReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -626,7 +632,12 @@ class VideoReader:
         cc = st.codec_context
         try:
             for packet in c.demux(st):
-                if self._stop_dts is not None and packet.size and packet.dts is not None and packet.dts > self._stop_dts:
+                if (
+                    self._stop_dts is not None
+                    and packet.size
+                    and packet.dts is not None
+                    and packet.dts > self._stop_dts
+                ):
                     break
                 yield from packet.decode()
             else:

@@ -32,11 +32,12 @@ Views come as float32, normalised (``dtype=torch.float32``: bit-identical to
 quarter of the memory; resized frames rounded to integers, exact when nothing is resized) to be
 normalised on the model's device with ``transforms.normalize_views``.
 """
+
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -160,7 +161,7 @@ class ViewProtocol:
         )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _registry_spec(name: str) -> InputSpec:
     from atfr_analysis.models.registry import get_entry
 
@@ -296,8 +297,17 @@ class SampledViews(NamedTuple):
         ``frame_start``, ``frame_end``, ``clip_start``, ``clip_end``, ``frame_indices``,
         ``resized_hw``, ``crop_box``."""
         keys = (
-            "view", "temporal_index", "spatial_index", "crop_position", "frame_start", "frame_end",
-            "clip_start", "clip_end", "frame_indices", "resized_hw", "crop_box",
+            "view",
+            "temporal_index",
+            "spatial_index",
+            "crop_position",
+            "frame_start",
+            "frame_end",
+            "clip_start",
+            "clip_end",
+            "frame_indices",
+            "resized_hw",
+            "crop_box",
         )
         out: dict[str, list] = {k: [] for k in keys}
         for v in self.ok_views:
@@ -334,8 +344,14 @@ def _window_clips(reader, spec: InputSpec, protocol: ViewProtocol) -> list[_Clip
     clips = []
     for w in clip_windows(n, reader.duration, reader.info.fps, spec, protocol.views, TARGET_FPS):
         window = {
-            "decode_all_video": False, "start_pts": w.start_pts, "end_pts": w.end_pts,
-            "first_frame": None, "last_frame": None, "K": 0, "resample_start": 0.0, "resample_end": w.size - 1,
+            "decode_all_video": False,
+            "start_pts": w.start_pts,
+            "end_pts": w.end_pts,
+            "first_frame": None,
+            "last_frame": None,
+            "K": 0,
+            "resample_start": 0.0,
+            "resample_end": w.size - 1,
         }
         span = window_span(pts, w)
         if span is None:
@@ -353,7 +369,9 @@ def _window_clips(reader, spec: InputSpec, protocol: ViewProtocol) -> list[_Clip
             # the window runs past the frames that can be named: its frame count K, and so its
             # frames, are not known (none are listed)
             clip.frames = []
-            clip.error = "its window reaches past the end of the stream" + _short_stream(len(pts), n, reader.index_error)
+            clip.error = "its window reaches past the end of the stream" + _short_stream(
+                len(pts), n, reader.index_error
+            )
         clips.append(clip)
     return clips
 
@@ -370,8 +388,14 @@ def _full_clips(num_frames: int, fps: float, spec: InputSpec, protocol: ViewProt
         start, end = get_start_end_idx(num_frames, size, i, protocol.views)
         frames = sample_indices(start, end, spec.clip_frames, num_frames).tolist()
         window = {
-            "decode_all_video": True, "start_pts": 0, "end_pts": None, "first_frame": 0,
-            "last_frame": num_frames - 1, "K": num_frames, "resample_start": start, "resample_end": end,
+            "decode_all_video": True,
+            "start_pts": 0,
+            "end_pts": None,
+            "first_frame": 0,
+            "last_frame": num_frames - 1,
+            "K": num_frames,
+            "resample_start": start,
+            "resample_end": end,
         }
         clips.append(_Clip(i, frames, window, start, end))
     return clips
@@ -478,15 +502,29 @@ def _decode_clips(path, spec: InputSpec, protocol: ViewProtocol, prep: _Prepare,
             if not needed:
                 raise VideoDecodeError(path, "no view decodes: " + (clips[0].error or "no frame"))
             got = reader.read(needed, prep)
-            out = _Decoded(got.frames, clips, got.decoded, got.errors, got.rotation, got.rotated,
-                           reader.header_frames, not reader.index_complete(), True, info, duration, time_base)
+            out = _Decoded(
+                got.frames,
+                clips,
+                got.decoded,
+                got.errors,
+                got.rotation,
+                got.rotated,
+                reader.header_frames,
+                not reader.index_complete(),
+                True,
+                info,
+                duration,
+                time_base,
+            )
         else:
             known = len(reader.frame_pts())
     if not use_window:
-        frames, decoded, rotation, rotated, num_frames, clips = _read_full(path, known, info.fps, spec, protocol, prep,
-                                                                           decoding)
-        out = _Decoded(frames, clips, decoded, errors, rotation, rotated, num_frames, False, False, info, duration,
-                       time_base)
+        frames, decoded, rotation, rotated, num_frames, clips = _read_full(
+            path, known, info.fps, spec, protocol, prep, decoding
+        )
+        out = _Decoded(
+            frames, clips, decoded, errors, rotation, rotated, num_frames, False, False, info, duration, time_base
+        )
     if not out.frames:
         raise EmptyVideoError(path, "zero frames") if not out.errors else VideoDecodeError(path, out.errors[0])
     return out
@@ -519,22 +557,24 @@ def _cut_views(path, spec: InputSpec, protocol: ViewProtocol, d: _Decoded, prep:
                 why = errors[0] if errors else "not decoded"
                 err = f"frame {missing[0]} did not decode ({why})"
         for s, (p, box) in enumerate(zip(positions, boxes)):
-            infos.append(ViewInfo(
-                view=c.temporal_index * protocol.crops + s,
-                temporal_index=c.temporal_index,
-                spatial_index=s,
-                spatial_idx=p,
-                frames=list(c.frames),
-                resized_hw=[rh, rw],
-                crop_box=list(box),
-                window=dict(c.window),
-                clip_start=float(c.start),
-                clip_end=float(c.end),
-                status="ok" if err is None else "failed",
-                error=err,
-                slow_positions=list(slow_pos) if slow_pos else None,
-                slow_frames=[c.frames[q] for q in slow_pos] if slow_pos and c.frames else None,
-            ))
+            infos.append(
+                ViewInfo(
+                    view=c.temporal_index * protocol.crops + s,
+                    temporal_index=c.temporal_index,
+                    spatial_index=s,
+                    spatial_idx=p,
+                    frames=list(c.frames),
+                    resized_hw=[rh, rw],
+                    crop_box=list(box),
+                    window=dict(c.window),
+                    clip_start=float(c.start),
+                    clip_end=float(c.end),
+                    status="ok" if err is None else "failed",
+                    error=err,
+                    slow_positions=list(slow_pos) if slow_pos else None,
+                    slow_frames=[c.frames[q] for q in slow_pos] if slow_pos and c.frames else None,
+                )
+            )
     ok = [v for v in infos if v.ok]
     if not ok:
         raise VideoDecodeError(path, "no view decodes: " + infos[0].error)
@@ -575,8 +615,9 @@ def _facts(path, protocol: ViewProtocol, d: _Decoded, infos: list[ViewInfo], pre
     )
 
 
-def _read_full(path, known: int, fps: float, spec: InputSpec, protocol: ViewProtocol, prep: _Prepare,
-               decoding: Decoding):
+def _read_full(
+    path, known: int, fps: float, spec: InputSpec, protocol: ViewProtocol, prep: _Prepare, decoding: Decoding
+):
     """The full-decode rule: clips on the decoded frame count (the packet count when the
     decode stops early at the last frame needed; redone on the true count when the stream ends
     before it)."""

@@ -14,15 +14,17 @@ parameter shapes and of the source code of the model and of the counter, the inp
 part and signature counted, the conventions, the counter backend and its version (with torch's or
 fvcore's version).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 __all__ = ["CostCache", "user_cache_dir", "key_digest", "code_fingerprint"]
 
@@ -57,11 +59,18 @@ def code_fingerprint(extra_files: Iterable[str | Path] = ()) -> str:
     ``flops/count.py``, ``flops/meta.py``, ``flops/cost.py``) and of ``extra_files``."""
     here = Path(__file__).resolve().parent
     pkg = here.parent
-    files = sorted(set(
-        [*pkg.joinpath("models").glob("*.py"), *pkg.joinpath("sgs").glob("*.py"),
-         here / "count.py", here / "meta.py", here / "cost.py"]
-        + [Path(f).resolve() for f in extra_files]
-    ))
+    files = sorted(
+        set(
+            [
+                *pkg.joinpath("models").glob("*.py"),
+                *pkg.joinpath("sgs").glob("*.py"),
+                here / "count.py",
+                here / "meta.py",
+                here / "cost.py",
+            ]
+            + [Path(f).resolve() for f in extra_files]
+        )
+    )
     k = tuple(str(f) for f in files)
     hit = _CODE_CACHE.get(k)
     if hit is None:
@@ -101,7 +110,7 @@ class CostCache:
                 self._write(base, key, value)
 
     @classmethod
-    def user(cls, run_dir: str | Path | None = None) -> "CostCache":
+    def user(cls, run_dir: str | Path | None = None) -> CostCache:
         """``[run_dir, user_cache_dir()]`` (either may be absent)."""
         return cls(dirs=[run_dir, user_cache_dir()])
 

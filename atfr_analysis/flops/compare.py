@@ -9,6 +9,7 @@ call's one-time set-up of either backend is timed apart, as ``warmup_s``) and pr
 whether every count is identical in both conventions and the seconds per new signature of each
 backend (median and mean; a new signature counts its post part and any SGS case not seen yet).
 """
+
 from __future__ import annotations
 
 import math
@@ -30,13 +31,17 @@ def compare_backends(name: str, num_classes: int = 400, n: int = 20, seed: int =
 
     model = build_model(name, num_classes=num_classes).eval()
     shapes = [tuple(x.shape) for x in make_inputs(model.spec)]
-    out: dict = {"model": name, "num_classes": num_classes, "input_shapes": [list(s) for s in shapes],
-                 "threads": torch.get_num_threads()}
+    out: dict = {
+        "model": name,
+        "num_classes": num_classes,
+        "input_shapes": [list(s) for s in shapes],
+        "threads": torch.get_num_threads(),
+    }
     cms = {b: CostModel(model, shapes, backend=b) for b in ("meta", "fvcore")}
     warm = {}
     for b, cm in cms.items():  # the pre part and the one-time set-up of the backend
         t = time.perf_counter()
-        cm.num_bins
+        _ = cm.num_bins  # read for its side effect: the set-up
         warm[b] = round(time.perf_counter() - t, 3)
     bins = cms["meta"].num_bins
     rng = random.Random(f"{name}-{seed}")
@@ -54,16 +59,24 @@ def compare_backends(name: str, num_classes: int = 400, n: int = 20, seed: int =
             t = time.perf_counter()
             got[b] = cm.exact_counts(sig)
             times[b].append(time.perf_counter() - t)
-        rows.append({"signature": list(sig), "meta": list(got["meta"]), "fvcore": list(got["fvcore"]),
-                     "equal": got["meta"] == got["fvcore"]})
+        rows.append(
+            {
+                "signature": list(sig),
+                "meta": list(got["meta"]),
+                "fvcore": list(got["fvcore"]),
+                "equal": got["meta"] == got["fvcore"],
+            }
+        )
     out.update(
         num_bins=bins,
         warmup_s=warm,
         signatures=n,
         equal=all(r["equal"] for r in rows),
         mismatches=[r["signature"] for r in rows if not r["equal"]],
-        seconds_per_signature={b: {"median": round(statistics.median(v), 4), "mean": round(statistics.fmean(v), 4)}
-                               for b, v in times.items()},
+        seconds_per_signature={
+            b: {"median": round(statistics.median(v), 4), "mean": round(statistics.fmean(v), 4)}
+            for b, v in times.items()
+        },
         rows=rows,
     )
     med = out["seconds_per_signature"]

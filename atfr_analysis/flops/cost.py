@@ -25,6 +25,7 @@ that another process, rank, shard or a resumed run counts nothing it finds there
 ``stats`` says how many parts were computed and how many loaded. ``cross_check(k)`` counts the
 first ``k`` signatures again with fvcore and returns the comparison (for ``run.json``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,7 +33,8 @@ import dataclasses
 import hashlib
 import itertools
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -90,7 +92,7 @@ def _renamed(fc: FlopCount, prefix_from: str, prefix_to: str) -> FlopCount:
             elif k == prefix_from and not prefix_to:
                 continue  # the wrapper's root ("") already holds everything, ops outside the module too
             elif k == prefix_from or k.startswith(prefix_from + "."):
-                rest = k[len(prefix_from) + 1:]
+                rest = k[len(prefix_from) + 1 :]
                 new = ".".join(p for p in (prefix_to, rest) if p)
                 out[new] = out.get(new, 0) + v
         if prefix_to and prefix_from in d:
@@ -103,7 +105,9 @@ def _renamed(fc: FlopCount, prefix_from: str, prefix_to: str) -> FlopCount:
     fc.by_module = fix(fc.by_module)
     fc.by_module_fvcore = fix(fc.by_module_fvcore)
     if prefix_to == "":
-        fc.uncalled_modules = [m[len(prefix_from) + 1:] for m in fc.uncalled_modules if m.startswith(prefix_from + ".")]
+        fc.uncalled_modules = [
+            m[len(prefix_from) + 1 :] for m in fc.uncalled_modules if m.startswith(prefix_from + ".")
+        ]
     return fc
 
 
@@ -429,7 +433,8 @@ class CostModel:
         bins = self.num_bins
         if len(sig) != len(bins):
             raise InputError(
-                f"signature needs {len(bins)} value(s) (one per SGS layer: {', '.join(self.layer_names)}), got {len(sig)}"
+                f"signature needs {len(bins)} value(s) (one per SGS layer: {', '.join(self.layer_names)}), "
+                f"got {len(sig)}"
             )
         for name, b, B in zip(self.layer_names, sig, bins):
             if not 1 <= b <= B:
@@ -507,7 +512,7 @@ class CostModel:
         fraction of its bins (B'_l = ceil(f * B_l) for f = k / max(B))."""
         return [(sig, *self.gmacs(sig)) for sig in self.grid(max_points)]
 
-    def _reference(self) -> "CostModel":
+    def _reference(self) -> CostModel:
         """The same model counted with fvcore (the reference of ``cross_check``)."""
         return CostModel(self.model, self.input_shapes, backend="fvcore")
 
@@ -521,7 +526,9 @@ class CostModel:
         the reference's parts counted cold). Needs real weights (not a ``meta`` model).
         """
         if self.is_dynamic:
-            sigs = [tuple(int(b) for b in s) for s in signatures] if signatures is not None else list(self.signatures_seen)
+            sigs = (
+                [tuple(int(b) for b in s) for s in signatures] if signatures is not None else list(self.signatures_seen)
+            )
             if not sigs:
                 sigs = self.grid(max_points=1)[::-1]  # the diagonal, every bin active first
         else:
@@ -536,8 +543,16 @@ class CostModel:
             t = time.perf_counter()
             b = ref.exact_counts(sig)
             t_ref += time.perf_counter() - t
-            rows.append({"signature": list(sig), "conv_fc": a[0], "fvcore": a[1], "ref_conv_fc": b[0],
-                         "ref_fvcore": b[1], "equal": a == b})
+            rows.append(
+                {
+                    "signature": list(sig),
+                    "conv_fc": a[0],
+                    "fvcore": a[1],
+                    "ref_conv_fc": b[0],
+                    "ref_fvcore": b[1],
+                    "equal": a == b,
+                }
+            )
         return {
             "backend": self.backend,
             "counter": backend_version(self.backend),

@@ -16,6 +16,7 @@ falls back to its default; a handle returning 0 does). A second, independent bac
 ``torch.utils.flop_counter.FlopCounterMode`` (which counts 2 flops per multiply-add and knows no
 normalisation), must agree with ``conv_fc`` after dividing by 2.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -71,7 +72,7 @@ class FlopCount:
                 out[name] = c / 1e9
         return out
 
-    def __add__(self, other: "FlopCount") -> "FlopCount":
+    def __add__(self, other: FlopCount) -> FlopCount:
         def add(a: dict, b: dict) -> dict:
             c = Counter(a)
             c.update(b)
@@ -98,6 +99,7 @@ def count_flops(model: nn.Module, inputs: Any) -> FlopCount:
     """
     # importing the package installed the filter of fvcore's torch.jit.script warning
     from fvcore.nn import FlopCountAnalysis
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fca = FlopCountAnalysis(model, (inputs,))
@@ -109,9 +111,7 @@ def count_flops(model: nn.Module, inputs: Any) -> FlopCount:
         uncalled = sorted(fca.uncalled_modules())
     norm = sum(by_op.get(k, 0) for k in NORM_OPS)
     by_module_fv = {m: int(sum(c.values())) for m, c in by_mod_op.items()}
-    by_module = {
-        m: int(sum(v for k, v in c.items() if k not in NORM_OPS)) for m, c in by_mod_op.items()
-    }
+    by_module = {m: int(sum(v for k, v in c.items() if k not in NORM_OPS)) for m, c in by_mod_op.items()}
     return FlopCount(total - norm, total, by_op, by_module, by_module_fv, unsupported, uncalled)
 
 

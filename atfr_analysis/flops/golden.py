@@ -15,6 +15,7 @@ layer that appeared or went away (``convention`` ``"sgs layer"``), a signature c
 only. Equal files give no row. ``atfr flops MODEL --save FILE`` / ``--check FILE`` and the pytest
 fixture ``flops_regression`` (:mod:`atfr_analysis.testing.pytest_plugin`) are built on these two.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,16 +65,26 @@ def _modules(fc: FlopCount, params: dict[str, int], depth: int) -> dict[str, dic
     for name in sorted(names, key=lambda n: (n.count(".") if n else -1, n)):
         if name and name.count(".") >= depth:
             continue
-        row = {"conv_fc": int(fc.by_module.get(name, 0)), "fvcore": int(fc.by_module_fvcore.get(name, 0)),
-               "params": int(params.get(name, 0))}
+        row = {
+            "conv_fc": int(fc.by_module.get(name, 0)),
+            "fvcore": int(fc.by_module_fvcore.get(name, 0)),
+            "params": int(params.get(name, 0)),
+        }
         if any(row.values()) or name == "":
             out[name or "model"] = row
     return out
 
 
-def golden(model: nn.Module, input_shapes: Sequence[Sequence[int]] | None = None, depth: int = 2,
-           signatures: Iterable[Iterable[int]] | None = None, max_signatures: int = 64, name: str | None = None,
-           cache=None, list_input: bool | None = None) -> dict[str, Any]:
+def golden(
+    model: nn.Module,
+    input_shapes: Sequence[Sequence[int]] | None = None,
+    depth: int = 2,
+    signatures: Iterable[Iterable[int]] | None = None,
+    max_signatures: int = 64,
+    name: str | None = None,
+    cache=None,
+    list_input: bool | None = None,
+) -> dict[str, Any]:
     """The golden record of ``model`` at ``input_shapes`` (default: its spec's test input); see the
     module doc. Counted on the ``meta`` device (the model may live there)."""
     if depth < 0:
@@ -243,14 +254,14 @@ def golden_like(model: nn.Module, before: dict, cache=None) -> dict:
     """``model`` counted with the settings of the golden record ``before`` (input, depth, signatures)."""
     sigs = [r["signature"] for r in before.get("signatures", [])] if before.get("sgs_layers") else None
     try:
-        return golden(model, before["input_shapes"], depth=before["depth"], signatures=sigs, name=before.get("model"),
-                      cache=cache)
+        return golden(
+            model, before["input_shapes"], depth=before["depth"], signatures=sigs, name=before.get("model"), cache=cache
+        )
     except InputError:
         if sigs is None:
             raise
         # the SGS layers changed (count, placement): the grid of the model as it is now
         return golden(model, before["input_shapes"], depth=before["depth"], name=before.get("model"), cache=cache)
-
 
 
 def parse_signatures(text: str | None) -> list[list[int]] | None:

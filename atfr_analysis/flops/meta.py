@@ -25,6 +25,7 @@ Operators fvcore counts besides convolutions, matrix products and batch norm (gr
 ``adaptive_avg_pool2d``, upsampling, ``grid_sampler``, ``einsum``) have no formula here: a module
 that uses one raises :class:`MetaUnsupported` (``CostModel`` then counts with fvcore).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -80,11 +81,56 @@ _KNOWN = _MATMUL | _CONV | set(_BN) | _REFUSED
 _REFUSED_MODULES = (nn.GroupNorm, nn.LayerNorm, nn.AdaptiveAvgPool2d, nn.Upsample)
 # not arithmetic (or not counted by convention): left out of ``unsupported_ops``
 _DATA_OPS = {
-    "empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "ones_like", "full", "full_like",
-    "new_empty", "new_zeros", "new_full", "arange", "clone", "copy", "_to_copy", "contiguous", "cat", "stack",
-    "gather", "index_select", "index_copy", "masked_fill", "where", "constant_pad_nd", "detach", "lift_fresh",
-    "scalar_tensor", "relu", "threshold", "fill", "zero", "argsort", "sort", "sum", "eq", "ne", "lt", "le", "gt",
-    "ge", "unsafe_view", "logical_not", "bitwise_not", "max", "min", "amax", "topk", "_local_scalar_dense", "dropout",
+    "empty",
+    "empty_like",
+    "empty_strided",
+    "zeros",
+    "zeros_like",
+    "ones",
+    "ones_like",
+    "full",
+    "full_like",
+    "new_empty",
+    "new_zeros",
+    "new_full",
+    "arange",
+    "clone",
+    "copy",
+    "_to_copy",
+    "contiguous",
+    "cat",
+    "stack",
+    "gather",
+    "index_select",
+    "index_copy",
+    "masked_fill",
+    "where",
+    "constant_pad_nd",
+    "detach",
+    "lift_fresh",
+    "scalar_tensor",
+    "relu",
+    "threshold",
+    "fill",
+    "zero",
+    "argsort",
+    "sort",
+    "sum",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "unsafe_view",
+    "logical_not",
+    "bitwise_not",
+    "max",
+    "min",
+    "amax",
+    "topk",
+    "_local_scalar_dense",
+    "dropout",
 }
 
 

@@ -19,6 +19,7 @@ operators it has no fvcore formula for.
 anything else, with one interface (``gmacs(sig)``, ``exact_counts``, ``cost``, ``static``,
 ``num_bins``, ``grid``, ``curve``, ``cross_check``, ``stats``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,13 @@ from atfr_analysis.sgs.tap import SgsTap, sgs_layer_names
 __all__ = ["ModuleCostModel", "cost_model", "module_files"]
 
 
-def cost_model(model: nn.Module, input_shapes: Sequence[Sequence[int]], backend: str = "meta", cache=None,
-               list_input: bool | None = None) -> CostModel:
+def cost_model(
+    model: nn.Module,
+    input_shapes: Sequence[Sequence[int]],
+    backend: str = "meta",
+    cache=None,
+    list_input: bool | None = None,
+) -> CostModel:
     """The cost model of ``model``: the zoo's part-wise ``CostModel`` for a zoo model, else a
     :class:`ModuleCostModel` (the whole module per signature)."""
     if is_split_model(model):
@@ -81,8 +87,14 @@ class ModuleCostModel(CostModel):
     several inputs) or with the one tensor. See the module doc.
     """
 
-    def __init__(self, model: nn.Module, input_shapes: Sequence[Sequence[int]], backend: str = "meta",
-                 cache=None, list_input: bool | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        input_shapes: Sequence[Sequence[int]],
+        backend: str = "meta",
+        cache=None,
+        list_input: bool | None = None,
+    ):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         super().__init__(model, input_shapes, backend=backend, cache=cache)
@@ -165,7 +177,8 @@ class ModuleCostModel(CostModel):
                 self.stats["fallbacks"] += 1
             except (NotImplementedError, RuntimeError) as e:
                 raise InputError(
-                    f"{type(self.model).__name__}'s forward failed on the meta device ({str(e).splitlines()[0][:120]}); "
+                    f"{type(self.model).__name__}'s forward failed on the meta device "
+                    f"({str(e).splitlines()[0][:120]}); "
                     "a model that reads tensor values outside its SGS layers is counted with backend='fvcore' "
                     "(--counter fvcore)"
                 ) from None

@@ -1,4 +1,5 @@
 """Plot of an ATFR model's cost over its active bins (``atfr flops MODEL_atfr --curve --plot``)."""
+
 from __future__ import annotations
 
 from pathlib import Path

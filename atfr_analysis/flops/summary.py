@@ -1,9 +1,10 @@
 """FLOP summaries of registry models: what ``atfr flops`` and ``atfr models`` print."""
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -11,9 +12,9 @@ from atfr_analysis.errors import InputError
 from atfr_analysis.flops.cost import static_model
 from atfr_analysis.flops.module_cost import cost_model
 from atfr_analysis.flops.table import module_table
-from atfr_analysis.profile.schema import layer_name
 from atfr_analysis.models import build_model, make_inputs
 from atfr_analysis.models.base import VideoModel
+from atfr_analysis.profile.schema import layer_name
 
 __all__ = ["FlopSummary", "model_flops", "model_row", "parse_bins", "param_count"]
 
@@ -194,10 +195,7 @@ def model_flops(
         **common,
     )
     if curve:
-        out.curve = [
-            {"bins": dict(zip(layer_names, sg)), "gmacs": g, "gmacs_fvcore": gf}
-            for sg, g, gf in cost.curve()
-        ]
+        out.curve = [{"bins": dict(zip(layer_names, sg)), "gmacs": g, "gmacs_fvcore": gf} for sg, g, gf in cost.curve()]
     return out
 
 
@@ -210,8 +208,15 @@ def model_row(name: str, cache=None) -> dict:
     from atfr_analysis.models.registry import get_config
 
     cfg = get_config(name)
-    key = {"model": name, "config": dataclasses.asdict(cfg), "code": code_fingerprint(), "part": "models_row",
-           "signature": [], "backend": "meta", "counter": backend_version("meta")}
+    key = {
+        "model": name,
+        "config": dataclasses.asdict(cfg),
+        "code": code_fingerprint(),
+        "part": "models_row",
+        "signature": [],
+        "backend": "meta",
+        "counter": backend_version("meta"),
+    }
     if cache is not None:
         hit = cache.get(key)
         if hit is not None:

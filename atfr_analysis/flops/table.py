@@ -8,6 +8,7 @@ submodules (e.g. the SGS layer's aggregation in the layer itself), a row ``NAME 
 them, so the rows marked ``leaf`` (the tree cut at depth ``N``) add up to the model's total
 exactly, at every depth.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -70,9 +71,18 @@ def module_table(fc: FlopCount, model: nn.Module, depth: int, static: FlopCount 
         s = static_of(name) if static_macs is None and not own else static_macs
         if c or f or p or (s or 0) or name == "":
             label = "model" if name == "" else name
-            rows.append({"module": label + (" (own ops)" if own else ""), "depth": d, "params": int(p),
-                         "macs": int(c), "macs_fvcore": int(f), "static_macs": None if s is None else int(s),
-                         "leaf": leaf, "own": own})
+            rows.append(
+                {
+                    "module": label + (" (own ops)" if own else ""),
+                    "depth": d,
+                    "params": int(p),
+                    "macs": int(c),
+                    "macs_fvcore": int(f),
+                    "static_macs": None if s is None else int(s),
+                    "leaf": leaf,
+                    "own": own,
+                }
+            )
 
     def visit(name: str, d: int) -> None:
         kids = children.get(name, [])

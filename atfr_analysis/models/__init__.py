@@ -3,6 +3,7 @@
 Importing this package registers every family (``resnet``, ``x3d``): the family modules import
 the registry, never the other way round (see :mod:`atfr_analysis.models.registry`).
 """
+
 from atfr_analysis.models import resnet, x3d  # noqa: F401  (registers the families' models)
 from atfr_analysis.models.base import AtfrStep, InputSpec, VideoModel, as_pathways, make_inputs
 from atfr_analysis.models.registry import (

@@ -27,10 +27,12 @@ largest ``B'`` per layer, a clip's output depends on its batch) or ``"exact"`` (
 grouped by signature and ``forward_post`` runs once per group, see
 :mod:`atfr_analysis.models.exact`, so that every clip's output equals its batch-1 output).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -41,7 +43,13 @@ from atfr_analysis.models.blocks import init_weights
 from atfr_analysis.sgs import SimilarityGuidedSampling
 
 __all__ = [
-    "InputSpec", "VideoModel", "AtfrStep", "as_pathways", "make_inputs", "check_batching", "BATCHING_MODES",
+    "InputSpec",
+    "VideoModel",
+    "AtfrStep",
+    "as_pathways",
+    "make_inputs",
+    "check_batching",
+    "BATCHING_MODES",
     "is_split_model",
 ]
 
@@ -60,8 +68,11 @@ def is_split_model(model: nn.Module) -> bool:
     """A zoo-style model: a :class:`VideoModel` cut at its SGS layers (``forward_pre`` /
     ``forward_post``). Any other module (one's own network) is run whole and counted whole
     (:mod:`atfr_analysis.flops.module_cost`)."""
-    return (isinstance(model, VideoModel) and getattr(model, "split", True)
-            and type(model).forward_pre is not VideoModel.forward_pre)
+    return (
+        isinstance(model, VideoModel)
+        and getattr(model, "split", True)
+        and type(model).forward_pre is not VideoModel.forward_pre
+    )
 
 
 @dataclass(frozen=True)
@@ -104,7 +115,7 @@ class InputSpec:
         s = self.test_crop if crop is None else crop
         return "+".join(str(t) for t in self.frames) + f"x{s}x{s}"
 
-    def with_frames(self, frames: int | Sequence[int] | None) -> "InputSpec":
+    def with_frames(self, frames: int | Sequence[int] | None) -> InputSpec:
         """The same spec at another clip length (fast frames for SlowFast; slow = fast / alpha)."""
         if frames is None:
             return self
@@ -139,9 +150,7 @@ def make_inputs(
     """Random inputs (``torch.rand``, as the fixtures) of the model's default shape."""
     spec = spec.with_frames(frames)
     s = spec.test_crop if crop is None else crop
-    return [
-        torch.rand(batch, 3, t, s, s, generator=generator, device=device) for t in spec.frames
-    ]
+    return [torch.rand(batch, 3, t, s, s, generator=generator, device=device) for t in spec.frames]
 
 
 @dataclass(frozen=True)
@@ -259,7 +268,7 @@ class VideoModel(nn.Module):
     def forward_post(self, feats: list[torch.Tensor]) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def set_batching(self, mode: str) -> "VideoModel":
+    def set_batching(self, mode: str) -> VideoModel:
         """Set the model's batching mode (``"padded"`` or ``"exact"``); returns the model."""
         self.batching = check_batching(mode)
         return self
@@ -306,7 +315,7 @@ class VideoModel(nn.Module):
 
     # ------------------------------------------------------------------ exact batching's graphs
     @property
-    def post_graphs(self) -> "exact.PostGraphs | None":
+    def post_graphs(self) -> exact.PostGraphs | None:
         """The captured CUDA graphs of exact batching (``None`` before the first graphed call)."""
         return exact.post_graphs(self)
 

@@ -37,10 +37,11 @@ position): :func:`head_pool_kernel` (the kernel PySlowFast derives from the trai
 :func:`make_activation` and :func:`classify_positions` (permute, dropout, projection, activation in
 eval mode and the mean over positions).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -93,9 +94,7 @@ class ResNetBasicStem(nn.Module):
         self.conv = nn.Conv3d(dim_in, dim_out, kernel, stride=tuple(stride), padding=padding, bias=False)
         self.bn = _bn3d(dim_out)
         self.relu = nn.ReLU(inplace=inplace_relu)
-        self.pool_layer = (
-            nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)) if pool else None
-        )
+        self.pool_layer = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)) if pool else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn(self.conv(x)))
@@ -295,7 +294,19 @@ class ResStage(nn.Module):
         num_block_temp_kernel = list(num_blocks) if num_block_temp_kernel is None else list(num_block_temp_kernel)
         num_groups = [1] * n if num_groups is None else list(num_groups)
         dilation = [1] * n if dilation is None else list(dilation)
-        lengths = {len(x) for x in (dim_out, dim_inner, temp_kernel_sizes, stride, num_blocks, num_block_temp_kernel, num_groups, dilation)}
+        lengths = {
+            len(x)
+            for x in (
+                dim_out,
+                dim_inner,
+                temp_kernel_sizes,
+                stride,
+                num_blocks,
+                num_block_temp_kernel,
+                num_groups,
+                dilation,
+            )
+        }
         if lengths != {n}:
             raise ValueError("ResStage arguments must have one entry per pathway")
         self.num_pathways = n

@@ -26,6 +26,7 @@ Speed, set on the model (:class:`~atfr_analysis.models.base.VideoModel`):
 This module holds no model state: the graph cache lives on the model (:func:`post_graphs`), the
 thread pools per process (:func:`cpu_pool`).
 """
+
 from __future__ import annotations
 
 import os
@@ -130,14 +131,11 @@ def cpu_workers(model: nn.Module, device: torch.device, outs, jobs) -> int:
 def use_post_graphs(model: nn.Module, device: torch.device) -> bool:
     """CUDA graphs for this call: asked for, on CUDA, eval mode, no autograd."""
     return (
-        bool(model.exact_cuda_graphs)
-        and device.type == "cuda"
-        and not model.training
-        and not torch.is_grad_enabled()
+        bool(model.exact_cuda_graphs) and device.type == "cuda" and not model.training and not torch.is_grad_enabled()
     )
 
 
-def post_graphs(model: nn.Module, create: bool = False) -> "PostGraphs | None":
+def post_graphs(model: nn.Module, create: bool = False) -> PostGraphs | None:
     """The model's graph cache (``None`` before the first graphed call, unless ``create``)."""
     g = model.__dict__.get(_GRAPH_ATTR)
     if g is None and create:
@@ -162,7 +160,9 @@ def cpu_pool(workers: int) -> ThreadPoolExecutor:
     if pool is None:
         main_threads = torch.get_num_threads()
         started = threading.Barrier(workers)
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="atfr-exact", initializer=torch.set_num_threads, initargs=(1,))
+        pool = ThreadPoolExecutor(
+            workers, thread_name_prefix="atfr-exact", initializer=torch.set_num_threads, initargs=(1,)
+        )
         for f in [pool.submit(started.wait) for _ in range(workers)]:  # start every thread now
             f.result()
         torch.set_num_threads(main_threads)  # set_num_threads also stores a process-wide default
@@ -209,7 +209,7 @@ class PostGraphs:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.graphs: "OrderedDict[tuple, tuple]" = OrderedDict()
+        self.graphs: OrderedDict[tuple, tuple] = OrderedDict()
         self.pool = None
         self.captures = 0
         self.replays = 0

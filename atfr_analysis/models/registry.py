@@ -23,13 +23,15 @@ This module imports no family: the family modules import it and register their n
 imported, and ``atfr_analysis.models`` imports every family (as timm does), so importing anything
 from ``atfr_analysis.models`` fills the registry.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
@@ -132,9 +134,7 @@ def get_config(name: str, **overrides: Any) -> Any:
     fields = {f.name for f in dataclasses.fields(entry.config)}
     bad = sorted(set(overrides) - fields)
     if bad:
-        raise UnknownArgumentError(
-            f"{name}: unknown argument(s) {', '.join(bad)}; valid: {', '.join(sorted(fields))}"
-        )
+        raise UnknownArgumentError(f"{name}: unknown argument(s) {', '.join(bad)}; valid: {', '.join(sorted(fields))}")
     return dataclasses.replace(entry.config, **overrides)
 
 

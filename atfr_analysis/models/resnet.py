@@ -70,10 +70,12 @@ Baseline and ATFR variant are one class, :class:`VideoResNet`; ``cfg.sgs`` adds 
 at the end of this module, returning the baseline config; the decorator registers the
 ``_atfr`` variant too (:meth:`VideoResNet.atfr_config`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -284,7 +286,9 @@ class VideoResNet(VideoModel):
     def _inputs(self, x) -> list[torch.Tensor]:
         xs = as_pathways(x)
         if len(xs) != self.num_pathways:
-            raise ValueError(f"{type(self).__name__} ({self.cfg.arch}) takes {self.num_pathways} pathway tensor(s), got {len(xs)}")
+            raise ValueError(
+                f"{type(self).__name__} ({self.cfg.arch}) takes {self.num_pathways} pathway tensor(s), got {len(xs)}"
+            )
         return xs
 
     def _stem(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -328,7 +332,6 @@ _FORK_3DRESNET = dict(
 )
 
 
-
 @register_model(VideoResNet)
 def slow_8x8_r50() -> ResNetConfig:
     """Slow 8x8 R50 (PySlowFast configs/Kinetics/c2/SLOW_8x8_R50.yaml)"""
@@ -339,8 +342,13 @@ def slow_8x8_r50() -> ResNetConfig:
 def slowfast_4x16_r50() -> ResNetConfig:
     """SlowFast 4x16 R50 (PySlowFast configs/Kinetics/c2/SLOWFAST_4x16_R50.yaml)"""
     return ResNetConfig(
-        arch="slowfast", frames=(4, 32), sampling_rate=2, alpha=8, fusion_kernel=5,
-        temporal_kernels=_SLOWFAST_TK, **_R50_SLOW,
+        arch="slowfast",
+        frames=(4, 32),
+        sampling_rate=2,
+        alpha=8,
+        fusion_kernel=5,
+        temporal_kernels=_SLOWFAST_TK,
+        **_R50_SLOW,
     )
 
 
@@ -348,8 +356,13 @@ def slowfast_4x16_r50() -> ResNetConfig:
 def slowfast_8x8_r50() -> ResNetConfig:
     """SlowFast 8x8 R50 (PySlowFast configs/Kinetics/c2/SLOWFAST_8x8_R50.yaml)"""
     return ResNetConfig(
-        arch="slowfast", frames=(8, 32), sampling_rate=2, alpha=4, fusion_kernel=7,
-        temporal_kernels=_SLOWFAST_TK, **_R50_SLOW,
+        arch="slowfast",
+        frames=(8, 32),
+        sampling_rate=2,
+        alpha=4,
+        fusion_kernel=7,
+        temporal_kernels=_SLOWFAST_TK,
+        **_R50_SLOW,
     )
 
 
@@ -357,8 +370,16 @@ def slowfast_8x8_r50() -> ResNetConfig:
 def slowfast_16x8_r50() -> ResNetConfig:
     """SlowFast 16x8 R50 for Something-Something V2 (PySlowFast configs/SSv2/SLOWFAST_16x8_R50.yaml; 174 classes)"""
     return ResNetConfig(
-        arch="slowfast", frames=(16, 64), sampling_rate=2, alpha=4, fusion_kernel=7, num_classes=174,
-        temporal_kernels=_SLOWFAST_TK, num_views=1, num_crops=1, **_R50_SLOW,
+        arch="slowfast",
+        frames=(16, 64),
+        sampling_rate=2,
+        alpha=4,
+        fusion_kernel=7,
+        num_classes=174,
+        temporal_kernels=_SLOWFAST_TK,
+        num_views=1,
+        num_crops=1,
+        **_R50_SLOW,
     )
 
 
@@ -379,7 +400,17 @@ def resnet3d_18() -> ResNetConfig:
 def slow_tiny() -> ResNetConfig:
     """Slow ResNet-18 (bottleneck) at a quarter of R50's width, 16x64x64: the demo's backbone, small enough to train on a CPU; temporal kernel 1 in the stem and res2, so nothing mixes frames before SGS"""  # noqa: E501
     return ResNetConfig(
-        arch="slow", depth=18, frames=(16,), sampling_rate=1, train_crop=64, test_crop=64,
-        stem_width=16, widths=(64, 128, 256, 512), inner_widths=(16, 32, 64, 128),
-        temporal_kernels=((1, 1, 3, 3, 3),), dropout_rate=0.3, num_views=1, num_crops=3,
+        arch="slow",
+        depth=18,
+        frames=(16,),
+        sampling_rate=1,
+        train_crop=64,
+        test_crop=64,
+        stem_width=16,
+        widths=(64, 128, 256, 512),
+        inner_widths=(16, 32, 64, 128),
+        temporal_kernels=((1, 1, 3, 3, 3),),
+        dropout_rate=0.3,
+        num_views=1,
+        num_crops=3,
     )

@@ -18,6 +18,7 @@ logits (``scores_are_probabilities = True``: probabilities already).
 Bad references are one-line :class:`UserModelError` s: no colon, a module that cannot be imported,
 a missing attribute, something not callable, a result that is not an ``nn.Module``, no input spec.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -52,8 +53,10 @@ def module_step(model: nn.Module, x, batching: str = "exact") -> AtfrStep:
     xs = as_pathways(x)
     n = xs[0].shape[0]
     if batching == "exact" and n > 1:
-        steps = [module_step(model, [t[i : i + 1] for t in xs] if isinstance(x, (list, tuple)) else x[i : i + 1])
-                 for i in range(n)]
+        steps = [
+            module_step(model, [t[i : i + 1] for t in xs] if isinstance(x, (list, tuple)) else x[i : i + 1])
+            for i in range(n)
+        ]
         return AtfrStep(torch.cat([s.scores for s in steps]), torch.cat([s.signatures for s in steps]))
     with SgsTap(model) as tap:
         scores = model(x)
@@ -144,8 +147,9 @@ def _spec_of(net: nn.Module, ref: str, spec: InputSpec | None) -> InputSpec:
     )
 
 
-def build_user_model(ref: str, num_classes: int | None = None, input_spec: InputSpec | None = None,
-                     **kwargs: Any) -> VideoModel:
+def build_user_model(
+    ref: str, num_classes: int | None = None, input_spec: InputSpec | None = None, **kwargs: Any
+) -> VideoModel:
     """Import and call ``ref``; a zoo model it returns is kept as is, any other module wrapped."""
     net = _call(load_callable(ref), ref, num_classes, kwargs)
     if isinstance(net, VideoModel):
@@ -186,8 +190,10 @@ class UserModel(VideoModel):
                 self.net.eval()
                 out = torch.func.functional_call(self.net, state, (self._input(xs),), strict=False)
         except Exception as e:  # noqa: BLE001 - any failure of the user's forward is theirs: one line
-            raise UserModelError(f"--model {self.model_name!r}: its forward fails on the input spec "
-                                 f"{self.spec.label()}: {type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
+            raise UserModelError(
+                f"--model {self.model_name!r}: its forward fails on the input spec "
+                f"{self.spec.label()}: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            ) from None
         finally:
             self.net.train(was)
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
@@ -207,8 +213,10 @@ class UserModel(VideoModel):
         return self.net(self._input(x))
 
     def forward_pre(self, xs):
-        raise UserModelError(f"{self.model_name}: this needs a zoo model cut at its SGS layers (forward_pre / "
-                             "forward_post); your own model runs whole (profile, flops, train)")
+        raise UserModelError(
+            f"{self.model_name}: this needs a zoo model cut at its SGS layers (forward_pre / "
+            "forward_post); your own model runs whole (profile, flops, train)"
+        )
 
     forward_post = forward_pre
 

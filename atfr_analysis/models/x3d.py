@@ -72,6 +72,7 @@ config validated on construction, PySlowFast's weight init (``VideoModel.init_we
 built from :mod:`atfr_analysis.models.blocks`, and the registry names as
 ``@register_model(X3D)`` functions at the end of this module.
 """
+
 from __future__ import annotations
 
 import math
@@ -201,7 +202,9 @@ class SqueezeExcitation(nn.Module):
 class X3DTransform(nn.Module):
     """``branch2``: 1x1x1 -> BN -> ReLU -> 3x3x3 (channel-wise) -> BN -> [SE] -> Swish -> 1x1x1 -> BN."""
 
-    def __init__(self, dim_in: int, dim_out: int, dim_inner: int, stride: int, groups: int, use_se: bool, se_ratio: float) -> None:
+    def __init__(
+        self, dim_in: int, dim_out: int, dim_inner: int, stride: int, groups: int, use_se: bool, se_ratio: float
+    ) -> None:
         super().__init__()
         self.a = nn.Conv3d(dim_in, dim_inner, 1, bias=False)
         self.a_bn = nn.BatchNorm3d(dim_inner)
@@ -228,7 +231,9 @@ class X3DBlock(nn.Module):
     """Residual block: ``relu(shortcut(x) + branch2(x))``; ``forward_preact`` returns the sum
     before the ReLU (the SGS input), as ``blocks.ResBlock``."""
 
-    def __init__(self, dim_in: int, dim_out: int, dim_inner: int, stride: int, groups: int, use_se: bool, se_ratio: float) -> None:
+    def __init__(
+        self, dim_in: int, dim_out: int, dim_inner: int, stride: int, groups: int, use_se: bool, se_ratio: float
+    ) -> None:
         super().__init__()
         if dim_in != dim_out or stride != 1:
             self.branch1 = nn.Conv3d(dim_in, dim_out, 1, stride=(1, stride, stride), bias=False)
@@ -248,7 +253,9 @@ class X3DBlock(nn.Module):
 class X3DStage(nn.Module):
     """``s{2..5}``: blocks ``pathway0_res{i}``, the first with the spatial stride 2 and ``branch1``."""
 
-    def __init__(self, dim_in: int, dim_out: int, dim_inner: int, num_blocks: int, channelwise: bool, se_ratio: float) -> None:
+    def __init__(
+        self, dim_in: int, dim_out: int, dim_inner: int, num_blocks: int, channelwise: bool, se_ratio: float
+    ) -> None:
         super().__init__()
         self.num_blocks = num_blocks
         for i in range(num_blocks):

@@ -6,6 +6,7 @@ The package is also callable: ``atfr_analysis.profile(ckpt, model, data, out, **
 ``atfr_analysis.profile.run.profile`` (the README's ``atfr.profile(...)``), so that the name
 ``atfr_analysis.profile`` means this package whichever way it is imported.
 """
+
 import sys
 import types
 
@@ -15,8 +16,17 @@ from atfr_analysis.profile.instrument import Profiler, profile_clips
 from atfr_analysis.profile.log import RunError, load_run, load_videos, read_meta
 
 __all__ = [
-    "Profiler", "profile_clips", "load_run", "load_videos", "read_meta", "RunError",
-    "ProfileConfig", "profile", "run_profile", "summarize", "RunSummary",
+    "Profiler",
+    "profile_clips",
+    "load_run",
+    "load_videos",
+    "read_meta",
+    "RunError",
+    "ProfileConfig",
+    "profile",
+    "run_profile",
+    "summarize",
+    "RunSummary",
 ]
 
 # the runner imports the data layer: loaded on first use

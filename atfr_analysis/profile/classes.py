@@ -6,12 +6,13 @@ the log's scores, top-5 and predictions are then over those outputs only, renorm
 (= the softmax of the head restricted to them). Both are checked when the model is loaded,
 before the video list is read and before any video is decoded.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -106,8 +107,10 @@ def check_label_map(label_map: dict[str, int] | None, head: int, subset: tuple[i
             )
         out = [i for i in subset if i >= head]
         if out:
-            raise InputError(f"--class-subset: head index {out[0]} is out of range: the checkpoint's head has {head} outputs "
-                f"(0..{head - 1})")
+            raise InputError(
+                f"--class-subset: head index {out[0]} is out of range: the checkpoint's head has {head} outputs "
+                f"(0..{head - 1})"
+            )
         return
     if label_map is not None and len(label_map) != head:
         raise InputError(

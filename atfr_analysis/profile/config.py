@@ -4,13 +4,14 @@ The command line builds one from its options, ``atfr_analysis.profile(ckpt, mode
 **opts)`` from its keywords; ``run_profile(config)`` runs it. A bad value is a one-line
 :class:`~atfr_analysis.errors.InputError` naming the option, raised before anything is read.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from atfr_analysis.errors import InputError
 from atfr_analysis.models.base import BATCHING_MODES
@@ -28,37 +29,37 @@ _NOT_OPTIONS = ("checkpoint", "model", "data", "out", "command", "stop_after", "
 @dataclass
 class ProfileConfig:
     """A profiling run: ``checkpoint`` (as registry model ``model``) on the videos of ``data``
-    into the run folder ``out``.
+        into the run folder ``out``.
 
-    ``data``: a PySlowFast-style list (``path label`` or ``path,label`` per line; relative paths
-    under ``data_root``) or a folder of class folders; ``labels``: a label map, which must name
-    exactly the head's classes unless ``class_subset`` gives the head output of each of its
-    entries (``"0,5,7"``, a file of indices, or a sequence). Each video gives ``views x crops``
-    rows (PySlowFast's test protocol; ``None``: the model config's); each view's frames are scaled
-to ``short_side`` and cropped to ``crop`` (``None``: the model's protocol, see
-``atfr_analysis.data.views.view_protocol``: 3 crops: both the test crop; 1 crop: PySlowFast's
-1-crop rule, X3D-S 182 and 160). Frames are used as decoded (PySlowFast); ``apply_rotation``
-turns them by their rotation metadata. Decoding runs in ``workers``
-    DataLoader processes, inference on ``device`` in batches of ``batch_size`` views (``None``:
-    the device's defaults of :mod:`atfr_analysis.tuning`, resolved by :meth:`for_device` when the
-    run starts; ``cuda_graphs`` and ``cudnn_benchmark`` apply on CUDA)
-    (``batching="exact"``: every view's result as if alone; ``"padded"``: the official code's
-    padding), in ``precision`` (bf16/fp16 on CUDA only). Parts are flushed every ``flush_every``
-    videos or ``flush_seconds`` seconds. ``skip_missing``: rows of the list (any format) whose
-    file is missing are skipped (counted in ``run.json``) instead of refusing the list.
+        ``data``: a PySlowFast-style list (``path label`` or ``path,label`` per line; relative paths
+        under ``data_root``) or a folder of class folders; ``labels``: a label map, which must name
+        exactly the head's classes unless ``class_subset`` gives the head output of each of its
+        entries (``"0,5,7"``, a file of indices, or a sequence). Each video gives ``views x crops``
+        rows (PySlowFast's test protocol; ``None``: the model config's); each view's frames are scaled
+    to ``short_side`` and cropped to ``crop`` (``None``: the model's protocol, see
+    ``atfr_analysis.data.views.view_protocol``: 3 crops: both the test crop; 1 crop: PySlowFast's
+    1-crop rule, X3D-S 182 and 160). Frames are used as decoded (PySlowFast); ``apply_rotation``
+    turns them by their rotation metadata. Decoding runs in ``workers``
+        DataLoader processes, inference on ``device`` in batches of ``batch_size`` views (``None``:
+        the device's defaults of :mod:`atfr_analysis.tuning`, resolved by :meth:`for_device` when the
+        run starts; ``cuda_graphs`` and ``cudnn_benchmark`` apply on CUDA)
+        (``batching="exact"``: every view's result as if alone; ``"padded"``: the official code's
+        padding), in ``precision`` (bf16/fp16 on CUDA only). Parts are flushed every ``flush_every``
+        videos or ``flush_seconds`` seconds. ``skip_missing``: rows of the list (any format) whose
+        file is missing are skipped (counted in ``run.json``) instead of refusing the list.
 
-    ``resume`` continues the run in ``out`` (videos already logged are skipped; with
-    ``retry_failed`` the videos logged as failed are tried again, their new rows replacing the
-    failed ones); ``shard="i/n"`` (or torchrun's ``RANK``/``WORLD_SIZE``) profiles every n-th
-    video from the i-th. ``max_failed_fraction``: the share of failed videos (of those logged)
-    above which the run ends as a partial failure (exit status 3; all failed is always status 4).
-    ``allow_nonfinite_weights``: load a checkpoint whose weights hold NaN or inf (refused by
-    default); its views whose scores are not finite are then ``failed`` rows (never a result).
-    ``cross_check``: count the first K signatures met again with fvcore (the reference counter)
-    and record the comparison in ``run.json`` (``costs``). ``stop_after`` stops after that many videos of
-    this call (tests of resumption);
-    ``command``: the command line recorded in ``run.json`` (default: the equivalent
-    ``atfr profile`` line of this config).
+        ``resume`` continues the run in ``out`` (videos already logged are skipped; with
+        ``retry_failed`` the videos logged as failed are tried again, their new rows replacing the
+        failed ones); ``shard="i/n"`` (or torchrun's ``RANK``/``WORLD_SIZE``) profiles every n-th
+        video from the i-th. ``max_failed_fraction``: the share of failed videos (of those logged)
+        above which the run ends as a partial failure (exit status 3; all failed is always status 4).
+        ``allow_nonfinite_weights``: load a checkpoint whose weights hold NaN or inf (refused by
+        default); its views whose scores are not finite are then ``failed`` rows (never a result).
+        ``cross_check``: count the first K signatures met again with fvcore (the reference counter)
+        and record the comparison in ``run.json`` (``costs``). ``stop_after`` stops after that many videos of
+        this call (tests of resumption);
+        ``command``: the command line recorded in ``run.json`` (default: the equivalent
+        ``atfr profile`` line of this config).
     """
 
     checkpoint: str | Path
@@ -97,7 +98,7 @@ turns them by their rotation metadata. Decoding runs in ``workers``
     def __post_init__(self) -> None:
         self.validate()
 
-    def validate(self) -> "ProfileConfig":
+    def validate(self) -> ProfileConfig:
         """Check every value (one-line ``InputError``); ``class_subset`` becomes a tuple of ints."""
         if self.batch_size is not None:
             _int_at_least("--batch-size", self.batch_size, 1)
@@ -136,14 +137,16 @@ turns them by their rotation metadata. Decoding runs in ``workers``
         _int_at_least("cross_check", self.cross_check, 0)
         if not isinstance(self.model, str) or not self.model:
             raise InputError(f"--model must be a registry name, got {self.model!r}")
-        if not (isinstance(self.device, str) and (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"))):
+        if not (
+            isinstance(self.device, str) and (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"))
+        ):
             raise InputError(f"--device must be one of auto, cpu, cuda (or cuda:K), got {self.device!r}")
         if self.shard:
             resolve_shard(self.shard)  # its spelling; RANK / WORLD_SIZE are read when the run starts
         self.class_subset = parse_class_subset(self.class_subset)
         return self
 
-    def for_device(self, device) -> "ProfileConfig":
+    def for_device(self, device) -> ProfileConfig:
         """A copy with the batch size and loader workers that were left to the device filled in
         (``tuning.default_batch_size`` / ``default_workers``); what was asked for stays."""
         from atfr_analysis.tuning import default_batch_size, default_workers
@@ -153,15 +156,24 @@ turns them by their rotation metadata. Decoding runs in ``workers``
             workers=default_workers(device) if self.workers is None else self.workers,
         )
 
-    def replace(self, **changes) -> "ProfileConfig":
+    def replace(self, **changes) -> ProfileConfig:
         """A copy with ``changes`` (checked again)."""
         return dataclasses.replace(self, **changes)
 
     def command_line(self) -> list[str]:
         """The ``atfr profile`` command line equivalent to this config (for ``run.json``): the
         positional arguments and every option that differs from its default."""
-        cmd = ["atfr", "profile", str(self.checkpoint), "--model", str(self.model), "--data", str(self.data),
-               "--out", str(self.out)]
+        cmd = [
+            "atfr",
+            "profile",
+            str(self.checkpoint),
+            "--model",
+            str(self.model),
+            "--data",
+            str(self.data),
+            "--out",
+            str(self.out),
+        ]
         for f in dataclasses.fields(self):
             if f.name in _NOT_OPTIONS:
                 continue

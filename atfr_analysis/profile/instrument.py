@@ -21,13 +21,13 @@ the ``meta`` device. Its batching:
 Scores: a module's output is taken as logits and turned into probabilities (softmax) unless the
 module says ``scores_are_probabilities = True`` (the zoo's heads give probabilities in eval mode).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 import torch
-
 from torch import nn
 
 from atfr_analysis.errors import InputError
@@ -81,14 +81,17 @@ class Profiler:
             except InputError as e:
                 if self.batching != "padded":
                     raise
-                raise InputError(f"padded batching gave bins no clip can have alone ({e}): an SGS layer that "
-                                 "follows another one sees the padded batch; use batching='exact'") from None
+                raise InputError(
+                    f"padded batching gave bins no clip can have alone ({e}): an SGS layer that "
+                    "follows another one sees the padded batch; use batching='exact'"
+                ) from None
         cm = self.cost_model(xs)
         step = self.model.atfr_step(xs, batching=self.batching)
         return self.record(cm, step.scores, step.signatures, step.executed)
 
-    def record(self, cm: CostModel, scores: torch.Tensor, sig: torch.Tensor, executed=None,
-               probabilities: bool = False) -> dict:
+    def record(
+        self, cm: CostModel, scores: torch.Tensor, sig: torch.Tensor, executed=None, probabilities: bool = False
+    ) -> dict:
         """The bookkeeping after the forward: GMACs look-ups per clip and the scores on the host.
         ``executed``: the signature padded batching ran every clip at (None: exact batching);
         ``probabilities``: the scores are probabilities already."""

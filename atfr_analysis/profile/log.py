@@ -15,6 +15,7 @@ killed run never leaves half a part, and a video counts as logged once its video
 (views rows without one are ignored and redone by ``--resume``). ``load_run`` reads every part of
 every shard, keeps the last copy of a (video_id, view) row and orders rows by (video_id, view).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,7 +28,14 @@ from typing import Any
 import pandas as pd
 
 from atfr_analysis.errors import InputError, environment_failure
-from atfr_analysis.profile.schema import SCHEMA_VERSION, conform, to_arrow, video_column_names, videos_frame, views_frame
+from atfr_analysis.profile.schema import (
+    SCHEMA_VERSION,
+    conform,
+    to_arrow,
+    video_column_names,
+    videos_frame,
+    views_frame,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -59,8 +67,10 @@ class IncompleteRunError(InputError):
 
 def incomplete_run_message(name: str, logged: int, total: int) -> str:
     """The one line that refuses an unfinished run."""
-    return (f"run {name} is not finished: {logged} of {total} videos logged (a profile still writing, or "
-            "interrupted; `atfr profile --resume` finishes it); --allow-incomplete reports it marked INCOMPLETE")
+    return (
+        f"run {name} is not finished: {logged} of {total} videos logged (a profile still writing, or "
+        "interrupted; `atfr profile --resume` finishes it); --allow-incomplete reports it marked INCOMPLETE"
+    )
 
 
 def is_run(path: str | Path) -> bool:
@@ -134,7 +144,9 @@ def create_meta(run_dir: str | Path, meta: dict[str, Any]) -> bool:
         tmp.unlink(missing_ok=True)
 
 
-def write_parts(run_dir: str | Path, view_rows: list[dict], video_rows: list[dict], layers: list[str], tag: str) -> None:
+def write_parts(
+    run_dir: str | Path, view_rows: list[dict], video_rows: list[dict], layers: list[str], tag: str
+) -> None:
     """Append one part (views and videos of whole videos) to a run, atomically."""
     if not video_rows:
         return

@@ -1,6 +1,7 @@
 """The model a profiling run holds: the network loaded from its checkpoint, the test protocol it
 runs at, and its costs that do not depend on the videos. ``run`` builds it; ``record`` writes it
 into ``run.json``."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -3,6 +3,7 @@
 On a terminal: a rich progress bar on stderr. Elsewhere (a log file, a batch job): one plain line
 every ``log_every_s`` seconds and a last one at the end. ``quiet``: nothing.
 """
+
 from __future__ import annotations
 
 import sys
@@ -52,7 +53,8 @@ class ProfileProgress:
         if self.done_before:
             self.console.print(
                 f"{self.description}: {self.done_before} videos already logged, {self.total} to go",
-                markup=False, highlight=False,
+                markup=False,
+                highlight=False,
             )
         if self.console.is_terminal:
             self._progress = Progress(
@@ -101,7 +103,9 @@ class ProfileProgress:
         eta = f"ETA {_hms(left / v)}" if v > 0 and left > 0 else "done" if left <= 0 else "ETA ?"
         self.console.print(
             f"{self.description}: {self.videos}/{self.total} videos, {self._rate_text()}, {eta} | {self._stats()}",
-            markup=False, highlight=False, soft_wrap=True,
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
         self._last_log = time.perf_counter()
 
@@ -133,6 +137,8 @@ if __name__ == "__main__":  # pragma: no cover - a look at the bar: python -m at
         for i in range(20):
             time.sleep(0.1)
             ok = i % 7 != 3
-            rows = [{"status": "ok" if ok else "failed", "gmacs": 1.0, bins_column("s2.ts_layer"): 8} for _ in range(30)]
+            rows = [
+                {"status": "ok" if ok else "failed", "gmacs": 1.0, bins_column("s2.ts_layer"): 8} for _ in range(30)
+            ]
             p.update({"status": "ok" if ok else "failed"}, rows)
     print("done", file=sys.stderr)

@@ -1,5 +1,6 @@
 """``run.json``: what a profiling run records about itself, and whether a run folder can take a
 run (a new folder, the same run resumed, another shard of it) or must refuse it."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,16 +17,28 @@ import torch
 from atfr_analysis.checkpoint import sha256sum
 from atfr_analysis.profile.classes import ClassSet
 from atfr_analysis.profile.config import ProfileConfig
-from atfr_analysis.profile.model import ProfiledModel
 from atfr_analysis.profile.log import RunError, create_meta, done_video_ids, is_run, read_meta, write_meta
+from atfr_analysis.profile.model import ProfiledModel
 from atfr_analysis.profile.schema import SCHEMA_VERSION
 
 __all__ = ["RESUME_KEYS", "run_meta", "fingerprint", "versions", "now", "open_run", "note_resumed", "stamp_end"]
 
 #: settings that must agree between a run and its resumption (and between the shards of a run)
 RESUME_KEYS = (
-    "model", "checkpoint_sha256", "num_classes", "class_subset", "frames", "sampling_rate", "short_side", "crop",
-    "views", "crops", "apply_rotation", "batching", "precision", "data_fingerprint",
+    "model",
+    "checkpoint_sha256",
+    "num_classes",
+    "class_subset",
+    "frames",
+    "sampling_rate",
+    "short_side",
+    "crop",
+    "views",
+    "crops",
+    "apply_rotation",
+    "batching",
+    "precision",
+    "data_fingerprint",
 )
 
 CONVENTIONS = {
@@ -44,7 +57,7 @@ _SUBSET_CONVENTION = (
 
 
 def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def fingerprint(entries) -> str:
@@ -157,7 +170,9 @@ def open_run(out: Path, meta: dict, resume: bool, mine_ids: set[int], shard_coun
     if not is_run(out) and out.is_dir():
         stray = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
         if stray and not is_run(out):  # (re-check: a sibling shard may just have created the run)
-            raise RunError(f"--out {out} exists and is not a run folder (it holds {stray[0]!r}); choose an empty or new folder")
+            raise RunError(
+                f"--out {out} exists and is not a run folder (it holds {stray[0]!r}); choose an empty or new folder"
+            )
     if create_meta(out, meta):
         return meta, set()
     old = read_meta(out)

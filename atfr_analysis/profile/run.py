@@ -14,6 +14,7 @@ size, or ``class_subset``), the video list (empty, unknown label, duplicate path
 than the head), the run folder (a run with other settings, or results present without
 ``resume``). Then the videos are decoded and profiled.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,27 +23,33 @@ import functools
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from atfr_analysis.data import one_line
 from atfr_analysis.data.transforms import normalize_views
 from atfr_analysis.errors import InputError
-from atfr_analysis.flops.cost import CostModel, static_model
+from atfr_analysis.flops.cost import static_model
 from atfr_analysis.flops.module_cost import cost_model
 from atfr_analysis.loading import load_model_from_checkpoint
-from atfr_analysis.profile.schema import (
-    failed_view_rows, nonfinite_scores_error, video_facts, video_row, view_results, view_row,
-)
 from atfr_analysis.profile.classes import ClassSet, check_label_map, class_set
 from atfr_analysis.profile.config import ProfileConfig
 from atfr_analysis.profile.instrument import Profiler
-from atfr_analysis.profile.model import CheckpointFacts, ProfiledModel
 from atfr_analysis.profile.log import failed_video_ids, write_parts
+from atfr_analysis.profile.model import CheckpointFacts, ProfiledModel
 from atfr_analysis.profile.record import note_costs, note_resumed, open_run, run_meta, stamp_end
+from atfr_analysis.profile.schema import (
+    failed_view_rows,
+    nonfinite_scores_error,
+    video_facts,
+    video_row,
+    view_results,
+    view_row,
+)
 from atfr_analysis.profile.summary import RunSummary, summarize
 from atfr_analysis.runtime import Shard, resolve_device, resolve_shard, sigterm_as_interrupt
 from atfr_analysis.tuning import HeapRelease, configure_inference, decoder_niceness, ffmpeg_threads, lower_priority
@@ -50,7 +57,9 @@ from atfr_analysis.tuning import HeapRelease, configure_inference, decoder_nicen
 __all__ = ["profile", "run_profile", "ProfileConfig", "RunSummary", "summarize"]
 
 
-def profile(checkpoint: str | Path | ProfileConfig, model: str | None = None, data=None, out=None, **opts) -> RunSummary:
+def profile(
+    checkpoint: str | Path | ProfileConfig, model: str | None = None, data=None, out=None, **opts
+) -> RunSummary:
     """``profile(ckpt, model, data, out, **opts)``: run ``ProfileConfig(ckpt, model, data, out,
     **opts)`` (see :class:`ProfileConfig` for the options); ``profile(config)`` runs a config.
 
@@ -154,7 +163,9 @@ def _with_costs(model: ProfiledModel, out: Path) -> ProfiledModel:
     static, static_fvcore = _static_cost(model.net, model.shapes, cache)
     cost = cost_model(model.net, model.shapes, cache=cache)
     num_bins = dict(zip(model.layers, cost.num_bins)) if model.layers else {}
-    return dataclasses.replace(model, cost=cost, static_gmacs=static, static_gmacs_fvcore=static_fvcore, num_bins=num_bins)
+    return dataclasses.replace(
+        model, cost=cost, static_gmacs=static, static_gmacs_fvcore=static_fvcore, num_bins=num_bins
+    )
 
 
 def _open_folder(cfg: ProfileConfig, out: Path, meta: dict, entries, shard: Shard):
@@ -206,17 +217,30 @@ def _loader(todo, model: ProfiledModel, cfg: ProfileConfig, dev: torch.device):
     decoding = Decoding(thread_type="AUTO", thread_count=ffmpeg_threads(workers), apply_rotation=cfg.apply_rotation)
     ds = ViewDataset(todo, model.net, model.protocol, dtype=torch.uint8, decoding=decoding)
     return torch.utils.data.DataLoader(
-        ds, batch_size=1, shuffle=False, num_workers=workers, collate_fn=collate_videos,
+        ds,
+        batch_size=1,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_videos,
         # an item holds every view of a video (30 x 3 x T x S x S bytes): keep few in flight
         prefetch_factor=2 if workers > 0 else None,
-        pin_memory=dev.type == "cuda", multiprocessing_context=loader_context(workers),
+        pin_memory=dev.type == "cuda",
+        multiprocessing_context=loader_context(workers),
         # on the CPU the decoders yield to the model's threads (tuning.decoder_niceness)
         worker_init_fn=functools.partial(lower_priority, decoder_niceness(dev)) if workers > 0 else None,
     )
 
 
-def _profile_videos(cfg: ProfileConfig, out: Path, model: ProfiledModel, classes: ClassSet, todo, place: _Placement, skipped: int,
-                    on_video: Callable[[dict], None] | None = None):
+def _profile_videos(
+    cfg: ProfileConfig,
+    out: Path,
+    model: ProfiledModel,
+    classes: ClassSet,
+    todo,
+    place: _Placement,
+    skipped: int,
+    on_video: Callable[[dict], None] | None = None,
+):
     """Decode and profile ``todo``, writing parts as it goes; (videos profiled, seconds)."""
     from atfr_analysis.profile.progress import ProfileProgress
 
@@ -228,7 +252,8 @@ def _profile_videos(cfg: ProfileConfig, out: Path, model: ProfiledModel, classes
     profiler.use_cost_model(model.shapes, model.cost)  # the cost cache built above
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
-        if cfg.precision != "fp32" else None
+        if cfg.precision != "fp32"
+        else None
     )
     infer = _Inference(profiler, classes, model.layers, cfg.batch_size, dev, autocast)
     writer = _PartWriter(out, model.layers, shard, cfg.flush_every, cfg.flush_seconds)
@@ -236,10 +261,17 @@ def _profile_videos(cfg: ProfileConfig, out: Path, model: ProfiledModel, classes
     show = not cfg.quiet and (shard.index == 0 or not shard.distributed)
     processed = 0
     t_loop = time.perf_counter()
-    with sigterm_as_interrupt(), ProfileProgress(
-        total=len(todo), quiet=not show, layers=model.layers, description=desc, done_before=skipped,
-        views_per_video=model.protocol.num_views,
-    ) as bar:
+    with (
+        sigterm_as_interrupt(),
+        ProfileProgress(
+            total=len(todo),
+            quiet=not show,
+            layers=model.layers,
+            description=desc,
+            done_before=skipped,
+            views_per_video=model.protocol.num_views,
+        ) as bar,
+    ):
         try:
             for items in _loader(todo, model, cfg, dev):
                 for item in items:
@@ -302,7 +334,9 @@ class _Inference:
         scores, bins, gm, gf, ge = [], [], [], [], []
         for s in range(0, n, self.batch_size):
             # uint8 views to the device (non-blocking from pinned memory), normalised there
-            chunk = normalize_views([p[s : s + self.batch_size] for p in pathways], device=self.device, non_blocking=True)
+            chunk = normalize_views(
+                [p[s : s + self.batch_size] for p in pathways], device=self.device, non_blocking=True
+            )
             if self.autocast is not None:
                 with self.autocast:
                     r = self.profiler.run(chunk)
@@ -337,7 +371,9 @@ def _finish(cfg: ProfileConfig, out: Path, shard: Shard, elapsed: float, **this_
             # ranks may finish hours apart on a long run: a generous timeout for the rendezvous
             dist.init_process_group("gloo", timeout=_dt.timedelta(days=7))
         dist.barrier()  # every rank's parts are on disk
-    summary = summarize(out, elapsed=elapsed, shard=(shard.index, shard.count), max_failed_fraction=cfg.max_failed_fraction)
+    summary = summarize(
+        out, elapsed=elapsed, shard=(shard.index, shard.count), max_failed_fraction=cfg.max_failed_fraction
+    )
     summary.distributed = shard.distributed
     for k, v in this_call.items():
         setattr(summary, k, v)

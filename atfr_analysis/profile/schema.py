@@ -28,12 +28,14 @@ a failed view, and what the readers fill in when an older log lacks the column, 
 before a column existed still read (schema version 1 throughout). ``bins.<layer>`` (one column
 per SGS layer, at the position of ``BINS``) is spelled by :func:`bins_column` only.
 """
+
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -148,7 +150,7 @@ def layer_name(name: str) -> str:
 
 def bins_layers(columns: Iterable[Any]) -> list[str]:
     """The SGS layer names of the ``bins.<layer>`` columns among ``columns``, in their order."""
-    return [c[len(_BINS_PREFIX):] for c in columns if isinstance(c, str) and c.startswith(_BINS_PREFIX)]
+    return [c[len(_BINS_PREFIX) :] for c in columns if isinstance(c, str) and c.startswith(_BINS_PREFIX)]
 
 
 def view_columns(layers: Sequence[str]) -> list[Column]:
@@ -217,8 +219,12 @@ def view_topk(scores: torch.Tensor, k: int = TOPK) -> tuple[list[list[int]], lis
 
 
 def view_results(
-    scores: torch.Tensor, bins: torch.Tensor, gmacs: Sequence[float], gmacs_fvcore: Sequence[float],
-    gmacs_executed: Sequence[float], layers: Sequence[str],
+    scores: torch.Tensor,
+    bins: torch.Tensor,
+    gmacs: Sequence[float],
+    gmacs_fvcore: Sequence[float],
+    gmacs_executed: Sequence[float],
+    layers: Sequence[str],
 ) -> list[dict[str, Any]]:
     """The ``"result"`` and ``bins`` columns of each view of a forward pass: ``scores`` ``[N, K]``
     float32 softmax on the host, ``bins`` ``[N, L]`` active bins, the GMACs lists."""
@@ -228,8 +234,12 @@ def view_results(
     for v in range(len(rows)):
         r = {bins_column(l): int(bin_rows[v][j]) for j, l in enumerate(layers)}
         r.update(
-            gmacs=float(gmacs[v]), gmacs_fvcore=float(gmacs_fvcore[v]), gmacs_executed=float(gmacs_executed[v]),
-            top5_ids=ids[v], top5_scores=vals[v], scores=rows[v],
+            gmacs=float(gmacs[v]),
+            gmacs_fvcore=float(gmacs_fvcore[v]),
+            gmacs_executed=float(gmacs_executed[v]),
+            top5_ids=ids[v],
+            top5_scores=vals[v],
+            scores=rows[v],
         )
         out.append(r)
     return out
@@ -240,9 +250,15 @@ def _view_key(view: int, crops: int) -> dict[str, int]:
 
 
 def view_row(
-    video: Mapping[str, Any], view: int, crops: int, layers: Sequence[str], *,
-    meta: Mapping[str, Sequence[Any]] | None = None, result: Mapping[str, Any] | None = None,
-    error: str | None = None, meta_row: int | None = None,
+    video: Mapping[str, Any],
+    view: int,
+    crops: int,
+    layers: Sequence[str],
+    *,
+    meta: Mapping[str, Sequence[Any]] | None = None,
+    result: Mapping[str, Any] | None = None,
+    error: str | None = None,
+    meta_row: int | None = None,
 ) -> dict[str, Any]:
     """One views row: ``ok`` with the data layer's per-view ``meta`` (lists indexed by
     ``meta_row``, default ``view``: a partial video's lists hold only the views that decoded)
@@ -291,8 +307,11 @@ def video_row(video: Mapping[str, Any], view_scores: torch.Tensor | None, error:
         return row | {"status": "failed", "error": error, "views_ok": 0, "scores_sum": None, "top1_id": -1}
     acc = sum_view_scores(view_scores)
     return row | {
-        "status": "ok", "error": error, "views_ok": int(view_scores.shape[0]),
-        "scores_sum": acc.tolist(), "top1_id": int(ranked_classes(acc.numpy()[None], 1)[0, 0]),
+        "status": "ok",
+        "error": error,
+        "views_ok": int(view_scores.shape[0]),
+        "scores_sum": acc.tolist(),
+        "top1_id": int(ranked_classes(acc.numpy()[None], 1)[0, 0]),
     }
 
 

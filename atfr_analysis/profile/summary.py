@@ -15,6 +15,7 @@ with:
 In every case the log stays on disk as written (failed videos have ``failed`` rows with their
 reason), and ``--resume --retry-failed`` tries the failed videos again.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from atfr_analysis.profile.schema import bins_column, bins_layers, topk_hits, video_accuracy
 from atfr_analysis.profile.log import load_run, load_videos, read_meta
+from atfr_analysis.profile.schema import bins_column, bins_layers, topk_hits, video_accuracy
 
 __all__ = ["RunSummary", "summarize", "failure_reason", "EXIT_OK", "EXIT_PARTIAL_FAILURE", "EXIT_NONE_PROFILED"]
 
@@ -134,14 +135,18 @@ class RunSummary:
         i, n = self.shard
         head = f"run: {self.run_dir}"
         if n > 1:
-            head += f"  (shard {i}/{n}{' of torchrun' if self.distributed else ''}; the numbers below cover every shard)"
+            head += (
+                f"  (shard {i}/{n}{' of torchrun' if self.distributed else ''}; the numbers below cover every shard)"
+            )
         out = [head]
         if self.checkpoint_format:
             out.append(f"checkpoint: {self.checkpoint_format}")
         logged = self.videos_ok + self.videos_failed
         s = f"videos: {self.videos_ok} ok, {self.videos_failed} failed"
         if self.videos_total is not None:
-            s += f", {logged} of {self.videos_total} logged" + ("" if self.complete else " (incomplete: --resume continues)")
+            s += f", {logged} of {self.videos_total} logged" + (
+                "" if self.complete else " (incomplete: --resume continues)"
+            )
         s += f"; {self.views} rows"
         if self.views_per_video:
             s += f" ({self.views_per_video} views per video)"
@@ -161,7 +166,9 @@ class RunSummary:
         for path, err in self.failures[:_SHOW_FAILURES]:
             out.append(f"  failed: {err}" if path in err else f"  failed: {path}: {err}")
         if self.videos_failed > _SHOW_FAILURES:
-            out.append(f"  ... and {self.videos_failed - _SHOW_FAILURES} more failed videos (status == 'failed' in the log)")
+            out.append(
+                f"  ... and {self.videos_failed - _SHOW_FAILURES} more failed videos (status == 'failed' in the log)"
+            )
         if self.videos_failed:
             out.append("  (--resume --retry-failed tries the failed videos again)")
         if self.top1 is not None:
@@ -260,7 +267,9 @@ def summarize(
         videos_total=meta.get("num_videos"),
         views_per_video=nviews,
         num_bins={k: int(v["num_bins"]) for k, v in (meta.get("sgs_layers") or {}).items()},
-        failures=[(str(p), str(e)) for p, e in zip(failed["path"].head(_SHOW_FAILURES), failed["error"].head(_SHOW_FAILURES))],
+        failures=[
+            (str(p), str(e)) for p, e in zip(failed["path"].head(_SHOW_FAILURES), failed["error"].head(_SHOW_FAILURES))
+        ],
         failure_reasons=dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
         max_failed_fraction=float(max_failed_fraction),
         protocol=dict(proto) if proto else None,

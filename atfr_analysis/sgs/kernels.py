@@ -21,6 +21,7 @@ weight with which frame ``t`` of clip ``n`` enters output bin ``b``.
 Use them through :func:`tent_kernel` / :func:`delta_kernel` (or ``TentKernel.apply``); the
 Functions are never instantiated.
 """
+
 from __future__ import annotations
 
 import torch

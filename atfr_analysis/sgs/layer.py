@@ -68,6 +68,7 @@ Semantics worth knowing:
   batching it groups samples by their active bins after this layer. The layer has no batching
   setting; its output is the same whichever mode the model runs.
 """
+
 from __future__ import annotations
 
 import math

@@ -17,6 +17,7 @@ The layer order (of signatures and ``bins.<layer>`` columns) is :func:`sgs_layer
 order of ``model.named_modules()``. Each layer must run exactly once per forward
 (:meth:`SgsTap.signatures` says which did not).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -12,6 +12,7 @@ moved (module, convention, signature, before, after). ``pytest --force-regen`` r
 that differ (those tests fail once, saying so); ``--regen-all`` rewrites them all and passes.
 File handling, names and flags are ``pytest-regressions``' (``pip install 'atfr-analysis[test]'``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -29,9 +30,18 @@ class FlopsRegression:
     def __init__(self, request: pytest.FixtureRequest):
         self.request = request
 
-    def check(self, model, input_shapes: Sequence[Sequence[int]] | None = None, *, depth: int = 2,
-              signatures: Iterable[Iterable[int]] | None = None, max_signatures: int = 64,
-              basename: str | None = None, fullpath: str | Path | None = None, list_input: bool | None = None) -> dict:
+    def check(
+        self,
+        model,
+        input_shapes: Sequence[Sequence[int]] | None = None,
+        *,
+        depth: int = 2,
+        signatures: Iterable[Iterable[int]] | None = None,
+        max_signatures: int = 64,
+        basename: str | None = None,
+        fullpath: str | Path | None = None,
+        list_input: bool | None = None,
+    ) -> dict:
         """Count ``model`` at ``input_shapes`` (default: its spec's test input) and compare with the
         golden file; returns the record counted now."""
         __tracebackhide__ = True
@@ -45,10 +55,18 @@ class FlopsRegression:
 
         try:
             from pytest_regressions.common import perform_regression_check
-        except ImportError:  # pragma: no cover - the test extra
-            raise pytest.UsageError("flops_regression needs pytest-regressions: pip install 'atfr-analysis[test]'")
-        record = golden(model, input_shapes, depth=depth, signatures=signatures, max_signatures=max_signatures,
-                        list_input=list_input)
+        except ImportError as e:  # pragma: no cover - the test extra
+            raise pytest.UsageError(
+                "flops_regression needs pytest-regressions: pip install 'atfr-analysis[test]'"
+            ) from e
+        record = golden(
+            model,
+            input_shapes,
+            depth=depth,
+            signatures=signatures,
+            max_signatures=max_signatures,
+            list_input=list_input,
+        )
 
         def dump(path: Path) -> None:
             Path(path).write_text(dumps_golden(record))

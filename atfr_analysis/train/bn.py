@@ -1,4 +1,5 @@
 """BatchNorm while training: precise BN (population statistics over training batches) and frozen BN."""
+
 from __future__ import annotations
 
 import torch
@@ -68,5 +69,3 @@ def precise_bn(model: nn.Module, loader, num_batches: int, dev: torch.device | s
         if bn.num_batches_tracked is not None:
             bn.num_batches_tracked.add_(used)
     return used
-
-

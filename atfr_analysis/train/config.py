@@ -4,6 +4,7 @@ A bad value is a one-line :class:`~atfr_analysis.errors.InputError` naming the o
 before anything is read. :meth:`TrainConfig.resume_settings` are the settings a resumed run must
 share with the run it continues (model, data, global batch, precision, schedule, seed).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,9 +22,30 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 #: what a resumed run must share with the run it continues (anything else may change: workers,
 #: device, threads, how often it checkpoints, how many it keeps, the display)
 RESUME_SETTINGS = (
-    "model", "model_overrides", "data", "labels", "data_root", "epochs", "batch_size", "lr", "momentum",
-    "weight_decay", "warmup_epochs", "seed", "crop", "scale_jitter", "precision", "clip_grad", "batching",
-    "init_from", "reset_head", "freeze_bn", "sync_bn", "val_fraction", "sgs_grad_clamp", "temporal_diff_init",
+    "model",
+    "model_overrides",
+    "data",
+    "labels",
+    "data_root",
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "warmup_epochs",
+    "seed",
+    "crop",
+    "scale_jitter",
+    "precision",
+    "clip_grad",
+    "batching",
+    "init_from",
+    "reset_head",
+    "freeze_bn",
+    "sync_bn",
+    "val_fraction",
+    "sgs_grad_clamp",
+    "temporal_diff_init",
     "precise_bn_first",
 )
 
@@ -117,9 +139,18 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_name(self.model)
-        for name, low in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("seed", 0), ("precise_bn", 0),
-                          ("precise_bn_first", 0), ("checkpoint_every", 0), ("keep_last", 1), ("val_every", 1),
-                          ("val_views", 1)):
+        for name, low in (
+            ("epochs", 1),
+            ("batch_size", 1),
+            ("workers", 0),
+            ("seed", 0),
+            ("precise_bn", 0),
+            ("precise_bn_first", 0),
+            ("checkpoint_every", 0),
+            ("keep_last", 1),
+            ("val_every", 1),
+            ("val_views", 1),
+        ):
             _int_at_least(name, getattr(self, name), low)
         for name in ("crop", "max_steps", "threads"):
             if getattr(self, name) is not None:
@@ -152,15 +183,17 @@ class TrainConfig:
         if self.val_crops not in (1, 3):
             raise InputError(f"--val-crops must be 1 or 3, got {self.val_crops!r}")
         if self.model_overrides and (self.val_data or self.val_fraction):
-            raise InputError("validation runs through the profile, which builds the registry model as it is: "
-                             f"it cannot validate a model with overrides ({', '.join(self.model_overrides)}); "
-                             "drop --val / --val-fraction or the override")
+            raise InputError(
+                "validation runs through the profile, which builds the registry model as it is: "
+                f"it cannot validate a model with overrides ({', '.join(self.model_overrides)}); "
+                "drop --val / --val-fraction or the override"
+            )
         if self.reset_head and not self.init_from:
             raise InputError("--reset-head needs --init-from (it re-initialises the head of the weights read)")
         if self.freeze_bn and self.sync_bn:
             raise InputError("--freeze-bn and --sync-bn exclude each other (frozen BN computes no batch statistics)")
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         """A copy with ``changes`` (checked again)."""
         return dataclasses.replace(self, **changes)
 
@@ -186,8 +219,9 @@ def _int_at_least(name: str, v, low: int) -> None:
         raise InputError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {v!r}")
 
 
-def _number(name: str, v, positive: bool = False, low: float | None = None, high: float | None = None,
-            high_open: bool = False) -> None:
+def _number(
+    name: str, v, positive: bool = False, low: float | None = None, high: float | None = None, high_open: bool = False
+) -> None:
     flag = "--" + name.replace("_", "-")
     ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
     if ok and positive:

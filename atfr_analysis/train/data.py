@@ -14,6 +14,7 @@ retries another index the same way). :class:`EpochSampler` orders the items of a
 permutation drawn from (seed, epoch), split into global batches, each split into contiguous
 per-rank parts, and started at any batch of the epoch (exact resume).
 """
+
 from __future__ import annotations
 
 import random
@@ -26,7 +27,13 @@ import torch.nn.functional as F
 from atfr_analysis.errors import InputError
 
 __all__ = [
-    "TrainClips", "EpochSampler", "item_seed", "split_validation", "probe_videos", "collate_clips", "make_loader",
+    "TrainClips",
+    "EpochSampler",
+    "item_seed",
+    "split_validation",
+    "probe_videos",
+    "collate_clips",
+    "make_loader",
     "TrainBatch",
 ]
 
@@ -141,8 +148,9 @@ class TrainBatch:
 
 def collate_clips(batch) -> TrainBatch:
     paths = list(zip(*[b[0] for b in batch]))
-    return TrainBatch([torch.stack(p) for p in paths], torch.tensor([b[1] for b in batch]),
-                      [f for b in batch for f in b[2]])
+    return TrainBatch(
+        [torch.stack(p) for p in paths], torch.tensor([b[1] for b in batch]), [f for b in batch for f in b[2]]
+    )
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -184,8 +192,12 @@ def make_loader(ds: TrainClips, sampler: EpochSampler, workers: int):
     from atfr_analysis.data.datasets import loader_context
 
     return torch.utils.data.DataLoader(
-        ds, batch_size=sampler.global_batch // sampler.world, sampler=sampler, num_workers=workers,
-        collate_fn=collate_clips, multiprocessing_context=loader_context(workers),
+        ds,
+        batch_size=sampler.global_batch // sampler.world,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_clips,
+        multiprocessing_context=loader_context(workers),
         persistent_workers=workers > 0,
         # its own generator: a DataLoader draws its workers' base seed when an epoch's iterator
         # starts, from the global RNG otherwise, which would shift the dropout draws of a resumed run

@@ -4,6 +4,7 @@
 ``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous; one process needs none of it. The backend is
 NCCL on CUDA and gloo on the CPU; each CUDA rank uses the device of its ``LOCAL_RANK``.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -41,8 +42,9 @@ def init_world(device: torch.device) -> World:
     started = False
     if not torch.distributed.is_initialized():
         # the other ranks wait while rank 0 validates (a profile of the validation list): a long wait
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                             timeout=datetime.timedelta(hours=2))
+        torch.distributed.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=2)
+        )
         started = True
     return World(rank, size, local, started)
 
@@ -55,8 +57,9 @@ def wrap_model(model: nn.Module, world: World, device: torch.device, sync_bn: bo
         if device.type != "cuda":
             from atfr_analysis.errors import InputError
 
-            raise InputError("--sync-bn needs CUDA (torch's SyncBatchNorm runs on GPUs only); "
-                             "on the CPU use --freeze-bn")
+            raise InputError(
+                "--sync-bn needs CUDA (torch's SyncBatchNorm runs on GPUs only); on the CPU use --freeze-bn"
+            )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     # BN buffers (running statistics) are broadcast from rank 0 before each forward, as PySlowFast's DDP does

@@ -6,6 +6,7 @@ class count is re-initialised only with ``reset_head`` (PySlowFast silently skip
 shapes; this never does); anything else that does not fit is a one-line error. Returns what was
 loaded and what was re-initialised, for the run's record.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -8,15 +8,17 @@ its duration (other code in the process may have changed it); every clip is draw
 seed; the sampler is a function of (seed, epoch); the checkpoints hold every RNG state. So a run
 killed at any point and resumed ends with the weights of an uninterrupted one, bit for bit.
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +29,23 @@ from atfr_analysis.train.config import TrainConfig
 from atfr_analysis.train.data import EpochSampler, TrainClips, make_loader, probe_videos, split_validation
 from atfr_analysis.train.dist import World, all_mean, gather_objects, init_world, wrap_model
 from atfr_analysis.train.recipe import (
-    NonFinite, cosine_lr, make_record, nonfinite_guards, param_groups, plain, sgs_grad_clamp_hooks,
+    NonFinite,
+    cosine_lr,
+    make_record,
+    nonfinite_guards,
+    param_groups,
+    plain,
+    sgs_grad_clamp_hooks,
     temporal_difference_init,
 )
 from atfr_analysis.train.state import (
-    ResumeError, RunFolder, load_state, rng_state, save_state, set_rng_state, settings_diff,
+    ResumeError,
+    RunFolder,
+    load_state,
+    rng_state,
+    save_state,
+    set_rng_state,
+    settings_diff,
 )
 
 __all__ = ["train", "TrainResult", "TrainDataError", "TrainingDiverged"]
@@ -156,8 +170,10 @@ def _read_data(cfg: TrainConfig, run: _Run) -> _Data:
             f"{cfg.max_failed_fraction:g}); first: {failed[0]['path']}: {failed[0]['reason']}"
         )
     if failed:
-        run.say(f"warning: skipping {len(failed)} of {listed} training videos that cannot be decoded "
-                f"(first: {failed[0]['path']}: {failed[0]['reason']})")
+        run.say(
+            f"warning: skipping {len(failed)} of {listed} training videos that cannot be decoded "
+            f"(first: {failed[0]['path']}: {failed[0]['reason']})"
+        )
     held_out: list = []
     if cfg.val_fraction:
         entries, held_out = split_validation(entries, cfg.val_fraction, cfg.seed)
@@ -188,8 +204,10 @@ def _build_model(cfg: TrainConfig, run: _Run, data: _Data) -> _Model:
     if net.sgs_layer_names():
         net.set_batching(cfg.batching)
         if cfg.sync_bn and run.world.size > 1 and cfg.batching == "exact":
-            raise InputError("--sync-bn with exact batching: ranks run different groups after SGS; "
-                             "use --freeze-bn or --batching padded")
+            raise InputError(
+                "--sync-bn with exact batching: ranks run different groups after SGS; "
+                "use --freeze-bn or --batching padded"
+            )
     net.to(run.device)
     _seed_all(cfg.seed + run.world.rank)  # dropout draws differ per rank
     return _Model(net, wrap_model(net, run.world, run.device, cfg.sync_bn), net.spec, init)
@@ -222,8 +240,9 @@ class _Optim:
 def _make_optimizer(cfg: TrainConfig, run: _Run, data: _Data, model: _Model) -> _Optim:
     """SGD (Nesterov momentum; no weight decay on BN and biases), the lr scaled by the global
     batch, the schedule's length in steps, the gradient scaler (fp16), the sampler and loader."""
-    ds = TrainClips(data.entries, model.spec, cfg.crop or model.spec.train_crop, cfg.scale_jitter,
-                    cache=cfg.cache, seed=cfg.seed)
+    ds = TrainClips(
+        data.entries, model.spec, cfg.crop or model.spec.train_crop, cfg.scale_jitter, cache=cfg.cache, seed=cfg.seed
+    )
     sampler = EpochSampler(len(ds), cfg.batch_size, cfg.seed, run.world.rank, run.world.size)
     loader = make_loader(ds, sampler, cfg.workers)
     lr = cfg.lr * cfg.batch_size / 64
@@ -232,8 +251,18 @@ def _make_optimizer(cfg: TrainConfig, run: _Run, data: _Data, model: _Model) -> 
     amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
     scaler = torch.amp.GradScaler(run.device.type, enabled=cfg.precision == "fp16")
     max_loss = cfg.max_loss if cfg.max_loss is not None else 100 * math.log(max(data.classes, 2))
-    return _Optim(opt, scaler, lr, per_epoch, cfg.epochs * per_epoch, int(cfg.warmup_epochs * per_epoch),
-                  max_loss, sampler, loader, amp)
+    return _Optim(
+        opt,
+        scaler,
+        lr,
+        per_epoch,
+        cfg.epochs * per_epoch,
+        int(cfg.warmup_epochs * per_epoch),
+        max_loss,
+        sampler,
+        loader,
+        amp,
+    )
 
 
 @dataclass
@@ -275,8 +304,10 @@ def _resume_or_start(cfg: TrainConfig, run: _Run, model: _Model, optim: _Optim) 
     ts = obj["train_state"]
     diff = settings_diff(ts["settings"], cfg.resume_settings())
     if diff:
-        raise ResumeError(f"{run.folder.root} holds a run with other settings ({'; '.join(diff)}): "
-                          "resume with its settings or choose another --out")
+        raise ResumeError(
+            f"{run.folder.root} holds a run with other settings ({'; '.join(diff)}): "
+            "resume with its settings or choose another --out"
+        )
     model.net.load_state_dict(obj["model_state"])
     optim.opt.load_state_dict(obj["optimizer_state"])
     if obj.get("scaler_state"):
@@ -365,10 +396,15 @@ def _one_step(cfg, run: _Run, model: _Model, optim: _Optim, state: _State, batch
 
 
 def _diverged(state: _State, run: _Run, what: str) -> TrainingDiverged:
-    kept = (f"the last good checkpoint {state.saved} (epoch {state.saved_epoch:g}) is kept" if state.saved is not None
-            else "no checkpoint was written yet")
-    return TrainingDiverged(f"training diverged at step {state.step + 1} (epoch {state.epoch + 1}): {what}; {kept}; "
-                            "lower --lr or set --clip-grad")
+    kept = (
+        f"the last good checkpoint {state.saved} (epoch {state.saved_epoch:g}) is kept"
+        if state.saved is not None
+        else "no checkpoint was written yet"
+    )
+    return TrainingDiverged(
+        f"training diverged at step {state.step + 1} (epoch {state.epoch + 1}): {what}; {kept}; "
+        "lower --lr or set --clip-grad"
+    )
 
 
 def _end_epoch(cfg, run: _Run, data: _Data, model: _Model, optim: _Optim, state: _State) -> None:
@@ -381,9 +417,16 @@ def _end_epoch(cfg, run: _Run, data: _Data, model: _Model, optim: _Optim, state:
     if val is not None:
         state.val_accs.append(val["val_top1"])
     seconds = state.seconds + time.perf_counter() - run.t0
-    row = {"epoch": state.epoch + 1, "step": state.step, "loss": state.losses[-1],
-           "lr": optim.opt.param_groups[0]["lr"], "train_top1": state.accs[-1], **(val or {}),
-           "clips_per_s": s[2] * run.world.size / max(time.perf_counter() - state.epoch_t0, 1e-9), "seconds": seconds}
+    row = {
+        "epoch": state.epoch + 1,
+        "step": state.step,
+        "loss": state.losses[-1],
+        "lr": optim.opt.param_groups[0]["lr"],
+        "train_top1": state.accs[-1],
+        **(val or {}),
+        "clips_per_s": s[2] * run.world.size / max(time.perf_counter() - state.epoch_t0, 1e-9),
+        "seconds": seconds,
+    }
     state.epoch, state.batch, state.totals = state.epoch + 1, 0, [0.0, 0.0, 0]
     state.epoch_t0 = time.perf_counter()
     if run.world.main:
@@ -408,8 +451,9 @@ def _validate(cfg, run: _Run, data: _Data, model: _Model, epoch: int) -> dict | 
         try:
             out = validate_epoch(model.net, cfg, run.folder.root, lst, epoch, run.device)
         except NonFinite as exc:
-            raise TrainingDiverged(f"the weights of epoch {epoch} diverged (validation: {exc}); "
-                                   "lower --lr or set --clip-grad") from None
+            raise TrainingDiverged(
+                f"the weights of epoch {epoch} diverged (validation: {exc}); lower --lr or set --clip-grad"
+            ) from None
     out = gather_objects(out, run.world)[0]
     model.step_net.train()
     if cfg.freeze_bn:
@@ -424,8 +468,12 @@ def _save(cfg: TrainConfig, run: _Run, model: _Model, optim: _Optim, state: _Sta
     ``keep_last`` kept)."""
     rngs = gather_objects(rng_state(), run.world)
     if run.world.main:
-        ts = state.plain() | {"settings": cfg.resume_settings(), "rng": rngs, "world_size": run.world.size,
-                              "seconds": state.seconds + time.perf_counter() - run.t0}
+        ts = state.plain() | {
+            "settings": cfg.resume_settings(),
+            "rng": rngs,
+            "world_size": run.world.size,
+            "seconds": state.seconds + time.perf_counter() - run.t0,
+        }
         obj = {
             "epoch": state.epoch,
             "model_state": {k: v.detach().cpu().clone() for k, v in model.net.state_dict().items()},
@@ -470,9 +518,19 @@ def _finish(cfg: TrainConfig, run: _Run, data: _Data, model: _Model, optim: _Opt
     if run.world.size > 1:
         torch.distributed.barrier()
     last = state.losses[-1] if state.losses else float("nan")
-    return TrainResult(run.folder.final, len(state.losses), state.step, seconds, state.losses, state.accs,
-                       state.val_accs, state.first_loss if state.first_loss is not None else float("nan"), last,
-                       len(data.failed) + len(state.failures), run.folder.root)
+    return TrainResult(
+        run.folder.final,
+        len(state.losses),
+        state.step,
+        seconds,
+        state.losses,
+        state.accs,
+        state.val_accs,
+        state.first_loss if state.first_loss is not None else float("nan"),
+        last,
+        len(data.failed) + len(state.failures),
+        run.folder.root,
+    )
 
 
 def _record_extra(cfg, run: _Run, data: _Data, model: _Model, state: _State, seconds: float) -> dict:
@@ -488,8 +546,9 @@ def _record_extra(cfg, run: _Run, data: _Data, model: _Model, state: _State, sec
         "final_train_acc": state.accs[-1] if state.accs else None,
         "val_acc": state.val_accs,
         "val_videos": len(data.val) if data.val is not None else 0,
-        "val_split": ({"fraction": cfg.val_fraction, "videos": len(data.held_out), "seed": cfg.seed}
-                      if data.held_out else None),
+        "val_split": (
+            {"fraction": cfg.val_fraction, "videos": len(data.held_out), "seed": cfg.seed} if data.held_out else None
+        ),
         "videos_listed": data.listed,
         "videos_trained": len(data.entries),
         "failed_videos": len(failed),

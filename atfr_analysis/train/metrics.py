@@ -1,5 +1,6 @@
 """``metrics.csv`` (one row per epoch) and ``metrics.png`` (accuracy, loss and GFLOPs x views
 against the epoch), written by rank 0 into the run folder after every epoch."""
+
 from __future__ import annotations
 
 import csv
@@ -8,8 +9,19 @@ from pathlib import Path
 __all__ = ["append_metrics", "plot_metrics", "METRIC_COLUMNS"]
 
 #: the fixed columns; one ``mean_bins_<layer>`` column per SGS layer follows ``val_mean_class_acc``
-METRIC_COLUMNS = ("epoch", "step", "loss", "lr", "train_top1", "val_top1", "val_top5", "val_mean_class_acc",
-                  "gmacs_x_views", "clips_per_s", "seconds")
+METRIC_COLUMNS = (
+    "epoch",
+    "step",
+    "loss",
+    "lr",
+    "train_top1",
+    "val_top1",
+    "val_top5",
+    "val_mean_class_acc",
+    "gmacs_x_views",
+    "clips_per_s",
+    "seconds",
+)
 
 
 def _fmt(v) -> str:

@@ -1,5 +1,6 @@
 """What a run shows: a progress bar on rank 0 in a terminal (clips/s, ETA, loss, lr), a plain line
 per epoch otherwise (a log file sees each epoch as it ends), nothing with ``quiet`` but the lines."""
+
 from __future__ import annotations
 
 import sys
@@ -16,8 +17,14 @@ class TrainProgress:
         if run.world.main and not run.cfg.quiet and sys.stderr.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                TextColumn("{task.fields[stats]}"), transient=False)
+            self.bar = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[stats]}"),
+                transient=False,
+            )
 
     def __enter__(self):
         if self.bar is not None:
@@ -35,17 +42,23 @@ class TrainProgress:
             return
         t = state.totals
         rate = self.clips / max(time.perf_counter() - self.t0, 1e-9)
-        self.bar.update(self.task, completed=state.step, stats=(
-            f"epoch {state.epoch + 1} loss {t[0] / max(t[2], 1):.3f} lr {lr:.4g} {rate:.1f} clips/s"))
+        self.bar.update(
+            self.task,
+            completed=state.step,
+            stats=(f"epoch {state.epoch + 1} loss {t[0] / max(t[2], 1):.3f} lr {lr:.4g} {rate:.1f} clips/s"),
+        )
 
     def epoch_line(self, state, epochs: int) -> None:
         """One plain line per epoch on rank 0 (in a terminal too, above the bar)."""
         if not self.run.world.main:
             return
         rate = self.clips / max(time.perf_counter() - self.t0, 1e-9)
-        line = (f"epoch {state.epoch}/{epochs} step {state.step} loss {state.losses[-1]:.4f} "
-                f"train-acc {state.accs[-1]:.1f}%" + (f" val-acc {state.val_accs[-1]:.1f}%" if state.val_accs else "")
-                + f" {rate:.1f} clips/s {time.perf_counter() - self.run.t0:.0f}s")
+        line = (
+            f"epoch {state.epoch}/{epochs} step {state.step} loss {state.losses[-1]:.4f} "
+            f"train-acc {state.accs[-1]:.1f}%"
+            + (f" val-acc {state.val_accs[-1]:.1f}%" if state.val_accs else "")
+            + f" {rate:.1f} clips/s {time.perf_counter() - self.run.t0:.0f}s"
+        )
         if self.bar is not None:
             self.bar.console.print(line)
         else:

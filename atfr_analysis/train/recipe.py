@@ -1,5 +1,6 @@
 """The recipe's pieces: the learning-rate schedule, the optimizer's parameter groups, the
 checkpoint record, initialisation tricks and the guards on SGS (gradient clamp, non-finite stop)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,14 +14,26 @@ from torch import nn
 from atfr_analysis.errors import InputError
 
 __all__ = [
-    "cosine_lr", "make_record", "plain", "param_groups", "temporal_difference_init", "sgs_grad_clamp_hooks",
-    "nonfinite_guards", "NonFinite", "OFFICIAL_RECIPE",
+    "cosine_lr",
+    "make_record",
+    "plain",
+    "param_groups",
+    "temporal_difference_init",
+    "sgs_grad_clamp_hooks",
+    "nonfinite_guards",
+    "NonFinite",
+    "OFFICIAL_RECIPE",
 ]
 
 #: the official ATFR from-scratch recipe (PySlowFast's Kinetics-400 SlowOnly/R50 settings), for reference
 OFFICIAL_RECIPE = {
-    "lr_per_64_clips": 0.1, "epochs": 196, "warmup_epochs": 34, "lr_policy": "cosine", "weight_decay": 1e-4,
-    "momentum": 0.9, "dropout": 0.5,
+    "lr_per_64_clips": 0.1,
+    "epochs": 196,
+    "warmup_epochs": 34,
+    "lr_policy": "cosine",
+    "weight_decay": 1e-4,
+    "momentum": 0.9,
+    "dropout": 0.5,
 }
 
 

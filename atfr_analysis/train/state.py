@@ -9,6 +9,7 @@ totals, the history so far, the settings that a resumed run must share
 loader's clips need none: each is drawn from its own seed, and the sampler is a function of
 (seed, epoch) started at the batch reached). Everything loads with ``weights_only=True``.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,7 +41,7 @@ class RunFolder:
     final: Path  # the final checkpoint
 
     @classmethod
-    def of(cls, out: str | Path) -> "RunFolder":
+    def of(cls, out: str | Path) -> RunFolder:
         out = Path(out)
         if out.suffix in _FINAL_SUFFIXES:
             return cls(out.parent / f"{out.stem}.run", out)
@@ -69,8 +70,13 @@ def rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     st = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():

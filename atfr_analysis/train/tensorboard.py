@@ -1,6 +1,7 @@
 """``--tensorboard DIR`` (the optional ``tensorboard`` extra): the scalars of ``metrics.csv`` per
 epoch, and the histogram of each SGS layer's active bins B' over the validation views, where
 PySlowFast users look for them."""
+
 from __future__ import annotations
 
 import numbers
@@ -16,8 +17,9 @@ class TensorBoard:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise InputError("--tensorboard needs the tensorboard package: "
-                             "pip install 'atfr-analysis[tensorboard]'") from None
+            raise InputError(
+                "--tensorboard needs the tensorboard package: pip install 'atfr-analysis[tensorboard]'"
+            ) from None
         self.writer = SummaryWriter(str(logdir))
 
     def epoch(self, row: dict) -> None:
