@@ -148,7 +148,8 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
         pbn = rec.get("precise_bn")
         if pbn:
             lines.append(
-                f"- BatchNorm statistics recomputed afterwards (precise BN, `atfr_analysis.train.recalibrate_bn`) over "
+                "- BatchNorm statistics recomputed afterwards (precise BN, as "
+                f"`atfr_analysis.train.precise_bn` does it) over "
                 f"{pbn['batches']} training batches of {pbn['batch_size']}, seed {pbn['seed']}"
             )
         elif tr.get("precise_bn"):

@@ -114,3 +114,23 @@ def test_a_caffe2_pkl_baseline_fine_tunes_into_atfr(tiny_data, tmp_path, shared_
     r = train(_cfg(tiny_data, init_from=str(pkl)), tmp_path / "m.pyth")
     init = _record(r)["init_from"]
     assert init["format"] == "caffe2" and all("ts_layer" in k for k in init["reinitialised"])
+
+
+@pytest.mark.slow
+def test_a_pytorchvideo_baseline_fine_tunes_into_atfr(tiny_data, tmp_path):
+    """PyTorchVideo's X3D-XS (its model-zoo layout, 400 classes, weights by the fixture's recipe)
+    into x3d_xs_atfr on 7 classes: SGS and the head re-initialised, nothing else, and said so."""
+    from test_pytorchvideo import _fixture, ptv_state, write_ptv
+
+    fx = _fixture("x3d_xs")
+    ck = write_ptv(tmp_path / "x3d_xs_ptv.pyth", ptv_state(fx))
+    r = train(
+        _cfg(tiny_data, model="x3d_xs_atfr", crop=160, batch_size=2, init_from=str(ck), reset_head=True),
+        tmp_path / "m.pyth",
+    )
+    init = _record(r)["init_from"]
+    assert init["format"] == "pytorchvideo" and init["head_reset"]
+    assert init["reinitialised"]
+    assert all("sgs" in k or "ts_layer" in k or k.startswith("head.") for k in init["reinitialised"]), init
+    assert any(k.startswith("head.") for k in init["reinitialised"])
+    assert any(not k.startswith("head.") for k in init["reinitialised"])

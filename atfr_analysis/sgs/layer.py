@@ -71,6 +71,7 @@ Semantics worth knowing:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import NamedTuple
 
@@ -155,7 +156,7 @@ def sample_from_embedding(
 
     # distances, rescaling, bins and kernel in fp32 at least, autocast off: they decide which bins
     # exist, and bf16's 8-bit mantissa moves frames across bin edges (tests/test_train_precision.py)
-    with torch.autocast(z.device.type, enabled=False):
+    with _no_autocast(z.device.type):
         k, keep, scaled, centres, size, delta = _kernel(_at_least_fp32(z), b, kernel, distance, force_bins)
     active = keep.sum(dim=1)  # [N] long
     # the one host sync: B'_max, and the non-finite distances (NaN/inf keep no bin). A distance is
@@ -172,6 +173,14 @@ def sample_from_embedding(
 
 
 _LOW = (torch.float16, torch.bfloat16)
+
+
+def _no_autocast(device_type: str):
+    """Autocast switched off on ``device_type`` (the meta device, where costs are counted, has no
+    autocast to switch off: nothing there)."""
+    if device_type == "meta":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, enabled=False)
 
 
 def _at_least_fp32(z: torch.Tensor) -> torch.Tensor:
@@ -360,8 +369,11 @@ class SimilarityGuidedSampling(nn.Module):
         b = self.resolve_bins(x.shape[2])
         if force_bins is not None and not 1 <= int(force_bins) <= b:
             raise ValueError(f"force_bins must be in [1, {b}] (B = {b}), got {force_bins}")
-        with torch.autocast(x.device.type, enabled=False):  # the embedding decides the bins: fp32 under autocast
-            z = self.embed(x.float() if x.dtype in _LOW and self.fc[0].weight.dtype == torch.float32 else x)
+        with _no_autocast(x.device.type):  # the embedding decides the bins: fp32 under autocast
+            # in the MLP's own dtype: fp32 weights take a low-precision input up to fp32, a model cast to
+            # bf16 / fp16 takes its input down (as autocast would have)
+            w = self.fc[0].weight.dtype
+            z = self.embed(x if x.dtype == w or not w.is_floating_point else x.to(w))
         res = sample_from_embedding(
             x, z, b, kernel=self.kernel, distance=self.distance, force_bins=force_bins, name=self.name
         )
