@@ -43,7 +43,7 @@ from atfr_analysis.errors import InputError
 from atfr_analysis.flops.count import FlopCount, count_flops
 from atfr_analysis.models.base import VideoModel, as_pathways
 
-__all__ = ["CostModel", "static_model", "Signature", "BACKENDS", "backend_version"]
+__all__ = ["CostModel", "static_model", "Signature", "BACKENDS", "backend_version", "EvalMode"]
 
 #: counting backends of ``CostModel``
 BACKENDS = ("meta", "fvcore")
@@ -111,7 +111,7 @@ def _renamed(fc: FlopCount, prefix_from: str, prefix_to: str) -> FlopCount:
     return fc
 
 
-class _EvalMode:
+class EvalMode:
     """Context: model in eval mode (the counting convention), restored afterwards."""
 
     def __init__(self, model: nn.Module):
@@ -323,7 +323,7 @@ class CostModel:
     def _count_pre(self) -> FlopCount:
         from atfr_analysis.flops.meta import run_meta
 
-        with _EvalMode(self.model), torch.no_grad():
+        with EvalMode(self.model), torch.no_grad():
             if self.backend == "meta":
                 t = time.perf_counter()
                 try:
@@ -367,7 +367,7 @@ class CostModel:
             fc = self._count(None, None, real_module=_Forced(clone, bins), real_inputs=[x])
         else:
             x = self._zeros(self._feat_shapes[i])
-            with _EvalMode(layer):
+            with EvalMode(layer):
                 fc = self._count(_Forced(layer, bins), [x])
         fc = _renamed(fc, "layer", self.layer_names[i])
         fc.uncalled_modules = []
@@ -384,7 +384,7 @@ class CostModel:
     def _count_post(self, sig: Signature) -> FlopCount:
         self._ensure_pre()
         shapes = [(n, c, b, h, w) for (n, c, _t, h, w), b in zip(self._feat_shapes, sig)]
-        with _EvalMode(self.model):
+        with EvalMode(self.model):
             fc = _renamed(self._count(_Post(self.model), self._inputs(shapes)), "model", "")
         fc.uncalled_modules = []  # modules before SGS are not called here, by design
         return fc
@@ -486,7 +486,7 @@ class CostModel:
     def static(self) -> FlopCount:
         """Cost of one clip through the model as it is traced directly (baselines: the model)."""
         if self._static is None:
-            with _EvalMode(self.model):
+            with EvalMode(self.model):
                 self._static = self._count(self.model, self._inputs(self.input_shapes))
             if ("static",) not in self._part_totals:
                 self._store(("static",), self._static)
@@ -569,5 +569,5 @@ class CostModel:
 def direct_trace(model: VideoModel, clip: Sequence[torch.Tensor]) -> FlopCount:
     """Reference: one fvcore trace of the whole model on one clip (batch 1, eval mode)."""
     xs = as_pathways(clip)
-    with _EvalMode(model):
+    with EvalMode(model):
         return count_flops(model, xs)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from atfr_analysis.errors import InputError
-from atfr_analysis.flops.cost import BACKENDS, CostModel, Signature, backend_version
+from atfr_analysis.flops.cost import BACKENDS, CostModel, EvalMode, Signature, backend_version
 from atfr_analysis.flops.count import FlopCount, count_flops
 from atfr_analysis.models.base import VideoModel, is_split_model
 from atfr_analysis.sgs.tap import SgsTap, sgs_layer_names
@@ -65,18 +65,6 @@ def module_files(model: nn.Module) -> list[str]:
         except (TypeError, OSError):
             pass
     return sorted(files)
-
-
-class _Eval:
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self):
-        self.was = self.model.training
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was)
 
 
 class ModuleCostModel(CostModel):
@@ -159,7 +147,7 @@ class ModuleCostModel(CostModel):
         t = time.perf_counter()
         tap = SgsTap(self.model, force=force)
         try:
-            with _Eval(self.model), tap:
+            with EvalMode(self.model), tap:
                 fc = self._count_whole()
             tap.check_once()
         finally:
