@@ -5,8 +5,8 @@ import socket
 
 import pytest
 import torch
+from train_helpers import tiny_train_set
 
-from atfr_analysis.data.synthetic import SyntheticConfig, make_dataset
 from atfr_analysis.train import RunFolder, TrainConfig, train
 
 
@@ -62,9 +62,7 @@ def test_two_gloo_processes_equal_one_process_at_the_same_global_batch(tmp_path)
     import torch.multiprocessing as mp
 
     d = tmp_path / "d"
-    make_dataset(
-        d, SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=3, clips_per_class_test=0)
-    )  # 21 videos
+    tiny_train_set(d, per_class=3)  # 21 videos
     one = train(_cfg(d), tmp_path / "one")
     assert one.steps == 4
     ctx = mp.get_context("forkserver")

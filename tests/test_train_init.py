@@ -7,10 +7,10 @@ import pickle
 
 import pytest
 import torch
+from train_helpers import tiny_train_set
 
 from atfr_analysis import build_model
 from atfr_analysis.checkpoint import load_checkpoint
-from atfr_analysis.data.synthetic import SyntheticConfig, make_dataset
 from atfr_analysis.train import TrainConfig, train
 
 BASELINE = "atfr_analysis/checkpoints/slow_tiny.pyth"
@@ -19,9 +19,7 @@ BASELINE = "atfr_analysis/checkpoints/slow_tiny.pyth"
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    make_dataset(
-        root / "d", SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0)
-    )
+    tiny_train_set(root / "d", per_class=1)
     return root / "d"
 
 

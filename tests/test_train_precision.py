@@ -48,11 +48,12 @@ def test_an_embedding_in_bf16_would_change_the_bins():
 def test_fp16_scaler_state_survives_a_resume(tmp_path):
     """An fp16 run stopped after 1 step and resumed ends as an uninterrupted one: the same weights
     and the same gradient-scaler state (scale and growth tracker) in the last training state."""
-    from atfr_analysis.data.synthetic import SyntheticConfig, make_dataset
+    from train_helpers import tiny_train_set
+
     from atfr_analysis.train import RunFolder, TrainConfig, train
 
     d = tmp_path / "d"
-    make_dataset(d, SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0))
+    tiny_train_set(d, per_class=1)
     base = dict(
         model="slow_tiny",
         data=str(d / "train.csv"),

@@ -8,17 +8,15 @@ import time
 
 import pytest
 import torch
+from train_helpers import tiny_train_set
 
-from atfr_analysis.data.synthetic import SyntheticConfig, make_dataset
 from atfr_analysis.train import ResumeError, RunFolder, TrainConfig, train
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    make_dataset(
-        root / "d", SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0)
-    )
+    tiny_train_set(root / "d", per_class=1)
     return root / "d"
 
 
@@ -216,9 +214,7 @@ def test_sigkill_and_resume_with_two_processes_is_bit_identical(tmp_path):
     import os
 
     d = tmp_path / "d"
-    make_dataset(
-        d, SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=2, clips_per_class_test=0)
-    )  # 14 videos, 3 steps/epoch
+    tiny_train_set(d, per_class=2)  # 14 videos, 3 steps/epoch
     env = dict(os.environ, OMP_NUM_THREADS="1")
     ref = subprocess.run(_torchrun(d, tmp_path / "ref"), capture_output=True, text=True, timeout=600, env=env)
     assert ref.returncode == 0, ref.stderr[-3000:]

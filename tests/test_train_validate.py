@@ -4,8 +4,8 @@ its PNG exist, with the validation's top-1/top-5, mean class accuracy, bins and 
 import csv
 
 import pytest
+from train_helpers import tiny_train_set
 
-from atfr_analysis.data.synthetic import SyntheticConfig, make_dataset
 from atfr_analysis.train import RunFolder, TrainConfig, train
 
 
@@ -14,9 +14,7 @@ def test_validation_folders_open_with_report_and_metrics_are_written(tmp_path):
     from atfr_cli.main import main
 
     d = tmp_path / "d"
-    make_dataset(
-        d, SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=2, clips_per_class_test=0)
-    )  # 14 videos
+    tiny_train_set(d, per_class=2)  # 14 videos
     cfg = TrainConfig(
         model="slow_tiny_atfr",
         data=str(d / "train.csv"),
@@ -66,7 +64,7 @@ def test_tensorboard_logs_or_says_what_is_missing(tmp_path, capsys):
     from atfr_cli.main import main
 
     d = tmp_path / "d"
-    make_dataset(d, SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0))
+    tiny_train_set(d, per_class=1)
     args = [
         "train",
         "slow_tiny",

@@ -1,0 +1,13 @@
+"""The training tests' data: the synthetic demo classes, tiny (16 frames at 64 px), train clips only."""
+
+from pathlib import Path
+
+from atfr_analysis.data.synthetic import SyntheticConfig, make_dataset
+
+
+def tiny_train_set(root: Path, per_class: int = 1) -> Path:
+    """Write ``per_class`` train clips of each class under ``root`` (seed 3); returns ``root``."""
+    make_dataset(
+        root, SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=per_class, clips_per_class_test=0)
+    )
+    return root
