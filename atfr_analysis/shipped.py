@@ -19,8 +19,8 @@ TRAINING_DATA = {
     "seed": 0,
     "frames": 16,
     "size": 72,
-    "clips_per_class_train": 80,
-    "clips_per_class_test": 12,
+    "clips_per_class_train": 160,
+    "clips_per_class_test": 20,
 }
 #: the shipped models, by registry name (their files: ``<name>.pyth``)
 STAGE1, BASELINE, ATFR = "slow_tiny_stage1", "slow_tiny", "slow_tiny_atfr"
@@ -67,20 +67,20 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
     lines = [
         "# Model card: the demo's shipped checkpoints",
         "",
-        "Two checkpoints of the same backbone, trained on the train split of the demo data set",
-        f"(`atfr_analysis.data.synthetic`, seed {data['seed']}, {data['frames']} frames, {data['size']} px high; "
+        "Three checkpoints of one backbone (`slow_tiny`), trained on the train split of the demo data set",
+        f"(`atfr_analysis.data.synthetic`, seed {data['seed']}, {data['frames']} frames, {data['size']} px high, "
         f"{data['clips_per_class_train']} clips per class; the dataset",
-        "card is `DATASET_CARD.md` beside this file). Stage 1 trains `slow_tiny` from scratch",
-        "(`slow_tiny_stage1.pyth`, shipped too); stage 2 fine-tunes it as it is (`slow_tiny`, the baseline);",
-        "the ATFR model (`slow_tiny_atfr`) is the baseline with the SGS layer inserted after res2, fine-tuned;",
-        "each stage's exact settings are its training command below. PySlowFast checkpoint format (`model_state` + a "
-        "`cfg` YAML record), weights",
+        "card is `DATASET_CARD.md` beside this file) with one recipe. Stage 1 trains `slow_tiny` from scratch",
+        "(`slow_tiny_stage1.pyth`, shipped too). Stage 2 continues it for the same number of epochs twice, with",
+        "the same settings: as it is (`slow_tiny`, the baseline), and with the SGS layer inserted after res2",
+        "(`slow_tiny_atfr`, the ATFR model), so that the two differ only in SGS. Each stage's exact settings are",
+        "its training command below. PySlowFast checkpoint format (`model_state` + a `cfg` YAML record), weights",
         "stored in fp16 where they fit and loaded back to fp32. The train split is",
         "`atfr_analysis.demo.demo_data(root, train=True)` (the commands below name it where it was written);",
-        "the validation top-1 is measured on the centre view of the videos the trainer held out of it",
-        "(`--val-fraction`, stratified, never trained on), never on the test split.",
-        "Loss: cross-entropy only (as the official ATFR code). Written from the checkpoints' own records by",
-        "`atfr_analysis.shipped.write_model_card`.",
+        "the validation top-1 is measured on the centre view of the videos every stage held out of it",
+        "(`--val-fraction`, stratified, drawn with the same seed in every stage, never trained on), never on the",
+        "test split. Loss: cross-entropy only (as the official ATFR code). Written from the checkpoints' own",
+        "records and `atfr demo`'s numbers by `atfr_analysis.shipped.write_model_card` (`atfr demo --model-card`).",
         "",
         "## Per stage",
         "",
@@ -198,7 +198,17 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
             f"{n['top5_baseline']:.1f}% / {n['top5_atfr']:.1f}%",
             f"- GFLOPs x views: {n['gmacs_x_views_baseline']:.3f} / {n['gmacs_x_views_atfr']:.3f} "
             f"({n['reduction_pct']:.1f}% less)",
-            "",
+            "- top-1 per class (%), baseline / ATFR: "
+            + "; ".join(
+                f"`{c}` {n['per_class_top1_baseline'][c]:.1f} / {n['per_class_top1_atfr'][c]:.1f}"
+                for c in n["class_order"]
+            ),
         ]
+        if "other_seed" in n:
+            lines.append(
+                f"- seed {n['other_seed']}'s test clips ({n['other_seed_videos']} videos no model saw): top-1 "
+                f"baseline {n['other_seed_top1_baseline']:.1f}%, ATFR {n['other_seed_top1_atfr']:.1f}%"
+            )
+        lines.append("")
     path.write_text("\n".join(lines))
     return path

@@ -202,6 +202,12 @@ def register(app: typer.Typer) -> None:
             "$XDG_CACHE_HOME/atfr-analysis or ~/.cache/atfr-analysis)",
         ),
         workers: int = typer.Option(0, "--workers"),
+        model_card: Path | None = typer.Option(
+            None,
+            "--model-card",
+            help="also write the shipped checkpoints' model card here, from their records and this run's numbers "
+            "(maintainers: atfr_analysis/checkpoints/MODEL_CARD.md)",
+        ),
         quiet: bool = typer.Option(False, "--quiet"),
     ) -> None:
         """The main job: the shipped baseline and ATFR checkpoints, profiled on the demo test split and reported."""
@@ -210,3 +216,7 @@ def register(app: typer.Typer) -> None:
         res = run_demo(out=out, cache=cache, workers=workers, quiet=quiet)
         for line in res.lines():
             typer.echo(line)
+        if model_card is not None:
+            from atfr_analysis.shipped import write_model_card
+
+            typer.echo(f"model card: {write_model_card(model_card, res.numbers)}")

@@ -1,20 +1,16 @@
 """A short training run lowers the loss; the checkpoint it writes loads back strictly."""
 
 import pytest
+from train_helpers import tiny_train_set
 
 from atfr_analysis import build_model
 from atfr_analysis.checkpoint import check_cfg, load_checkpoint, load_state_into
-from atfr_analysis.data.synthetic import SyntheticConfig, make_dataset
 from atfr_analysis.train import TrainConfig, cosine_lr, train
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    make_dataset(
-        root / "d", SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=1, clips_per_class_test=0)
-    )
-    return root / "d"
+    return tiny_train_set(tmp_path_factory.mktemp("synth") / "d")
 
 
 def _cfg(tiny_data, model="slow_tiny_atfr", **kw):

