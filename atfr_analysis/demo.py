@@ -430,7 +430,7 @@ def readme_section(n: dict) -> str:
     lines += [
         "",
         "- Classes by mean GMACs per view (ATFR), lowest first: "
-        + ", ".join(f"{c} ({n['distinct_frames'][c]} distinct frames)" for c in n["gmacs_order"])
+        + ", ".join(f"{c} (distinct frames: {n['distinct_frames'][c]})" for c in n["gmacs_order"])
         + f"; the report's ranking: lowest {', '.join(n['lowest'])}, highest {', '.join(n['highest'])}.",
         f"- Spearman(mean active bins, distinct frames) = {n['spearman_bins_distinct']:.3f}.",
         f"- Seed {n['other_seed']}'s test clips ({n['other_seed_videos']} videos the models never saw, not picked "
