@@ -243,6 +243,7 @@ def _profile_sources(atfr_ckpt: Path, model_name: str, names: list[str]) -> pd.D
 
     from atfr_analysis.data.datasets import VideoEntry, ViewDataset
     from atfr_analysis.data.samples import sample_videos
+    from atfr_analysis.data.synthetic import DEFAULT_SOURCES
     from atfr_analysis.data.views import ViewProtocol
     from atfr_analysis.loading import load_model_from_checkpoint
     from atfr_analysis.profile.instrument import Profiler
@@ -250,8 +251,6 @@ def _profile_sources(atfr_ckpt: Path, model_name: str, names: list[str]) -> pd.D
     model, ckpt, _ = load_model_from_checkpoint(atfr_ckpt, model_name)
     model.eval()
     vids = sample_videos()
-    from atfr_analysis.data.synthetic import DEFAULT_SOURCES
-
     entries = [VideoEntry(i, vids[n], -1, n) for i, n in enumerate(DEFAULT_SOURCES)]
     ds = ViewDataset(entries, model.spec, ViewProtocol.at_crop(model.spec, views=DEMO["source_views"], crops=1))
     prof = Profiler(model, batching="exact")

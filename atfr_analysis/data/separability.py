@@ -40,13 +40,12 @@ def separability(
 ) -> pd.DataFrame:
     """Held-out nearest-class-mean top-1 (%) per class on change profiles: columns ``class_name``,
     ``videos`` (held out), ``top1``; the last row is ``overall``."""
-    from atfr_analysis.data.datasets import read_label_map, read_video_list
+    from atfr_analysis.data.datasets import read_video_list
     from atfr_analysis.data.video import decode_video
     from atfr_analysis.errors import InputError
     from atfr_analysis.train.data import split_validation
 
-    label_map = read_label_map(labels) if isinstance(labels, (str, Path)) else labels
-    entries = read_video_list(list_path, labels=label_map, data_root=data_root)
+    entries = read_video_list(list_path, labels=labels, data_root=data_root)
     train, val = split_validation(entries, val_fraction, seed)
     if not val:
         raise InputError("separability: the hold-out is empty; give a val_fraction > 0 and two or more clips per class")

@@ -588,7 +588,8 @@ def _make_clip(rng, srcs: dict[str, _Source], ranges, slot: _ClipSlot, cfg: Synt
 
 def _draw_view(rng, src: _Source, split: str, span: int, cfg: SyntheticConfig) -> _View:
     """A clip's camera (working pixels). The move per source frame: each axis uniform in
-    ``[-pan, pan]``, not both 0 (``pan=0``: no move). The box: train clips ``TRAIN_SCALE`` of the
+    ``[-step, step]``, not both 0, ``step`` = ``pan`` or less so that the path covers at most
+    ``PATH_FRACTION`` of the frame's short side (0: no move). The box: train clips ``TRAIN_SCALE`` of the
     largest box of the output's aspect at a random position, flipped with probability 1/2 if
     ``cfg.flip``; test clips ``TEST_SCALE`` of it, its path centred, never flipped. Where the path
     needs room, the box is smaller (the largest that fits)."""
