@@ -29,8 +29,10 @@ tensor, unless the caller allows them (``allow_nonfinite_weights=True``: to insp
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import os
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,6 +55,7 @@ __all__ = [
     "cfg_facts",
     "check_cfg",
     "save_checkpoint",
+    "save_torch_atomic",
     "sha256sum",
     "ALLOW_MISSING_CHOICES",
 ]
@@ -432,8 +435,57 @@ def save_checkpoint(
     if optimizer_state is not None:
         obj["optimizer_state"] = optimizer_state
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    save_torch_atomic(obj, path)
     return path
+
+
+class _HashingSink:
+    """A file object for ``torch.save`` that hashes what it writes and keeps the OS's error of a
+    failed write (torch turns it into a ``RuntimeError`` without the errno)."""
+
+    def __init__(self, f) -> None:
+        self.f, self.digest, self.error = f, hashlib.sha256(), None
+
+    def write(self, b) -> int:
+        try:
+            n = self.f.write(b)
+        except OSError as e:
+            self.error = e
+            raise
+        self.digest.update(b)
+        return n
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def save_torch_atomic(obj: Any, path: str | Path, before_replace=None) -> str:
+    """``torch.save(obj)`` into ``path`` atomically: a temporary file beside it, flushed to disk,
+    then renamed (``before_replace(sha256)`` runs just before the rename). Returns the file's
+    sha256. A write the OS refuses (a full disk, a read-only or missing folder) is an
+    ``EnvironmentFailure`` naming ``path`` (``cannot write <path>: No space left on device``), and
+    no temporary file remains."""
+    from atfr_analysis.errors import environment_failure
+
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    sink = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            sink = _HashingSink(f)
+            torch.save(obj, sink)
+            f.flush()
+            os.fsync(f.fileno())
+        digest = sink.digest.hexdigest()
+        if before_replace is not None:
+            before_replace(digest)
+        os.replace(tmp, path)
+        return digest
+    except (OSError, RuntimeError) as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        cause = e if isinstance(e, OSError) else (sink.error if sink is not None else None)
+        if cause is None or isinstance(cause, AtfrError):  # a bug, or already named
+            raise
+        raise environment_failure(cause, path) from None

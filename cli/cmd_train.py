@@ -9,6 +9,18 @@ from pathlib import Path
 import typer
 
 
+def _frames_overrides(model: str, frames: int | None) -> dict:
+    """``--frames`` as the model's config change (``InputSpec.with_frames``, as every command)."""
+    if frames is None:
+        return {}
+    import torch
+
+    from atfr_analysis.models import build_model
+
+    with torch.device("meta"):  # the default spec and config only: nothing allocated
+        return build_model(model).frames_overrides(frames)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
@@ -21,7 +33,9 @@ def register(app: typer.Typer) -> None:
         ),
         labels: Path | None = typer.Option(None, "--labels", help="label map (JSON or one name per line)"),
         data_root: Path | None = typer.Option(
-            None, "--data-root", help="prefix for the list's paths (default: the list's folder)"
+            None,
+            "--data-root",
+            help="prefix for the relative paths of --data and --val (default: each list's own folder)",
         ),
         val: Path | None = typer.Option(
             None,
@@ -132,17 +146,12 @@ def register(app: typer.Typer) -> None:
         """Train a model (SGD + momentum, warm-up + cosine, cross-entropy) into a PySlowFast-style checkpoint."""
         from atfr_analysis.train import TrainConfig, train
 
-        overrides = {}
-        if frames is not None:
-            from atfr_analysis.models import get_config
-
-            base = get_config(model)
-            overrides["frames"] = tuple(base.frames[:-1]) + (frames,) if hasattr(base, "frames") else (frames,)
+        overrides = _frames_overrides(model, frames)
         cfg = TrainConfig(
             model=model,
             data=str(data),
             labels=str(labels) if labels else None,
-            data_root=str(data_root) if data_root else str(Path(data).parent),
+            data_root=str(data_root) if data_root else None,
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,

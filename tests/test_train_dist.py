@@ -5,7 +5,7 @@ import socket
 
 import pytest
 import torch
-from train_helpers import tiny_train_set
+from train_helpers import kill_tree, tiny_train_set
 
 from atfr_analysis.train import RunFolder, TrainConfig, train
 
@@ -83,3 +83,78 @@ def test_two_gloo_processes_equal_one_process_at_the_same_global_batch(tmp_path)
             assert torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7), k
     rec = torch.load(RunFolder.of(tmp_path / "two").latest(), weights_only=True)["train_state"]
     assert rec["world_size"] == 2 and len(rec["rng"]) == 2
+
+
+def _torchrun_train(d, out, *val) -> list[str]:
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "atfr_cli.main",
+        "train",
+        "slow_tiny",
+        "--data",
+        str(d / "train.csv"),
+        "--labels",
+        str(d / "labels.json"),
+        *val,
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--crop",
+        "64",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["val", "val_fraction"])
+def test_torchrun_training_with_validation_profiles_every_video_once(tmp_path, how):
+    """The README's multi-GPU command with validation (2 gloo processes): it used to hang at the end
+    of epoch 1 (rank 0's profile took torchrun's RANK/WORLD_SIZE as its shard, 0 of 2, and waited for
+    a rank 1 that waited in the trainer). Now each rank profiles its shard into the one folder: the
+    run finishes, val/epoch_001 holds every validation video once, from both shards, and opens with
+    `atfr report`."""
+    import subprocess
+
+    from atfr_analysis.profile.log import load_videos, read_meta
+    from atfr_cli.main import main
+
+    d = tmp_path / "d"
+    tiny_train_set(d, per_class=2)  # 14 videos
+    if how == "val":
+        lines = (d / "train.csv").read_text().splitlines()
+        (d / "val.csv").write_text("".join(f"{x}\n" for x in lines[::2]))
+        val, expected = ["--val", str(d / "val.csv")], len(lines[::2])
+    else:
+        val, expected = ["--val-fraction", "0.5"], 7  # one of each class's two
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(_torchrun_train(d, tmp_path / "run", *val), stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        err = proc.communicate(timeout=180)[1]
+    except subprocess.TimeoutExpired:
+        kill_tree(proc)
+        raise AssertionError("torchrun training with validation did not finish in 180 s") from None
+    assert proc.returncode == 0, err[-3000:]
+    folder = tmp_path / "run" / "val" / "epoch_001"
+    vids = load_videos(folder)
+    assert len(vids) == vids["video_id"].nunique() == expected and (vids["status"] == "ok").all()
+    assert {p.name.split("-")[1] for p in folder.glob("videos-*.parquet")} == {"000of002", "001of002"}
+    meta = read_meta(folder)
+    assert meta["num_videos"] == expected and meta["summary"]["videos_ok"] == expected and meta["end_time"]
+    try:
+        code = main(["report", str(folder), "--out", str(tmp_path / "rep")])
+    except SystemExit as e:
+        code = e.code
+    assert code in (0, None) and any((tmp_path / "rep").iterdir())

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from train_helpers import tiny_train_set
+from train_helpers import descendants, tiny_train_set
 
 from atfr_analysis.train import ResumeError, RunFolder, TrainConfig, train
 
@@ -39,11 +39,10 @@ def _cfg(d, **kw):
     return TrainConfig(**args)
 
 
-def _command(d, out):
+def _command(d, out, epochs: int = 3, extra=(), launch=("-m", "atfr_cli.main")):
     return [
         sys.executable,
-        "-m",
-        "atfr_cli.main",
+        *launch,
         "train",
         "slow_tiny_atfr",
         "--data",
@@ -53,7 +52,7 @@ def _command(d, out):
         "--out",
         str(out),
         "--epochs",
-        "3",
+        str(epochs),
         "--batch-size",
         "2",
         "--crop",
@@ -67,6 +66,7 @@ def _command(d, out):
         "--threads",
         "1",
         "--quiet",
+        *extra,
     ]
 
 
@@ -154,25 +154,6 @@ def test_resume_without_a_state_is_an_error(tiny_data, tmp_path):
         train(_cfg(tiny_data, model="slow_tiny", resume=True), tmp_path / "none")
 
 
-def _descendants(pid: int) -> list[int]:
-    """The processes below ``pid`` (from /proc)."""
-    from pathlib import Path
-
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
 def _torchrun(d, out):
     return [
         sys.executable,
@@ -224,7 +205,7 @@ def test_sigkill_and_resume_with_two_processes_is_bit_identical(tmp_path):
     deadline = time.monotonic() + 300
     while not folder.state_path(2).exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    victims = [proc.pid] + _descendants(proc.pid)  # torchrun starts its workers in sessions of their own
+    victims = [proc.pid] + descendants(proc.pid)  # torchrun starts its workers in sessions of their own
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
     proc.wait()
@@ -235,3 +216,119 @@ def test_sigkill_and_resume_with_two_processes_is_bit_identical(tmp_path):
     a, b = _weights(RunFolder.of(tmp_path / "ref").final), _weights(folder.final)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert len(torch.load(folder.latest(), weights_only=True)["train_state"]["rng"]) == 2
+
+
+# ----------------------------------------------------------------------------- kills at every point, --precise-bn
+@pytest.fixture(scope="module")
+def val_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth_val")
+    tiny_train_set(root / "d", per_class=2)  # 14 videos: 7 trained (3 steps per epoch), 7 validated
+    return root / "d"
+
+
+#: 2 epochs of 3 steps, validation (the held-out half) after each, precise BN after the last
+_PBN = dict(epochs=2, val_fraction=0.5, precise_bn=6)
+_PBN_ARGS = ["--val-fraction", "0.5", "--precise-bn", "6"]
+_LAST = 6  # the last step, whose state precedes precise BN
+
+#: the CLI, SIGKILLed by itself inside the write of the training state of step argv[1]: the
+#: temporary file written and flushed to disk, not yet renamed into place
+_KILL_IN_STATE_WRITE = """
+import os, signal, sys
+step = int(sys.argv.pop(1))
+real = os.fsync
+def fsync(fd):
+    real(fd)
+    if f"checkpoint_step_{step:09d}" in os.readlink(f"/proc/self/fd/{fd}"):
+        os.kill(os.getpid(), signal.SIGKILL)
+os.fsync = fsync
+from atfr_cli.main import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.fixture(scope="module")
+def pbn_reference(val_data, tmp_path_factory):
+    """The uninterrupted run's final weights."""
+    r = train(_cfg(val_data, **_PBN), tmp_path_factory.mktemp("pbn_ref") / "ref")
+    assert r.steps == _LAST and len(r.val_acc) == 2
+    return _weights(r.checkpoint)
+
+
+def _wait_then_kill(proc, ready, pause: float = 0.0) -> None:
+    deadline = time.monotonic() + 300
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(pause)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["state_write", "validation", "precise_bn", "last_epoch"])
+def test_sigkill_at_any_point_with_precise_bn_resumes_bit_identical(val_data, pbn_reference, tmp_path, point):
+    """SIGKILL during the last state's write, during the last validation, during precise BN, mid
+    last epoch; the same command again ends with the uninterrupted run's weights and BN buffers,
+    bit for bit. (Precise BN used to draw the batches where the loader stopped: those of the last
+    epoch from the batch a resumed run started at, or of epoch 0 after a kill during precise BN:
+    81 BN buffers differed.)"""
+    out = tmp_path / "killed"
+    folder = RunFolder.of(out)
+    if point == "state_write":
+        launch = ("-c", _KILL_IN_STATE_WRITE, str(_LAST))
+        proc = subprocess.Popen(_command(val_data, out, 2, _PBN_ARGS, launch), stderr=subprocess.PIPE)
+        proc.wait()
+        assert folder.latest() is not None and folder.latest() != folder.state_path(_LAST)
+    else:
+        proc = subprocess.Popen(_command(val_data, out, 2, _PBN_ARGS), stderr=subprocess.PIPE)
+        ready = {
+            "validation": lambda: (out / "val" / "epoch_002" / "run.json").exists(),
+            "precise_bn": lambda: folder.state_path(_LAST).exists(),
+            "last_epoch": lambda: folder.state_path(_LAST - 2).exists(),
+        }[point]
+        _wait_then_kill(proc, ready, 0.05 if point == "precise_bn" else 0.0)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert not folder.final.exists()
+    done = subprocess.run(_command(val_data, out, 2, _PBN_ARGS), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    b = _weights(folder.final)
+    assert pbn_reference.keys() == b.keys()
+    assert [k for k in b if not torch.equal(pbn_reference[k], b[k])] == []
+    assert (out / "metrics.csv").read_text().count("\n") == 3  # header + 2 epochs, none twice
+
+
+# ----------------------------------------------------------------------------- killed during validation, other settings
+@pytest.mark.slow
+@pytest.mark.parametrize("change", [["--threads", "2"], ["--val-views", "2"]])
+def test_killed_during_validation_resumes_with_other_threads_or_val_views(val_data, tmp_path, change):
+    """A run killed during its validation and run again with a setting the trainer lets change
+    (--threads: other last bits in the weights; --val-views: another protocol) used to be stuck
+    ("val/epoch_001 holds a run with other settings; choose another --out", after training the step
+    again, at every rerun). The validation folder is the trainer's own: it is profiled again from
+    scratch, for the weights and the protocol of the run that finishes. A folder that atfr train
+    did not write is refused, and kept."""
+    from atfr_analysis.checkpoint import sha256sum
+    from atfr_analysis.profile.log import load_videos, read_meta, write_meta
+
+    out = tmp_path / "run"
+    val = out / "val" / "epoch_001"
+    cmd = _command(val_data, out, 1, ["--val-fraction", "0.5"])
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+    _wait_then_kill(proc, lambda: (val / "run.json").exists())
+    assert proc.returncode == -signal.SIGKILL and not RunFolder.of(out).final.exists()
+    again = cmd + change  # (the last of a repeated option counts)
+    if change[0] == "--val-views":  # someone else's run in the folder: refused, not removed
+        meta = read_meta(val)
+        write_meta(val, dict(meta, command=["atfr", "profile", "x.pyth"]))
+        bad = subprocess.run(again, capture_output=True, text=True, timeout=600)
+        lines = bad.stderr.strip().splitlines()
+        assert bad.returncode == 2 and len(lines) == 1 and "atfr train did not write" in lines[0], bad.stderr[-2000:]
+        assert (val / "run.json").exists()
+        write_meta(val, meta)
+    done = subprocess.run(again, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    meta = read_meta(val)
+    assert meta["views"] == (2 if change[0] == "--val-views" else 1) and meta["end_time"]
+    assert meta["checkpoint_sha256"] == sha256sum(out / "val" / "epoch_001.pyth")
+    vids = load_videos(val)
+    assert len(vids) == vids["video_id"].nunique() == meta["num_videos"] == 7 and (vids["status"] == "ok").all()

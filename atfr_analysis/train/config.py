@@ -66,7 +66,7 @@ class TrainConfig:
     model: str
     data: str  # PySlowFast list of training videos
     labels: str | None = None
-    data_root: str | None = None
+    data_root: str | None = None  # prefix of the relative paths of data and val_data; None: each list's folder
     epochs: int = 30
     batch_size: int = 16  # global: split over the torchrun ranks (PySlowFast's TRAIN.BATCH_SIZE)
     lr: float = 0.1  # at batch size 64 (scaled linearly, as PySlowFast's BASE_LR is per 8 GPUs)

@@ -17,6 +17,7 @@ per-rank parts, and started at any batch of the epoch (exact resume).
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 
@@ -32,6 +33,8 @@ __all__ = [
     "item_seed",
     "split_validation",
     "probe_videos",
+    "data_fingerprint",
+    "unique_failures",
     "collate_clips",
     "make_loader",
     "TrainBatch",
@@ -239,3 +242,37 @@ def probe_videos(entries):
             continue
         ok.append(e)
     return ok, failed
+
+
+def unique_failures(*lists) -> list[dict]:
+    """The ``{"path", "reason"}`` failures of ``lists``, one per video (its first), in order."""
+    seen: dict[str, dict] = {}
+    for f in (f for lst in lists for f in lst):
+        seen.setdefault(f["path"], f)
+    return list(seen.values())
+
+
+def _digest(lines) -> str:
+    h = hashlib.sha256()
+    for line in lines:
+        h.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    return h.hexdigest()
+
+
+def data_fingerprint(cfg, entries, label_map, val) -> dict:
+    """What a run trains on, kept in its training states and compared on resume: the training list
+    (``entries`` as read, before any video is opened) and the validation list ``val`` (each path
+    and label, in order), and the label map (each name and id)."""
+
+    def videos(path, es):
+        return {"path": path, "videos": len(es), "sha256": _digest(f"{e.path}\t{int(e.label)}" for e in es)}
+
+    labels = None
+    if label_map is not None:
+        pairs = sorted(label_map.items(), key=lambda kv: (kv[1], kv[0]))
+        labels = {"path": cfg.labels, "classes": len(label_map), "sha256": _digest(f"{k}\t{v}" for k, v in pairs)}
+    return {
+        "data": videos(cfg.data, entries),
+        "labels": labels,
+        "val_data": videos(cfg.val_data, val) if val is not None else None,
+    }

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["World", "init_world", "wrap_model", "gather_objects", "all_mean"]
+__all__ = ["World", "init_world", "wrap_model", "gather_objects", "all_mean", "barrier"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def init_world(device: torch.device) -> World:
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     started = False
     if not torch.distributed.is_initialized():
-        # the other ranks wait while rank 0 validates (a profile of the validation list): a long wait
+        # the longest wait: the ranks' shards of a validation (each rank profiles every n-th video) end apart
         torch.distributed.init_process_group(
             "nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=2)
         )
@@ -81,3 +81,9 @@ def all_mean(values: list[float], world: World) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
     torch.distributed.all_reduce(t)
     return (t / world.size).tolist()
+
+
+def barrier(world: World) -> None:
+    """Every rank waits for the others (nothing with one process)."""
+    if world.size > 1:
+        torch.distributed.barrier()

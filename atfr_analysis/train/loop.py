@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -24,9 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atfr_analysis.errors import AtfrError, InputError
+from atfr_analysis.errors import AtfrError, EnvironmentFailure, InputError
 from atfr_analysis.train.config import TrainConfig
-from atfr_analysis.train.data import EpochSampler, TrainClips, make_loader, probe_videos, split_validation
+from atfr_analysis.train.data import (
+    EpochSampler,
+    TrainClips,
+    data_fingerprint,
+    make_loader,
+    probe_videos,
+    split_validation,
+    unique_failures,
+)
 from atfr_analysis.train.dist import World, all_mean, gather_objects, init_world, wrap_model
 from atfr_analysis.train.recipe import (
     NonFinite,
@@ -41,6 +50,7 @@ from atfr_analysis.train.recipe import (
 from atfr_analysis.train.state import (
     ResumeError,
     RunFolder,
+    data_changes,
     load_state,
     rng_state,
     save_state,
@@ -82,6 +92,7 @@ def train(cfg: TrainConfig, out: str | Path, command: Sequence[str] | None = Non
         try:
             data = _read_data(cfg, run)
             model = _build_model(cfg, run, data)
+            _check_validation(cfg, data, model)
             optim = _make_optimizer(cfg, run, data, model)
             state = _resume_or_start(cfg, run, model, optim)
             _run_epochs(cfg, run, data, model, optim, state)
@@ -114,6 +125,7 @@ class _Run:
     command: list[str]
     t0: float = field(default_factory=time.perf_counter)
     tensorboard: Any = None
+    data_fingerprint: dict = field(default_factory=dict)  # what it trains on (in every state, compared on resume)
 
     def say(self, line: str) -> None:
         if self.world.main and not self.cfg.quiet:
@@ -134,12 +146,31 @@ def _place(cfg: TrainConfig, out, command) -> _Run:
     if folder.final.exists():
         world.close()
         raise ResumeError(f"{folder.final} exists (a finished run): choose another --out; nothing was overwritten")
+    if world.main:
+        try:
+            _check_writable(folder)
+        except EnvironmentFailure:
+            world.close()
+            raise
     run = _Run(cfg, folder, dev, world, list(command) if command is not None else list(sys.argv))
     if cfg.tensorboard and world.main:
         from atfr_analysis.train.tensorboard import TensorBoard
 
         run.tensorboard = TensorBoard(cfg.tensorboard)
     return run
+
+
+def _check_writable(folder: RunFolder) -> None:
+    """The run folder can be written (made, a file created and removed in it), before anything is read."""
+    from atfr_analysis.errors import environment_failure
+
+    probe = folder.root / f".atfr-write-test.{os.getpid()}"
+    try:
+        folder.root.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise environment_failure(e, folder.root) from None
 
 
 @dataclass
@@ -151,18 +182,18 @@ class _Data:
     held_out: list
     label_map: dict | None
     classes: int
-    seen_failures: list = field(default_factory=list)
 
 
 def _read_data(cfg: TrainConfig, run: _Run) -> _Data:
     """The list (every header opened once: the unreadable are recorded and skipped, the run stops
-    above ``max_failed_fraction``), the held-out split and the validation list."""
+    above ``max_failed_fraction``), the held-out split (refused when it holds out nothing) and the
+    validation list; the fingerprint of what the run trains on."""
     from atfr_analysis.data.datasets import read_label_map, read_video_list
 
     label_map = read_label_map(cfg.labels) if cfg.labels else None
     entries = read_video_list(cfg.data, data_root=cfg.data_root, labels=label_map)
     classes = len(label_map) if label_map else max(e.label for e in entries) + 1
-    listed = len(entries)
+    listed, listed_entries = len(entries), list(entries)
     entries, failed = probe_videos(entries)
     if len(failed) > cfg.max_failed_fraction * listed or not entries:
         raise TrainDataError(
@@ -177,10 +208,34 @@ def _read_data(cfg: TrainConfig, run: _Run) -> _Data:
     held_out: list = []
     if cfg.val_fraction:
         entries, held_out = split_validation(entries, cfg.val_fraction, cfg.seed)
-    val = read_video_list(cfg.val_data, data_root=cfg.data_root, labels=label_map) if cfg.val_data else None
+        if not held_out:
+            raise TrainDataError(
+                f"--val-fraction {cfg.val_fraction:g} holds out no video: every label of --data has a single "
+                "video, and the split keeps one of each label for training"
+            )
+    val = _read_val(cfg, label_map, classes)
+    run.data_fingerprint = data_fingerprint(cfg, listed_entries, label_map, val)
     if held_out:
         val = (val or []) + held_out
     return _Data(entries, listed, failed, val, held_out, label_map, classes)
+
+
+def _read_val(cfg: TrainConfig, label_map, classes: int) -> list | None:
+    """The ``--val`` list (its relative paths under ``data_root`` if given, else under its own
+    folder), every label one of the training classes."""
+    from atfr_analysis.data.datasets import read_video_list
+
+    if not cfg.val_data:
+        return None
+    val = read_video_list(cfg.val_data, data_root=cfg.data_root, labels=label_map)
+    bad = [e for e in val if not 0 <= int(e.label) < classes]
+    if bad:
+        where = f"--labels {cfg.labels}" if label_map else "the labels of --data"
+        raise TrainDataError(
+            f"--val {cfg.val_data}: {len(bad)} videos have labels beyond the {classes} training classes of {where} "
+            f"(first: {bad[0].path} label {bad[0].label}); the model's head cannot score them"
+        )
+    return val
 
 
 @dataclass
@@ -200,7 +255,7 @@ def _build_model(cfg: TrainConfig, run: _Run, data: _Data) -> _Model:
     net = build_model(cfg.model, num_classes=data.classes, **cfg.model_overrides)
     if cfg.temporal_diff_init:
         temporal_difference_init(net, cfg.temporal_diff_init)
-    init = init_from(net, cfg.init_from, cfg.reset_head) if cfg.init_from else {}
+    init = init_from(net, cfg.init_from, cfg.reset_head, say=run.say) if cfg.init_from else {}
     if net.sgs_layer_names():
         net.set_batching(cfg.batching)
         if cfg.sync_bn and run.world.size > 1 and cfg.batching == "exact":
@@ -211,6 +266,24 @@ def _build_model(cfg: TrainConfig, run: _Run, data: _Data) -> _Model:
     net.to(run.device)
     _seed_all(cfg.seed + run.world.rank)  # dropout draws differ per rank
     return _Model(net, wrap_model(net, run.world, run.device, cfg.sync_bn), net.spec, init)
+
+
+def _check_validation(cfg: TrainConfig, data: _Data, model: _Model) -> None:
+    """Before the first step: the validation's test views can be made for this model (one's own
+    model needs a 1-crop rule in its input spec for ``--val-crops 1``)."""
+    from atfr_analysis.data.views import view_protocol
+
+    if data.val is None:
+        return
+    if cfg.val_crops == 1 and model.spec.one_crop is None:
+        raise InputError(
+            f"cannot validate {cfg.model} on 1 crop: its input spec has no one_crop (the short side and crop "
+            "of PySlowFast's 1-crop test); validate with --val-crops 3, or give the spec a one_crop"
+        )
+    try:
+        view_protocol(model.spec, cfg.val_views, cfg.val_crops)
+    except InputError as exc:
+        raise InputError(f"cannot validate {cfg.model} with --val-views {cfg.val_views}: {exc}") from None
 
 
 def _seed_all(seed: int) -> None:
@@ -296,9 +369,7 @@ def _resume_or_start(cfg: TrainConfig, run: _Run, model: _Model, optim: _Optim) 
         if cfg.resume:
             raise ResumeError(f"--resume: {run.folder.checkpoints} holds no training state")
         if cfg.precise_bn_first:
-            from atfr_analysis.train.bn import precise_bn
-
-            precise_bn(model.net, optim.loader, cfg.precise_bn_first, run.device)
+            _precise_bn(run, model, optim, cfg.precise_bn_first, epoch=0)  # the first epoch's batches
         return _State()
     obj = load_state(latest)
     ts = obj["train_state"]
@@ -307,6 +378,12 @@ def _resume_or_start(cfg: TrainConfig, run: _Run, model: _Model, optim: _Optim) 
         raise ResumeError(
             f"{run.folder.root} holds a run with other settings ({'; '.join(diff)}): "
             "resume with its settings or choose another --out"
+        )
+    changed = data_changes(ts.get("data"), run.data_fingerprint)
+    if changed:
+        raise ResumeError(
+            f"{run.folder.root} holds a run on other data ({'; '.join(changed)}): "
+            "resume with the data it trained on or choose another --out"
         )
     model.net.load_state_dict(obj["model_state"])
     optim.opt.load_state_dict(obj["optimizer_state"])
@@ -345,6 +422,7 @@ def _run_epoch(cfg, run: _Run, data: _Data, model: _Model, optim: _Optim, state:
         freeze_bn_layers(model.net)
     optim.sampler.set_epoch(state.epoch, state.batch)
     for batch in optim.loader:
+        _count_failures(cfg, run, data, model, optim, state, batch)
         _one_step(cfg, run, model, optim, state, batch)
         bar.step(state, optim.opt.param_groups[0]["lr"], batch.labels.shape[0] * run.world.size)
         if state.batch < optim.steps_per_epoch and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
@@ -392,7 +470,35 @@ def _one_step(cfg, run: _Run, model: _Model, optim: _Optim, state: _State, batch
     correct = float((logits.argmax(1) == y).sum())
     state.totals = [state.totals[0] + lv * n, state.totals[1] + correct, state.totals[2] + n]
     state.first_loss = lv if state.first_loss is None else state.first_loss
-    state.failures.extend(f for f in batch.failures if f not in state.failures)
+
+
+def _count_failures(cfg, run: _Run, data: _Data, model: _Model, optim: _Optim, state: _State, batch) -> None:
+    """The videos of this batch (every rank's) that failed to decode when drawn join the run's
+    failures; above ``max_failed_fraction`` of the list (with those its header check skipped) the
+    run stops before the batch, its training state saved, so that it resumes once they are back."""
+    new = batch.failures
+    if run.world.size > 1 and all_mean([float(len(new))], run.world)[0] > 0:
+        new = [f for part in gather_objects(new, run.world) for f in part]
+    failed = unique_failures(data.failed, state.failures, new)
+    if len(failed) <= cfg.max_failed_fraction * data.listed:
+        state.failures = unique_failures(state.failures, new)
+        return
+    if state.step and state.saved != run.folder.state_path(state.step):
+        _save(cfg, run, model, optim, state)
+    kept = f"the training state at step {state.step} is kept ({state.saved})" if state.saved else "no step was trained"
+    known = {f["path"] for f in data.failed + state.failures}
+    first = ([f for f in new if f["path"] not in known] or failed)[0]
+    raise TrainDataError(
+        f"{len(failed)} of {data.listed} training videos cannot be decoded (more than --max-failed-fraction "
+        f"{cfg.max_failed_fraction:g}), {len(failed) - len(data.failed)} of them while training, at step "
+        f"{state.step + 1}; first: {first['path']}: {first['reason']}; {kept}: restore the videos and run "
+        "the same command to resume"
+    )
+
+
+def _failed(data: _Data, state: _State) -> list:
+    """Every video that could not be decoded: at the header check, or when drawn (once each)."""
+    return unique_failures(data.failed, state.failures)
 
 
 def _diverged(state: _State, run: _Run, what: str) -> TrainingDiverged:
@@ -439,22 +545,19 @@ def _end_epoch(cfg, run: _Run, data: _Data, model: _Model, optim: _Optim, state:
 
 
 def _validate(cfg, run: _Run, data: _Data, model: _Model, epoch: int) -> dict | None:
-    """Every ``val_every`` epochs and after the last: rank 0 profiles the validation list; the
-    others wait for it."""
+    """Every ``val_every`` epochs and after the last: every rank profiles its shard of the
+    validation list into the epoch's folder (rank 0 merges); the metrics on every rank."""
     if data.val is None or not (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
         return None
-    from atfr_analysis.train.validate import validate_epoch, write_val_list
+    from atfr_analysis.errors import NonFiniteError
+    from atfr_analysis.train.validate import validate_epoch
 
-    out = None
-    if run.world.main:
-        lst = write_val_list(data.val, run.folder.root / "val" / "videos.txt")
-        try:
-            out = validate_epoch(model.net, cfg, run.folder.root, lst, epoch, run.device)
-        except NonFinite as exc:
-            raise TrainingDiverged(
-                f"the weights of epoch {epoch} diverged (validation: {exc}); lower --lr or set --clip-grad"
-            ) from None
-    out = gather_objects(out, run.world)[0]
+    try:
+        out = validate_epoch(model.net, cfg, run.folder.root, data.val, epoch, run.device, run.world)
+    except (NonFinite, NonFiniteError) as exc:
+        raise TrainingDiverged(
+            f"the weights of epoch {epoch} diverged (validation: {exc}); lower --lr or set --clip-grad"
+        ) from None
     model.step_net.train()
     if cfg.freeze_bn:
         from atfr_analysis.train.bn import freeze_bn_layers
@@ -465,11 +568,13 @@ def _validate(cfg, run: _Run, data: _Data, model: _Model, epoch: int) -> dict | 
 
 def _save(cfg: TrainConfig, run: _Run, model: _Model, optim: _Optim, state: _State) -> None:
     """Every rank's RNG states gathered; rank 0 writes the training state (atomically, the last
-    ``keep_last`` kept)."""
+    ``keep_last`` kept); every rank stops when it could not (a full disk: one line naming the file)."""
     rngs = gather_objects(rng_state(), run.world)
+    failure = None
     if run.world.main:
         ts = state.plain() | {
             "settings": cfg.resume_settings(),
+            "data": run.data_fingerprint,
             "rng": rngs,
             "world_size": run.world.size,
             "seconds": state.seconds + time.perf_counter() - run.t0,
@@ -482,11 +587,16 @@ def _save(cfg: TrainConfig, run: _Run, model: _Model, optim: _Optim, state: _Sta
             "cfg": _yaml(make_record(model.net, cfg.model, {"train": plain(_asdict(cfg)), "command": run.command})),
             "train_state": ts,
         }
-        save_state(run.folder, obj, state.step, cfg.keep_last)
+        try:
+            save_state(run.folder, obj, state.step, cfg.keep_last)
+        except EnvironmentFailure as exc:
+            failure = exc
+    if run.world.size > 1 and all_mean([float(failure is not None)], run.world)[0] > 0 and failure is None:
+        failure = EnvironmentFailure(f"rank 0 could not write the training state {run.folder.state_path(state.step)}")
+    if failure is not None:
+        raise failure
     state.saved = run.folder.state_path(state.step)
     state.saved_epoch = state.epoch + state.batch / optim.steps_per_epoch
-    if run.world.size > 1:
-        torch.distributed.barrier()
 
 
 def _asdict(cfg: TrainConfig) -> dict:
@@ -501,23 +611,32 @@ def _yaml(record: dict) -> str:
     return yaml.safe_dump(dict(record), sort_keys=True)
 
 
+def _precise_bn(run: _Run, model: _Model, optim: _Optim, batches: int, epoch: int) -> None:
+    """Precise BN over the first ``batches`` training batches of ``epoch``: a function of (seed,
+    epoch) and the weights alone, never of where the loader stopped (a run resumed mid-epoch, or
+    killed during precise BN, recomputes the statistics an uninterrupted run does)."""
+    from atfr_analysis.train.bn import precise_bn
+
+    optim.sampler.set_epoch(epoch, 0)
+    precise_bn(model.net, optim.loader, batches, run.device)
+
+
 def _finish(cfg: TrainConfig, run: _Run, data: _Data, model: _Model, optim: _Optim, state: _State) -> TrainResult:
     """The last training state, precise BN (optional), then rank 0 writes the final checkpoint with
     the run's record."""
     from atfr_analysis.checkpoint import save_checkpoint
+    from atfr_analysis.train.progress import last_loss
 
     _save(cfg, run, model, optim, state)  # the last training state (with the scaler's)
     if cfg.precise_bn:
-        from atfr_analysis.train.bn import precise_bn
-
-        precise_bn(model.net, optim.loader, cfg.precise_bn, run.device)
+        _precise_bn(run, model, optim, cfg.precise_bn, epoch=cfg.epochs)  # the batches of the epoch after the last
     seconds = state.seconds + time.perf_counter() - run.t0
     if run.world.main:
         record = make_record(model.net, cfg.model, _record_extra(cfg, run, data, model, state, seconds))
         save_checkpoint(run.folder.final, model.net, record, epoch=len(state.losses), half=cfg.fp16_checkpoint)
     if run.world.size > 1:
         torch.distributed.barrier()
-    last = state.losses[-1] if state.losses else float("nan")
+    last = last_loss(state.losses, all_mean(list(state.totals), run.world))  # a --max-steps stop: its epoch so far
     return TrainResult(
         run.folder.final,
         len(state.losses),
@@ -528,14 +647,15 @@ def _finish(cfg: TrainConfig, run: _Run, data: _Data, model: _Model, optim: _Opt
         state.val_accs,
         state.first_loss if state.first_loss is not None else float("nan"),
         last,
-        len(data.failed) + len(state.failures),
+        len(_failed(data, state)),
         run.folder.root,
     )
 
 
 def _record_extra(cfg, run: _Run, data: _Data, model: _Model, state: _State, seconds: float) -> dict:
     dev = run.device
-    failed = data.failed + state.failures
+    failed = _failed(data, state)
+    gone = {f["path"] for f in state.failures} & {str(e.path) for e in data.entries}  # failed when drawn
     return {
         "train": plain(_asdict(cfg)),
         "command": run.command,
@@ -550,7 +670,7 @@ def _record_extra(cfg, run: _Run, data: _Data, model: _Model, state: _State, sec
             {"fraction": cfg.val_fraction, "videos": len(data.held_out), "seed": cfg.seed} if data.held_out else None
         ),
         "videos_listed": data.listed,
-        "videos_trained": len(data.entries),
+        "videos_trained": len(data.entries) - len(gone),
         "failed_videos": len(failed),
         "failed": failed[:20],
         "init_from": model.init or None,
