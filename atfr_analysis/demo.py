@@ -111,20 +111,13 @@ def demo_data(root: Path, train: bool = False, quiet: bool = True, console=None,
     """The demo data set under ``root`` (built once, then reused): its test split, and the train
     split too with ``train=True``; ``seed`` another seed's clips (default: the demo's). Returns the
     data set folder. While it builds, unless ``quiet``, it says what it builds and how far it is
-    (on stderr, or ``console``)."""
-    from atfr_analysis.data.synthetic import SyntheticConfig, make_dataset
+    (on stderr, or ``console``). A folder built before is used only when every clip, list and the
+    label map are what its ``manifest.json`` records (``synthetic.dataset_mismatch``: each clip's
+    sha256); else it is rebuilt, saying why (an ``EnvironmentFailure`` when it cannot be removed)."""
+    from atfr_analysis.data.synthetic import SyntheticConfig, folder_name, make_dataset
 
     seed = DEMO["seed"] if seed is None else int(seed)
     ntrain = DEMO["clips_per_class_train"] if train else 0
-    # the data set's version (v2: the class set of distinct-frame levels, a panning camera, four
-    # sources in turn) is in the name, so a cache built by an older release is never reused
-    key = f"synthetic-v2-s{seed}-f{DEMO['frames']}-h{DEMO['size']}-tr{ntrain}-te{DEMO['clips_per_class_test']}"
-    out = Path(root) / key
-    if (out / "manifest.json").is_file() and (out / "test.csv").is_file():
-        return out
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     cfg = SyntheticConfig(
         seed=seed,
         frames=DEMO["frames"],
@@ -132,11 +125,38 @@ def demo_data(root: Path, train: bool = False, quiet: bool = True, console=None,
         clips_per_class_train=ntrain,
         clips_per_class_test=DEMO["clips_per_class_test"],
     )
+    # the data set's version is in the name, so a cache built by an older release is never reused
+    out = Path(root) / folder_name(cfg)
+    if out.exists() and _cached_data_usable(out, quiet, console):
+        return out
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
     with _BuildProgress(f"the demo data set in {out}", quiet, console) as progress:
         make_dataset(tmp, cfg, progress=progress)
         # the lists hold relative paths: the folder can move
         tmp.rename(out)
     return out
+
+
+def _cached_data_usable(out: Path, quiet: bool, console) -> bool:
+    """Whether the data set folder ``out`` (built before) matches its manifest; if not, it is removed
+    (to be rebuilt), saying why unless ``quiet``."""
+    from atfr_analysis.data.synthetic import dataset_mismatch
+
+    problem = dataset_mismatch(out)
+    if problem is None:
+        return True
+    why = f"the cached demo data set {out} does not match its manifest.json: {problem}"
+    try:
+        shutil.rmtree(out)
+    except OSError as e:
+        raise EnvironmentFailure(f"{why}, and it cannot be removed to rebuild it ({e}); remove it by hand") from None
+    if not quiet:
+        from rich.console import Console
+
+        (console or Console(stderr=True)).print(f"{why}; rebuilding it", markup=False, highlight=False, soft_wrap=True)
+    return False
 
 
 class _BuildProgress:

@@ -9,9 +9,26 @@ data set (``TRAINING_DATA``; ``atfr_analysis.demo.demo_data``).
 
 from __future__ import annotations
 
-from pathlib import Path
+import shlex
+import textwrap
+from pathlib import Path, PurePath
 
-__all__ = ["CHECKPOINT_DIR", "TRAINING_DATA", "STAGE1", "BASELINE", "ATFR", "checkpoint_path", "write_model_card"]
+__all__ = [
+    "CHECKPOINT_DIR",
+    "TRAINING_DATA",
+    "STAGE1",
+    "BASELINE",
+    "ATFR",
+    "DATA_ROOT",
+    "REBUILD_COMMAND",
+    "checkpoint_path",
+    "portable_command",
+    "readme_recipe",
+    "README_RECIPE_BEGIN",
+    "README_RECIPE_END",
+    "training_command",
+    "write_model_card",
+]
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 #: the synthetic data set (``SyntheticConfig`` fields) whose train split the checkpoints were trained on
@@ -32,9 +49,92 @@ _ROLE_TITLES = {
 }
 
 
+#: where the card's commands keep the train split: ``demo_data(DATA_ROOT, train=True)`` writes it to
+#: ``DATA_ROOT/<its folder name>``, relative to the folder the commands run in
+DATA_ROOT = "demo-data"
+#: the command that rebuilds the train split the checkpoints were trained on (deterministic for its seed)
+REBUILD_COMMAND = f"python -c \"from atfr_analysis.demo import demo_data; demo_data('{DATA_ROOT}', train=True)\""
+#: the options of ``atfr train`` whose value is a path
+_PATH_OPTIONS = ("--data", "--labels", "--val", "--data-root", "--init-from", "--out", "--tensorboard")
+
+
 def checkpoint_path(model: str) -> Path:
     """The shipped checkpoint file of ``model``."""
     return CHECKPOINT_DIR / f"{model}.pyth"
+
+
+def _data_folder() -> str:
+    from atfr_analysis.data.synthetic import SyntheticConfig, folder_name
+
+    return folder_name(SyntheticConfig(**TRAINING_DATA))
+
+
+def _portable_path(path: str, data_folder: str) -> str:
+    """A path in the train split's folder: the same file under ``DATA_ROOT``; any other (a
+    checkpoint one stage writes and the next reads): its file name, in the folder the commands run in."""
+    parts = PurePath(path).parts
+    if data_folder in parts:
+        return "/".join((DATA_ROOT,) + parts[parts.index(data_folder) :])
+    return PurePath(path).name
+
+
+def portable_command(command: list[str]) -> list[str]:
+    """A recorded training command as it runs on any machine: its paths rewritten by
+    :func:`_portable_path` (run in one folder, after :data:`REBUILD_COMMAND`, stage by stage)."""
+    folder, out = _data_folder(), []
+    for i, arg in enumerate(command):
+        opt, eq, value = arg.partition("=")
+        if i and command[i - 1] in _PATH_OPTIONS:
+            arg = _portable_path(arg, folder)
+        elif eq and opt in _PATH_OPTIONS:
+            arg = f"{opt}={_portable_path(value, folder)}"
+        out.append(arg)
+    return out
+
+
+def _record(name: str) -> dict:
+    from atfr_analysis.checkpoint import load_checkpoint
+
+    return (load_checkpoint(checkpoint_path(name)).cfg or {}).get("ATFR_ANALYSIS", {})
+
+
+def training_command(name: str) -> str:
+    """The shipped checkpoint ``name``'s training command, portable (:func:`portable_command`), as one line."""
+    return shlex.join(portable_command(_record(name).get("command", [])))
+
+
+def _short(v: float) -> str:
+    """1e-4 as the commands write it (not 0.0001); 0.1 as 0.1."""
+    return f"{v:g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.0e}".replace("e-0", "e-")
+
+
+README_RECIPE_BEGIN = (
+    "<!-- recipe: generated from the shipped checkpoints' records by atfr_analysis.shipped.readme_recipe; "
+    "tests/test_model_card.py checks it -->"
+)
+README_RECIPE_END = "<!-- /recipe -->"
+
+
+def readme_recipe() -> str:
+    """README.md's "Reference recipes" paragraph: the official recipe (``OFFICIAL_RECIPE``) and the
+    demo ATFR model's training options, from its checkpoint's record (those the model card quotes)."""
+    from atfr_analysis.train.recipe import OFFICIAL_RECIPE as r
+
+    args = portable_command(_record(ATFR).get("command", []))
+    keep, skip = [], {"--data", "--labels", "--out"}
+    for i, a in enumerate(args[3:], 3):  # atfr train MODEL ...
+        if a not in skip and args[i - 1] not in skip and a != "--quiet":
+            keep.append(a)
+    text = (
+        f"Reference recipes. The official ATFR code trains from scratch: lr {r['lr_per_64_clips']:g} per 64 clips, "
+        f"{r['epochs']} epochs with {r['warmup_epochs']} warm-up epochs, {r['lr_policy']}, weight decay "
+        f"{_short(r['weight_decay'])}, momentum {r['momentum']:g}, dropout {r['dropout']:g} "
+        f"(`atfr_analysis.train.OFFICIAL_RECIPE`). The demo's `{ATFR}` was fine-tuned from `{STAGE1}` (stage 1, "
+        f"trained from scratch) with `{shlex.join(keep)}` (its model card, `atfr_analysis/checkpoints/MODEL_CARD.md`, "
+        "has every stage's command, runnable on any machine)."
+    )
+    body = textwrap.fill(text, 100, break_on_hyphens=False, break_long_words=False)
+    return f"{README_RECIPE_BEGIN}\n{body}\n{README_RECIPE_END}\n"
 
 
 def _stage_numbers(rec: dict) -> dict:
@@ -56,14 +156,9 @@ def _fmt(v, spec: str, none: str = "not recorded") -> str:
 
 def write_model_card(path: Path | None = None, test_numbers: dict | None = None) -> Path:
     """``checkpoints/MODEL_CARD.md`` from the records stored in the shipped checkpoints."""
-    from atfr_analysis.checkpoint import load_checkpoint
-
     path = Path(path) if path else CHECKPOINT_DIR / "MODEL_CARD.md"
     data = TRAINING_DATA
-    recs = {}
-    for name in (STAGE1, BASELINE, ATFR):
-        ck = load_checkpoint(checkpoint_path(name))
-        recs[name] = (ck.cfg or {}).get("ATFR_ANALYSIS", {})
+    recs = {name: _record(name) for name in (STAGE1, BASELINE, ATFR)}
     lines = [
         "# Model card: the demo's shipped checkpoints",
         "",
@@ -75,12 +170,19 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
         "(`slow_tiny`, the baseline), and with the SGS layer inserted after res2",
         "(`slow_tiny_atfr`, the ATFR model), so that the two differ only in SGS. Each stage's exact settings are",
         "its training command below. PySlowFast checkpoint format (`model_state` + a `cfg` YAML record), weights",
-        "stored in fp16 where they fit and loaded back to fp32. The train split is",
-        "`atfr_analysis.demo.demo_data(root, train=True)` (the commands below name it where it was written);",
-        "the validation top-1 is measured on the centre view of the videos every stage held out of it",
-        "(`--val-fraction`, stratified, drawn with the same seed in every stage, never trained on), never on the",
-        "test split. Loss: cross-entropy only (as the official ATFR code). Written from the checkpoints' own",
-        "records and `atfr demo`'s numbers by `atfr_analysis.shipped.write_model_card` (`atfr demo --model-card`).",
+        "stored in fp16 where they fit and loaded back to fp32. The commands below run on any machine, in one",
+        "empty folder, in order, after",
+        "",
+        f"    {REBUILD_COMMAND}",
+        "",
+        "which rebuilds the train split there (`atfr_analysis.demo.demo_data`, deterministic for its seed:",
+        f"`{DATA_ROOT}/{_data_folder()}/`); stage 1 writes the checkpoint that stage 2 reads. The",
+        "checkpoints' records keep the paths the commands ran with; the card names them relative to that",
+        "folder. The validation top-1 is measured on the centre view of the",
+        "videos every stage held out of it (`--val-fraction`, stratified, drawn with the same seed in every",
+        "stage, never trained on), never on the test split. Loss: cross-entropy only (as the official ATFR",
+        "code). Written from the checkpoints' own records and `atfr demo`'s numbers by",
+        "`atfr_analysis.shipped.write_model_card` (`atfr demo --model-card`).",
         "",
         "## Per stage",
         "",
@@ -112,7 +214,7 @@ def write_model_card(path: Path | None = None, test_numbers: dict | None = None)
         lines += [
             f"## `{name}` ({_ROLE_TITLES[role]})",
             "",
-            f"- training command: `{' '.join(rec.get('command', []))}`",
+            f"- training command: `{shlex.join(portable_command(rec.get('command', [])))}`",
             f"- seed {tr.get('seed')}, {rec.get('epochs_run')} epochs, {rec.get('steps')} steps, batch "
             f"{tr.get('batch_size')}, "
             f"base lr {tr.get('lr')} (per 64, scaled linearly), weight decay {tr.get('weight_decay')}, "

@@ -280,7 +280,7 @@ def test_paper_table_gmacs_x_views_and_reduction():
     assert t.iloc[1]["top1"] == 100.0 and t.iloc[1]["params_m"] == pytest.approx(3.79)
     foot = t.attrs["footer"]
     assert "conv_fc" in foot and "160x160 crop counted" in foot and "sum over the video's views" in foot
-    assert format_paper_table(t)["GFLOPs × views"].tolist() == ["4.0 × 2", "1.5 × 2 (↓62%)"]
+    assert format_paper_table(t)["GFLOPs × views"].tolist() == ["4.00 × 2", "1.50 × 2 (↓62%)"]  # 3 significant digits
     md = to_markdown(t)
     assert "| x3d_s_atfr |" in md and "(↓62%)" in md and "conv_fc" in md
     tex = to_latex(t)

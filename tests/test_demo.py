@@ -185,14 +185,26 @@ def test_demo_cache_is_the_tools_user_cache(monkeypatch, tmp_path):
         demo_cache()
 
 
+FAKE_CLIP = b"the bytes of a clip"
+
+
 def _fake_make_dataset(out, cfg=None, *, progress=None, overwrite=False):
-    """make_dataset's contract at no cost: reports progress, writes the lists and the manifest."""
+    """make_dataset's contract at no cost: reports progress, writes a clip, the lists, the label map
+    and the manifest (with the clip's size and sha256)."""
+    import hashlib
+
     out = Path(out)
     for i in range(3):
         progress("writing clips", i, 2)
-    (out / "test").mkdir(parents=True)
-    (out / "test.csv").write_text("test/still/still_000.mp4 0\n")
-    (out / "manifest.json").write_text("{}\n")
+    rel = "test/still/still_000.mp4"
+    (out / rel).parent.mkdir(parents=True)
+    (out / rel).write_bytes(FAKE_CLIP)
+    (out / "train.csv").write_text("")
+    (out / "test.csv").write_text(f"{rel} 0\n")
+    (out / "labels.json").write_text('{"still": 0}\n')
+    clip = {"split": "test", "path": rel, "label": 0, "bytes": len(FAKE_CLIP)}
+    clip["sha256"] = hashlib.sha256(FAKE_CLIP).hexdigest()
+    (out / "manifest.json").write_text(json.dumps({"labels": {"still": 0}, "clips": [clip]}) + "\n")
 
 
 def test_demo_data_is_built_under_ATFR_CACHE_DIR_and_says_so(monkeypatch, tmp_path):
@@ -225,6 +237,61 @@ def test_demo_data_is_built_under_ATFR_CACHE_DIR_and_says_so(monkeypatch, tmp_pa
     quiet = io.StringIO()
     demo_data(tmp_path / "quiet", quiet=True, console=Console(file=quiet))
     assert quiet.getvalue() == ""
+
+
+def test_demo_data_rebuilds_a_cached_split_that_differs_from_its_manifest(monkeypatch, tmp_path):
+    """A cached clip replaced (same name, other bytes) is noticed against manifest.json's sha256:
+    the split is rebuilt, saying why; a folder that cannot be removed is refused in one line."""
+    import io
+
+    from rich.console import Console
+
+    import atfr_analysis.data.synthetic as synthetic
+    from atfr_analysis.demo import demo_data
+    from atfr_analysis.errors import EnvironmentFailure
+
+    monkeypatch.setattr(synthetic, "make_dataset", _fake_make_dataset)
+    data = demo_data(tmp_path, quiet=True)
+    clip = data / "test" / "still" / "still_000.mp4"
+    clip.write_bytes(b"other bytes, other numbers")
+    text = io.StringIO()
+    assert demo_data(tmp_path, quiet=False, console=Console(file=text, width=300)) == data
+    lines = text.getvalue().splitlines()
+    assert lines[0] == (
+        f"the cached demo data set {data} does not match its manifest.json: test/still/still_000.mp4 is not the "
+        "clip manifest.json records (sha256 differs); rebuilding it"
+    ), lines
+    assert lines[1].startswith("building the demo data set in ") and clip.read_bytes() == FAKE_CLIP
+    for change in (lambda: clip.unlink(), lambda: (data / "test.csv").write_text("test/still/still_000.mp4 1\n")):
+        change()
+        assert demo_data(tmp_path, quiet=True) == data and synthetic.dataset_mismatch(data) is None
+    clip.write_bytes(b"x" * len(FAKE_CLIP))  # the same size, other bytes
+
+    def cannot(path, *a, **k):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("atfr_analysis.demo.shutil.rmtree", cannot)
+    with pytest.raises(EnvironmentFailure) as e:
+        demo_data(tmp_path, quiet=True)
+    msg = str(e.value)
+    assert "\n" not in msg and str(data) in msg and "sha256 differs" in msg and "Permission denied" in msg, msg
+
+
+def test_dataset_mismatch_of_a_real_data_set(tmp_path):
+    """synthetic.dataset_mismatch on a data set make_dataset wrote: None as written, the clip named
+    when its bytes are replaced by another clip's."""
+    from train_helpers import tiny_train_set
+
+    from atfr_analysis.data.synthetic import dataset_mismatch
+
+    root = tiny_train_set(tmp_path / "d")
+    assert dataset_mismatch(root) is None
+    a, b = sorted((root / "train").glob("*/*.mp4"))[:2]
+    a.write_bytes(b.read_bytes())
+    assert (
+        dataset_mismatch(root)
+        == f"{a.relative_to(root).as_posix()} is not the clip manifest.json records (sha256 differs)"
+    )
 
 
 def test_demo_log_is_cache_free(tmp_path):

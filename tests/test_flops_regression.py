@@ -128,6 +128,67 @@ def test_compare_is_empty_for_equal_records_and_names_every_change():
     assert ("head", "params") in moved and ("head", "conv_fc") in moved and ("model", "conv_fc") in moved
 
 
+def _edit(path, change) -> None:
+    rec = json.loads(path.read_text())
+    change(rec)
+    path.write_text(json.dumps(rec))
+
+
+def _set(key, value):
+    def change(rec):
+        rec[key] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "field, change",
+    [
+        ("params", lambda rec: rec.update(params=rec["params"] + 1)),
+        ("num_bins", lambda rec: rec.update(num_bins=[7])),
+        ("unit", lambda rec: rec.update(unit="FLOPs")),
+    ],
+)
+def test_check_fails_on_any_hand_edited_field(capsys, tmp_path, user_net, field, change):
+    ref = user_net()
+    gold = tmp_path / "gold.json"
+    assert _cli(capsys, "flops", ref, "--save", str(gold))[0] == 0
+    _edit(gold, change)
+    code, out = _cli(capsys, "flops", ref, "--check", str(gold))
+    assert code == 1, out
+    assert field in out[out.index("module") :]
+
+
+@pytest.mark.parametrize(
+    "field, change",
+    [
+        ("params", _set("params", "1000")),
+        ("depth", _set("depth", 1.5)),
+        ("input_shapes", _set("input_shapes", [[1, "3", 8, 16, 16]])),
+        ("num_bins", _set("num_bins", [8, 8])),
+        ("sgs_layers", _set("sgs_layers", "sgs")),
+        ("modules", lambda rec: rec["modules"]["model"].update(conv_fc="12")),
+        ("modules", lambda rec: rec["modules"]["model"].pop("fvcore")),
+        ("signatures", lambda rec: rec["signatures"][0].update(signature=8)),
+        ("signatures", lambda rec: rec["signatures"][0].update(fvcore=None)),
+        ("signatures", _set("signatures", [])),
+        ("placement", _set("placement", ["after stem"])),
+        ("params", lambda rec: rec.pop("params")),
+        ("parms", _set("parms", 3)),
+    ],
+)
+def test_a_golden_file_with_a_bad_field_is_one_line_naming_it(capsys, tmp_path, user_net, field, change):
+    ref = user_net()
+    gold = tmp_path / "gold.json"
+    assert _cli(capsys, "flops", ref, "--save", str(gold))[0] == 0
+    _edit(gold, change)
+    code, out = _cli(capsys, "flops", ref, "--check", str(gold))
+    assert code == 2, out
+    line = out.strip()
+    assert len(line.splitlines()) == 1 and line.startswith("error: ") and "bug" not in line, out
+    assert str(gold) in line and repr(field) in line, out
+
+
 # ----------------------------------------------------------------------------- the pytest fixture
 FIXTURE_TEST = """
 from torch import nn
@@ -153,8 +214,18 @@ def test_net_cost(flops_regression):
 """
 
 
+@pytest.fixture(scope="module")
+def outer_imports():
+    """What the inner pytest runs import, imported by this process first: pytester drops the modules
+    an inner run imported when it ends, and some of torch's (``torch._dynamo``, ``torch._inductor``)
+    cannot be imported twice in one process (a later test would fail registering them again)."""
+    ns: dict = {}
+    exec(FIXTURE_TEST.format(width=8), ns)
+    golden(ns["Net"](), [(1, 3, 8, 16, 16)], signatures=[[8], [2]])
+
+
 @pytest.mark.slow
-def test_fixture_writes_checks_fails_and_regenerates(pytester):
+def test_fixture_writes_checks_fails_and_regenerates(pytester, outer_imports):
     pytester.makepyfile(test_net=FIXTURE_TEST.format(width=8))
     first = pytester.runpytest("-p", "no:cacheprovider")
     first.assert_outcomes(failed=1)
@@ -171,6 +242,30 @@ def test_fixture_writes_checks_fails_and_regenerates(pytester):
     regen = pytester.runpytest("-p", "no:cacheprovider", "--force-regen")
     regen.assert_outcomes(failed=1)
     regen.stdout.fnmatch_lines(["*regenerating*"])
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    "corrupt, says",
+    [
+        (lambda text: text[: len(text) // 2], "cannot read golden file"),  # cut short: not JSON
+        (lambda text: json.dumps({**json.loads(text), "params": "2545"}), "field 'params' must be an integer"),
+        (lambda text: text.replace('"num_bins": [8]', '"num_bins": [4]'), "(settings)  num_bins"),  # hand-edited
+    ],
+)
+def test_fixture_fails_clearly_on_a_corrupt_or_edited_file_and_force_regen_repairs_it(
+    pytester, outer_imports, corrupt, says
+):
+    pytester.makepyfile(test_net=FIXTURE_TEST.format(width=8))
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(failed=1)  # writes the golden file
+    gold = pytester.path / "test_net" / "test_net_cost.json"
+    gold.write_text(corrupt(gold.read_text()))
+    bad = pytester.runpytest("-p", "no:cacheprovider")
+    bad.assert_outcomes(failed=1)
+    text = bad.stdout.str()
+    assert "Traceback" not in text and "InputError" not in text and "JSONDecodeError" not in text, text
+    assert "test_net_cost.json" in text and says in text, text
+    pytester.runpytest("-p", "no:cacheprovider", "--force-regen").assert_outcomes(failed=1)
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 

@@ -4,6 +4,7 @@ multi-view sweep, with writers to Markdown (pandas' to_markdown, through tabulat
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -300,6 +301,17 @@ def _fmt(x: Any, spec: str = ".1f") -> str:
     return format(x, spec)
 
 
+def format_gflops(x: Any, digits: int = 3) -> str:
+    """A cost with ``digits`` significant digits and at least one decimal: 20.8, 4.00, 0.152 (a tiny
+    model's 0.152 and 0.145 stay apart; a fixed one decimal would print both as 0.1 or 0.2)."""
+    if x is None or not np.isfinite(x):
+        return ""
+    if x == 0:
+        return format(0.0, ".1f")
+    decimals = max(1, digits - 1 - math.floor(math.log10(abs(x))))
+    return format(x, f".{decimals}f")
+
+
 def format_paper_table(table: pd.DataFrame, arrows: str = "unicode") -> pd.DataFrame:
     """Display strings like the poster: model | GFLOPs x views | top-1 | top-5 | params (M).
 
@@ -312,7 +324,7 @@ def format_paper_table(table: pd.DataFrame, arrows: str = "unicode") -> pd.DataF
     }[arrows]
     cells = []
     for _, r in table.iterrows():
-        g = f"{_fmt(r['gmacs_per_view'])} {times} {r['views']}"
+        g = f"{format_gflops(r['gmacs_per_view'])} {times} {r['views']}"
         if not pd.isna(r["reduction_pct"]):
             red = r["reduction_pct"]
             g += f" ({down if red >= 0 else up}{abs(red):.0f}%)"

@@ -92,6 +92,8 @@ __all__ = [
     "make_dataset",
     "SyntheticConfig",
     "count_distinct",
+    "dataset_mismatch",
+    "folder_name",
 ]
 
 #: every class the module can make (appended to, never reordered: a clip's seed uses the index)
@@ -442,6 +444,59 @@ def make_dataset(
     manifest.card_path.write_text(_card(manifest, cfg))
     manifest.seconds = time.perf_counter() - t0
     return manifest
+
+
+#: the data set's version in its folder name (v2: the class set of distinct-frame levels, a panning
+#: camera, four sources in turn), so that a folder an older release built is never taken for this one
+DATASET_VERSION = "v2"
+
+
+def folder_name(cfg: SyntheticConfig) -> str:
+    """The folder name of the data set ``cfg`` describes (version, seed, frames, height, clips per
+    class and split), e.g. ``synthetic-v2-s0-f16-h72-tr160-te20``: ``atfr_analysis.demo.demo_data``
+    builds it under the root it is given."""
+    return (
+        f"synthetic-{DATASET_VERSION}-s{cfg.seed}-f{cfg.frames}-h{cfg.size}"
+        f"-tr{cfg.clips_per_class_train}-te{cfg.clips_per_class_test}"
+    )
+
+
+def dataset_mismatch(root: str | Path) -> str | None:
+    """What in the data set folder ``root`` is not what its ``manifest.json`` records (a clip that
+    is missing or whose bytes' sha256 differs, a list or the label map that says something else), in
+    a few words; ``None`` when everything matches."""
+    root = Path(root)
+    try:
+        m = json.loads((root / "manifest.json").read_text())
+        clips, labels = m["clips"], m["labels"]
+        want = {s: "".join(f"{c['path']} {c['label']}\n" for c in clips if c["split"] == s) for s in SPLITS}
+        files = [(str(c["path"]), int(c["bytes"]), str(c["sha256"])) for c in clips]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"manifest.json cannot be read as a data set's manifest ({type(e).__name__}: {e})"
+    for split, text in want.items():
+        if _read_text(root / f"{split}.csv") != text:
+            return f"{split}.csv is not the list manifest.json records"
+    try:
+        same_labels = json.loads((root / "labels.json").read_text()) == labels
+    except (OSError, ValueError):
+        same_labels = False
+    if not same_labels:
+        return "labels.json is not the label map manifest.json records"
+    for rel, size, sha in files:
+        try:
+            data = (root / rel).read_bytes()
+        except OSError:
+            return f"{rel} is missing"
+        if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+            return f"{rel} is not the clip manifest.json records (sha256 differs)"
+    return None
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
 
 
 def _fitting_sources(cfg: SyntheticConfig, ranges) -> dict[tuple[str, str], list[str]]:

@@ -10,9 +10,11 @@ layers anywhere, or one without) and returns a small JSON-able record of exact i
   ``CostModel.grid``), or at the signatures the caller states; a model without SGS has one, ``[]``.
 
 ``compare(before, after)`` lists what moved as rows ``(module, convention, signature, before,
-after)``: a module whose count or parameters changed, a signature whose total changed, an SGS
+after)``: a field of the golden file that differs (``params``, ``num_bins``, the input, ...; module
+``(settings)``), a module whose count or parameters changed, a signature whose total changed, an SGS
 layer that appeared or went away (``convention`` ``"sgs layer"``), a signature counted in one file
-only. Equal files give no row. ``atfr flops MODEL --save FILE`` / ``--check FILE`` and the pytest
+only. Equal files give no row. ``read_golden`` checks every field of a file before it is used (one
+line naming the file and the field). ``atfr flops MODEL --save FILE`` / ``--check FILE`` and the pytest
 fixture ``flops_regression`` (:mod:`atfr_analysis.testing.pytest_plugin`) are built on these two.
 """
 
@@ -42,6 +44,7 @@ __all__ = [
     "golden_like",
     "parse_signatures",
     "read_golden",
+    "validate_golden",
     "write_golden",
 ]
 
@@ -164,14 +167,20 @@ def _grid(cm, max_points: int) -> list[tuple[int, ...]]:
     return out
 
 
+#: the fields :func:`compare` reads one by one (layers, modules, signatures); it compares every other
+#: field that ``before`` holds as a whole (``params``, ``num_bins``, ``input_shapes``, ``unit``, ...)
+_COMPARED_BELOW = ("sgs_layers", "placement", "modules", "signatures")
+
+
 def compare(before: dict, after: dict) -> list[dict[str, Any]]:
-    """What moved from ``before`` to ``after`` (rows; empty when the counts are equal)."""
+    """What moved from ``before`` to ``after`` (rows; empty when every field ``before`` holds is equal in
+    ``after``: its settings and totals, each module's counts and parameters, each signature's total)."""
     rows: list[dict[str, Any]] = []
 
     def add(module, convention, signature, b, a):
         rows.append({"module": module, "convention": convention, "signature": signature, "before": b, "after": a})
 
-    for key in ("input_shapes", "depth"):
+    for key in [k for k in before if k not in _COMPARED_BELOW]:  # every other field the golden file holds
         if before.get(key) != after.get(key):
             add("(settings)", key, "", before.get(key), after.get(key))
     old_l, new_l = before.get("sgs_layers", []), after.get("sgs_layers", [])
@@ -238,6 +247,7 @@ def dumps_golden(record: dict) -> str:
 
 
 def read_golden(path: str | Path) -> dict:
+    """The golden record in ``path``, every field checked (:func:`validate_golden`)."""
     path = Path(path)
     try:
         rec = json.loads(path.read_text())
@@ -247,7 +257,101 @@ def read_golden(path: str | Path) -> dict:
         raise InputError(f"cannot read golden file {path}: {e}") from None
     if not isinstance(rec, dict) or rec.get("schema") != GOLDEN_SCHEMA:
         raise InputError(f"{path} is not a golden FLOP file of schema {GOLDEN_SCHEMA}")
+    problem = validate_golden(rec)
+    if problem:
+        field, why = problem
+        raise InputError(f"golden file {path}: field {field!r} {why}")
     return rec
+
+
+def _is_int(v, low: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _ints(v, low: int = 0) -> bool:
+    return isinstance(v, list) and all(_is_int(x, low) for x in v)
+
+
+def _strs(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+#: what each top-level field must hold (a check and its wording); REQUIRED fields every file has
+_FIELDS = {
+    "schema": (lambda v: v == GOLDEN_SCHEMA, f"must be {GOLDEN_SCHEMA}"),
+    "model": (lambda v: isinstance(v, str), "must be a string"),
+    "input_shapes": (
+        lambda v: bool(v) and isinstance(v, list) and all(_ints(s, 1) and s for s in v),
+        "must be a non-empty list of shapes (lists of positive integers)",
+    ),
+    "conventions": (lambda v: v == list(CONVENTIONS), f"must be {list(CONVENTIONS)}"),
+    "unit": (lambda v: isinstance(v, str), "must be a string"),
+    "depth": (_is_int, "must be an integer >= 0"),
+    "params": (_is_int, "must be an integer >= 0"),
+    "num_classes": (lambda v: _is_int(v, 1), "must be an integer >= 1"),
+    "sgs_layers": (_strs, "must be a list of layer names"),
+    "num_bins": (lambda v: _ints(v, 1), "must be a list of integers >= 1"),
+    "modules_at": (lambda v: _ints(v, 1), "must be a list of integers >= 1"),
+    "placement": (
+        lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+        "must map layer names to strings",
+    ),
+    "modules": (
+        lambda v: isinstance(v, dict) and all(_module_row(r) for r in v.values()),
+        "must map module names to {conv_fc, fvcore, params} (integers >= 0)",
+    ),
+    "signatures": (
+        lambda v: bool(v) and isinstance(v, list) and all(_signature_row(r) for r in v),
+        "must be a non-empty list of {signature, conv_fc, fvcore} (integers >= 0)",
+    ),
+}
+_REQUIRED = (
+    "schema",
+    "model",
+    "input_shapes",
+    "conventions",
+    "unit",
+    "depth",
+    "params",
+    "sgs_layers",
+    "modules",
+    "signatures",
+)
+
+
+def _module_row(r) -> bool:
+    return isinstance(r, dict) and set(r) == {"params", *CONVENTIONS} and all(_is_int(x) for x in r.values())
+
+
+def _signature_row(r) -> bool:
+    return (
+        isinstance(r, dict)
+        and set(r) == {"signature", *CONVENTIONS}
+        and _ints(r["signature"], 1)
+        and all(_is_int(r[c]) for c in CONVENTIONS)
+    )
+
+
+def validate_golden(rec: dict) -> tuple[str, str] | None:
+    """The first field of ``rec`` that a golden file cannot hold, as ``(field, why)``; None when valid."""
+    for key in _REQUIRED:
+        if key not in rec:
+            return key, "is missing"
+    for key, value in rec.items():
+        if key not in _FIELDS:
+            return key, f"is not a field of a golden FLOP file (fields: {', '.join(_FIELDS)})"
+        ok, why = _FIELDS[key]
+        if not ok(value):
+            return key, why
+    n = len(rec["sgs_layers"])
+    for key in ("num_bins", "modules_at") if n else ():
+        if len(rec.get(key, ())) != n:
+            return key, f"must hold one number per SGS layer ({n})"
+    if n == 0 and any(k in rec for k in ("num_bins", "modules_at", "placement")):
+        return next(k for k in ("num_bins", "modules_at", "placement") if k in rec), "needs SGS layers"
+    if any(len(r["signature"]) != n for r in rec["signatures"]):
+        return "signatures", f"must hold signatures of one number per SGS layer ({n})"
+    return None
 
 
 def golden_like(model: nn.Module, before: dict, cache=None) -> dict:

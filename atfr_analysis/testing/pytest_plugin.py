@@ -8,8 +8,10 @@ Pin a model's FLOPs in a test, the way ``pytest-regressions`` pins data::
 The first run writes the golden file (``<test module>/<test name>.json`` next to the test, as
 ``pytest-regressions`` names its files) and fails, saying so; later runs count the model again
 (on the ``meta`` device, :func:`atfr_analysis.flops.golden.golden`) and fail with a table of what
-moved (module, convention, signature, before, after). ``pytest --force-regen`` rewrites the files
-that differ (those tests fail once, saying so); ``--regen-all`` rewrites them all and passes.
+moved (module, convention, signature, before, after); a golden file that is not one (bad JSON, a
+field of the wrong type) fails the test naming the file and the field. ``pytest --force-regen``
+rewrites the files that differ or are corrupt (those tests fail once, saying so); ``--regen-all``
+rewrites them all and passes.
 File handling, names and flags are ``pytest-regressions``' (``pip install 'atfr-analysis[test]'``).
 """
 
@@ -45,6 +47,7 @@ class FlopsRegression:
         """Count ``model`` at ``input_shapes`` (default: its spec's test input) and compare with the
         golden file; returns the record counted now."""
         __tracebackhide__ = True
+        from atfr_analysis.errors import InputError
         from atfr_analysis.flops.golden import (
             compare,
             dumps_golden,
@@ -73,7 +76,11 @@ class FlopsRegression:
 
         def check_fn(obtained: Path, expected: Path) -> None:
             __tracebackhide__ = True
-            rows = compare(read_golden(expected), read_golden(obtained))
+            try:
+                before = read_golden(expected)
+            except InputError as e:  # a corrupt file fails the test (AssertionError: --force-regen rewrites it)
+                raise AssertionError(f"{e}\nrewrite it with: pytest --force-regen") from None
+            rows = compare(before, read_golden(obtained))
             if rows:
                 raise AssertionError(f"FLOPs moved against {expected}:\n{format_rows(rows)}")
 

@@ -1,12 +1,13 @@
 """What a run shows: a progress bar on rank 0 in a terminal (clips/s, ETA, loss, lr), a plain line
-per epoch otherwise (a log file sees each epoch as it ends), nothing with ``quiet`` but the lines."""
+per epoch (above the bar; a log file sees each epoch as it ends), nothing with ``quiet`` (errors
+still reach stderr); ``last_loss``, the loss the run's closing line reports."""
 
 from __future__ import annotations
 
 import sys
 import time
 
-__all__ = ["TrainProgress"]
+__all__ = ["TrainProgress", "last_loss"]
 
 
 class TrainProgress:
@@ -49,8 +50,8 @@ class TrainProgress:
         )
 
     def epoch_line(self, state, epochs: int) -> None:
-        """One plain line per epoch on rank 0 (in a terminal too, above the bar)."""
-        if not self.run.world.main:
+        """One plain line per epoch on rank 0 (in a terminal too, above the bar); none with ``quiet``."""
+        if not self.run.world.main or self.run.cfg.quiet:
             return
         rate = self.clips / max(time.perf_counter() - self.t0, 1e-9)
         line = (
@@ -63,3 +64,12 @@ class TrainProgress:
             self.bar.console.print(line)
         else:
             print(line, flush=True)
+
+
+def last_loss(losses: list[float], totals: list) -> float:
+    """The loss a run last measured: the mean over the steps of the epoch it stopped in (a
+    ``--max-steps`` stop; ``totals`` = loss x n, correct, n of that epoch so far, over the ranks),
+    else the last epoch's mean; NaN only before any step."""
+    if totals[2] > 0:
+        return totals[0] / totals[2]
+    return losses[-1] if losses else float("nan")
