@@ -161,8 +161,15 @@ def test_dataset_card_is_the_training_data_sets(tmp_path):
     from atfr_analysis.demo import demo_data
     from atfr_analysis.shipped import CHECKPOINT_DIR
 
+    import re
+
     data = demo_data(tmp_path, train=True)
-    assert (data / "dataset_card.md").read_text() == (CHECKPOINT_DIR / "DATASET_CARD.md").read_text()
+    # The card names the PyAV that encoded the files; a newer PyAV on this machine makes the same
+    # data set (the distinct-frame counts are checked when it is made), so only that stamp may differ.
+    stamp = re.compile(r"\(PyAV \d+(\.\d+)*\)")
+    made, shipped = (data / "dataset_card.md").read_text(), (CHECKPOINT_DIR / "DATASET_CARD.md").read_text()
+    assert len(stamp.findall(shipped)) == 1, "the shipped card names the PyAV that encoded it"
+    assert stamp.sub("(PyAV)", made) == stamp.sub("(PyAV)", shipped)
 
 
 # ------------------------------------------------------------------ the demo's cache (issue 21, item 5)
