@@ -177,6 +177,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--counter must be one of {', '.join(BACKENDS)}, got {counter!r}")
         s = model_flops(
             model,
+            model=_user_model(model, frames, crop, classes, meta=counter == "meta"),
             frames=frames,
             crop=crop,
             num_classes=classes,
@@ -242,6 +243,24 @@ def register(app: typer.Typer) -> None:
             console.print(f"curve plot: {plot}")
 
 
+def _user_model(name: str, frames: int | None, crop: int | None, classes: int | None, meta: bool):
+    """One's own model (``package.module:callable``), its input spec from ``--frames`` and
+    ``--crop`` when the module has none (on the meta device for the meta counter: the builder
+    itself runs on the CPU); ``None`` for a registry name (``model_flops`` builds it)."""
+    if ":" not in name:
+        return None
+    import contextlib
+
+    import torch
+
+    from atfr_analysis.models import build_model
+    from atfr_analysis.models.user import spec_from_options
+
+    spec = spec_from_options(frames, crop)
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        return build_model(name, num_classes=classes, spec_if_none=spec)
+
+
 def _golden(name, save, check, frames, crop, classes, depth, signatures, cache) -> None:
     """``--save`` / ``--check``: a golden FLOP file (:mod:`atfr_analysis.flops.golden`)."""
     import torch
@@ -262,8 +281,11 @@ def _golden(name, save, check, frames, crop, classes, depth, signatures, cache) 
         raise InputError("--save and --check exclude each other")
     before = read_golden(check) if check else None
     ncls = before.get("num_classes", classes) if before else classes
-    with torch.device("meta"):  # shapes only: nothing allocated
-        model = build_model(name, num_classes=ncls).eval()
+    model = _user_model(name, frames, crop, ncls, meta=True)
+    if model is None:
+        with torch.device("meta"):  # shapes only: nothing allocated
+            model = build_model(name, num_classes=ncls)
+    model.eval()
     if before is not None:
         after = golden_like(model, before, cache=cache)
         after["num_classes"] = getattr(model.config, "num_classes", ncls)

@@ -279,3 +279,55 @@ def test_cpu_bound_is_the_cores_share_of_decode_and_model_cpu_time():
     assert _cpu_bound(split) == 2.0 and _cpu_bound({"decode_cpu_s": [1.0], "model_cpu_s": [1.0], "cores": 2}) is None
     r = _rates({"processed": 3, "loop_s": 6.0, "video_done_s": [0.0, 2.5, 5.0]}, 1.5, 1.5, 1.5, 2.0)
     assert r["efficiency_steady"] == 0.6 and r["efficiency_steady_cpu_bound"] == 0.8
+
+
+#: ``atfr bench`` with its defaults (model, device, weights, clips, every phase) at a reduced size:
+#: smaller crops, fewer clips, rounds and steps; nothing skipped (issue 30: the defaults' training
+#: phase sent NaN into SGS after 10 minutes, and nothing caught it)
+REDUCED_CLI = [
+    "--crop", 32, "--clips", 2, "--batch-size", 2, "--reps", 1, "--warmup", 0, "--min-time", 0.05,
+    "--trace-clips", 1, "--check-clips", 1, "--decode-videos", 1, "--decode-workers", 0,
+    "--profile-videos", 2, "--profile-views", 1, "--profile-workers", 0, "--quiet",
+]  # fmt: skip
+#: the same through the config (no option of their own): the profile runs' crop, the training
+#: steps, the smallest sample video for decoding and the profile loop
+REDUCED_CONFIG = dict(profile_crop=32, train_steps=1, decode_names=("carphone_pristine",))
+
+
+@pytest.mark.slow
+def test_default_bench_runs_every_phase_at_a_reduced_size(capsys, tmp_path, monkeypatch):
+    import functools
+
+    from profile_helpers import run_cli
+
+    monkeypatch.setattr(bench, "BenchConfig", functools.partial(bench.BenchConfig, **REDUCED_CONFIG))
+    out, md = tmp_path / "bench.json", tmp_path / "benchmarks.md"
+    code, _stdout, err = run_cli(capsys, "bench", "--out", out, "--report", md, *REDUCED_CLI)
+    assert code == 0, err
+    r = json.loads(out.read_text())
+    assert r["model"] == bench.DEFAULT_MODEL and r["checkpoint"] is None and r["device"] == "cpu"
+    for k in bench.RESULT_KEYS:
+        assert k in r, k
+    # every phase ran: the training phase with its 2 gloo processes, the profile loop, decoding
+    assert set(r["training"]["clips_per_s"]) == {"1 process fp32", "1 process bf16", "2 processes fp32"}
+    assert all(v > 0 and math.isfinite(v) for v in r["training"]["clips_per_s"].values())
+    assert r["profile_throughput"]["runs"]["0"]["error"] is None and r["profile_throughput"]["crop"] == 32
+    assert r["decoding"] and r["exact_check"]["clips"] == 1
+    assert "<!-- bench:" in md.read_text()
+
+
+def test_training_phase_keeps_the_weights():
+    """The training phase times steps, it does not train: every timed step runs on the weights of
+    the first, so no update of random weights can carry a huge SGS gradient into the next forward
+    (issue 30). Before: lr 1e-4 moved the weights after every step."""
+    from atfr_analysis.bench.training import _model, _time_steps
+
+    dev = torch.device("cpu")
+    m = _model("x3d_xs_atfr", 4, dev)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(2, 3, 4, 32, 32, generator=g)]
+    assert _time_steps(m, xs, torch.tensor([0, 1]), dev, "fp32", 2) > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())  # a real backward ran
+    after = m.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

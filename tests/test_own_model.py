@@ -308,9 +308,10 @@ def test_profile_user_model_on_real_footage_then_report(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_then_profile_then_explain_refuses(tmp_path, capsys, monkeypatch):
+def test_train_then_profile_then_explain(tmp_path, capsys, monkeypatch):
     """``atfr train own_models:two_branch`` writes a checkpoint that ``atfr profile --model`` loads
-    (its head size from the checkpoint's cfg); ``atfr explain`` says in one line that it needs a zoo model."""
+    (its head size from the checkpoint's cfg) and ``atfr explain --model`` explains (issue 30: it
+    refused every module of one's own)."""
     from profile_helpers import sample_list
 
     from atfr_cli.main import main
@@ -354,16 +355,136 @@ def test_train_then_profile_then_explain_refuses(tmp_path, capsys, monkeypatch):
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert meta["head_classes"] == 2 and meta["model_config"]["ref"] == "own_models:two_branch"
     capsys.readouterr()
-    with pytest.raises(SystemExit) as ei:
-        main(
-            [
-                "explain",
-                str(data.read_text().split(",")[0]),
-                "--checkpoint",
-                str(ckpt),
-                "--model",
-                "own_models:two_branch",
-            ]
-        )
-    err = capsys.readouterr().err.strip()
-    assert ei.value.code == 2 and err.startswith("error:") and "zoo model" in err and "\n" not in err
+    video = data.read_text().split(",")[0].split()[0]
+    ex = tmp_path / "ex"
+    main(["explain", video, "--checkpoint", str(ckpt), "--model", "own_models:two_branch", "--out", str(ex)])
+    res = json.loads((tmp_path / "ex.json").read_text())
+    assert [lay["name"] for lay in res["layers"]] == ["fine.sgs", "coarse.sgs"] and (tmp_path / "ex.png").is_file()
+
+
+def _explain_cli(capsys, tmp_path, name: str) -> tuple[int, str, Path]:
+    """``atfr explain`` of a sample video with own_models:<name> (its seeded weights saved)."""
+    from profile_helpers import run_cli
+
+    from atfr_analysis.data.samples import sample_videos
+
+    torch.manual_seed(0)
+    torch.save(BUILDERS[name]().state_dict(), tmp_path / "w.pt")
+    video = sample_videos()["carphone_pristine"]
+    out = tmp_path / "ex"
+    args = ["explain", video, "--checkpoint", tmp_path / "w.pt", "--model", f"own_models:{name}", "--out", out]
+    code, _out, err = run_cli(capsys, *args, "--views", 2, "--crops", 1)
+    return code, err, video
+
+
+@pytest.mark.parametrize("name", ["plain_cnn", "two_branch"])
+def test_explain_own_model(capsys, tmp_path, name):
+    """Issue 30: ``atfr explain --model pkg.mod:fn`` refused; each view's bins and GMACs are what the
+    profile measures on the same clip."""
+    pytest.importorskip("av")
+    from atfr_analysis.analysis.explain import load_view_clips
+
+    code, err, video = _explain_cli(capsys, tmp_path, name)
+    assert code == 0, err
+    res = json.loads((tmp_path / "ex.json").read_text())
+    assert [lay["name"] for lay in res["layers"]] == LAYERS[name] and res["num_views"] == 2
+    model = _model(name)
+    clips = load_view_clips(video, om.SPEC, 2, 1)
+    df = profile_clips(model, clips.pathways[0])
+    for v, row in zip(res["views"], df.itertuples()):
+        assert v["signature"] == [int(df.loc[row.Index, bins_column(n)]) for n in LAYERS[name]]
+        assert _close(v["gmacs"], row.gmacs)
+    assert len(res["views"][0]["layers"][0]["steps"]) == 8  # every frame of the clip mapped
+
+
+def test_explain_refuses_a_layer_after_another_sgs_layer(capsys, tmp_path):
+    """sgs2 of TwoInSequence sees sgs1's bins, not frames: explain says so in one line."""
+    pytest.importorskip("av")
+    from profile_helpers import assert_one_line_error
+
+    code, err, _video = _explain_cli(capsys, tmp_path, "two_in_sequence")
+    assert_one_line_error(code, err, "sgs2", "output of another SGS layer")
+
+
+BUILDERS_SRC = '''
+import torch
+import own_models
+
+
+def plain_nospec(num_classes=5):
+    net = own_models.plain_cnn(num_classes)
+    del net.input_spec
+    return net
+
+
+def plain_traced(num_classes=5):
+    """Computes while building (a trace and a forward): fine on the CPU, a crash on meta."""
+    net = own_models.plain_cnn(num_classes).eval()
+    x = own_models.clips("random", n=1)
+    torch.jit.trace(own_models.static_cnn(num_classes).eval(), x)
+    net(x)
+    return net
+
+
+def raises(num_classes=5):
+    raise ValueError("width must be even")
+
+
+def reads_weights(num_classes=5):
+    return torch.load("/nonexistent/weights.pth")
+'''
+
+
+@pytest.fixture
+def user_builders(tmp_path, monkeypatch):
+    (tmp_path / "my_builders.py").write_text(BUILDERS_SRC)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "my_builders"
+    sys.modules.pop("my_builders", None)
+
+
+def _flops_json(capsys, *args) -> dict:
+    from profile_helpers import run_cli
+
+    code, out, err = run_cli(capsys, "flops", *args, "--classes", 5, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_flops_spec_from_frames_and_crop(capsys, user_builders):
+    """Issue 30: a module without an input spec took none from --frames/--crop."""
+    from profile_helpers import assert_one_line_error, run_cli
+
+    want = _flops_json(capsys, "own_models:plain_cnn")  # its spec: 8 frames at 32 px
+    got = _flops_json(capsys, f"{user_builders}:plain_nospec", "--frames", 8, "--crop", 32)
+    assert got["frames"] == 8 and got["crop"] == 32
+    assert got["gmacs"] == want["gmacs"] and got["gmacs_fvcore"] == want["gmacs_fvcore"]
+    assert _flops_json(capsys, f"{user_builders}:plain_nospec", "--frames", 16, "--crop", 32)["gmacs"] > want["gmacs"]
+    code, _out, err = run_cli(capsys, "flops", f"{user_builders}:plain_nospec")
+    assert_one_line_error(code, err, "no input spec", "--frames and --crop")
+
+
+def test_builder_that_computes_runs_on_the_cpu(capsys, user_builders):
+    """Issue 30: `atfr flops` called builders under the meta device: a trace or a forward crashed as a bug."""
+    want = _flops_json(capsys, "own_models:plain_cnn")
+    for counter in ("meta", "fvcore"):
+        got = _flops_json(capsys, f"{user_builders}:plain_traced", "--counter", counter)
+        assert _close(got["gmacs"], want["gmacs"])
+
+
+@pytest.mark.parametrize(
+    "fn, code, needle",
+    [
+        ("raises", 2, "failed: ValueError: width must be even"),
+        ("reads_weights", 1, "failed: FileNotFoundError"),
+    ],
+)
+def test_builder_errors_are_the_builders(capsys, user_builders, fn, code, needle):
+    """Issue 30: a builder's own exception was reported as a bug of atfr-analysis."""
+    from profile_helpers import run_cli
+
+    ref = f"{user_builders}:{fn}"
+    got, _out, err = run_cli(capsys, "flops", ref)
+    lines = err.strip().splitlines()
+    assert got == code and len(lines) == 1 and "bug" not in err, err
+    assert lines[0].startswith(f"error: building {ref} {needle}"), lines[0]

@@ -37,6 +37,8 @@ from atfr_analysis.errors import InputError
 
 __all__ = [
     "load_model_and_views",
+    "sgs_inputs",
+    "check_layers_see_frames",
     "ExplainConfig",
     "ViewClips",
     "load_view_clips",
@@ -132,6 +134,57 @@ def _pathway_positions(spec, p: int, t_fast: int) -> list[int]:
     return torch.linspace(0, t_fast - 1, t).long().tolist()
 
 
+def sgs_inputs(model, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each SGS layer's input for the clips ``xs``, in the order of ``sgs_layer_names()``: a zoo
+    model's ``forward_pre``; one's own module runs its ``forward`` whole, each layer's input read by
+    a forward pre-hook (each layer must run once)."""
+    from atfr_analysis.models.base import is_split_model
+
+    if is_split_model(model):
+        return model.forward_pre(xs)
+    names, layers = model.sgs_layer_names(), model.sgs_layers()
+    seen: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    hooks = [
+        layer.register_forward_pre_hook(
+            lambda m, args, kwargs, n=n: seen[n].append(args[0] if args else kwargs["x"]), with_kwargs=True
+        )
+        for n, layer in zip(names, layers)
+    ]
+    try:
+        model(xs)
+    finally:
+        for h in hooks:
+            h.remove()
+    wrong = [n for n in names if len(seen[n]) != 1]
+    if wrong:
+        raise InputError(f"explain needs each SGS layer to run once per clip; {', '.join(wrong)} did not")
+    return [seen[n][0] for n in names]
+
+
+def check_layers_see_frames(model, xs: list[torch.Tensor]) -> None:
+    """One line when an SGS layer of one's own module takes another SGS layer's output: its steps
+    are that layer's bins, not frames of the video, which is what explain maps them to. Measured:
+    every layer held at all its bins, then at one; a layer whose input length follows is such."""
+    from atfr_analysis.models.base import is_split_model
+    from atfr_analysis.sgs.tap import SgsTap
+
+    if is_split_model(model):
+        return  # cut at its SGS layers: every layer's input comes from forward_pre
+    names = model.sgs_layer_names()
+    lengths = []
+    for force in ("full", dict.fromkeys(names, 1)):
+        with SgsTap(model, force=force) as tap:
+            model(xs)
+        lengths.append(dict(tap.frames))
+    after = [n for n in names if lengths[0].get(n) != lengths[1].get(n)]
+    if after:
+        raise InputError(
+            f"explain maps each step of an SGS layer to video frames; {', '.join(after)} of "
+            f"{model.model_name or type(model).__name__} take(s) the output of another SGS layer (steps that are "
+            "its bins, not frames): explain needs every SGS layer to see frames"
+        )
+
+
 def _temporal_reach(model, xs: list[torch.Tensor], feats: list[torch.Tensor], pathways: list[int]) -> list:
     """Measured, per SGS layer: which of its steps a change of one input frame of its own pathway
     reaches, as ``[lo, hi]`` offsets in steps from the frame's step (``[0, 0]``: nothing mixes
@@ -143,7 +196,7 @@ def _temporal_reach(model, xs: list[torch.Tensor], feats: list[torch.Tensor], pa
         m = t_in // 2
         ys = [x.clone() for x in xs]
         ys[p][:, :, m] += 1.0
-        f0, f1 = feats[i], model.forward_pre(ys)[i]
+        f0, f1 = feats[i], sgs_inputs(model, ys)[i]
         stride = t_in // int(f0.shape[2])
         moved = (f1 - f0).abs().amax(dim=(0, 1, 3, 4)) > 1e-4 * float(f0.detach().abs().max())
         steps = moved.nonzero().flatten().tolist()
@@ -160,7 +213,10 @@ def _explain_layer(layer, feat: torch.Tensor, positions: list[int], src: list[in
 
     t_feat = int(feat.shape[2])
     if len(positions) % t_feat:
-        raise ValueError(f"feature length {t_feat} does not divide the pathway's {len(positions)} frames")
+        raise InputError(
+            f"explain maps each step of an SGS layer to whole input frames: {layer.name} has {t_feat} steps for "
+            f"its pathway's {len(positions)} frames"
+        )
     stride = len(positions) // t_feat
     b = layer.resolve_bins(t_feat)
     z = layer.embed(feat)
@@ -230,7 +286,7 @@ def _explain_view(model, clips: ViewClips, v: int, cost) -> tuple[dict, list[dic
     spec, names, layers = model.spec, model.sgs_layer_names(), model.sgs_layers()
     t_fast = int(clips.pathways[-1].shape[2])
     xs = [p[v : v + 1] for p in clips.pathways]
-    feats = model.forward_pre(xs)
+    feats = sgs_inputs(model, xs)
     src = clips.frame_indices[v]
     per_layer, info = [], []
     for i, (name, layer, f) in enumerate(zip(names, layers, feats)):
@@ -278,7 +334,7 @@ def explain_model(model, clips: ViewClips, detail_view: int | None = None, cost=
     """The explanation (a JSON-ready dict) of ``clips`` through an ATFR ``model`` (set to eval
     mode here; its training flag is restored afterwards). ``cost``: a ``CostModel`` of this model
     at the clips' input size to reuse (its cache), else one is built."""
-    from atfr_analysis.flops.cost import CostModel
+    from atfr_analysis.flops.module_cost import cost_model
 
     if not model.is_atfr:
         raise InputError(
@@ -293,7 +349,8 @@ def explain_model(model, clips: ViewClips, detail_view: int | None = None, cost=
     try:
         shapes = [(1,) + tuple(p.shape[1:]) for p in clips.pathways]
         if cost is None or cost.model is not model or list(cost.input_shapes) != shapes:
-            cost = CostModel(model, shapes)
+            cost = cost_model(model, shapes)
+        check_layers_see_frames(model, [p[:1] for p in clips.pathways])
         gmacs_full = cost.gmacs(tuple(cost.num_bins))[0]
         explained = [_explain_view(model, clips, v, cost) for v in range(nviews)]
     finally:

@@ -93,9 +93,12 @@ class BenchConfig:
     profile_workers: tuple[int, ...] | None = (
         None  # a profile run per loader worker count (cpu 0,1; cuda 0,4); () skips
     )
+    #: the profile runs' short side and crop (default: the model's protocol; smaller: a quicker run, e.g. tests)
+    profile_crop: int | None = None
     profile_timeout: float = 600.0  # seconds one profile run may take
     profile_ops: int = 0  # >0: torch.profiler table of the top ops of one exact and one baseline pass
     train_processes: int = 2  # training phase on the CPU: also time 2 gloo processes (DDP) when >= 2; 0 skips the phase
+    train_steps: int | None = None  # training phase: timed steps (after one untimed): cpu 3, cuda 10
     seed: int = 0
     quiet: bool = False
 
@@ -122,6 +125,8 @@ class BenchConfig:
             c.profile_crops = 1
         if c.profile_workers is None:
             c.profile_workers = (0, 4) if cuda else (0, 1)
+        if c.train_steps is None:
+            c.train_steps = 10 if cuda else 3
         return c
 
     def validate(self, dev: torch.device) -> None:
@@ -141,6 +146,8 @@ class BenchConfig:
             "profile_videos",
             "profile_views",
             "profile_batch_size",
+            "profile_crop",
+            "train_steps",
         ):
             v = getattr(self, name)
             if v is not None and v < 1:

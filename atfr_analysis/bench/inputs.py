@@ -99,8 +99,12 @@ def load_model(cfg: BenchConfig):
         if cfg.frames is not None and cfg.frames != model.spec.clip_frames:
             raise InputError("--frames cannot change a checkpoint's clip length")
     else:
+        over = {}
+        if cfg.frames is not None:
+            with torch.device("meta"):  # --frames as the config's change (InputSpec.with_frames, as every command)
+                over = build_model(cfg.model).frames_overrides(cfg.frames)
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, **({} if cfg.frames is None else {"frames": cfg.frames}))
+        model = build_model(cfg.model, **over)
     if not model.is_atfr:
         raise InputError(f"atfr bench needs an _atfr model, got {cfg.model!r}")
     return model

@@ -22,7 +22,7 @@ from atfr_analysis.bench.inputs import Workload, prepare, resolve_inputs
 from atfr_analysis.bench.memory import PeakMemory
 from atfr_analysis.bench.modes import time_modes
 from atfr_analysis.bench.phases import efficiency_analysis, phase_times, top_ops
-from atfr_analysis.bench.throughput import profile_throughput
+from atfr_analysis.bench.throughput import profile_protocol, profile_throughput
 from atfr_analysis.bench.training import train_throughput
 from atfr_analysis.runtime import resolve_device
 
@@ -153,9 +153,7 @@ def run_bench(
 
 def _profile_crop(w: Workload, cfg: BenchConfig) -> int:
     """The crop of the profile runs (the model's protocol for the bench's views and crops)."""
-    from atfr_analysis.data.views import view_protocol
-
-    return view_protocol(w.model, cfg.profile_views, cfg.profile_crops).crop
+    return profile_protocol(w.model, cfg).crop
 
 
 class _Phases:

@@ -22,7 +22,7 @@ from atfr_analysis.bench.inputs import Workload
 from atfr_analysis.bench.timing import Laps, autocast
 from atfr_analysis.tuning import affinity_cores
 
-__all__ = ["profile_throughput", "steady_cpu_seconds", "PARTS"]
+__all__ = ["profile_throughput", "profile_protocol", "steady_cpu_seconds", "PARTS"]
 
 #: the parts of one batch of views in the profile loop, in order
 PARTS = ("transfer", "pre", "sgs", "post", "bookkeeping")
@@ -109,7 +109,7 @@ def _split_child(args: dict) -> dict[str, Any]:
     dev = torch.device(args["device"])
     model = load_model_from_checkpoint(args["checkpoint"], args["model"])[0].eval().to(dev)
     configure_inference(model, dev)
-    proto = view_protocol(model, args["views"], args["crops"])
+    proto = view_protocol(model, args["views"], args["crops"], args["short_side"], args["crop"])
     entries = read_video_list(args["data"])
     return _split(model, dev, args["precision"], entries, proto, args["batch_size"], Path(args["cache_dir"]))
 
@@ -212,13 +212,21 @@ def _split(
     }
 
 
+def profile_protocol(model, cfg: BenchConfig):
+    """The views of the profile runs: the model's protocol at ``profile_views`` x ``profile_crops``,
+    scaled to ``profile_crop`` (short side and crop) when it is set."""
+    from atfr_analysis.data.views import view_protocol
+
+    c = cfg.profile_crop
+    return view_protocol(model, cfg.profile_views, cfg.profile_crops, c, c)
+
+
 def profile_throughput(w: Workload, cfg: BenchConfig, log=None) -> dict[str, Any]:
     """``profile()`` on ``cfg.profile_videos`` sample videos with each of ``cfg.profile_workers``
     loader workers (videos/s of its loop, peak memory), at the batch size the profile takes by
     default on this device (``--profile-batch-size`` to choose), the per-video split and the
     efficiency max(decode, model) / loop seconds per video: over the whole loop (first-use costs
     included) and in the steady state (from the first video logged to the last)."""
-    from atfr_analysis.data.views import view_protocol
     from atfr_analysis.tuning import default_batch_size
 
     log = log or (lambda msg: None)
@@ -226,7 +234,7 @@ def profile_throughput(w: Workload, cfg: BenchConfig, log=None) -> dict[str, Any
         return {"skipped": True}
     if cfg.frames is not None and not cfg.checkpoint:
         return {"skipped": True, "reason": "--frames changes the model: profile() builds the registry's model"}
-    proto = view_protocol(w.model, cfg.profile_views, cfg.profile_crops)
+    proto = profile_protocol(w.model, cfg)
     batch = cfg.profile_batch_size or default_batch_size(w.dev)
     with tempfile.TemporaryDirectory(prefix="atfr-bench-") as tmp:
         folder = Path(tmp)
@@ -237,6 +245,8 @@ def profile_throughput(w: Workload, cfg: BenchConfig, log=None) -> dict[str, Any
             "data": str(data),
             "views": proto.views,
             "crops": proto.crops,
+            "short_side": proto.short_side,
+            "crop": proto.crop,
             "batch_size": batch,
             "device": str(w.dev),
             "precision": cfg.precision,

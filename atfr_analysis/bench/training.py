@@ -16,12 +16,13 @@ import torch.nn.functional as F
 __all__ = ["train_throughput"]
 
 
-def _model(name: str, classes: int, dev: torch.device):
+def _model(name: str, classes: int, dev: torch.device, overrides: dict | None = None):
+    """The workload's model (its config changes, e.g. ``--frames``), seeded, in train mode."""
     from atfr_analysis.models import build_model
     from atfr_analysis.train.bn import freeze_bn_layers
 
     torch.manual_seed(0)
-    m = build_model(name, num_classes=classes).to(dev).train()
+    m = build_model(name, num_classes=classes, **(overrides or {})).to(dev).train()
     if m.sgs_layer_names():
         m.set_batching("exact")
     freeze_bn_layers(m)  # exact batching can leave one clip in a group after SGS: no batch statistics
@@ -29,10 +30,17 @@ def _model(name: str, classes: int, dev: torch.device):
 
 
 def _time_steps(model, xs, y, dev, precision: str, steps: int) -> float:
-    """Median seconds of one train step (after one untimed step)."""
+    """Median seconds of one train step (after one untimed step); the weights stay as they were."""
     from atfr_analysis.bench.timing import median, sync
 
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    # lr 0: the step is timed, not trained. SGD runs the same arithmetic at any learning rate
+    # (momentum buffer, the update's add), so the time is that of a real step; but the weights,
+    # and so every timed step's forward, stay those of the first step, whose SGS inputs the
+    # forward checks. With a learning rate, random weights on the bench's clips (a frozen clip,
+    # near-identical frames: SGS's gradient scales like 2B / max(Delta), up to 1e7, see
+    # TrainConfig.clip_grad) can take an update that sends NaN into SGS within the phase's few
+    # steps: `atfr bench` with its defaults ended so (issue 30), with no result.
+    opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
     amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     times = []
     for k in range(steps + 1):
@@ -49,13 +57,13 @@ def _time_steps(model, xs, y, dev, precision: str, steps: int) -> float:
     return median(times)
 
 
-def _rank(rank: int, world: int, port: int, name: str, classes: int, shapes, steps: int, q) -> None:
+def _rank(rank: int, world: int, port: int, name: str, classes: int, shapes, steps: int, q, overrides=None) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     try:
         dev = torch.device("cpu")
-        model = torch.nn.parallel.DistributedDataParallel(_model(name, classes, dev))
+        model = torch.nn.parallel.DistributedDataParallel(_model(name, classes, dev, overrides))
         g = torch.Generator().manual_seed(rank)
         xs = [torch.randn(*s, generator=g) for s in shapes]
         y = torch.randint(0, classes, (shapes[0][0],), generator=g)
@@ -66,7 +74,7 @@ def _rank(rank: int, world: int, port: int, name: str, classes: int, shapes, ste
         torch.distributed.destroy_process_group()
 
 
-def _two_processes(name: str, classes: int, shapes, steps: int) -> float:
+def _two_processes(name: str, classes: int, shapes, steps: int, overrides: dict | None = None) -> float:
     """Seconds per step of 2 gloo processes, each at the given per-rank batch."""
     import torch.multiprocessing as mp
 
@@ -75,7 +83,7 @@ def _two_processes(name: str, classes: int, shapes, steps: int) -> float:
         port = s.getsockname()[1]
     ctx = mp.get_context("forkserver")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_rank, args=(r, 2, port, name, classes, shapes, steps, q)) for r in range(2)]
+    procs = [ctx.Process(target=_rank, args=(r, 2, port, name, classes, shapes, steps, q, overrides)) for r in range(2)]
     for p in procs:
         p.start()
     for p in procs:
@@ -101,16 +109,17 @@ def _loading(w, batch: int) -> float | None:
 def train_throughput(w, cfg, log) -> dict[str, Any]:
     """The training phase's numbers (see the module doc)."""
     name, classes = w.model.model_name, int(w.model.config.num_classes)
+    over = w.model.frames_overrides(w.spec.frames)  # the workload's clip length (--frames)
     batch = max(2, min(4, w.n))
     xs = [p[:batch].to(w.dev) for p in w.xs_all]
     y = torch.arange(batch, device=w.dev) % classes
-    steps = 3 if w.dev.type == "cpu" else 10
+    steps = cfg.train_steps
     out: dict[str, Any] = {"batch_per_process": batch, "steps": steps, "clips_per_s": {}}
     for precision in ("fp32", "bf16"):
-        s = _time_steps(_model(name, classes, w.dev), xs, y, w.dev, precision, steps)
+        s = _time_steps(_model(name, classes, w.dev, over), xs, y, w.dev, precision, steps)
         out["clips_per_s"][f"1 process {precision}"] = batch / s
     if w.dev.type == "cpu" and cfg.train_processes >= 2:
-        s = _two_processes(name, classes, [tuple(p.shape) for p in xs], steps)
+        s = _two_processes(name, classes, [tuple(p.shape) for p in xs], steps, over)
         out["clips_per_s"]["2 processes fp32"] = 2 * batch / s
     load = _loading(w, batch)
     out["loading_s_per_clip"] = load

@@ -30,6 +30,7 @@ grouped by signature and ``forward_post`` runs once per group, see
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
@@ -116,19 +117,31 @@ class InputSpec:
         return "+".join(str(t) for t in self.frames) + f"x{s}x{s}"
 
     def with_frames(self, frames: int | Sequence[int] | None) -> InputSpec:
-        """The same spec at another clip length (fast frames for SlowFast; slow = fast / alpha)."""
+        """The same spec at another clip length (fast frames for SlowFast; slow = fast / alpha).
+
+        The one place that turns ``--frames`` into the frames of each pathway: every command
+        (``train``, ``bench``, ``flops``) goes through it, a zoo model's config through
+        :meth:`VideoModel.frames_overrides`."""
         if frames is None:
             return self
-        if isinstance(frames, int):
+        if isinstance(frames, numbers.Integral) and not isinstance(frames, bool):
+            frames = int(frames)
+            if frames < 1:
+                raise InputError(f"--frames must be a positive integer, got {frames}")
             if self.alpha is not None:
                 if frames % self.alpha:
-                    raise ValueError(f"frames must be a multiple of alpha={self.alpha}, got {frames}")
+                    raise InputError(
+                        f"--frames must be a multiple of alpha={self.alpha} (the fast pathway's frames; the slow "
+                        f"pathway takes frames / alpha), got {frames}"
+                    )
                 frames = (frames // self.alpha, frames)
             else:
                 frames = (frames,)
         frames = tuple(int(t) for t in frames)
         if len(frames) != len(self.frames):
             raise InputError(f"expected {len(self.frames)} frame counts, got {len(frames)}")
+        if min(frames) < 1:
+            raise InputError(f"frames must be positive, got {frames}")
         return replace(self, frames=frames)
 
 
@@ -225,6 +238,24 @@ class VideoModel(nn.Module):
     def atfr_description(cls, description: str) -> str:
         """The registry description of the ATFR variant."""
         return f"{description}; ATFR: Similarity Guided Sampling"
+
+    def frames_overrides(self, frames: int | Sequence[int] | None) -> dict[str, Any]:
+        """The config change that builds this model at clip length ``frames`` (``build_model(name,
+        **this)``): the pathways' frames from :meth:`InputSpec.with_frames`, in the form of the
+        family's ``frames`` field (a tuple per pathway, or one int for a one-pathway family such as
+        X3D). ``{}`` for ``None``."""
+        if frames is None:
+            return {}
+        current = getattr(self.config, "frames", None)
+        spec = self.spec.with_frames(frames)
+        if current is None:
+            if spec.frames == self.spec.frames:
+                return {}  # already at that length: nothing to change
+            raise InputError(
+                f"{self.model_name or type(self).__name__}: its config has no frames to change "
+                f"(it takes {self.spec.label()} clips)"
+            )
+        return {"frames": spec.frames[0] if isinstance(current, numbers.Integral) else spec.frames}
 
     def make_sgs(self, channels: int) -> SimilarityGuidedSampling:
         """An SGS layer for ``channels`` input channels, as the config says."""

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from atfr_analysis.errors import InputError
+from atfr_analysis.errors import AtfrError, EnvironmentFailure, InputError
 from atfr_analysis.models.base import AtfrStep, InputSpec, VideoModel, as_pathways
 from atfr_analysis.sgs.tap import SgsTap, sgs_layer_names
 
@@ -42,6 +42,8 @@ __all__ = [
     "is_user_ref",
     "load_callable",
     "module_step",
+    "spec_from_options",
+    "user_code_error",
     "user_entry",
 ]
 
@@ -131,31 +133,75 @@ def _call(fn, ref: str, num_classes: int | None, kwargs: dict) -> nn.Module:
     bad = sorted(k for k in kwargs if k not in params and not takes_any)
     if bad:
         raise UserModelError(f"--model {ref!r}: the callable takes no argument(s) {', '.join(bad)}")
-    net = fn(**kw)
+    try:
+        if torch.get_default_device().type == "meta":
+            # a builder may compute (a jit.trace, a dummy forward): it runs on the CPU, the module
+            # it returns moves to the meta device afterwards (what the caller asked for)
+            with torch.device("cpu"):
+                net = fn(**kw)
+            net = net.to("meta") if isinstance(net, nn.Module) else net
+        else:
+            net = fn(**kw)
+    except Exception as e:  # noqa: BLE001 - whatever the user's builder raises is theirs: one line
+        raise user_code_error(f"building {ref}", e) from None
     if not isinstance(net, nn.Module):
         raise UserModelError(f"--model {ref!r} returned a {type(net).__name__}, not a torch.nn.Module")
     return net
 
 
-def _spec_of(net: nn.Module, ref: str, spec: InputSpec | None) -> InputSpec:
-    for cand in (spec, getattr(net, "input_spec", None), getattr(net, "spec", None)):
+def user_code_error(doing: str, e: Exception) -> AtfrError:
+    """The one line for an exception raised by one's own code (``building pkg.mod:fn failed:
+    ValueError: ...``): an OS refusal stays an :class:`EnvironmentFailure` (exit 1), anything else
+    is a :class:`UserModelError` (exit 2); never reported as a bug of atfr-analysis."""
+    lines = str(e).strip().splitlines()
+    msg = f"{doing} failed: {type(e).__name__}" + (f": {lines[0][:200]}" if lines else "")
+    if isinstance(e, OSError) or getattr(e, "exit_code", 2) == 1:
+        return EnvironmentFailure(msg)
+    return UserModelError(msg)
+
+
+def spec_from_options(
+    frames: int | None, crop: int | None, sampling_rate: int | None = None, options: str = "--frames and --crop"
+) -> InputSpec | None:
+    """The input spec of one's own one-pathway model from the command's options (``--frames``,
+    ``--crop``, ``--sampling-rate``, default 1), for a module that has none; ``None`` unless both
+    frames and crop are given. ``options`` names them in the error of a module without a spec."""
+    if frames is None or crop is None:
+        return None
+    for name, v in (("--frames", frames), ("--crop", crop), ("--sampling-rate", sampling_rate)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise InputError(f"{name} must be a positive integer, got {v!r}")
+    return InputSpec(frames=(frames,), train_crop=crop, test_crop=crop, sampling_rate=sampling_rate or 1)
+
+
+def _spec_of(net: nn.Module, ref: str, spec: InputSpec | None, spec_if_none: InputSpec | None) -> InputSpec:
+    for cand in (spec, getattr(net, "input_spec", None), getattr(net, "spec", None), spec_if_none):
         if isinstance(cand, InputSpec):
             return cand
     raise UserModelError(
         f"--model {ref!r}: the module has no input spec; give it an attribute input_spec = "
-        "atfr_analysis.models.InputSpec(frames=(T,), train_crop=S, test_crop=S, sampling_rate=R)"
+        "atfr_analysis.models.InputSpec(frames=(T,), train_crop=S, test_crop=S, sampling_rate=R) "
+        "(atfr flops also takes it from --frames and --crop)"
     )
 
 
 def build_user_model(
-    ref: str, num_classes: int | None = None, input_spec: InputSpec | None = None, **kwargs: Any
+    ref: str,
+    num_classes: int | None = None,
+    input_spec: InputSpec | None = None,
+    spec_if_none: InputSpec | None = None,
+    **kwargs: Any,
 ) -> VideoModel:
-    """Import and call ``ref``; a zoo model it returns is kept as is, any other module wrapped."""
+    """Import and call ``ref``; a zoo model it returns is kept as is, any other module wrapped.
+    Its input spec: ``input_spec``, else the module's own, else ``spec_if_none`` (the command's
+    options: :func:`spec_from_options`). The callable runs on the CPU even under a ``meta``
+    device context (the module is moved there afterwards); what it raises is reported as its own
+    (:func:`user_code_error`)."""
     net = _call(load_callable(ref), ref, num_classes, kwargs)
     if isinstance(net, VideoModel):
         net.model_name = net.model_name or ref
         return net
-    return UserModel(net, ref, _spec_of(net, ref, input_spec), kwargs)
+    return UserModel(net, ref, _spec_of(net, ref, input_spec, spec_if_none), kwargs)
 
 
 class UserModel(VideoModel):
