@@ -317,9 +317,9 @@ def test_default_bench_runs_every_phase_at_a_reduced_size(capsys, tmp_path, monk
 
 
 def test_training_phase_keeps_the_weights():
-    """The training phase times steps, it does not train: every timed step runs on the weights of
-    the first, so no update of random weights can carry a huge SGS gradient into the next forward
-    (issue 30). Before: lr 1e-4 moved the weights after every step."""
+    """The training phase times steps, it does not train: every timed step starts from the weights
+    of the first, so no update of random weights can carry a non-finite gradient into the next
+    forward (issue 30)."""
     from atfr_analysis.bench.training import _model, _time_steps
 
     dev = torch.device("cpu")
@@ -331,3 +331,17 @@ def test_training_phase_keeps_the_weights():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())  # a real backward ran
     after = m.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_training_phase_survives_a_frozen_clip_in_bf16():
+    """The default bench's failure, reproduced: random SlowFast ATFR weights on a frozen clip (every
+    frame the same, as the bench's sample clips hold) give non-finite gradients under bf16 autocast;
+    an SGD step with them makes the weights NaN at any learning rate, and the next step's forward
+    ended in `non-finite values reach SGS layer s2.pathway0_ts_layer`."""
+    from atfr_analysis.bench.training import _model, _time_steps
+
+    dev = torch.device("cpu")
+    m = _model("slowfast_4x16_r50_atfr", 4, dev)
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(2, 3, 1, 32, 32, generator=g).expand(-1, -1, t, -1, -1).contiguous() for t in m.spec.frames]
+    assert _time_steps(m, xs, torch.tensor([0, 1]), dev, "bf16", 2) > 0

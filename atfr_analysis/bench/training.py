@@ -30,20 +30,26 @@ def _model(name: str, classes: int, dev: torch.device, overrides: dict | None = 
 
 
 def _time_steps(model, xs, y, dev, precision: str, steps: int) -> float:
-    """Median seconds of one train step (after one untimed step); the weights stay as they were."""
+    """Median seconds of one train step (after one untimed step); every step starts from the
+    weights and optimizer state of the first, restored untimed."""
     from atfr_analysis.bench.timing import median, sync
 
-    # lr 0: the step is timed, not trained. SGD runs the same arithmetic at any learning rate
-    # (momentum buffer, the update's add), so the time is that of a real step; but the weights,
-    # and so every timed step's forward, stay those of the first step, whose SGS inputs the
-    # forward checks. With a learning rate, random weights on the bench's clips (a frozen clip,
-    # near-identical frames: SGS's gradient scales like 2B / max(Delta), up to 1e7, see
-    # TrainConfig.clip_grad) can take an update that sends NaN into SGS within the phase's few
-    # steps: `atfr bench` with its defaults ended so (issue 30), with no result.
-    opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
+    # The step is timed, not trained: each starts from the same weights. Random weights on the
+    # bench's clips (a frozen clip: identical frames) give non-finite gradients under bf16
+    # autocast, and an SGD step with them makes the weights NaN at any learning rate (0 * NaN),
+    # so the next forward sent NaN into SGS: `atfr bench` with its defaults ended so (issue 30).
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    params = [p for p in model.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in params]
     amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     times = []
     for k in range(steps + 1):
+        with torch.no_grad():  # untimed: the first step's weights, a zero momentum buffer
+            for p, p0 in zip(params, start):
+                p.copy_(p0)
+                buf = opt.state.get(p, {}).get("momentum_buffer")
+                if buf is not None:
+                    buf.zero_()
         sync(dev)
         t0 = time.perf_counter()
         with torch.autocast(dev.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
@@ -54,6 +60,9 @@ def _time_steps(model, xs, y, dev, precision: str, steps: int) -> float:
         sync(dev)
         if k:
             times.append(time.perf_counter() - t0)
+    with torch.no_grad():
+        for p, p0 in zip(params, start):
+            p.copy_(p0)
     return median(times)
 
 
