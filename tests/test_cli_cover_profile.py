@@ -226,14 +226,9 @@ def test_report_min_videos_and_seed(run, tmp_path, capsys):
     assert not cis["a"].equals(cis["c"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: `atfr report --boot 2 --seed 0` exits 1 with 'bug in atfr-analysis: ValueError: 'xerr' must not "
-    "contain negative values': analysis/plots.py draws the ranking's error bars as value - ci_low and ci_high - "
-    "value, negative when a percentile bootstrap interval (few resamples) does not contain the class's mean",
-)
 def test_report_with_few_bootstrap_resamples(run, tmp_path, capsys):
-    """--boot accepts any count >= 1; with 2 resamples an interval may miss the estimate itself."""
+    """--boot accepts any count >= 1; with 2 resamples an interval may miss the estimate itself
+    (the ranking plot drew its error bars as value - ci_low: negative, a matplotlib ValueError)."""
     code, _, err = run_cli(capsys, "report", run, "--out", tmp_path / "r", "--boot", "2", "--seed", "0")
     assert code == 0, err
 

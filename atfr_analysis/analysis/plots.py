@@ -221,11 +221,12 @@ def _draw_class_values(ax, data: pd.DataFrame, order: pd.DataFrame, ylabels: lis
     ypos = {l: i for i, l in enumerate(ylabels)}
     yy = data["label"].map(ypos).to_numpy(dtype="float64") + rng.uniform(-0.15, 0.15, len(data))
     ax.scatter(data["value"], yy, s=12, alpha=0.8, c=data["end"].map(pal).tolist(), linewidths=0, zorder=3)
-    xerr = [order["value"] - order["ci_low"], order["ci_high"] - order["value"]]
-    ax.errorbar(
-        order["value"], np.arange(len(order)), xerr=xerr, fmt="D", color="k", ms=5, capsize=4, lw=1.4,
-        label="class mean, 95% bootstrap CI (videos resampled)",
-    )  # fmt: skip
+    # the interval as it is, from ci_low to ci_high: a percentile interval of few resamples need
+    # not contain the mean, so it is drawn about its own middle, the mean marked apart
+    y = np.arange(len(order))
+    mid, half = (order["ci_low"] + order["ci_high"]) / 2, (order["ci_high"] - order["ci_low"]) / 2
+    ax.errorbar(mid, y, xerr=half, fmt="none", ecolor="k", capsize=4, lw=1.4, label="95% bootstrap CI (videos resampled)")
+    ax.plot(order["value"], y, "D", color="k", ms=5, linestyle="none", label="class mean")
 
 
 def _points_to_label(x, y, max_labels: int, extremes: int) -> list[int]:
