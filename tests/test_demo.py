@@ -158,10 +158,10 @@ def test_model_card_quotes_the_demo_numbers(tmp_path):
 @pytest.mark.slow
 def test_dataset_card_is_the_training_data_sets(tmp_path):
     """DATASET_CARD.md is the card `make_dataset` writes for the train split the checkpoints were trained on."""
+    import re
+
     from atfr_analysis.demo import demo_data
     from atfr_analysis.shipped import CHECKPOINT_DIR
-
-    import re
 
     data = demo_data(tmp_path, train=True)
     # The card names the PyAV that encoded the files; a newer PyAV on this machine makes the same

@@ -225,7 +225,9 @@ def _draw_class_values(ax, data: pd.DataFrame, order: pd.DataFrame, ylabels: lis
     # not contain the mean, so it is drawn about its own middle, the mean marked apart
     y = np.arange(len(order))
     mid, half = (order["ci_low"] + order["ci_high"]) / 2, (order["ci_high"] - order["ci_low"]) / 2
-    ax.errorbar(mid, y, xerr=half, fmt="none", ecolor="k", capsize=4, lw=1.4, label="95% bootstrap CI (videos resampled)")
+    ax.errorbar(
+        mid, y, xerr=half, fmt="none", ecolor="k", capsize=4, lw=1.4, label="95% bootstrap CI (videos resampled)"
+    )
     ax.plot(order["value"], y, "D", color="k", ms=5, linestyle="none", label="class mean")
 
 
