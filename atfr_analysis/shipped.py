@@ -116,7 +116,7 @@ README_RECIPE_END = "<!-- /recipe -->"
 
 
 def readme_recipe() -> str:
-    """README.md's "Reference recipes" paragraph: the official recipe (``OFFICIAL_RECIPE``) and the
+    """docs/training.md's "Reference recipes" paragraph: the official recipe (``OFFICIAL_RECIPE``) and the
     demo ATFR model's training options, from its checkpoint's record (those the model card quotes)."""
     from atfr_analysis.train.recipe import OFFICIAL_RECIPE as r
 

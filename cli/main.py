@@ -127,9 +127,13 @@ for _cmd in (cmd_flops, cmd_profile, cmd_views, cmd_explain, cmd_report, cmd_exp
 
 
 def main(argv: list[str] | None = None) -> None:
-    from typer._click.exceptions import NoArgsIsHelpError
+    import sys
+
     from typer.exceptions import Abort, Exit, TyperException
 
+    if not (sys.argv[1:] if argv is None else argv):  # `atfr` alone: its help, exit 0
+        app(args=["--help"], prog_name="atfr", standalone_mode=False)
+        return
     try:
         rv = app(args=argv, prog_name="atfr", standalone_mode=False)
         # with standalone_mode=False Typer returns (not raises) the status of an interrupt
@@ -137,8 +141,6 @@ def main(argv: list[str] | None = None) -> None:
             if rv == 130:
                 _fail("interrupted (a profiling run can be continued with --resume)", 130)
             raise SystemExit(rv)
-    except NoArgsIsHelpError:
-        app(args=["--help"], prog_name="atfr", standalone_mode=False)
     except Exit as e:
         raise SystemExit(e.exit_code) from None
     except Abort:

@@ -19,7 +19,7 @@ def counted(monkeypatch):
     import atfr_analysis.flops.meta as meta
 
     calls = {"n": 0}
-    for mod, name in ((meta, "count_meta"), (meta, "run_meta"), (cost_mod, "count_flops")):
+    for mod, name in ((meta, "count_meta"), (meta, "run_on_meta"), (cost_mod, "count_flops")):
         orig = getattr(mod, name)
 
         def wrapped(*a, _orig=orig, **k):

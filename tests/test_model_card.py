@@ -1,5 +1,5 @@
 """The model card's training commands run on any machine (paths relative to the folder they run in,
-after the command that rebuilds the train split), and README.md's reference recipe is the one the
+after the command that rebuilds the train split), and docs/training.md's reference recipe is the one the
 shipped checkpoints' records hold (the generated block of ``shipped.readme_recipe``)."""
 
 import re
@@ -63,8 +63,8 @@ def test_the_rebuild_command_writes_the_folder_the_commands_read(tmp_path, monke
 
 
 def test_readme_recipe_is_the_generated_one():
-    readme = (ROOT / "README.md").read_text()
-    assert README_RECIPE_BEGIN in readme and README_RECIPE_END in readme, "README lacks the generated recipe"
+    readme = (ROOT / "docs" / "training.md").read_text()
+    assert README_RECIPE_BEGIN in readme and README_RECIPE_END in readme, "docs/training.md lacks the generated recipe"
     start = readme.index(README_RECIPE_BEGIN)
     block = readme[start : readme.index(README_RECIPE_END) + len(README_RECIPE_END)] + "\n"
     assert block == readme_recipe()

@@ -1,6 +1,6 @@
-"""The README's Python API examples keep working.
+"""The Python examples of the README and ``docs/`` keep working.
 
-The README's ``python`` blocks are read from the file. The analysis part (from the import of
+Their ``python`` blocks are read from the files. The analysis part (from the import of
 ``atfr_analysis.analysis`` on) runs unchanged on a run folder at ``runs/sf`` (the folder the
 example profiles into; here a synthetic run, as profiling SlowFast R50 on 10 x 3 views does not
 fit a test); every name the other statements import or call on ``atfr`` must exist, and the
@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from analysis_logs import planted_log, write_run
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    return [b for f in DOCS for b in re.findall(r"```python\n(.*?)```", f.read_text(encoding="utf-8"), flags=re.S)]
 
 
 def analysis_part(block: str) -> str | None:

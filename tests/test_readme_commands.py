@@ -52,20 +52,23 @@ REGISTRY: dict[str, str] = {
     "pip install -e .[test]": SETUP,
     "pytest -n": "exempt: the suite itself; .ci/run runs `pytest -n 2` verbatim",
     "atfr demo": HERE + "test_atfr_demo",
-    # "Your own model"
+    # the README's quick start (its other commands are those of docs/own-model.md and docs/training.md)
+    "atfr profile --data --labels --model --out": HERE + "test_profile_report_table",
+    "atfr table": HERE + "test_profile_report_table",
+    # docs/own-model.md "Your own model" (its flops lines are also the README's quick start)
     "atfr flops --depth": OWN_AS_WRITTEN + "test_own_model_section_runs",
     "atfr flops --bins": OWN_AS_WRITTEN + "test_own_model_section_runs",
     "python -c": AS_WRITTEN + "test_own_model_block_profiles_mynet",
     "atfr profile --data --model --out": AS_WRITTEN + "test_own_model_block_profiles_mynet",
     "atfr report --out": AS_WRITTEN + "test_own_model_block_then_report_as_written",
-    # "FLOP regression tests"
+    # docs/own-model.md "FLOP regression tests" (also the README's quick start)
     "atfr flops --save": OWN_AS_WRITTEN + "test_regression_section_runs_and_shows_what_check_prints",
     "atfr flops --check": OWN_AS_WRITTEN + "test_regression_section_runs_and_shows_what_check_prints",
-    # "How parts are written": the multi-GPU profile
+    # docs/log.md "How parts are written": the multi-GPU profile
     "torchrun --nproc_per_node -m atfr_cli.main profile --data --data-root --device --labels --model --out --workers": (
         HERE + "test_torchrun_profile"
     ),
-    # "Fine-tune a Kinetics baseline with SGS"
+    # docs/training.md (its one-GPU command is also the README's quick start)
     "atfr train --batch-size --checkpoint-every --clip-grad --data --epochs --freeze-bn --init-from --labels --lr "
     "--out --precision --val --val-every --warmup-epochs --workers": HERE + "test_train_one_gpu",
     "torchrun --nproc_per_node -m atfr_cli.main train --batch-size --clip-grad --data --epochs --freeze-bn "
@@ -349,6 +352,40 @@ def test_own_model_block_then_report_as_written(mynet_profiled, capsys):
     (report,) = [w for w in cmds if w[:2] == ["atfr", "report"]]
     code, _, err = _run_cli(capsys, *report[1:])
     assert code == 0, err
+
+
+# ----------------------------------------------------------------------------- the quick start's profile
+@pytest.mark.slow
+def test_profile_report_table(demo_classes, tmp_path, capsys):
+    """README's quick start: `atfr profile` of a checkpoint (SlowFast 4x16 ATFR -> the shipped
+    slow_tiny_atfr) on a list with class names from --labels, then `atfr report` and `atfr table`
+    of the run, as written (their default outputs)."""
+    from atfr_analysis import load_run
+
+    (block,) = [code for code in shell_blocks((ROOT / "README.md").read_text()) if "atfr table" in code]
+    profile, report, table = block_commands(block)
+    assert [w[:2] for w in (profile, report, table)] == [["atfr", "profile"], ["atfr", "report"], ["atfr", "table"]]
+    (tmp_path / "val.csv").write_text((demo_classes / "test.csv").read_text())
+    (tmp_path / "labels.json").write_text((demo_classes / "labels.json").read_text())
+    for d in ("test",):
+        (tmp_path / d).symlink_to(demo_classes / d)
+    argv = [str(SHIPPED / "slow_tiny_atfr.pyth"), "--model", "slow_tiny_atfr", "--data", "val.csv"]
+    argv += ["--labels", "labels.json", "--out", "runs/sf", "--quiet"]
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        code, _, err = _run_cli(capsys, "profile", *argv)
+        assert code == 0, err
+        log = load_run("runs/sf")
+        assert sorted(log.drop_duplicates("video_id").video_id) == [0, 1, 2, 3] and set(log.status) == {"ok"}
+        code, _, err = _run_cli(capsys, *report[1:])  # as written
+        assert code == 0, err
+        assert (tmp_path / "reports" / "sf" / "report.md").is_file()
+        code, stdout, err = _run_cli(capsys, *table[1:])  # as written
+        assert code == 0, err
+        assert "slow_tiny_atfr" in stdout
+    finally:
+        os.chdir(cwd)
 
 
 # ----------------------------------------------------------------------------- the multi-GPU profile

@@ -1,4 +1,4 @@
-"""README's sections "Your own model" and "FLOP regression tests" run as written.
+"""docs/own-model.md's sections "Your own model" and "FLOP regression tests" run as written.
 
 The model file, the Python example, every ``atfr flops`` line, the table ``--check`` prints after
 the change the README describes (its first lines must be what the README shows) and the pytest
@@ -18,14 +18,14 @@ import pytest
 from atfr_cli.main import main
 
 pytest_plugins = ["pytester"]
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "own-model.md"
 
 
 def _section(title: str) -> str:
     text = README.read_text()
     start = text.index(f"## {title}\n")
-    end = text.index("\n## ", start + 1)
-    return text[start:end]
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else len(text)]
 
 
 def _blocks(title: str) -> list[tuple[str, str]]:
@@ -63,7 +63,7 @@ def test_own_model_section_runs(mynet, capsys):
     blocks = _blocks("Your own model")
     python = [code for lang, code in blocks if lang == "python" and not code.startswith("# mynet.py")]
     assert len(python) == 1
-    exec(compile(python[0], "README.md", "exec"), {})
+    exec(compile(python[0], "docs/own-model.md", "exec"), {})
     out = capsys.readouterr().out
     assert "bins.sgs" in out and "gmacs_executed" in out
     bash = [code for lang, code in blocks if lang == "bash"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from atfr_analysis.analysis.common import AnalysisError, run_meta, run_name
+from atfr_analysis.analysis.common import AnalysisError, log_meta, run_name
 from atfr_analysis.analysis.run_analysis import (
     ENSEMBLES,
     UNKNOWN_CLASS,
@@ -60,7 +60,7 @@ def num_bins(log: pd.DataFrame | RunAnalysis) -> dict[str, int]:
     """B per SGS layer, for the layers of the log whose ``num_bins`` the metadata gives."""
     if isinstance(log, RunAnalysis):
         return dict(log.num_bins)
-    return layer_bins(run_meta(log), schema_bins_layers(log.columns))
+    return layer_bins(log_meta(log), schema_bins_layers(log.columns))
 
 
 def views_per_video(log: pd.DataFrame | RunAnalysis) -> int:

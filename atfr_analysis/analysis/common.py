@@ -13,7 +13,7 @@ import pandas as pd
 
 from atfr_analysis.errors import InputError
 
-__all__ = ["AnalysisError", "run_meta", "run_name"]
+__all__ = ["AnalysisError", "log_meta", "run_name"]
 
 
 class AnalysisError(InputError):
@@ -21,7 +21,7 @@ class AnalysisError(InputError):
     An :class:`~atfr_analysis.errors.AtfrError` (and a ``ValueError``)."""
 
 
-def run_meta(log: pd.DataFrame) -> dict[str, Any]:
+def log_meta(log: pd.DataFrame) -> dict[str, Any]:
     """The run's metadata (``run.json``) a log frame carries in ``attrs["meta"]``, else ``{}``."""
     m = log.attrs.get("meta") if isinstance(log, pd.DataFrame) else None
     return m if isinstance(m, dict) else {}
@@ -29,7 +29,7 @@ def run_meta(log: pd.DataFrame) -> dict[str, Any]:
 
 def run_name(log: pd.DataFrame, default: str = "run") -> str:
     """The model name of a run (``meta["model"]``), else its folder name, else ``default``."""
-    m = run_meta(log)
+    m = log_meta(log)
     if m.get("model"):
         return str(m["model"])
     rd = log.attrs.get("run_dir") if isinstance(log, pd.DataFrame) else None

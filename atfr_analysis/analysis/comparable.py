@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from atfr_analysis.analysis.common import AnalysisError, run_meta, run_name
+from atfr_analysis.analysis.common import AnalysisError, log_meta, run_name
 from atfr_analysis.profile.schema import bins_layers
 
 __all__ = ["IncomparableRunsError", "differences", "check_comparable", "label", "NOT_COMPARABLE", "OVERRIDE_HINT"]
@@ -71,7 +71,7 @@ def _names(paths) -> str:
 
 
 def _views(log: pd.DataFrame) -> tuple[int | None, int | None, int]:
-    m = run_meta(log)
+    m = log_meta(log)
 
     def num(k):
         try:
@@ -96,7 +96,7 @@ def _same_model(a: dict, b: dict) -> bool:
 
 
 def _same_run(run: pd.DataFrame, other: pd.DataFrame, what: str) -> list[str]:
-    ma, mb = run_meta(run), run_meta(other)
+    ma, mb = log_meta(run), log_meta(other)
     ra, rb = _run_dir(run), _run_dir(other)
     name_a = run_name(run)
     if other is run or (ra is not None and ra == rb):
@@ -118,7 +118,7 @@ def _other_videos(run: pd.DataFrame, other: pd.DataFrame, what: str) -> list[str
     pa, pb = _paths(run), _paths(other)
     out: list[str] = []
     if pa is None or pb is None:
-        fa, fb = run_meta(run).get("data_fingerprint"), run_meta(other).get("data_fingerprint")
+        fa, fb = log_meta(run).get("data_fingerprint"), log_meta(other).get("data_fingerprint")
         if fa and fb and fa != fb:
             return [f"different videos: data fingerprint {fa} in the run, {fb} in the {what}"]
         if "video_id" in run.columns and "video_id" in other.columns:
@@ -166,7 +166,7 @@ def _other_classes(ma: dict, mb: dict, what: str) -> list[str]:
 
 def _other_backbone(run: pd.DataFrame, other: pd.DataFrame) -> list[str]:
     """A baseline's input and backbone against the run's (rows of a table may be other models)."""
-    ma, mb, out = run_meta(run), run_meta(other), []
+    ma, mb, out = log_meta(run), log_meta(other), []
     for k, text in (("frames", "frames"), ("crop", "crop")):
         if ma.get(k) is not None and mb.get(k) is not None and ma.get(k) != mb.get(k):
             out.append(f"different input: {text} {ma[k]} in the run, {mb[k]} in the baseline")
@@ -190,7 +190,7 @@ def differences(run: pd.DataFrame, other: pd.DataFrame, what: str = "baseline") 
     if not isinstance(run, pd.DataFrame) or not isinstance(other, pd.DataFrame):
         return []
     out = _same_run(run, other, what) + _other_videos(run, other, what)
-    out += _other_classes(run_meta(run), run_meta(other), what)
+    out += _other_classes(log_meta(run), log_meta(other), what)
     if what == "baseline":
         out += _other_backbone(run, other)
     va, vb = _views(run), _views(other)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from atfr_analysis.analysis.common import AnalysisError, run_meta, run_name
+from atfr_analysis.analysis.common import AnalysisError, log_meta, run_name
 from atfr_analysis.profile.log import IncompleteRunError, incomplete_run_message
 from atfr_analysis.profile.schema import bins_column, bins_layers, ranked_classes, video_accuracy
 
@@ -166,7 +166,7 @@ class RunAnalysis:
 
     def __init__(self, log: pd.DataFrame, name: str = "log"):
         check_log(log, name)
-        self.meta: dict[str, Any] = run_meta(log)
+        self.meta: dict[str, Any] = log_meta(log)
         self.layers: list[str] = bins_layers(log.columns)
         self.num_bins: dict[str, int] = layer_bins(self.meta, self.layers)
         self.views: pd.DataFrame = prepare(log, self.meta, self.num_bins)

@@ -321,13 +321,13 @@ class CostModel:
 
     # ------------------------------------------------------------------ parts
     def _count_pre(self) -> FlopCount:
-        from atfr_analysis.flops.meta import run_meta
+        from atfr_analysis.flops.meta import run_on_meta
 
         with EvalMode(self.model), torch.no_grad():
             if self.backend == "meta":
                 t = time.perf_counter()
                 try:
-                    fc, feats = run_meta(_Pre(self.model), self._inputs(self.input_shapes))
+                    fc, feats = run_on_meta(_Pre(self.model), self._inputs(self.input_shapes))
                 finally:
                     self.stats["computed"] += 1
                     self.stats["seconds_computing"] += time.perf_counter() - t

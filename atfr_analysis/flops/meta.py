@@ -37,7 +37,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from atfr_analysis.flops.count import NORM_OPS, FlopCount
 
-__all__ = ["count_meta", "run_meta", "MetaUnsupported", "META_COUNTER_VERSION", "to_meta"]
+__all__ = ["count_meta", "run_on_meta", "MetaUnsupported", "META_COUNTER_VERSION", "to_meta"]
 
 #: bump when the counting rules change (part of the cost cache's key)
 META_COUNTER_VERSION = 1
@@ -240,11 +240,11 @@ def count_meta(module: nn.Module, inputs: Any, real: bool = False) -> FlopCount:
     tensors and the module's own parameters (for parts that read values, e.g. the SGS layer).
     The module is counted in its current mode (put it in ``eval()`` for the paper's conventions).
     """
-    return run_meta(module, inputs, real=real)[0]
+    return run_on_meta(module, inputs, real=real)[0]
 
 
 @torch.no_grad()
-def run_meta(module: nn.Module, inputs: Any, real: bool = False) -> tuple[FlopCount, Any]:
+def run_on_meta(module: nn.Module, inputs: Any, real: bool = False) -> tuple[FlopCount, Any]:
     """``count_meta`` that also returns the module's output (``meta`` tensors unless ``real``)."""
     _refuse_modules(module)
     names, ancestors, linear = _module_tables(module)

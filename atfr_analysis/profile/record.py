@@ -21,7 +21,7 @@ from atfr_analysis.profile.log import RunError, create_meta, done_video_ids, is_
 from atfr_analysis.profile.model import ProfiledModel
 from atfr_analysis.profile.schema import SCHEMA_VERSION
 
-__all__ = ["RESUME_KEYS", "run_meta", "fingerprint", "versions", "now", "open_run", "note_resumed", "stamp_end"]
+__all__ = ["RESUME_KEYS", "run_record", "fingerprint", "versions", "now", "open_run", "note_resumed", "stamp_end"]
 
 #: settings that must agree between a run and its resumption (and between the shards of a run)
 RESUME_KEYS = (
@@ -93,7 +93,7 @@ def _resolved(p) -> str | None:
     return str(Path(p).resolve()) if p else None
 
 
-def run_meta(
+def run_record(
     cfg: ProfileConfig, model: ProfiledModel, classes: ClassSet, entries, device: torch.device
 ) -> dict[str, Any]:
     """``run.json`` of a new run: ``cfg``, ``model`` (the loaded model, its protocol and its

@@ -41,7 +41,7 @@ from atfr_analysis.profile.config import ProfileConfig
 from atfr_analysis.profile.instrument import Profiler
 from atfr_analysis.profile.log import failed_video_ids, write_parts
 from atfr_analysis.profile.model import CheckpointFacts, ProfiledModel
-from atfr_analysis.profile.record import note_costs, note_resumed, open_run, run_meta, stamp_end
+from atfr_analysis.profile.record import note_costs, note_resumed, open_run, run_record, stamp_end
 from atfr_analysis.profile.schema import (
     failed_view_rows,
     nonfinite_scores_error,
@@ -85,7 +85,7 @@ def run_profile(cfg: ProfileConfig, on_video: Callable[[dict], None] | None = No
     classes, entries = _read_classes_and_videos(cfg, model.head_classes)
     out = Path(cfg.out)
     model = _with_costs(model, out)
-    todo, skipped = _open_folder(cfg, out, run_meta(cfg, model, classes, entries, place.device), entries, place.shard)
+    todo, skipped = _open_folder(cfg, out, run_record(cfg, model, classes, entries, place.device), entries, place.shard)
     model.cost.cache.release()
     processed, loop_s = _profile_videos(cfg, out, model, classes, todo, place, skipped, on_video)
     _record_costs(cfg, out, model, place.shard)

@@ -11,43 +11,23 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, TypeVar, get_type_hints
 
 from atfr_analysis.errors import InputError
 from atfr_analysis.models.base import BATCHING_MODES
 
-__all__ = ["TrainConfig", "PRECISIONS", "RESUME_SETTINGS"]
+__all__ = ["TrainConfig", "PRECISIONS", "RESUME_SETTINGS", "Same", "Free", "resume_settings_of"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-#: what a resumed run must share with the run it continues (anything else may change: workers,
-#: device, threads, how often it checkpoints, how many it keeps, the display)
-RESUME_SETTINGS = (
-    "model",
-    "model_overrides",
-    "data",
-    "labels",
-    "data_root",
-    "epochs",
-    "batch_size",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "warmup_epochs",
-    "seed",
-    "crop",
-    "scale_jitter",
-    "precision",
-    "clip_grad",
-    "batching",
-    "init_from",
-    "reset_head",
-    "freeze_bn",
-    "sync_bn",
-    "val_fraction",
-    "sgs_grad_clamp",
-    "temporal_diff_init",
-    "precise_bn_first",
-)
+T = TypeVar("T")
+#: the two kinds of setting, as each field of ``TrainConfig`` declares it in its type:
+#: ``Same[X]`` a resumed run must share with the run it continues (model, data, global batch,
+#: precision, schedule, seed, ...): a difference is a one-line error naming it; ``Free[X]`` may
+#: change on resume (workers, device, threads, how often it checkpoints, how many it keeps, the
+#: validation's protocol, the display)
+SAME, FREE = "resume: same", "resume: free"
+Same = Annotated[T, SAME]
+Free = Annotated[T, FREE]
 
 
 @dataclass(frozen=True)
@@ -63,79 +43,81 @@ class TrainConfig:
     continues from the newest one in its folder. See the field comments for the rest.
     """
 
-    model: str
-    data: str  # PySlowFast list of training videos
-    labels: str | None = None
-    data_root: str | None = None  # prefix of the relative paths of data and val_data; None: each list's folder
-    epochs: int = 30
-    batch_size: int = 16  # global: split over the torchrun ranks (PySlowFast's TRAIN.BATCH_SIZE)
-    lr: float = 0.1  # at batch size 64 (scaled linearly, as PySlowFast's BASE_LR is per 8 GPUs)
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 2.0
-    workers: int = 0
-    device: str = "auto"
-    seed: int = 0
-    crop: int | None = None  # default: the model's train crop
-    scale_jitter: tuple[float, float] = (1.0, 1.25)  # short side = crop x U(a, b)
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    val_data: str | None = None  # optional list, evaluated on the centre view after each epoch
-    max_steps: int | None = None  # stop early (tests); the schedule stays the one of ``epochs``
+    model: Same[str]
+    data: Same[str]  # PySlowFast list of training videos
+    labels: Same[str | None] = None
+    data_root: Same[str | None] = None  # prefix of the relative paths of data and val_data; None: each list's folder
+    epochs: Same[int] = 30
+    batch_size: Same[int] = 16  # global: split over the torchrun ranks (PySlowFast's TRAIN.BATCH_SIZE)
+    lr: Same[float] = 0.1  # at batch size 64 (scaled linearly, as PySlowFast's BASE_LR is per 8 GPUs)
+    momentum: Same[float] = 0.9
+    weight_decay: Same[float] = 1e-4
+    warmup_epochs: Same[float] = 2.0
+    workers: Free[int] = 0
+    device: Free[str] = "auto"
+    seed: Same[int] = 0
+    crop: Same[int | None] = None  # default: the model's train crop
+    scale_jitter: Same[tuple[float, float]] = (1.0, 1.25)  # short side = crop x U(a, b)
+    model_overrides: Same[dict[str, Any]] = field(default_factory=dict)
+    #: optional validation list, evaluated (through the profile) every ``val_every`` epochs and after
+    #: the last, ``val_views`` x ``val_crops`` views per video
+    val_data: Free[str | None] = None
+    max_steps: Free[int | None] = None  # stop early (tests); the schedule stays the one of ``epochs``
     #: keep decoded videos in memory (small data sets only; each loader worker keeps its own copy)
-    cache: bool = False
+    cache: Free[bool] = False
     #: clip the gradients' global L2 norm (PySlowFast's SOLVER.CLIP_GRAD_L2NORM). SGS's gradient
     #: scales like 2B / max(Delta): on clips of near-identical frames it reaches 1e7 and more
     #: (see the SGS fixtures' README), which blows up training from scratch without clipping.
-    clip_grad: float | None = None
+    clip_grad: Same[float | None] = None
     #: after training, recompute BatchNorm statistics as exact averages over this many training
     #: batches (PySlowFast's BN.USE_PRECISE_STATS / NUM_BATCHES_PRECISE); 0 = off
-    precise_bn: int = 0
+    precise_bn: Free[int] = 0
     #: SGS models: how batches run after SGS while training: "exact" (each clip at its own B', as
     #: `atfr profile` does by default) or "padded" (the official code's)
-    batching: str = "exact"
+    batching: Same[str] = "exact"
     #: start from these weights (any format `atfr profile` reads; a baseline's for an _atfr model:
     #: only the SGS parameters may be missing)
-    init_from: str | None = None
+    init_from: Same[str | None] = None
     #: with ``init_from``: re-initialise the classification head when its class count differs
-    reset_head: bool = False
+    reset_head: Same[bool] = False
     #: keep BatchNorm layers in eval mode (running statistics frozen, as mmaction2's norm_eval)
-    freeze_bn: bool = False
+    freeze_bn: Same[bool] = False
     #: torchrun: SyncBatchNorm (batch statistics over all ranks)
-    sync_bn: bool = False
+    sync_bn: Same[bool] = False
     #: hold out this stratified fraction of the training list (drawn with ``seed``) as a validation
-    #: split, evaluated on the centre view after each epoch. 0 = off
-    val_fraction: float = 0.0
+    #: split, evaluated as ``val_data`` is. 0 = off
+    val_fraction: Same[float] = 0.0
     #: videos that cannot be opened are recorded and skipped; the run stops only above this fraction
-    max_failed_fraction: float = 0.1
+    max_failed_fraction: Free[float] = 0.1
     #: SGS models: clamp the gradient into the SGS embedding to [-c, c]; 0 stops it
-    sgs_grad_clamp: float | None = None
+    sgs_grad_clamp: Same[float | None] = None
     #: from scratch only: this fraction of each temporal conv's output channels starts zero-sum in time
-    temporal_diff_init: float = 0.0
+    temporal_diff_init: Same[float] = 0.0
     #: before the first step (after ``init_from``), recompute BN statistics over this many batches
-    precise_bn_first: int = 0
-    fp16_checkpoint: bool = False
-    quiet: bool = False
+    precise_bn_first: Same[int] = 0
+    fp16_checkpoint: Free[bool] = False
+    quiet: Free[bool] = False
     #: CPU intra-op threads for the run (restored afterwards). A CPU reduction's order, and so its
     #: last bits, depends on the thread count: a seeded run is bit-reproducible at a given count.
     #: None = this process's share of the cores it may run on (``tuning.local_cores``)
-    threads: int | None = None
+    threads: Free[int | None] = None
     #: stop (one line naming the step) when a step's loss exceeds this: it is exploding. None = 100 x
     #: ln(classes), a hundred times the cross-entropy of a uniform guess, where an untrained model starts
-    max_loss: float | None = None
-    precision: str = "fp32"
+    max_loss: Free[float | None] = None
+    precision: Same[str] = "fp32"
     #: save the training state every this many steps (0: only after each epoch)
-    checkpoint_every: int = 0
+    checkpoint_every: Free[int] = 0
     #: keep the newest this many training states (older ones are deleted once a newer one is written)
-    keep_last: int = 2
+    keep_last: Free[int] = 2
     #: continue the run in the output folder (also automatic when the folder holds a state)
-    resume: bool = False
+    resume: Free[bool] = False
     #: validate (through the profile, into ``<run>/val/epoch_NNN/``) every this many epochs and after the last
-    val_every: int = 1
+    val_every: Free[int] = 1
     #: the validation's test protocol: temporal views x spatial crops (1 x 1: the centre view)
-    val_views: int = 1
-    val_crops: int = 1
+    val_views: Free[int] = 1
+    val_crops: Free[int] = 1
     #: also write the epoch's scalars and the bins' histogram to this TensorBoard log folder (rank 0)
-    tensorboard: str | None = None
+    tensorboard: Free[str | None] = None
 
     def __post_init__(self) -> None:
         _check_name(self.model)
@@ -200,10 +182,28 @@ class TrainConfig:
     def resume_settings(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues (plain values)."""
         out = {}
-        for k in RESUME_SETTINGS:
+        for k in resume_settings_of(type(self)):
             v = getattr(self, k)
             out[k] = list(v) if isinstance(v, tuple) else (dict(v) if isinstance(v, dict) else v)
         return out
+
+
+def resume_settings_of(cls: type) -> tuple[str, ...]:
+    """The fields of the config dataclass ``cls`` that a resume compares (``Same[...]``), in field
+    order; a field declared neither ``Same`` nor ``Free`` is refused (every new setting says)."""
+    hints = get_type_hints(cls, include_extras=True)
+    out, unsaid = [], []
+    for f in dataclasses.fields(cls):
+        marks = getattr(hints[f.name], "__metadata__", ())
+        if SAME in marks:
+            out.append(f.name)
+        elif FREE not in marks:
+            unsaid.append(f.name)
+    if unsaid:
+        raise TypeError(
+            f"{cls.__name__}: declare {', '.join(unsaid)} as Same[...] or Free[...] (must a resume compare it?)"
+        )
+    return tuple(out)
 
 
 def _check_name(model) -> None:
@@ -244,3 +244,7 @@ def _pair(name: str, v) -> tuple[float, float]:
         return float(a), float(b)
     except (TypeError, ValueError):
         raise InputError(f"{name} must be a pair of numbers, got {v!r}") from None
+
+
+#: what a resumed run must share with the run it continues: the fields declared ``Same[...]``
+RESUME_SETTINGS = resume_settings_of(TrainConfig)
