@@ -345,3 +345,27 @@ def test_training_phase_survives_a_frozen_clip_in_bf16():
     g = torch.Generator().manual_seed(0)
     xs = [torch.randn(2, 3, 1, 32, 32, generator=g).expand(-1, -1, t, -1, -1).contiguous() for t in m.spec.frames]
     assert _time_steps(m, xs, torch.tensor([0, 1]), dev, "bf16", 2) > 0
+
+
+def test_bench_config_is_frozen_and_checked_when_built():
+    """A BenchConfig is a value: a bad setting is refused when it is built (not when a run reaches
+    it), and ``resolved`` returns a copy with the device's defaults (issue 31)."""
+    import dataclasses
+
+    from atfr_analysis.errors import InputError
+
+    for bad, needle in (
+        (dict(batch_size=0), "batch_size must be >= 1"),
+        (dict(precision="fp8"), "--precision must be one of"),
+        (dict(profile_crops=2), "--profile-crops must be 1 or 3"),
+        (dict(min_reps=60), "must not exceed max_reps"),
+        (dict(decode_workers=(-1,)), "workers must be >= 0"),
+    ):
+        with pytest.raises(InputError, match=needle):
+            bench.BenchConfig(**bad)
+    cfg = bench.BenchConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.batch_size = 4
+    r = cfg.resolved(torch.device("cpu"))
+    assert (r.batch_size, r.clips, r.profile_crops, r.train_steps) == (8, 16, 1, 3) and cfg.batch_size is None
+    assert bench.BenchConfig(batch_size=4).resolved(torch.device("cpu")).clips == 8

@@ -362,3 +362,20 @@ def test_the_analysis_refuses_a_table_without_the_logs_columns():
     assert per_class(log)["videos"].iloc[-1] == 1
     with pytest.raises(AnalysisError, match="missing column.*temporal_index"):
         per_class(log.drop(columns=["temporal_index"]))
+
+
+def test_profile_config_is_a_frozen_value():
+    """ProfileConfig is checked when built and frozen: its checked values (a class subset as ints,
+    the failed fraction as a float) are what it holds, and a change is a checked copy (issue 31)."""
+    import dataclasses
+
+    from atfr_analysis.errors import InputError
+    from atfr_analysis.profile import ProfileConfig
+
+    cfg = ProfileConfig("c.pyth", "slow_tiny", "val.csv", "runs/x", class_subset="0,2", max_failed_fraction=1)
+    assert cfg.class_subset == (0, 2) and cfg.max_failed_fraction == 1.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.views = 3
+    assert cfg.replace(views=3).views == 3 and cfg.views is None
+    with pytest.raises(InputError, match="--views"):
+        cfg.replace(views=0)

@@ -56,9 +56,10 @@ def parse_workers(s: str, option: str = "--decode-workers") -> tuple[int, ...]:
     return w
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchConfig:
-    """Settings of one bench run; ``None`` means the device's default (see ``resolved``)."""
+    """Settings of one bench run, checked when built; ``None`` means the device's default (see
+    ``resolved``)."""
 
     model: str | None = None  # default: the checkpoint's model, else DEFAULT_MODEL
     device: str = "auto"
@@ -102,39 +103,11 @@ class BenchConfig:
     seed: int = 0
     quiet: bool = False
 
-    def resolved(self, dev: torch.device) -> BenchConfig:
-        cuda = dev.type == "cuda"
-        c = dataclasses.replace(self)
-        if c.batch_size is None:
-            c.batch_size = 32 if cuda else 8
-        if c.clips is None:
-            c.clips = 2 * c.batch_size
-        if c.min_time is None:
-            c.min_time = 3.0 if cuda else 10.0
-        if c.min_reps is None:
-            c.min_reps = 10 if cuda else 5
-        if c.warmup is None:
-            c.warmup = 3 if cuda else 1
-        if c.decode_videos is None:
-            c.decode_videos = 8 if cuda else 4
-        if c.cuda_graphs is None:
-            c.cuda_graphs = cuda
-        if c.profile_videos is None:
-            c.profile_videos = 8 if cuda else 5
-        if c.profile_crops is None and not cuda:
-            c.profile_crops = 1
-        if c.profile_workers is None:
-            c.profile_workers = (0, 4) if cuda else (0, 1)
-        if c.train_steps is None:
-            c.train_steps = 10 if cuda else 3
-        return c
-
-    def validate(self, dev: torch.device) -> None:
-        """One-line errors for settings no run can use (call on a ``resolved`` config)."""
+    def __post_init__(self) -> None:
+        """One-line errors for settings no run can use, when the config is built (the device's
+        own rule, bf16/fp16 on CUDA only, is :meth:`validate`'s)."""
         if self.precision not in PRECISIONS:
             raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.precision != "fp32" and dev.type != "cuda":
-            raise InputError("--precision bf16/fp16 is offered on CUDA only")
         for name in (
             "batch_size",
             "clips",
@@ -152,11 +125,11 @@ class BenchConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise InputError(f"{name} must be >= 1, got {v}")
-        if self.min_reps > self.max_reps:
+        if self.min_reps is not None and self.min_reps > self.max_reps:
             raise InputError(f"min_reps ({self.min_reps}) must not exceed max_reps ({self.max_reps})")
-        if not self.min_time > 0:
+        if self.min_time is not None and not self.min_time > 0:
             raise InputError(f"min_time must be > 0 seconds, got {self.min_time}")
-        if self.warmup < 0 or self.trace_clips < 0 or self.check_clips < 0:
+        if any(v is not None and v < 0 for v in (self.warmup, self.trace_clips, self.check_clips)):
             raise InputError("warmup, trace_clips and check_clips must be >= 0")
         if any(w < 0 for w in self.decode_workers) or any(w < 0 for w in self.profile_workers or ()):
             raise InputError("decode and profile workers must be >= 0")
@@ -166,3 +139,27 @@ class BenchConfig:
             raise InputError(f"train_processes must be >= 0, got {self.train_processes}")
         if not self.profile_timeout > 0:
             raise InputError(f"profile_timeout must be > 0 seconds, got {self.profile_timeout}")
+
+    def resolved(self, dev: torch.device) -> BenchConfig:
+        """A copy with every device default filled in (checked again)."""
+        cuda = dev.type == "cuda"
+        batch = self.batch_size or (32 if cuda else 8)
+        defaults = {
+            "batch_size": batch,
+            "clips": 2 * batch,
+            "min_time": 3.0 if cuda else 10.0,
+            "min_reps": 10 if cuda else 5,
+            "warmup": 3 if cuda else 1,
+            "decode_videos": 8 if cuda else 4,
+            "cuda_graphs": cuda,
+            "profile_videos": 8 if cuda else 5,
+            "profile_crops": None if cuda else 1,
+            "profile_workers": (0, 4) if cuda else (0, 1),
+            "train_steps": 10 if cuda else 3,
+        }
+        return dataclasses.replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+
+    def validate(self, dev: torch.device) -> None:
+        """The device's rule: bf16 / fp16 are offered on CUDA only (the rest is checked when built)."""
+        if self.precision != "fp32" and dev.type != "cuda":
+            raise InputError("--precision bf16/fp16 is offered on CUDA only")

@@ -66,26 +66,27 @@ def _checkpoint_model_name(path) -> str | None:
 
 def resolve_inputs(cfg: BenchConfig) -> BenchConfig:
     """``checkpoint="demo"``, ``data="demo"`` and the default model, made concrete."""
-    c = dataclasses.replace(cfg)
-    if c.checkpoint == "demo":
+    change: dict = {}
+    if cfg.checkpoint == "demo":
         from atfr_analysis.shipped import ATFR, checkpoint_path
 
-        c.checkpoint = str(checkpoint_path(ATFR))
-    if c.data == "demo":
+        change["checkpoint"] = str(checkpoint_path(ATFR))
+    if cfg.data == "demo":
         from atfr_analysis.demo import demo_cache, demo_data
 
         root = demo_data(demo_cache() / "data", quiet=cfg.quiet)
-        c.data, c.data_root = str(root / "test.csv"), str(root)
-    if c.model in (None, "auto"):
-        if c.checkpoint:
-            c.model = _checkpoint_model_name(c.checkpoint)
-            if not c.model:
+        change.update(data=str(root / "test.csv"), data_root=str(root))
+    if cfg.model in (None, "auto"):
+        ckpt = change.get("checkpoint", cfg.checkpoint)
+        if ckpt:
+            change["model"] = _checkpoint_model_name(ckpt)
+            if not change["model"]:
                 raise InputError("the checkpoint does not name its model: pass --model")
-        elif c.model == "auto":
+        elif cfg.model == "auto":
             raise InputError("--model auto needs --checkpoint")
         else:
-            c.model = DEFAULT_MODEL
-    return c
+            change["model"] = DEFAULT_MODEL
+    return dataclasses.replace(cfg, **change)
 
 
 def load_model(cfg: BenchConfig):

@@ -26,7 +26,7 @@ CROPS = (1, 3)
 _NOT_OPTIONS = ("checkpoint", "model", "data", "out", "command", "stop_after", "flush_seconds")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProfileConfig:
     """A profiling run: ``checkpoint`` (as registry model ``model``) on the videos of ``data``
         into the run folder ``out``.
@@ -129,7 +129,7 @@ class ProfileConfig:
             f = -1.0
         if not 0.0 <= f <= 1.0:
             raise InputError(f"--max-failed-fraction must be a number from 0 to 1, got {self.max_failed_fraction!r}")
-        self.max_failed_fraction = f
+        object.__setattr__(self, "max_failed_fraction", f)  # frozen: the checked value, as a float
         if not (isinstance(self.flush_seconds, (int, float)) and self.flush_seconds > 0):
             raise InputError(f"flush_seconds must be > 0, got {self.flush_seconds!r}")
         if self.stop_after is not None:
@@ -143,7 +143,7 @@ class ProfileConfig:
             raise InputError(f"--device must be one of auto, cpu, cuda (or cuda:K), got {self.device!r}")
         if self.shard:
             resolve_shard(self.shard)  # its spelling; RANK / WORLD_SIZE are read when the run starts
-        self.class_subset = parse_class_subset(self.class_subset)
+        object.__setattr__(self, "class_subset", parse_class_subset(self.class_subset))
         return self
 
     def for_device(self, device) -> ProfileConfig:
