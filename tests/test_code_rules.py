@@ -17,8 +17,6 @@ _CLI = "a Typer command, its options spelled out; to be derived from its config 
 #: (file, function) -> why it is longer or takes more than the rule allows. The test fails for a
 #: function over the limits that is not listed, and for a listed one that is back within them.
 EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("cli/cmd_bench.py", "register"): _CLI,
-    ("cli/cmd_bench.py", "bench_cmd"): _CLI,
     ("cli/cmd_explain.py", "register"): _CLI,
     ("cli/cmd_explain.py", "explain_cmd"): _CLI,
     ("cli/cmd_flops.py", "register"): _CLI,

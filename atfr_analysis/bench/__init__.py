@@ -40,8 +40,8 @@ layers (a frozen clip keeps very few bins, up to boundary effects of the tempora
 before SGS); the measured B' distribution is part of the result. ``data=`` takes a video list or
 class folder instead (e.g. the demo's test split), ``checkpoint=`` trained weights.
 
-On CPU the default crop is reduced (112) to keep the run short (with the defaults 10 min 51 s on 2 quiet cores);
-the result says so. On CUDA the model's test crop is the default, ``precision`` may be bf16/fp16
+On CPU the default crop is reduced (112) to keep the run short; the result says so. On CUDA the
+model's test crop is the default, ``precision`` may be bf16/fp16
 (autocast; GMACs do not change) and exact batching may replay CUDA graphs per signature.
 
 Modules, one job each: ``config`` (``BenchConfig``, result keys), ``inputs`` (model, baseline,
@@ -55,27 +55,32 @@ line is ``atfr bench`` (``cli/cmd_bench.py``).
 
 from __future__ import annotations
 
-from atfr_analysis.bench.clips import CLIP_KINDS, CLIP_MIX, build_clips
-from atfr_analysis.bench.config import CPU_CROP, DEFAULT_MODEL, RESULT_KEYS, BenchConfig, parse_workers
-from atfr_analysis.bench.phases import efficiency_analysis
-from atfr_analysis.bench.report import dumps, format_summary, load_result, write_report
-from atfr_analysis.bench.run import run_bench
-from atfr_analysis.bench.timing import auto_reps
+from atfr_analysis.lazy import lazy_exports
 
-__all__ = [
-    "BenchConfig",
-    "run_bench",
-    "build_clips",
-    "write_report",
-    "format_summary",
-    "dumps",
-    "load_result",
-    "parse_workers",
-    "auto_reps",
-    "efficiency_analysis",
-    "RESULT_KEYS",
-    "CLIP_KINDS",
-    "CLIP_MIX",
-    "DEFAULT_MODEL",
-    "CPU_CROP",
-]
+# imported on first use: ``atfr --help`` reads BenchConfig's options without torch
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "BenchConfig": "config",
+        "parse_workers": "config",
+        "RESULT_KEYS": "config",
+        "DEFAULT_MODEL": "config",
+        "CPU_CROP": "config",
+        "run_bench": "run",
+        "build_clips": "clips",
+        "CLIP_KINDS": "clips",
+        "CLIP_MIX": "clips",
+        "write_report": "report",
+        "format_summary": "report",
+        "dumps": "report",
+        "load_result": "report",
+        "auto_reps": "timing",
+        "efficiency_analysis": "phases",
+    },
+)
+
+__all__ = sorted(__getattr__.names)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from atfr_analysis.errors import InputError
+from atfr_analysis.settings import option
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["BenchConfig", "RESULT_KEYS", "DEFAULT_MODEL", "CPU_CROP", "PRECISIONS", "parse_workers"]
 
@@ -61,47 +65,85 @@ class BenchConfig:
     """Settings of one bench run, checked when built; ``None`` means the device's default (see
     ``resolved``)."""
 
-    model: str | None = None  # default: the checkpoint's model, else DEFAULT_MODEL
-    device: str = "auto"
-    batch_size: int | None = None  # cpu 8, cuda 32
-    clips: int | None = None  # cpu 2 batches, cuda 2 batches
-    crop: int | None = None  # cpu 112, cuda the model's test crop
-    frames: int | None = None  # clip frames (fast pathway); default the model's
-    precision: str = "fp32"
-    checkpoint: str | None = None  # a checkpoint file, or "demo": the shipped slow_tiny_atfr
-    data: str | None = None  # a video list or class folder (its test views as clips), or "demo"
-    data_root: str | None = None
-    reps: int | None = None  # timed rounds (None: enough for min_time seconds per mode, see resolved)
-    min_time: float | None = None  # with reps=None: timed seconds per mode at least (cpu 10, cuda 3)
+    model: str | None = option(
+        None, "--model", help="an _atfr registry name (default: the checkpoint's, else slowfast_4x16_r50_atfr)"
+    )
+    device: str = option("auto", "--device", help="auto, cpu or cuda")
+    batch_size: int | None = option(None, "--batch-size", help="clips per forward (default: cpu 8, cuda 32)")
+    clips: int | None = option(None, "--clips", help="clips measured (default: 2 batches)")
+    crop: int | None = option(None, "--crop", help="spatial size (default: cpu 112, cuda the model's test crop)")
+    frames: int | None = option(None, "--frames", help="clip frames (fast pathway); default the model's")
+    precision: str = option("fp32", "--precision", help="fp32, or on CUDA bf16/fp16 (GMACs do not change)")
+    checkpoint: str | None = option(
+        None, "--checkpoint", help="trained weights (default: random weights); 'demo': the shipped slow_tiny_atfr"
+    )
+    data: str | None = option(
+        None, "--data", help="a video list or class folder: its test views as the clips; 'demo': the demo's test split"
+    )
+    data_root: str | None = option(
+        None, "--data-root", help="prefix for the list's relative paths", cli_type=Path | None, parse=str
+    )
+    reps: int | None = option(
+        None, "--reps", help="timed rounds (default: enough for --min-time, at least cpu 5 / cuda 10, at most 50)"
+    )
+    min_time: float | None = option(
+        None, "--min-time", help="with the default --reps: timed seconds per mode at least (cpu 10, cuda 3)"
+    )
     min_reps: int | None = None  # with reps=None: at least this many rounds (cpu 5, cuda 10)
     max_reps: int = 50  # with reps=None: at most this many rounds
-    warmup: int | None = None  # untimed rounds first: cpu 1, cuda 3
-    trace_clips: int = 2  # clips re-traced with fvcore
-    check_clips: int = 4  # clips compared with their batch-1 output
-    decode_videos: int | None = None  # videos per decoding pass: cpu 4, cuda 8
-    decode_workers: tuple[int, ...] = (0, 1, 2)  # () skips the decoding phase
-    decode_reps: int = 1  # timed passes per worker count
-    decode_names: tuple[str, ...] | None = None  # sample videos to decode (default all four)
-    cuda_graphs: bool | None = None  # exact batching with CUDA graphs (cuda default: on)
-    cudnn_benchmark: bool = True
-    threads: int | None = None  # torch intra-op threads (default: torch's)
-    profile_videos: int | None = (
-        None  # profile throughput: sample videos profiled (cpu 5, cuda 8; the first is the warm-up)
+    warmup: int | None = option(None, "--warmup", help="untimed rounds first (default: cpu 1, cuda 3)")
+    trace_clips: int = option(2, "--trace-clips", help="clips re-traced with fvcore")
+    check_clips: int = option(4, "--check-clips", help="clips compared with their batch-1 outputs")
+    decode_videos: int | None = option(
+        None, "--decode-videos", help="videos per decoding pass (default: cpu 4, cuda 8)"
     )
-    profile_batch_size: int | None = None  # profile throughput: views per batch (default: the profile's for the device)
-    profile_views: int | None = None  # temporal views per video (default: the model's)
-    profile_crops: int | None = None  # spatial crops per view (cpu 1, cuda the model's)
-    profile_workers: tuple[int, ...] | None = (
-        None  # a profile run per loader worker count (cpu 0,1; cuda 0,4); () skips
+    decode_workers: tuple[int, ...] = option(
+        (0, 1, 2),
+        "--decode-workers",
+        help="loader worker counts, comma-separated ('' skips decoding)",
+        cli_type=str,
+        parse=parse_workers,
+        shown="0,1,2",
+    )
+    decode_reps: int = option(1, "--decode-reps", help="timed decoding passes per worker count")
+    decode_names: tuple[str, ...] | None = None  # sample videos to decode (default all four)
+    cuda_graphs: bool | None = option(
+        None, "--cuda-graphs/--no-cuda-graphs", help="exact batching replays CUDA graphs (default: on with CUDA)"
+    )
+    cudnn_benchmark: bool = option(True, "--cudnn-benchmark/--no-cudnn-benchmark", help="cuDNN autotuning (CUDA)")
+    threads: int | None = option(None, "--threads", help="torch intra-op threads")
+    profile_videos: int | None = option(
+        None,
+        "--profile-videos",
+        help="profile throughput: sample videos profiled (default: cpu 5, cuda 8; the first is the steady state's "
+        "warm-up)",
+    )
+    profile_batch_size: int | None = option(
+        None,
+        "--profile-batch-size",
+        help="profile throughput: views per batch (default: the profile's default on the device)",
+    )
+    profile_views: int | None = option(
+        None, "--profile-views", help="profile throughput: temporal views per video (default: the model's)"
+    )
+    profile_crops: int | None = option(
+        None, "--profile-crops", help="profile throughput: spatial crops, 1 or 3 (default: cpu 1, cuda the model's)"
+    )
+    profile_workers: tuple[int, ...] | None = option(
+        None,
+        "--profile-workers",
+        help="a profile run per loader worker count, comma-separated (default: cpu 0,1, cuda 0,4; '' skips)",
+        cli_type=str | None,
+        parse=lambda s: parse_workers(s, "--profile-workers"),
     )
     #: the profile runs' short side and crop (default: the model's protocol; smaller: a quicker run, e.g. tests)
     profile_crop: int | None = None
     profile_timeout: float = 600.0  # seconds one profile run may take
-    profile_ops: int = 0  # >0: torch.profiler table of the top ops of one exact and one baseline pass
+    profile_ops: int = option(0, "--profile-ops", help="add the top N operators of an exact and a baseline pass")
     train_processes: int = 2  # training phase on the CPU: also time 2 gloo processes (DDP) when >= 2; 0 skips the phase
     train_steps: int | None = None  # training phase: timed steps (after one untimed): cpu 3, cuda 10
-    seed: int = 0
-    quiet: bool = False
+    seed: int = option(0, "--seed", help="seed of the weights and the clips")
+    quiet: bool = option(False, "--quiet", help="no progress on stderr")
 
     def __post_init__(self) -> None:
         """One-line errors for settings no run can use, when the config is built (the device's
