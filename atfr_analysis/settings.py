@@ -18,9 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Option", "option", "options_of", "FIELD_DEFAULT"]
+__all__ = ["Option", "option", "argument", "options_of", "FIELD_DEFAULT", "REQUIRED"]
 
 _KEY = "atfr_option"
+#: the default of a setting that has none: the config needs it, the command line requires it
+REQUIRED: Any = dataclasses.MISSING
 #: ``shown``'s default: the field's own default is what ``--help`` shows
 FIELD_DEFAULT: Any = type("FieldDefault", (), {"__repr__": lambda self: "FIELD_DEFAULT"})()
 
@@ -39,6 +41,7 @@ class Option:
     cli_type: Any = None
     parse: Callable[[Any], Any] | None = None
     shown: Any = FIELD_DEFAULT
+    positional: bool = False  # a positional argument of the command (``flags`` empty)
 
 
 def option(
@@ -52,8 +55,21 @@ def option(
     """A dataclass field with ``default`` that is also the option ``flags`` (see :class:`Option`)."""
     if not flags:
         raise TypeError("option() needs at least one flag")
-    meta = {_KEY: Option(tuple(flags), help, cli_type, parse, shown)}
-    return dataclasses.field(default=default, metadata=meta)
+    return _field(default, Option(tuple(flags), help, cli_type, parse, shown))
+
+
+def argument(
+    default: Any = REQUIRED, *, help: str, cli_type: Any = None, parse: Callable[[Any], Any] | None = None
+) -> Any:  # noqa: A002
+    """A dataclass field that is also the command's positional argument."""
+    return _field(default, Option((), help, cli_type, parse, positional=True))
+
+
+def _field(default: Any, opt: Option) -> Any:
+    meta = {_KEY: opt}
+    return (
+        dataclasses.field(metadata=meta) if default is REQUIRED else dataclasses.field(default=default, metadata=meta)
+    )
 
 
 def options_of(cls: type) -> list[tuple[dataclasses.Field, Option]]:

@@ -5,6 +5,7 @@ only the options that are no setting of the run (where to write, what to print).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import typing
@@ -23,8 +24,12 @@ def _parameters(cls: type) -> list[inspect.Parameter]:
     out = []
     for f, opt in options_of(cls):
         default = f.default if opt.shown is FIELD_DEFAULT else opt.shown
+        if default is dataclasses.MISSING:
+            default = inspect.Parameter.empty  # required
         typ = opt.cli_type or hints[f.name]
-        info = typer.Option(*opt.flags, help=opt.help)
+        if default is None and type(None) not in typing.get_args(typ):
+            typ = typ | None  # a path on the command line, None by default
+        info = typer.Argument(help=opt.help) if opt.positional else typer.Option(*opt.flags, help=opt.help)
         out.append(
             inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[typ, info])
         )

@@ -25,8 +25,6 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("cli/cmd_profile.py", "profile_cmd"): _CLI,
     ("cli/cmd_report.py", "register"): _CLI,
     ("cli/cmd_report.py", "report_cmd"): _CLI,
-    ("cli/cmd_train.py", "register"): _CLI,
-    ("cli/cmd_train.py", "train_cmd"): _CLI,
     ("cli/cmd_views.py", "register"): _CLI,
     ("cli/cmd_views.py", "views_cmd"): _CLI,
     ("atfr_analysis/bench/report.py", "_section"): "an f-string document; to be a template (issue 31)",

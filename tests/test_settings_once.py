@@ -1,7 +1,7 @@
 """Each setting declared once (issue 31): a command derived from its config has as options exactly
 the config fields that declare one (``atfr_analysis.settings.option``) plus the few options of its
 own (where to write, what to print), never a field declared twice. Commands still spelled out in
-``cli/`` (train, profile, flops, views, explain, report, export) are not derived yet."""
+``cli/`` (profile, flops, views, explain, report, export, demo) are not derived yet."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ import typer.main
 from test_cli_options import cli_options
 
 from atfr_analysis.bench.config import BenchConfig
+from atfr_analysis.train.config import TrainConfig
 from atfr_analysis.settings import option, options_of
 from atfr_cli.derive import config_command, config_values
 
 #: command -> (its config, the options the command declares itself)
 DERIVED = {
     "bench": (BenchConfig, {"--suite", "--smoke", "--json", "--out", "--report", "--from-json"}),
+    "train": (TrainConfig, {"--out", "--frames"}),
 }
 
 

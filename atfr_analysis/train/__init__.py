@@ -7,37 +7,36 @@ groups, the record, SGS guards), ``validate`` (through the profile), ``metrics``
 The names other modules import live here: ``from atfr_analysis.train import TrainConfig, train``.
 """
 
-from atfr_analysis.train.bn import precise_bn
-from atfr_analysis.train.config import PRECISIONS, TrainConfig
-from atfr_analysis.train.data import EpochSampler, TrainClips, item_seed, probe_videos, split_validation
-from atfr_analysis.train.loop import TrainDataError, TrainingDiverged, TrainResult, train
-from atfr_analysis.train.recipe import (
-    OFFICIAL_RECIPE,
-    cosine_lr,
-    make_record,
-    sgs_grad_clamp_hooks,
-    temporal_difference_init,
-)
-from atfr_analysis.train.state import ResumeError, RunFolder
+from atfr_analysis.lazy import lazy_exports
 
-__all__ = [
-    "TrainConfig",
-    "TrainResult",
-    "TrainDataError",
-    "TrainingDiverged",
-    "ResumeError",
-    "train",
-    "make_record",
-    "cosine_lr",
-    "precise_bn",
-    "split_validation",
-    "probe_videos",
-    "temporal_difference_init",
-    "item_seed",
-    "TrainClips",
-    "EpochSampler",
-    "sgs_grad_clamp_hooks",
-    "RunFolder",
-    "PRECISIONS",
-    "OFFICIAL_RECIPE",
-]
+# imported on first use: ``atfr --help`` reads TrainConfig's options without torch
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "precise_bn": "bn",
+        "PRECISIONS": "config",
+        "TrainConfig": "config",
+        "EpochSampler": "data",
+        "TrainClips": "data",
+        "item_seed": "data",
+        "probe_videos": "data",
+        "split_validation": "data",
+        "TrainDataError": "loop",
+        "TrainingDiverged": "loop",
+        "TrainResult": "loop",
+        "train": "loop",
+        "OFFICIAL_RECIPE": "recipe",
+        "cosine_lr": "recipe",
+        "make_record": "recipe",
+        "sgs_grad_clamp_hooks": "recipe",
+        "temporal_difference_init": "recipe",
+        "ResumeError": "state",
+        "RunFolder": "state",
+    },
+)
+
+__all__ = sorted(__getattr__.names)
+
+
+def __dir__() -> list[str]:
+    return __all__

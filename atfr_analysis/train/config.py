@@ -11,14 +11,18 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_type_hints
 
 from atfr_analysis.errors import InputError
-from atfr_analysis.models.base import BATCHING_MODES
+from atfr_analysis.settings import REQUIRED, argument, option
 
 __all__ = ["TrainConfig", "PRECISIONS", "RESUME_SETTINGS", "Same", "Free", "resume_settings_of"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: a path on the command line, a string in the config
+_PATH = dict(cli_type=Path, parse=str)
+
 T = TypeVar("T")
 #: the two kinds of setting, as each field of ``TrainConfig`` declares it in its type:
 #: ``Same[X]`` a resumed run must share with the run it continues (model, data, global batch,
@@ -43,81 +47,135 @@ class TrainConfig:
     continues from the newest one in its folder. See the field comments for the rest.
     """
 
-    model: Same[str]
-    data: Same[str]  # PySlowFast list of training videos
-    labels: Same[str | None] = None
-    data_root: Same[str | None] = None  # prefix of the relative paths of data and val_data; None: each list's folder
-    epochs: Same[int] = 30
-    batch_size: Same[int] = 16  # global: split over the torchrun ranks (PySlowFast's TRAIN.BATCH_SIZE)
-    lr: Same[float] = 0.1  # at batch size 64 (scaled linearly, as PySlowFast's BASE_LR is per 8 GPUs)
+    model: Same[str] = argument(help="registry name, e.g. slow_tiny_atfr")
+    data: Same[str] = option(REQUIRED, "--data", help="PySlowFast list of training videos ('path label')", **_PATH)
+    labels: Same[str | None] = option(None, "--labels", help="label map (JSON or one name per line)", **_PATH)
+    data_root: Same[str | None] = option(
+        None,
+        "--data-root",
+        help="prefix for the relative paths of --data and --val (default: each list's own folder)",
+        **_PATH,
+    )
+    epochs: Same[int] = option(30, "--epochs", help="epochs of the schedule")
+    #: global: split over the torchrun ranks (PySlowFast's TRAIN.BATCH_SIZE)
+    batch_size: Same[int] = option(16, "--batch-size", help="global batch size, split over the torchrun ranks")
+    #: at batch size 64 (scaled linearly, as PySlowFast's BASE_LR is per 8 GPUs)
+    lr: Same[float] = option(0.1, "--lr", help="base learning rate at batch size 64 (scaled linearly)")
     momentum: Same[float] = 0.9
-    weight_decay: Same[float] = 1e-4
-    warmup_epochs: Same[float] = 2.0
-    workers: Free[int] = 0
-    device: Free[str] = "auto"
-    seed: Same[int] = 0
-    crop: Same[int | None] = None  # default: the model's train crop
+    weight_decay: Same[float] = option(1e-4, "--weight-decay", help="L2 weight decay (not on BN and biases)")
+    warmup_epochs: Same[float] = option(2.0, "--warmup-epochs", help="linear warm-up epochs before the cosine")
+    workers: Free[int] = option(0, "--workers", help="loader processes decoding the clips")
+    device: Free[str] = option("auto", "--device", help="auto, cpu or cuda")
+    seed: Same[int] = option(0, "--seed", help="seed of the weights, the clips and the validation split")
+    crop: Same[int | None] = option(None, "--crop", help="training crop (default: the model's train crop)")
     scale_jitter: Same[tuple[float, float]] = (1.0, 1.25)  # short side = crop x U(a, b)
-    model_overrides: Same[dict[str, Any]] = field(default_factory=dict)
-    #: optional validation list, evaluated (through the profile) every ``val_every`` epochs and after
-    #: the last, ``val_views`` x ``val_crops`` views per video
-    val_data: Free[str | None] = None
-    max_steps: Free[int | None] = None  # stop early (tests); the schedule stays the one of ``epochs``
-    #: keep decoded videos in memory (small data sets only; each loader worker keeps its own copy)
-    cache: Free[bool] = False
-    #: clip the gradients' global L2 norm (PySlowFast's SOLVER.CLIP_GRAD_L2NORM). SGS's gradient
-    #: scales like 2B / max(Delta): on clips of near-identical frames it reaches 1e7 and more
-    #: (see the SGS fixtures' README), which blows up training from scratch without clipping.
-    clip_grad: Same[float | None] = None
-    #: after training, recompute BatchNorm statistics as exact averages over this many training
-    #: batches (PySlowFast's BN.USE_PRECISE_STATS / NUM_BATCHES_PRECISE); 0 = off
-    precise_bn: Free[int] = 0
-    #: SGS models: how batches run after SGS while training: "exact" (each clip at its own B', as
-    #: `atfr profile` does by default) or "padded" (the official code's)
-    batching: Same[str] = "exact"
-    #: start from these weights (any format `atfr profile` reads; a baseline's for an _atfr model:
-    #: only the SGS parameters may be missing)
-    init_from: Same[str | None] = None
-    #: with ``init_from``: re-initialise the classification head when its class count differs
-    reset_head: Same[bool] = False
-    #: keep BatchNorm layers in eval mode (running statistics frozen, as mmaction2's norm_eval)
-    freeze_bn: Same[bool] = False
-    #: torchrun: SyncBatchNorm (batch statistics over all ranks)
-    sync_bn: Same[bool] = False
-    #: hold out this stratified fraction of the training list (drawn with ``seed``) as a validation
-    #: split, evaluated as ``val_data`` is. 0 = off
-    val_fraction: Same[float] = 0.0
-    #: videos that cannot be opened are recorded and skipped; the run stops only above this fraction
-    max_failed_fraction: Free[float] = 0.1
-    #: SGS models: clamp the gradient into the SGS embedding to [-c, c]; 0 stops it
-    sgs_grad_clamp: Same[float | None] = None
-    #: from scratch only: this fraction of each temporal conv's output channels starts zero-sum in time
-    temporal_diff_init: Same[float] = 0.0
-    #: before the first step (after ``init_from``), recompute BN statistics over this many batches
-    precise_bn_first: Same[int] = 0
-    fp16_checkpoint: Free[bool] = False
-    quiet: Free[bool] = False
-    #: CPU intra-op threads for the run (restored afterwards). A CPU reduction's order, and so its
-    #: last bits, depends on the thread count: a seeded run is bit-reproducible at a given count.
-    #: None = this process's share of the cores it may run on (``tuning.local_cores``)
-    threads: Free[int | None] = None
-    #: stop (one line naming the step) when a step's loss exceeds this: it is exploding. None = 100 x
-    #: ln(classes), a hundred times the cross-entropy of a uniform guess, where an untrained model starts
-    max_loss: Free[float | None] = None
-    precision: Same[str] = "fp32"
-    #: save the training state every this many steps (0: only after each epoch)
-    checkpoint_every: Free[int] = 0
-    #: keep the newest this many training states (older ones are deleted once a newer one is written)
-    keep_last: Free[int] = 2
-    #: continue the run in the output folder (also automatic when the folder holds a state)
-    resume: Free[bool] = False
-    #: validate (through the profile, into ``<run>/val/epoch_NNN/``) every this many epochs and after the last
-    val_every: Free[int] = 1
-    #: the validation's test protocol: temporal views x spatial crops (1 x 1: the centre view)
-    val_views: Free[int] = 1
-    val_crops: Free[int] = 1
-    #: also write the epoch's scalars and the bins' histogram to this TensorBoard log folder (rank 0)
-    tensorboard: Free[str | None] = None
+    model_overrides: Same[dict[str, Any]] = field(default_factory=dict)  # e.g. --frames's
+    val_data: Free[str | None] = option(
+        None,
+        "--val",
+        help="validation list, profiled (--val-views x --val-crops) every --val-every epochs into <run>/val/epoch_NNN",
+        **_PATH,
+    )
+    #: stop early (tests); the schedule stays the one of ``epochs``
+    max_steps: Free[int | None] = option(None, "--max-steps", help="stop after this many steps")
+    #: small data sets only; each loader worker keeps its own copy
+    cache: Free[bool] = option(False, "--cache", help="keep decoded videos in memory (small data sets)")
+    #: PySlowFast's SOLVER.CLIP_GRAD_L2NORM. SGS's gradient scales like 2B / max(Delta): on clips of
+    #: near-identical frames it reaches 1e7 and more (see the SGS fixtures' README), which blows up
+    #: training from scratch without clipping.
+    clip_grad: Same[float | None] = option(
+        None, "--clip-grad", help="clip the gradients' global L2 norm (recommended with SGS)"
+    )
+    #: exact averages over this many training batches (PySlowFast's BN.USE_PRECISE_STATS /
+    #: NUM_BATCHES_PRECISE); 0 = off
+    precise_bn: Free[int] = option(
+        0, "--precise-bn", help="after training, recompute BN statistics over this many batches"
+    )
+    #: "exact" as `atfr profile` does by default, "padded" the official code's
+    batching: Same[str] = option(
+        "exact", "--batching", help="SGS models: exact (each clip at its own B') or padded (official)"
+    )
+    #: any format `atfr profile` reads
+    init_from: Same[str | None] = option(
+        None,
+        "--init-from",
+        help="start from a checkpoint (a baseline's, for an _atfr model: only SGS weights may be missing)",
+        **_PATH,
+    )
+    reset_head: Same[bool] = option(
+        False, "--reset-head", help="with --init-from: re-initialise a head with another class count"
+    )
+    #: as mmaction2's norm_eval
+    freeze_bn: Same[bool] = option(
+        False, "--freeze-bn", help="keep BatchNorm statistics frozen (eval mode) while training"
+    )
+    sync_bn: Same[bool] = option(False, "--sync-bn", help="torchrun: SyncBatchNorm over the ranks")
+    #: 0 = off; evaluated as ``val_data`` is
+    val_fraction: Same[float] = option(
+        0.0, "--val-fraction", help="hold out this fraction of --data (stratified, seeded) as a validation split"
+    )
+    max_failed_fraction: Free[float] = option(
+        0.1,
+        "--max-failed-fraction",
+        help="undecodable videos are recorded and skipped; stop only when more than this fraction fails",
+    )
+    sgs_grad_clamp: Same[float | None] = option(
+        None,
+        "--sgs-grad-clamp",
+        help="SGS models: clamp the gradient into the SGS embedding to [-c, c]; 0 stops it (the embedding "
+        "keeps its weights); default: the official backward",
+    )
+    temporal_diff_init: Same[float] = option(
+        0.0,
+        "--temporal-diff-init",
+        help="from scratch: this fraction of each temporal conv's output channels starts as a zero-sum "
+        "(temporal-difference) kernel",
+    )
+    precise_bn_first: Same[int] = option(
+        0,
+        "--precise-bn-first",
+        help="before training (after --init-from), recompute BN statistics over this many batches",
+    )
+    fp16_checkpoint: Free[bool] = option(False, "--fp16-checkpoint", help="store weights in fp16 (loaded back to fp32)")
+    quiet: Free[bool] = option(False, "--quiet", help="no progress and no epoch lines")
+    #: restored afterwards. A CPU reduction's order, and so its last bits, depends on the thread
+    #: count. None = this process's share of the cores it may run on (``tuning.local_cores``)
+    threads: Free[int | None] = option(
+        None,
+        "--threads",
+        help="CPU intra-op threads (default: the cores this process may use); a seeded run is "
+        "bit-reproducible at a given count",
+    )
+    #: None = 100 x ln(classes), a hundred times the cross-entropy of a uniform guess, where an
+    #: untrained model starts
+    max_loss: Free[float | None] = option(
+        None, "--max-loss", help="stop when a step's loss exceeds this (default 100 x ln classes)"
+    )
+    precision: Same[str] = option(
+        "fp32",
+        "--precision",
+        help="fp32, or autocast to bf16 / fp16 (fp16 with a gradient scaler); SGS's distances stay fp32",
+    )
+    checkpoint_every: Free[int] = option(
+        0,
+        "--checkpoint-every",
+        help="save the training state every this many steps (it is saved after every epoch too)",
+    )
+    #: older ones are deleted once a newer one is written
+    keep_last: Free[int] = option(2, "--keep-last", help="keep the newest this many training states")
+    resume: Free[bool] = option(
+        False, "--resume", help="continue the run in the output folder (automatic when it holds a state)"
+    )
+    val_every: Free[int] = option(1, "--val-every", help="validate every this many epochs (and after the last)")
+    val_views: Free[int] = option(1, "--val-views", help="validation: temporal views per video")
+    val_crops: Free[int] = option(1, "--val-crops", help="validation: spatial crops per view (1 or 3)")
+    #: rank 0 writes it
+    tensorboard: Free[str | None] = option(
+        None,
+        "--tensorboard",
+        help="also log the scalars and the bins' histogram for TensorBoard here (extra: tensorboard)",
+        **_PATH,
+    )
 
     def __post_init__(self) -> None:
         _check_name(self.model)
@@ -152,6 +210,8 @@ class TrainConfig:
         self._check_choices()
 
     def _check_choices(self) -> None:
+        from atfr_analysis.models.base import BATCHING_MODES
+
         if self.batching not in BATCHING_MODES:
             raise InputError(f"--batching must be one of {', '.join(BATCHING_MODES)}, got {self.batching!r}")
         if self.precision not in PRECISIONS:
