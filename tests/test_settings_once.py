@@ -13,8 +13,8 @@ import typer.main
 from test_cli_options import cli_options
 
 from atfr_analysis.bench.config import BenchConfig
-from atfr_analysis.train.config import TrainConfig
 from atfr_analysis.settings import option, options_of
+from atfr_analysis.train.config import TrainConfig
 from atfr_cli.derive import config_command, config_values
 
 #: command -> (its config, the options the command declares itself)
