@@ -13,10 +13,12 @@ import signal
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from atfr_analysis.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Shard", "resolve_shard", "parse_shard", "resolve_device", "sigterm_as_interrupt"]
 
@@ -70,6 +72,8 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
 def resolve_device(device: str) -> torch.device:
     """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:K``; under torchrun ``cuda``
     means this rank's GPU (``LOCAL_RANK``)."""
+    import torch
+
     device = str(device)
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise InputError(f"--device must be one of auto, cpu, cuda (or cuda:K), got {device!r}")

@@ -42,6 +42,7 @@ class Option:
     parse: Callable[[Any], Any] | None = None
     shown: Any = FIELD_DEFAULT
     positional: bool = False  # a positional argument of the command (``flags`` empty)
+    hidden: bool = False  # left out of ``--help`` (a knob for tests)
 
 
 def option(
@@ -51,11 +52,12 @@ def option(
     cli_type: Any = None,
     parse: Callable[[Any], Any] | None = None,
     shown: Any = FIELD_DEFAULT,
+    hidden: bool = False,
 ) -> Any:
     """A dataclass field with ``default`` that is also the option ``flags`` (see :class:`Option`)."""
     if not flags:
         raise TypeError("option() needs at least one flag")
-    return _field(default, Option(tuple(flags), help, cli_type, parse, shown))
+    return _field(default, Option(tuple(flags), help, cli_type, parse, shown, hidden=hidden))
 
 
 def argument(

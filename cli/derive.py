@@ -29,7 +29,11 @@ def _parameters(cls: type) -> list[inspect.Parameter]:
         typ = opt.cli_type or hints[f.name]
         if default is None and type(None) not in typing.get_args(typ):
             typ = typ | None  # a path on the command line, None by default
-        info = typer.Argument(help=opt.help) if opt.positional else typer.Option(*opt.flags, help=opt.help)
+        info = (
+            typer.Argument(help=opt.help)
+            if opt.positional
+            else typer.Option(*opt.flags, help=opt.help, hidden=opt.hidden)
+        )
         out.append(
             inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[typ, info])
         )

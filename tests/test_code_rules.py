@@ -21,8 +21,6 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("cli/cmd_explain.py", "explain_cmd"): _CLI,
     ("cli/cmd_flops.py", "register"): _CLI,
     ("cli/cmd_flops.py", "flops_cmd"): _CLI,
-    ("cli/cmd_profile.py", "register"): _CLI,
-    ("cli/cmd_profile.py", "profile_cmd"): _CLI,
     ("cli/cmd_report.py", "register"): _CLI,
     ("cli/cmd_report.py", "report_cmd"): _CLI,
     ("cli/cmd_views.py", "register"): _CLI,

@@ -1,7 +1,7 @@
 """Each setting declared once (issue 31): a command derived from its config has as options exactly
 the config fields that declare one (``atfr_analysis.settings.option``) plus the few options of its
 own (where to write, what to print), never a field declared twice. Commands still spelled out in
-``cli/`` (profile, flops, views, explain, report, export, demo) are not derived yet."""
+``cli/`` (flops, views, explain, report, export, demo) are not derived yet."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import typer.main
 from test_cli_options import cli_options
 
 from atfr_analysis.bench.config import BenchConfig
+from atfr_analysis.profile.config import ProfileConfig
 from atfr_analysis.settings import option, options_of
 from atfr_analysis.train.config import TrainConfig
 from atfr_cli.derive import config_command, config_values
@@ -21,6 +22,7 @@ from atfr_cli.derive import config_command, config_values
 DERIVED = {
     "bench": (BenchConfig, {"--suite", "--smoke", "--json", "--out", "--report", "--from-json"}),
     "train": (TrainConfig, {"--out", "--frames"}),
+    "profile": (ProfileConfig, set()),
 }
 
 
@@ -73,3 +75,15 @@ def test_a_derived_command_passes_the_parsed_config(capsys):
     typer.main.get_command(app)(["run", "--workers", "2,3", "--out", "y"], standalone_mode=False)
     assert seen == {"cfg": Cfg(workers=(2, 3)), "out": "y"}
     assert config_values(Cfg, {"workers": "0,1", "quiet": True}) == {"workers": (0, 1), "quiet": True}
+
+
+def test_the_profile_command_line_in_run_json_spells_the_declared_flags():
+    """run.json's equivalent command is written from the same declarations as the parser reads."""
+    cfg = ProfileConfig(
+        "c.pyth", "slow_tiny", "val.csv", "runs/x", cuda_graphs=False, class_subset="0,2", views=2, skip_missing=True
+    )
+    cmd = cfg.command_line()
+    assert cmd[:9] == ["atfr", "profile", "c.pyth", "--model", "slow_tiny", "--data", "val.csv", "--out", "runs/x"]
+    assert {"--no-cuda-graphs", "--skip-missing"} <= set(cmd) and cmd[cmd.index("--views") + 1] == "2"
+    assert cmd[cmd.index("--class-subset") + 1] == "0,2"
+    assert set(w for w in cmd if w.startswith("--")) <= cli_options()["profile"]

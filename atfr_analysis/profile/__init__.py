@@ -11,9 +11,6 @@ import sys
 import types
 
 from atfr_analysis.lazy import lazy_exports
-from atfr_analysis.profile.config import ProfileConfig
-from atfr_analysis.profile.instrument import Profiler, profile_clips
-from atfr_analysis.profile.log import RunError, load_run, load_videos, read_meta
 
 __all__ = [
     "Profiler",
@@ -29,9 +26,22 @@ __all__ = [
     "RunSummary",
 ]
 
-# the runner imports the data layer: loaded on first use
+# loaded on first use: ``atfr --help`` reads ProfileConfig's options without torch
 __getattr__ = lazy_exports(
-    __name__, {"profile": "run", "run_profile": "run", "summarize": "summary", "RunSummary": "summary"}
+    __name__,
+    {
+        "ProfileConfig": "config",
+        "Profiler": "instrument",
+        "profile_clips": "instrument",
+        "RunError": "log",
+        "load_run": "log",
+        "load_videos": "log",
+        "read_meta": "log",
+        "profile": "run",
+        "run_profile": "run",
+        "summarize": "summary",
+        "RunSummary": "summary",
+    },
 )
 
 

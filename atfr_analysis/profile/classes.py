@@ -13,10 +13,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from atfr_analysis.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ClassSet", "parse_class_subset", "check_label_map", "class_set"]
 
@@ -72,6 +74,8 @@ class ClassSet:
 
     def restrict(self, scores: torch.Tensor) -> torch.Tensor:
         """``[N, head]`` softmax -> ``[N, num_classes]``: the subset's outputs, renormalised."""
+        import torch
+
         if self.subset is None:
             return scores
         sub = scores[:, list(self.subset)]

@@ -14,16 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from atfr_analysis.errors import InputError
-from atfr_analysis.models.base import BATCHING_MODES
 from atfr_analysis.profile.classes import parse_class_subset
 from atfr_analysis.runtime import resolve_shard
+from atfr_analysis.settings import REQUIRED, argument, option, options_of
 
 __all__ = ["ProfileConfig", "PRECISIONS", "CROPS"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 CROPS = (1, 3)
-#: fields that are no option of ``atfr profile`` (left out of the equivalent command line)
-_NOT_OPTIONS = ("checkpoint", "model", "data", "out", "command", "stop_after", "flush_seconds")
+#: the settings the equivalent command line writes first, whatever their value
+_NOT_OPTIONS = ("checkpoint", "model", "data", "out")
 
 
 @dataclass(frozen=True)
@@ -62,37 +62,111 @@ class ProfileConfig:
         ``atfr profile`` line of this config).
     """
 
-    checkpoint: str | Path
-    model: str
-    data: str | Path
-    out: str | Path
-    data_root: str | Path | None = None
-    labels: str | Path | None = None
-    class_subset: str | Path | Sequence[int] | None = None
-    skip_missing: bool = False
-    views: int | None = None
-    crops: int | None = None
-    short_side: int | None = None
-    crop: int | None = None
-    apply_rotation: bool = False
-    batching: str = "exact"
-    batch_size: int | None = None
-    workers: int | None = None
-    device: str = "auto"
-    precision: str = "fp32"
-    resume: bool = False
-    retry_failed: bool = False
-    shard: str | None = None
-    allow_missing: str | None = None
-    allow_nonfinite_weights: bool = False
-    max_failed_fraction: float = 0.0
-    quiet: bool = False
-    flush_every: int = 16
+    checkpoint: str | Path = argument(help="PySlowFast .pyth/.pt checkpoint, a state dict, or ours", cli_type=Path)
+    model: str = option(REQUIRED, "--model", help="registry name, e.g. slowfast_4x16_r50_atfr")
+    data: str | Path = option(
+        REQUIRED, "--data", help="PySlowFast list ('path label' per line) or a folder of class folders", cli_type=Path
+    )
+    out: str | Path = option(REQUIRED, "--out", help="run folder to write (run.json + Parquet parts)", cli_type=Path)
+    data_root: str | Path | None = option(
+        None, "--data-root", help="prefix for the list's relative paths", cli_type=Path
+    )
+    labels: str | Path | None = option(
+        None,
+        "--labels",
+        help='label map: JSON {"name": id} or one name per line; it must name every output of the head, unless '
+        "--class-subset says which ones its entries are",
+        cli_type=Path,
+    )
+    class_subset: str | Path | Sequence[int] | None = option(
+        None,
+        "--class-subset",
+        help="the head output of each label-map entry, in map order: a comma list (e.g. 0,5,7) or a file of "
+        "indices; scores and predictions are then over those outputs only",
+        cli_type=str,
+    )
+    skip_missing: bool = option(
+        False,
+        "--skip-missing",
+        help="skip the list's rows whose file is missing (recorded in run.json) instead of refusing the list",
+    )
+    views: int | None = option(
+        None, "--views", help="temporal clips per video (default: the model config's, 10 for Kinetics models)"
+    )
+    crops: int | None = option(None, "--crops", help="spatial crops per clip: 3 or 1 (default: the model config's)")
+    short_side: int | None = option(
+        None,
+        "--short-side",
+        help="scale each frame's short side to S (default: the model's protocol: 3 crops: the test crop; 1 crop: "
+        "PySlowFast's 1-crop rule, X3D-S 182)",
+    )
+    crop: int | None = option(
+        None,
+        "--crop",
+        help="square crop size C of each view (default: the model's protocol: 3 crops: the test crop; 1 crop: "
+        "PySlowFast's 1-crop test size, X3D-S 160); the GMACs follow it",
+    )
+    apply_rotation: bool = option(
+        False,
+        "--apply-rotation",
+        help="turn frames by their rotation metadata (default: as decoded, as PySlowFast; rotated videos are "
+        "counted in the summary)",
+    )
+    batching: str = option("exact", "--batching", help="exact (per-clip results) or padded (official)")
+    batch_size: int | None = option(
+        None,
+        "--batch-size",
+        help="views per forward pass (default: 8 on CUDA, 1 on the CPU, where bench measures batch 1 as fast as any)",
+    )
+    workers: int | None = option(
+        None,
+        "--workers",
+        help="DataLoader decoding processes (default: on CUDA this rank's cores less one, at most 8; on the CPU 0: "
+        "decoding and the model share the cores)",
+    )
+    device: str = option("auto", "--device", help="auto, cpu or cuda")
+    precision: str = option("fp32", "--precision", help="fp32, or on CUDA bf16/fp16 (GMACs do not change)")
+    resume: bool = option(False, "--resume", help="continue the run in --out: videos already logged are skipped")
+    retry_failed: bool = option(False, "--retry-failed", help="with --resume: try the videos logged as failed again")
+    shard: str | None = option(
+        None,
+        "--shard",
+        help="i/n: profile the videos at list positions k with k % n == i (job arrays; torchrun sets it from "
+        "RANK/WORLD_SIZE)",
+    )
+    allow_missing: str | None = option(None, "--allow-missing", help="'sgs': baseline weights into an _atfr model")
+    allow_nonfinite_weights: bool = option(
+        False,
+        "--allow-nonfinite-weights",
+        help="load a checkpoint whose weights hold NaN or inf (refused by default), e.g. to inspect a diverged "
+        "model; views with non-finite scores are then failed rows",
+    )
+    max_failed_fraction: float = option(
+        0.0,
+        "--max-failed-fraction",
+        help="share of the logged videos allowed to fail (0..1) before the run exits with status 3; a run where "
+        "every video failed exits with 4",
+    )
+    quiet: bool = option(False, "--quiet", help="no progress display (for logs); the summary is still printed")
+    flush_every: int = option(
+        16, "--flush-every", help="write a part file every N videos (and every 30 s)", hidden=True
+    )
     flush_seconds: float = 30.0
     stop_after: int | None = None
-    cross_check: int = 0
-    cuda_graphs: bool = True
-    cudnn_benchmark: bool = True
+    cross_check: int = option(
+        0,
+        "--cross-check",
+        help="count the first K signatures met again with fvcore (the reference counter) and record the comparison "
+        "in run.json",
+    )
+    cuda_graphs: bool = option(
+        True,
+        "--cuda-graphs/--no-cuda-graphs",
+        help="CUDA: exact batching replays one CUDA graph per signature and group size",
+    )
+    cudnn_benchmark: bool = option(
+        True, "--cudnn-benchmark/--no-cudnn-benchmark", help="CUDA: cuDNN autotuning of the convolutions"
+    )
     command: Sequence[str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -115,6 +189,8 @@ class ProfileConfig:
             _int_at_least("--crop", self.crop, 1)
         if self.short_side is not None and self.crop is not None and self.crop > self.short_side:
             raise InputError(f"--crop {self.crop} is larger than --short-side {self.short_side}")
+        from atfr_analysis.models.base import BATCHING_MODES
+
         if self.batching not in BATCHING_MODES:
             raise InputError(f"--batching must be one of {', '.join(BATCHING_MODES)}, got {self.batching!r}")
         if self.precision not in PRECISIONS:
@@ -174,15 +250,15 @@ class ProfileConfig:
             "--out",
             str(self.out),
         ]
-        for f in dataclasses.fields(self):
+        for f, opt in options_of(type(self)):  # each option as the command line spells it
             if f.name in _NOT_OPTIONS:
                 continue
             v = getattr(self, f.name)
             if v == f.default or v is None:
                 continue
-            flag = "--" + f.name.replace("_", "-")
+            flag, _, off = opt.flags[0].partition("/")
             if v is False:  # a switch that is on by default
-                cmd.append("--no-" + flag[2:])
+                cmd.append(off or "--no-" + flag[2:])
                 continue
             if f.name == "class_subset":
                 v = ",".join(map(str, v))
