@@ -462,6 +462,8 @@ def _one_step(cfg, run: _Run, model: _Model, optim: _Optim, state: _State, batch
     if cfg.clip_grad:
         optim.scaler.unscale_(optim.opt)
         nn.utils.clip_grad_norm_(model.net.parameters(), cfg.clip_grad)
+    if not optim.scaler.is_enabled():  # fp16's scaler skips a step with inf/NaN gradients itself
+        _check_gradients(state, run, model, optim)
     optim.scaler.step(optim.opt)
     optim.scaler.update()
     state.step += 1
@@ -501,7 +503,30 @@ def _failed(data: _Data, state: _State) -> list:
     return unique_failures(data.failed, state.failures)
 
 
-def _diverged(state: _State, run: _Run, what: str) -> TrainingDiverged:
+def _check_gradients(state: _State, run: _Run, model: _Model, optim: _Optim) -> None:
+    """Every gradient finite before the update (every rank agrees): an SGD step with a NaN
+    gradient makes the weights NaN at any learning rate, and the next state written would keep
+    them. On the CPU, PyTorch's bf16 convolutions (oneDNN; seen with torch 2.13.0) return
+    non-finite weight gradients for a temporal kernel of 3 over 2 steps, a length SGS leaves
+    after merging: the error says so."""
+    grads = [(n, p.grad) for n, p in model.net.named_parameters() if p.grad is not None]
+    bad = None
+    if grads:
+        finite = torch.stack([torch.isfinite(g).all() for _, g in grads])
+        if not bool(finite.all()):
+            bad = grads[int((~finite).nonzero()[0])][0]
+    if all_mean([0.0 if bad is None else 1.0], run.world)[0] > 0:
+        hint = None
+        if run.device.type == "cpu" and optim.amp_dtype == torch.bfloat16:
+            hint = (
+                "PyTorch's bf16 convolutions on the CPU can return non-finite weight gradients (a temporal kernel "
+                "of 3 over 2 steps, as SGS leaves them): use --precision fp32 on the CPU"
+            )
+        what = f"the gradient of {bad} is not finite" if bad else "another rank's gradient is not finite"
+        raise _diverged(state, run, what, hint)
+
+
+def _diverged(state: _State, run: _Run, what: str, hint: str | None = None) -> TrainingDiverged:
     kept = (
         f"the last good checkpoint {state.saved} (epoch {state.saved_epoch:g}) is kept"
         if state.saved is not None
@@ -509,7 +534,7 @@ def _diverged(state: _State, run: _Run, what: str) -> TrainingDiverged:
     )
     return TrainingDiverged(
         f"training diverged at step {state.step + 1} (epoch {state.epoch + 1}): {what}; {kept}; "
-        "lower --lr or set --clip-grad"
+        + (hint or "lower --lr or set --clip-grad")
     )
 
 
