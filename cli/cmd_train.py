@@ -11,18 +11,6 @@ import typer
 from atfr_cli.derive import config_command
 
 
-def _frames_overrides(model: str, frames: int | None) -> dict:
-    """``--frames`` as the model's config change (``InputSpec.with_frames``, as every command)."""
-    if frames is None:
-        return {}
-    import torch
-
-    from atfr_analysis.models import build_model
-
-    with torch.device("meta"):  # the default spec and config only: nothing allocated
-        return build_model(model).frames_overrides(frames)
-
-
 def register(app: typer.Typer) -> None:
     from atfr_analysis.train.config import TrainConfig
 
@@ -37,9 +25,10 @@ def register(app: typer.Typer) -> None:
         frames: int | None = typer.Option(None, "--frames", help="clip frames (default: the model's)"),
     ) -> None:
         """Train a model (SGD + momentum, warm-up + cosine, cross-entropy) into a PySlowFast-style checkpoint."""
+        from atfr_analysis.models import frames_overrides
         from atfr_analysis.train import TrainConfig, train
 
-        cfg = TrainConfig(**cfg, model_overrides=_frames_overrides(cfg["model"], frames))
+        cfg = TrainConfig(**cfg, model_overrides=frames_overrides(cfg["model"], frames))
         r = train(cfg, out, command=["atfr"] + sys.argv[1:])
         if int(os.environ.get("RANK", "0")) != 0:
             return

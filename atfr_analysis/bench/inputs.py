@@ -91,7 +91,7 @@ def resolve_inputs(cfg: BenchConfig) -> BenchConfig:
 
 def load_model(cfg: BenchConfig):
     """The ATFR model: the checkpoint's weights, or random weights seeded by ``cfg.seed``."""
-    from atfr_analysis.models import build_model
+    from atfr_analysis.models import build_model, frames_overrides
 
     if cfg.checkpoint:
         from atfr_analysis.loading import load_model_from_checkpoint
@@ -100,10 +100,7 @@ def load_model(cfg: BenchConfig):
         if cfg.frames is not None and cfg.frames != model.spec.clip_frames:
             raise InputError("--frames cannot change a checkpoint's clip length")
     else:
-        over = {}
-        if cfg.frames is not None:
-            with torch.device("meta"):  # --frames as the config's change (InputSpec.with_frames, as every command)
-                over = build_model(cfg.model).frames_overrides(cfg.frames)
+        over = frames_overrides(cfg.model, cfg.frames)  # --frames as every command takes it
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, **over)
     if not model.is_atfr:

@@ -41,15 +41,19 @@ def _time_steps(model, xs, y, dev, precision: str, steps: int) -> float:
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     params = [p for p in model.parameters() if p.requires_grad]
     start = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def restore() -> None:  # untimed: the first step's weights, a zero momentum buffer
+        for p, p0 in zip(params, start):
+            p.copy_(p0)
+            buf = opt.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                buf.zero_()
+
     amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     times = []
     for k in range(steps + 1):
-        with torch.no_grad():  # untimed: the first step's weights, a zero momentum buffer
-            for p, p0 in zip(params, start):
-                p.copy_(p0)
-                buf = opt.state.get(p, {}).get("momentum_buffer")
-                if buf is not None:
-                    buf.zero_()
+        restore()
         sync(dev)
         t0 = time.perf_counter()
         with torch.autocast(dev.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
@@ -60,9 +64,7 @@ def _time_steps(model, xs, y, dev, precision: str, steps: int) -> float:
         sync(dev)
         if k:
             times.append(time.perf_counter() - t0)
-    with torch.no_grad():
-        for p, p0 in zip(params, start):
-            p.copy_(p0)
+    restore()
     return median(times)
 
 

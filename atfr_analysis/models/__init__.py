@@ -9,6 +9,7 @@ from atfr_analysis.models.base import AtfrStep, InputSpec, VideoModel, as_pathwa
 from atfr_analysis.models.registry import (
     UnknownModelError,
     build_model,
+    frames_overrides,
     get_config,
     list_models,
     register_model,
@@ -22,6 +23,7 @@ __all__ = [
     "make_inputs",
     "UnknownModelError",
     "build_model",
+    "frames_overrides",
     "get_config",
     "list_models",
     "register_model",

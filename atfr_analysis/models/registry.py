@@ -40,6 +40,7 @@ from atfr_analysis.errors import InputError
 __all__ = [
     "register_model",
     "build_model",
+    "frames_overrides",
     "list_models",
     "get_config",
     "get_entry",
@@ -152,3 +153,15 @@ def build_model(name: str, num_classes: int = 400, **overrides: Any) -> nn.Modul
     model.model_name = name
     model.config = cfg
     return model
+
+
+def frames_overrides(name: str, frames: int | None) -> dict[str, Any]:
+    """``--frames`` as the config change that builds ``name`` at that clip length
+    (:meth:`VideoModel.frames_overrides`, from the model's default spec and config, built on the
+    meta device: nothing allocated); ``{}`` for ``None``."""
+    if frames is None:
+        return {}
+    import torch
+
+    with torch.device("meta"):
+        return build_model(name).frames_overrides(frames)
