@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from profile_helpers import run_cli
+from train_helpers import SHIPPED_CLASSES, tiny_train_set
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "atfr_analysis" / "checkpoints"
@@ -23,15 +24,7 @@ ATFR = SHIPPED / "slow_tiny_atfr.pyth"
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """One train and one test clip of each of the shipped model's classes (16 frames, 64 px)."""
-    from atfr_analysis.data.synthetic import SyntheticConfig, make_dataset
-
-    root = tmp_path_factory.mktemp("cover_train") / "d"
-    classes = ("still", "slow_4x", "slow_2x", "normal")
-    make_dataset(
-        root,
-        SyntheticConfig(seed=3, frames=16, size=64, classes=classes, clips_per_class_train=1, clips_per_class_test=1),
-    )
-    return root
+    return tiny_train_set(tmp_path_factory.mktemp("cover_train") / "d", classes=SHIPPED_CLASSES, test_per_class=1)
 
 
 def _train(capsys, data: Path, out: Path, *extra, model: str = "slow_tiny_atfr") -> tuple[int, str, str]:

@@ -29,6 +29,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from profile_helpers import run_cli
+from train_helpers import SHIPPED_CLASSES, tiny_train_set
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
@@ -230,18 +232,6 @@ def test_keys_of_shown_commands():
 
 
 # ----------------------------------------------------------------------------- shared pieces of the runs
-def _run_cli(capsys, *args) -> tuple[int, str, str]:
-    from atfr_cli.main import main
-
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -265,15 +255,7 @@ def _torchrun() -> str:
 @pytest.fixture(scope="module")
 def demo_classes(tmp_path_factory) -> Path:
     """The shipped checkpoints' four classes, one train and one test clip each, 16 x 64 px."""
-    from atfr_analysis.data.synthetic import SyntheticConfig, make_dataset
-
-    root = tmp_path_factory.mktemp("readme") / "k400"
-    classes = ("still", "slow_4x", "slow_2x", "normal")
-    make_dataset(
-        root,
-        SyntheticConfig(seed=3, frames=16, size=64, classes=classes, clips_per_class_train=1, clips_per_class_test=1),
-    )
-    return root
+    return tiny_train_set(tmp_path_factory.mktemp("readme") / "k400", classes=SHIPPED_CLASSES, test_per_class=1)
 
 
 def _record(ckpt: Path) -> dict:
@@ -288,7 +270,7 @@ def test_atfr_demo(tmp_path, capsys):
     """`atfr demo`, with each of its options: the committed numbers and model card, the data set in
     --cache, the reports in --out, no progress with --quiet (decoding in a loader worker changes nothing)."""
     out, cache, card = tmp_path / "demo", tmp_path / "cache", tmp_path / "MODEL_CARD.md"
-    code, stdout, err = _run_cli(
+    code, stdout, err = run_cli(
         capsys, "demo", "--out", out, "--cache", cache, "--workers", "1", "--quiet", "--model-card", card
     )
     assert code == 0, err
@@ -326,7 +308,7 @@ def mynet_profiled(tmp_path, monkeypatch, capsys):
     p = subprocess.run([sys.executable, *python[1:]], cwd=tmp_path, env=_env(), capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     (profile,) = [w for w in cmds if w[:2] == ["atfr", "profile"]]
-    code, _, err = _run_cli(capsys, *profile[1:], "--quiet")
+    code, _, err = run_cli(capsys, *profile[1:], "--quiet")
     assert code == 0, err
     yield tmp_path, cmds
     sys.modules.pop("mynet", None)
@@ -350,7 +332,7 @@ def test_own_model_block_then_report_as_written(mynet_profiled, capsys):
     """The block's `# then:` report line, as written (it lacked --out: exit 2)."""
     _, cmds = mynet_profiled
     (report,) = [w for w in cmds if w[:2] == ["atfr", "report"]]
-    code, _, err = _run_cli(capsys, *report[1:])
+    code, _, err = run_cli(capsys, *report[1:])
     assert code == 0, err
 
 
@@ -374,14 +356,14 @@ def test_profile_report_table(demo_classes, tmp_path, capsys):
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        code, _, err = _run_cli(capsys, "profile", *argv)
+        code, _, err = run_cli(capsys, "profile", *argv)
         assert code == 0, err
         log = load_run("runs/sf")
         assert sorted(log.drop_duplicates("video_id").video_id) == [0, 1, 2, 3] and set(log.status) == {"ok"}
-        code, _, err = _run_cli(capsys, *report[1:])  # as written
+        code, _, err = run_cli(capsys, *report[1:])  # as written
         assert code == 0, err
         assert (tmp_path / "reports" / "sf" / "report.md").is_file()
-        code, stdout, err = _run_cli(capsys, *table[1:])  # as written
+        code, stdout, err = run_cli(capsys, *table[1:])  # as written
         assert code == 0, err
         assert "slow_tiny_atfr" in stdout
     finally:
@@ -473,7 +455,7 @@ def test_train_one_gpu(demo_classes, tmp_path, capsys):
     the shipped checkpoint, 10 epochs -> 2): validation only every --val-every 2 epochs, a state every
     --checkpoint-every step, bf16 autocast, frozen BN; the validation run opens with `atfr report`."""
     out = tmp_path / "runs" / "slow_atfr"
-    code, stdout, err = _run_cli(
+    code, stdout, err = run_cli(
         capsys,
         "train",
         "slow_tiny_atfr",
@@ -493,7 +475,7 @@ def test_train_one_gpu(demo_classes, tmp_path, capsys):
     assert sorted(p.name for p in (out / "val").iterdir() if p.is_dir()) == ["epoch_002"]  # not after epoch 1
     assert len(list((out / "checkpoints").glob("*.pyth"))) == 2  # --keep-last 2 of the per-step states
     assert rec["val_videos"] == 4 and "val top-1" in stdout
-    code, _, err = _run_cli(capsys, "report", out / "val" / "epoch_002", "--out", tmp_path / "rep")
+    code, _, err = run_cli(capsys, "report", out / "val" / "epoch_002", "--out", tmp_path / "rep")
     assert code == 0, err
     assert (tmp_path / "rep" / "report.md").is_file()
 

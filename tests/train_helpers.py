@@ -1,4 +1,5 @@
-"""The training tests' data: seven synthetic classes, tiny (16 frames at 64 px), train clips only."""
+"""The training tests' data: synthetic classes, tiny (16 frames at 64 px): seven with train clips
+only, or the shipped checkpoints' four with a train and a test clip each."""
 
 from pathlib import Path
 
@@ -6,14 +7,22 @@ from atfr_analysis.data.synthetic import CLASSES, SyntheticConfig, make_dataset
 
 #: the tests' seven classes (the first seven the module knows; the tests count clips and classes)
 SEVEN = CLASSES[:7]
+#: the classes the shipped slow_tiny checkpoints were trained on
+SHIPPED_CLASSES = ("still", "slow_4x", "slow_2x", "normal")
 
 
-def tiny_train_set(root: Path, per_class: int = 1, classes=SEVEN) -> Path:
-    """Write ``per_class`` train clips of each of ``classes`` under ``root`` (seed 3); returns ``root``."""
+def tiny_train_set(root: Path, per_class: int = 1, classes=SEVEN, test_per_class: int = 0) -> Path:
+    """Write ``per_class`` train clips (and ``test_per_class`` test clips) of each of ``classes``
+    under ``root`` (seed 3); returns ``root``."""
     make_dataset(
         root,
         SyntheticConfig(
-            seed=3, frames=16, size=64, classes=classes, clips_per_class_train=per_class, clips_per_class_test=0
+            seed=3,
+            frames=16,
+            size=64,
+            classes=classes,
+            clips_per_class_train=per_class,
+            clips_per_class_test=test_per_class,
         ),
     )
     return root
